@@ -1,0 +1,66 @@
+"""``rayseq``: train, evaluate and serve recurrent sequence models on Ray.
+
+    rayseq train RECIPE.yaml [--set KEY=VALUE ...] [--output DIR]
+    rayseq eval CHECKPOINT --data PATH [--format FORMAT] [--set KEY=VALUE ...]
+    rayseq serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from pipelines.errors import user_error
+
+
+def run_and_report(command: Callable[[], dict[str, Any] | None]) -> int:
+    """Run ``command``; print its summary as the last stdout line, or a one-line error."""
+    try:
+        summary = command()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - turned into a one-line message below
+        error = user_error(exc)
+        if error is None:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"rayseq: error: {message}", file=sys.stderr)
+        return 2
+    if summary is not None:
+        print(json.dumps(summary), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipelines.evaluate import add_eval_arguments
+    from pipelines.train import add_train_arguments
+    from serving.cli import add_serve_arguments
+
+    parser = argparse.ArgumentParser(prog="rayseq", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_train_arguments(commands.add_parser("train", help="train a recipe"))
+    add_eval_arguments(commands.add_parser("eval", help="score a checkpoint on a dataset"))
+    add_serve_arguments(commands.add_parser("serve", help="serve checkpoints over HTTP with Ray Serve"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        from pipelines.train import train_command
+
+        return run_and_report(lambda: train_command(args))
+    if args.command == "eval":
+        from pipelines.evaluate import eval_command
+
+        return run_and_report(lambda: eval_command(args))
+    from serving.cli import serve_command
+
+    return run_and_report(lambda: serve_command(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

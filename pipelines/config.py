@@ -1,0 +1,279 @@
+"""Recipes: YAML loaded into typed, validated dataclasses.
+
+A recipe is a tree of ``kw_only`` dataclasses; every field is documented where it is
+declared and validated in ``__post_init__``. ``--set a.b=c`` overrides any field by its
+dotted path; values are parsed as YAML scalars; an unknown key is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.config import ModelConfig
+from pipelines.errors import ConfigError
+
+FORMATS = ("auto", "labeled-lines", "csv", "tsv", "jsonl", "parquet", "hf")
+GENERATORS = ("sentiment",)
+
+
+@dataclass(kw_only=True)
+class GenerateConfig:
+    name: str = "sentiment"
+    """Built-in generator: ``sentiment`` (templated reviews with negation)."""
+    size: int = 4000
+    """Training examples to generate (validation gets a quarter as many)."""
+    seed: int = 0
+    """Generator seed: the same seed writes the same files."""
+
+    def __post_init__(self) -> None:
+        if self.name not in GENERATORS:
+            raise ConfigError(f"data.generate.name: {self.name!r} is not one of {GENERATORS}")
+        if self.size < 10:
+            raise ConfigError(f"data.generate.size must be >= 10, got {self.size}")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    root: str = ""
+    """Folder the ``train``/``valid`` paths are relative to (absolute paths ignore it)."""
+    train: str = "train.txt"
+    """Training file (or ``hf`` dataset name / ``save_to_disk`` folder)."""
+    valid: str = "valid.txt"
+    """Validation file; empty for none."""
+    format: str = "auto"
+    """One of FORMATS; ``auto`` picks by extension (``labeled-lines`` otherwise)."""
+    split: str = "train"
+    """``hf`` only: split of ``train`` to read."""
+    valid_split: str = "validation"
+    """``hf`` only: split used for validation."""
+    text_column: str = "text"
+    label_column: str = "label"
+    on_bad_record: str = "error"
+    """``error`` stops at the first bad record (file and line); ``skip`` counts and reports them."""
+    max_length: int = 128
+    """Tokens kept per example; longer ones are truncated (and counted)."""
+    generate: GenerateConfig | None = None
+    """When set, the training driver writes this generated dataset into ``root`` first."""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"data.format: {self.format!r} is not one of {FORMATS}")
+        if self.on_bad_record not in ("error", "skip"):
+            raise ConfigError(f"data.on_bad_record: {self.on_bad_record!r} is not 'error' or 'skip'")
+        if self.max_length < 1:
+            raise ConfigError(f"data.max_length must be >= 1, got {self.max_length}")
+
+
+@dataclass(kw_only=True)
+class TokenizerConfig:
+    kind: str = "bpe"
+    """Subword model trained with ``tokenizers``: ``bpe``, ``wordpiece`` or ``wordlevel``."""
+    vocab_size: int = 8000
+    """Target vocabulary size, special tokens included."""
+    lowercase: bool = True
+    min_frequency: int = 2
+    """Merges/words seen fewer times than this are not learned."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("bpe", "wordpiece", "wordlevel"):
+            raise ConfigError(f"tokenizer.kind: {self.kind!r} is not bpe, wordpiece or wordlevel")
+        if self.vocab_size < 16:
+            raise ConfigError(f"tokenizer.vocab_size must be >= 16, got {self.vocab_size}")
+
+
+@dataclass(kw_only=True)
+class BatchingConfig:
+    max_tokens: int = 4096
+    """Token budget of one batch, padding included: batch_size * longest <= max_tokens."""
+    max_batch_size: int = 256
+    """Upper bound on rows per batch, whatever the budget allows."""
+    pool_size: int = 4096
+    """Examples sorted together before cutting batches (OpenNMT's pool)."""
+    sort: bool = True
+    """Length bucketing on (sort each pool by length); False batches in random order."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "max_batch_size", "pool_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"batching.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    max_steps: int = 1000
+    """Optimizer steps; one step consumes one batch per data-parallel replica."""
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    schedule: str = "linear"
+    """LR after warm-up: ``linear`` or ``cosine`` decay to 0, or ``constant``."""
+    clip_norm: float = 1.0
+    """Clip gradients to this global L2 norm (0 disables)."""
+    label_smoothing: float = 0.0
+    seed: int = 0
+    log_every: int = 50
+    """Print a progress line every this many steps."""
+    eval_every: int = 250
+    """Validate and checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    shuffle_buffer: int = 64
+    """Batches shuffled together per epoch (seeded by seed and epoch)."""
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ConfigError(f"train.max_steps must be >= 1, got {self.max_steps}")
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ConfigError(f"train.schedule: {self.schedule!r} is not linear, cosine or constant")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        for name in ("log_every", "eval_every", "keep_checkpoints", "shuffle_buffer"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(kw_only=True)
+class ParallelConfig:
+    dp: int = 1
+    """Data-parallel replicas."""
+    pp: int = 1
+    """Pipeline stages per replica (1 until the pipeline engine lands)."""
+    microbatches: int = 1
+    """Micro-batches each batch is split into (gradient accumulation at pp=1)."""
+    threads_per_worker: int = 1
+    """torch intra-op threads of each training worker."""
+    use_gpu: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("dp", "pp", "microbatches", "threads_per_worker"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
+        if self.pp != 1:
+            raise ConfigError(
+                f"parallel.pp={self.pp}: pipeline parallelism is not available yet; use pp=1"
+            )
+
+    @property
+    def world_size(self) -> int:
+        return self.dp * self.pp
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    name: str = "recipe"
+    """Run name; the default output folder is ``runs/<name>-<timestamp>``."""
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.max_length > self.batching.max_tokens:
+            raise ConfigError(
+                "data.max_length must fit the token budget: "
+                f"{self.data.max_length} > batching.max_tokens {self.batching.max_tokens}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _dataclass_type(tp: Any) -> type | None:
+    """The dataclass inside ``tp`` (``X`` or ``X | None``), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        for arg in typing.get_args(tp):
+            if dataclasses.is_dataclass(arg):
+                return arg
+    return None
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def build(cls: type, raw: dict[str, Any] | None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys by dotted name."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown key {prefix + key!r}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in raw.items():
+        sub = _dataclass_type(hints[name])
+        if sub is not None and (value is not None or hints[name] is sub):
+            kwargs[name] = build(sub, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(str(err)) from err
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides (dotted keys, YAML scalar values) to a raw recipe."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        _check_path(key)
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(text) if text else ""
+    return raw
+
+
+def _check_path(key: str) -> None:
+    cls: Any = Recipe
+    walked = ""
+    for part in key.split("."):
+        if cls is None:
+            raise ConfigError(f"unknown key {key!r}: {walked.rstrip('.')!r} is not a section")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in names:
+            raise ConfigError(f"unknown key {walked + part!r}; known: {', '.join(sorted(names))}")
+        cls = _dataclass_type(typing.get_type_hints(cls)[part])
+        walked += part + "."
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return build(Recipe, apply_overrides(raw, overrides or []))
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    return build(Recipe, dict(raw))

@@ -1,0 +1,49 @@
+"""Errors a user can act on, and how to find them under Ray's wrapping."""
+
+from __future__ import annotations
+
+import re
+
+# Ray Data keeps an error raised in a task only as text in the traceback it re-raises.
+_REMOTE_ERROR = re.compile(r"pipelines\.errors\.(DataError|ConfigError): (.+)")
+
+
+class RayseqError(ValueError):
+    """Something the user can fix; the message says what and where."""
+
+
+class DataError(RayseqError):
+    """Bad input data; the message names the file and line (or row)."""
+
+
+class ConfigError(RayseqError):
+    """A recipe or override is wrong; the message names the key."""
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The first :class:`RayseqError` or ``FileNotFoundError`` in ``exc``'s cause chain.
+
+    Ray wraps exceptions raised in tasks and actors (``RayTaskError``,
+    ``UserCodeException``, ``TrainingFailedError``); the CLI prints the user's own
+    error, not three tracebacks.
+    """
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, (RayseqError, FileNotFoundError)):
+            return err
+        stack.extend([getattr(err, "cause", None), err.__cause__, err.__context__])
+        for attr in ("worker_failures", "errors"):
+            extra = getattr(err, attr, None)
+            if isinstance(extra, dict):
+                stack.extend(extra.values())
+            elif isinstance(extra, (list, tuple)):
+                stack.extend(extra)
+    match = _REMOTE_ERROR.search(str(exc))
+    if match:
+        return {"DataError": DataError, "ConfigError": ConfigError}[match.group(1)](match.group(2).strip())
+    return None

@@ -1,0 +1,51 @@
+"""Connecting to Ray, and keeping its console output readable."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import ray
+
+
+def init_ray(*, num_cpus: int | None = None) -> None:
+    """Join the cluster in ``RAY_ADDRESS`` (as inside ``ray job submit``) or start a
+    local instance; no-op when already connected. A local instance's dashboard (which
+    Ray's state API and job server need) listens on 127.0.0.1 only."""
+    configure_logging()
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        _use_local_auth_token()
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        # "local": always a fresh instance, never a stale one found in /tmp/ray.
+        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", log_to_driver=True)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # seeded runs give the same batches
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+def _use_local_auth_token() -> None:
+    """Ray 2.60 enables token auth on the clusters it starts, but a client given an
+    explicit address sends the token (``~/.ray/auth_token``) only in token mode; turn
+    that mode on when a token exists and ``RAY_AUTH_MODE`` says nothing."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # other Ray versions: leave it to RAY_AUTH_MODE
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("ray", "ray.data", "ray.train", "ray.serve", "ray.tune", "filelock", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING", "0")

@@ -1,0 +1,142 @@
+"""Train a recipe on Ray: ``python -m pipelines.train RECIPE [--set K=V ...] [--output DIR]``.
+
+On one machine this starts a local Ray instance; inside ``ray job submit`` (``RAY_ADDRESS``
+set) it joins that cluster::
+
+    python -m pipelines.train recipes/demo_sentiment.yaml
+    ray job submit --working-dir . -- python -m pipelines.train recipes/sst2.yaml \\
+        --set data.root=/data/sst2 --set parallel.dp=2
+
+The last stdout line is a JSON object with the run's figures (see CONTRACT.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Recipe, load_recipe
+
+
+def default_output(recipe: Recipe) -> Path:
+    return Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
+    """Prepare data, train with Ray Train, export the inference checkpoint; the summary."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.checkpoint import export_inference, read_train_state
+    from pipelines.generate import GENERATORS
+    from pipelines.ingest import ReplicaDataConfig
+    from pipelines.metrics import plot_history, write_history
+    from pipelines.runtime import init_ray
+    from pipelines.text_data import prepare_text_classification
+    from pipelines.worker import train_loop_per_worker
+
+    output = output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(recipe.to_yaml())
+    if recipe.data.generate is not None:
+        gen = recipe.data.generate
+        root = Path(recipe.data.root or output / "data")
+        if not (root / recipe.data.train).exists():
+            GENERATORS[gen.name](root, size=gen.size, seed=gen.seed)
+            print(f"generated {gen.name} data ({gen.size} training examples) in {root}")
+        recipe.data.root = str(root)
+
+    init_ray()
+    started = time.perf_counter()
+    data = prepare_text_classification(recipe)
+    print("data: " + ", ".join(f"{k}={v}" for k, v in data.report.items()), flush=True)
+    parallel = recipe.parallel
+    if data.train_stats.batches % parallel.dp:
+        print(
+            f"note: {data.train_stats.batches} training batches do not divide among dp={parallel.dp} "
+            f"replicas; each epoch leaves out {data.train_stats.batches % parallel.dp} (a different few each epoch)"
+        )
+    datasets = {"train": data.train}
+    if data.valid is not None:
+        datasets["valid"] = data.valid
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "recipe": recipe.to_dict(),
+            "vocab_size": data.tokenizer.get_vocab_size(),
+            "num_labels": len(data.labels),
+            "has_valid": data.valid is not None,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=parallel.world_size,
+            use_gpu=parallel.use_gpu,
+            resources_per_worker={"CPU": parallel.threads_per_worker} if not parallel.use_gpu else None,
+        ),
+        run_config=ray.train.RunConfig(
+            name="train",
+            storage_path=str(output),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=2),
+        ),
+        datasets=datasets,
+        dataset_config=ReplicaDataConfig(dp=parallel.dp, pp=parallel.pp),
+    )
+    result = trainer.fit()
+    wall = time.perf_counter() - started
+    with result.checkpoint.as_directory() as directory:
+        state = read_train_state(Path(directory))
+        checkpoint = export_inference(
+            Path(directory),
+            output / "checkpoint",
+            recipe=recipe,
+            tokenizer_json=data.tokenizer.to_str(),
+            labels=data.labels,
+            vocab_size=data.tokenizer.get_vocab_size(),
+        )
+    history = state["history"]
+    write_history(history, output / "metrics.jsonl")
+    plot_history(history, output / "curves.png", recipe.name)
+    last = history[-1]
+    summary = {
+        "steps": state["step"],
+        "train_loss": round(last["train_loss"], 6),
+        **({"val_accuracy": round(last["val_accuracy"], 4), "val_loss": round(last["val_loss"], 6)} if "val_accuracy" in last else {}),
+        "tokens_per_s": round(result.metrics.get("run_tokens_per_s", last["tokens_per_s"]), 1),
+        "padding_fraction": data.report["padding_fraction"],
+        "skipped_records": data.report["skipped_records"],
+        "wall_s": round(wall, 1),
+        "checkpoint": str(checkpoint),
+    }
+    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/demo_sentiment.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key by dotted path (YAML scalar value); repeatable")
+    parser.add_argument("--output", type=Path, help="run folder (default runs/<recipe>-<timestamp>); an existing one resumes")
+
+
+def train_command(args: argparse.Namespace) -> dict[str, Any]:
+    recipe = load_recipe(args.recipe, args.overrides)
+    output = args.output or default_output(recipe)
+    print(f"recipe {args.recipe} resolved to:\n{recipe.to_yaml()}", flush=True)
+    return run_training(recipe, output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.cli import run_and_report
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(parser)
+    return run_and_report(lambda: train_command(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ray Serve deployments, the FastAPI ingress, request schemas and app builders."""

@@ -1,0 +1,88 @@
+"""What the driver learns about each checkpoint before anything is deployed.
+
+Reading ``config.yaml`` and ``meta.json`` (no weights, no torch model) is enough to
+name the model, list it on ``/v1/models``, pick its deployment and check it against
+the serving limits, so a bad path fails on the command line with a clear message
+instead of as a replica that never starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from pipelines.config import recipe_from_dict
+from pipelines.errors import DataError
+
+CHECKPOINT_FILES = ("config.yaml", "model.pt", "tokenizer.json", "meta.json")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    """URL-safe, unique within the application: the ``{name}`` of ``/v1/models/{name}``."""
+    kind: str
+    """``seq2vec``, ``seq2seq`` or ``vec2seq`` (``meta.json``)."""
+    task: str
+    """The route the model answers: ``classify`` or ``generate`` (``meta.json``)."""
+    labels: tuple[str, ...] | None
+    """Label names of a classifier, else None."""
+    checkpoint: Path
+    """Absolute path: replicas may run in another working directory."""
+    max_length: int
+    """Tokens kept per input (the recipe's ``data.max_length``)."""
+
+
+def read_card(checkpoint: str | Path) -> ModelCard:
+    """The card of one inference checkpoint; :class:`DataError` names what is missing."""
+    path = Path(checkpoint).expanduser().resolve()
+    if not path.is_dir():
+        raise DataError(f"{checkpoint}: checkpoint folder not found")
+    for name in CHECKPOINT_FILES:
+        if not (path / name).is_file():
+            raise DataError(f"{checkpoint}: not a rayseq checkpoint (missing {name})")
+    try:
+        recipe = recipe_from_dict(yaml.safe_load((path / "config.yaml").read_text()) or {})
+        meta = json.loads((path / "meta.json").read_text())
+    except (ValueError, yaml.YAMLError) as exc:  # ConfigError and JSONDecodeError are ValueErrors
+        raise DataError(f"{checkpoint}: unreadable checkpoint ({exc})") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str) or not isinstance(meta.get("task"), str):
+        raise DataError(f"{checkpoint}/meta.json: needs string fields 'kind' and 'task'")
+    labels = meta.get("labels")
+    return ModelCard(
+        name=url_safe(recipe.name),
+        kind=meta["kind"],
+        task=meta["task"],
+        labels=tuple(str(label) for label in labels) if isinstance(labels, list) else None,
+        checkpoint=path,
+        max_length=recipe.data.max_length,
+    )
+
+
+def read_cards(checkpoints: Iterable[str | Path]) -> list[ModelCard]:
+    """Cards of all ``checkpoints``, in order, with names made unique (``x``, ``x-2``)."""
+    cards = [read_card(path) for path in checkpoints]
+    if not cards:
+        raise DataError("no checkpoint given: serve needs at least one checkpoint folder")
+    taken: set[str] = set()
+    unique = []
+    for card in cards:
+        name, n = card.name, 1
+        while name in taken:
+            n += 1
+            name = f"{card.name}-{n}"
+        taken.add(name)
+        unique.append(replace(card, name=name))
+    return unique
+
+
+def url_safe(name: str) -> str:
+    """Recipe names become path segments: keep letters, digits, ``_``, ``-`` and ``.``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")
+    return safe or "model"
+

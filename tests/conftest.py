@@ -1,0 +1,123 @@
+"""Shared fixtures.
+
+Integration tests share ONE Ray instance per session: a head started with
+``ray start --head --block`` (so it also serves ``ray job submit``), stopped by
+terminating that process at the end. Unit tests never touch Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Ray 2.60 turns token auth on for clusters started here, but a client given an explicit
+# address only sends the token in token mode; Ray reads this when it is imported.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """Address info of a session-wide local Ray head; the test process is connected."""
+    import ray
+
+    gcs_port, dashboard_port = free_port(), free_port()
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+         f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+         "--num-cpus=6", "--include-dashboard=true", "--disable-usage-stats"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    address = f"127.0.0.1:{gcs_port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            ray.init(address=address, log_to_driver=False)
+            break
+        except Exception:  # noqa: BLE001 - the head is still starting
+            if time.time() > deadline or head.poll() is not None:
+                head.kill()
+                raise RuntimeError(f"Ray head did not start; see {log}:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+    os.environ["RAY_ADDRESS"] = address
+    from pipelines.runtime import init_ray
+
+    init_ray()  # the same Data settings the CLI uses
+    yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard_port}"}
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception:  # noqa: BLE001
+        pass
+    ray.shutdown()
+    os.environ.pop("RAY_ADDRESS", None)
+    os.killpg(head.pid, 15)
+    try:
+        head.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(head.pid, 9)  # whatever of the head's process group is still there
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def sentiment_dir(tmp_path_factory) -> Path:
+    """Small generated labeled-lines dataset (train.txt, valid.txt)."""
+    from pipelines.generate import write_sentiment
+
+    return write_sentiment(tmp_path_factory.mktemp("sentiment"), size=400, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, sentiment_dir) -> Path:
+    """An inference checkpoint with random weights, made without Ray (fast)."""
+    import torch
+
+    from models import build_seq2vec
+    from pipelines.checkpoint import export_inference
+    from pipelines.config import recipe_from_dict
+    from pipelines.tokenization import train_tokenizer
+
+    recipe = recipe_from_dict({
+        "name": "tiny_sentiment",
+        "data": {"root": str(sentiment_dir), "max_length": 32},
+        "tokenizer": {"vocab_size": 200},
+        "model": {"embed_dim": 16, "hidden_size": 16, "num_layers": 2},
+    })
+    texts = [line.split(" ", 1)[1] for line in (sentiment_dir / "train.txt").read_text().splitlines()]
+    tokenizer = train_tokenizer(texts, recipe.tokenizer)
+    labels = ["negative", "positive"]
+    torch.manual_seed(0)
+    model = build_seq2vec(recipe.model, vocab_size=tokenizer.get_vocab_size(), num_labels=len(labels))
+    shard_dir = tmp_path_factory.mktemp("tiny-train")
+    torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
+    out = tmp_path_factory.mktemp("tiny") / "checkpoint"
+    export_inference(shard_dir, out, recipe=recipe, tokenizer_json=tokenizer.to_str(),
+                     labels=labels, vocab_size=tokenizer.get_vocab_size())
+    return out
+
+
+def last_json_line(stdout: str) -> dict:
+    lines = [line for line in stdout.strip().splitlines() if line.strip()]
+    assert lines, "no output"
+    return json.loads(lines[-1])

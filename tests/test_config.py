@@ -1,0 +1,65 @@
+"""Recipe loading, ``--set`` overrides and their errors. No Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import Recipe, apply_overrides, load_recipe, recipe_from_dict
+from pipelines.errors import ConfigError
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_load(path):
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+    assert recipe_from_dict(recipe.to_dict()) == recipe  # resolved config round-trips
+
+
+def test_overrides_parse_yaml_scalars():
+    recipe = load_recipe(RECIPES / "demo_sentiment.yaml", [
+        "train.max_steps=7", "model.cell=gru", "model.dropout=0.25", "data.root=/tmp/x", "parallel.dp=2",
+        "batching.sort=false",
+    ])
+    assert recipe.train.max_steps == 7 and recipe.model.cell == "gru"
+    assert recipe.model.dropout == 0.25 and recipe.data.root == "/tmp/x"
+    assert recipe.parallel.dp == 2 and recipe.batching.sort is False
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_stepz=3", r"unknown key 'train.max_stepz'"),
+        ("nope=1", r"unknown key 'nope'"),
+        ("train.lr.x=1", r"'train.lr' is not a section"),
+        ("train.max_steps", r"--set expects KEY=VALUE"),
+        ("train.max_steps=ten", r"train.max_steps: expected int, got 'ten'"),
+        ("train.max_steps=0", r"train.max_steps must be >= 1, got 0"),
+        ("data.format=xml", r"data.format: 'xml' is not one of"),
+        ("model.cell=rnn", r"model.cell: 'rnn'"),
+        ("data.max_length=5000", r"data.max_length must fit the token budget: 5000 > batching.max_tokens"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(RECIPES / "demo_sentiment.yaml", [override])
+
+
+def test_unknown_key_in_file(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  max_steps: 3\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'train.learning_rate'"):
+        load_recipe(path)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"recipe not found: .*absent.yaml"):
+        load_recipe(tmp_path / "absent.yaml")
+
+
+def test_override_creates_optional_section():
+    raw = apply_overrides({}, ["data.generate.size=50"])
+    assert recipe_from_dict(raw).data.generate.size == 50
