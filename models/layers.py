@@ -37,6 +37,10 @@ class TokenEmbedding(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.embed(tokens)
 
+    def flops_per_token(self) -> float:
+        """A lookup: about one copy of the vector, however large the table."""
+        return float(self.output_size)
+
 
 class RecurrentLayer(nn.Module):
     """One LSTM/GRU layer over padded sequences: ``(B, T, in) -> (B, T, out)``.
@@ -80,6 +84,10 @@ class RecurrentLayer(nn.Module):
         y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return y + x if self.residual else y
 
+    def flops_per_token(self) -> float:
+        """Every weight is used once per step: a multiply and an add each."""
+        return 2.0 * sum(p.numel() for p in self.rnn.parameters())
+
 
 class PooledClassifier(nn.Module):
     """``(B, T, features)`` states -> ``(B, num_labels)`` logits.
@@ -119,3 +127,7 @@ class PooledClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.proj(self.dropout(self.pool(x, lengths)))
+
+    def flops_per_token(self) -> float:
+        """Pooling touches every step; the projection runs once per row (~1/20 steps)."""
+        return float(self.proj.in_features) + 2.0 * self.proj.weight.numel() / 20

@@ -123,6 +123,9 @@ class TrainConfig:
     eval_every: int = 250
     """Validate and checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
+    storage: str = ""
+    """Where Ray Train keeps checkpoints: empty for ``<output>/train``; on a multi-node
+    cluster a location every node reaches (``s3://bucket/prefix``, ``gs://...``, NFS)."""
     shuffle_buffer: int = 64
     """Batches shuffled together per epoch (seeded by seed and epoch)."""
 
@@ -143,9 +146,14 @@ class ParallelConfig:
     dp: int = 1
     """Data-parallel replicas."""
     pp: int = 1
-    """Pipeline stages per replica (1 until the pipeline engine lands)."""
+    """Pipeline stages per replica: the model's layers are cut into ``pp`` workers."""
     microbatches: int = 1
-    """Micro-batches each batch is split into (gradient accumulation at pp=1)."""
+    """Micro-batches each batch is split into (>= pp keeps a pipeline busy; at pp=1
+    it is gradient accumulation)."""
+    schedule: str = "1f1b"
+    """Pipeline schedule: ``gpipe`` (fill-drain) or ``1f1b``."""
+    dtype: str = "float32"
+    """Parameter dtype: ``float32``, or ``float64`` for exact equivalence checks."""
     threads_per_worker: int = 1
     """torch intra-op threads of each training worker."""
     use_gpu: bool = False
@@ -154,10 +162,10 @@ class ParallelConfig:
         for name in ("dp", "pp", "microbatches", "threads_per_worker"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
-        if self.pp != 1:
-            raise ConfigError(
-                f"parallel.pp={self.pp}: pipeline parallelism is not available yet; use pp=1"
-            )
+        if self.schedule not in ("gpipe", "1f1b"):
+            raise ConfigError(f"parallel.schedule: {self.schedule!r} is not gpipe or 1f1b")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"parallel.dtype: {self.dtype!r} is not float32 or float64")
 
     @property
     def world_size(self) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 
 from pipelines.config import apply_overrides, recipe_from_dict
 
@@ -46,7 +47,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", over
     features = featurize(records.dataset, load_tokenizer(loaded.tokenizer_json), loaded.labels, recipe.data.max_length)
     scored = features.map_batches(
         _Score, fn_constructor_kwargs={"checkpoint": str(checkpoint)}, batch_size=512,
-        batch_format="numpy", concurrency=1,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
     predicted, labels = [], []
     for part in scored.iter_batches(batch_size=None, batch_format="numpy"):

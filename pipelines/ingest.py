@@ -24,7 +24,8 @@ class ReplicaDataConfig(DataConfig):
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
         if world_size != self.dp * self.pp:
             raise ValueError(f"world size {world_size} != dp * pp ({self.dp} * {self.pp})")
-        output: list[dict[str, Any]] = [{} for _ in range(world_size)]
+        # Ray Train wants an entry per rank; later stages never read data (None).
+        output: list[dict[str, Any]] = [dict.fromkeys(datasets) for _ in range(world_size)]
         for name, ds in datasets.items():
             ds = ds.copy(ds)
             ds.context.execution_options = self._resolve_execution_options(name)
@@ -34,9 +35,9 @@ class ReplicaDataConfig(DataConfig):
         return output
 
 
-def shuffled_epochs(iterator, *, seed: int, buffer: int) -> Iterator[tuple[int, dict[str, Any]]]:
+def shuffled_epochs(iterator, *, seed: int, buffer: int, first_epoch: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(epoch, batch_row)`` forever, each epoch's order shuffled in a seeded buffer."""
-    epoch = 0
+    epoch = first_epoch
     while True:
         rng = random.Random(seed * 1_000_003 + epoch)
         pending: list[dict[str, Any]] = []

@@ -58,7 +58,7 @@ def featurize(records: ray.data.Dataset, tokenizer: Tokenizer, labels: list[str]
         },
         batch_size=1024,
         batch_format="numpy",
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
     )
 
 

@@ -77,8 +77,8 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
             resources_per_worker={"CPU": parallel.threads_per_worker} if not parallel.use_gpu else None,
         ),
         run_config=ray.train.RunConfig(
-            name="train",
-            storage_path=str(output),
+            name="train" if not recipe.train.storage else f"{recipe.name}-{output.name}",
+            storage_path=recipe.train.storage or str(output),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=2),
         ),

@@ -1,11 +1,15 @@
-"""The training loop each Ray Train worker runs.
+"""The training loop each Ray Train worker runs: one pipeline stage of one replica.
 
-A step: take this replica's next batch, split it into ``parallel.microbatches`` rows
-chunks, accumulate ``sum(loss) / examples_in_step_over_all_replicas`` gradients,
-all-reduce them over the data-parallel replicas, clip by the global norm, step.
-Dividing by the global example count makes ``dp`` replicas compute exactly the gradient
-a single process would on the concatenated batch. Dropout masks are keyed by (seed,
-step, micro-batch, layer): see ``models.dropout``.
+A step: stage 0 of each replica takes its next batch and splits it into
+``parallel.microbatches`` row chunks; the step plan (lengths, labels) goes to every
+stage of the replica; the schedule (``pipelines.schedules``) runs forwards and
+backwards, accumulating ``sum(loss) / examples_in_step_over_all_replicas`` gradients;
+each stage all-reduces its gradients over its data-parallel replicas, clips by the norm
+over all stages, and steps its own optimizer. With ``pp = dp = 1`` this is plain
+gradient accumulation, through the same code.
+
+Dropout masks are keyed by (seed, step, micro-batch, layer) and layer weights by
+(seed, layer), so any ``pp`` trains the same model as one process.
 """
 
 from __future__ import annotations
@@ -18,66 +22,84 @@ from typing import Any
 import numpy as np
 import ray.train
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 
 from models import build_seq2vec
-from models.dropout import dropout_key
+from models.seq2vec import seq2vec_layer_factories
 from pipelines.checkpoint import load_train_shard, read_train_state, save_train_shard, write_train_state
 from pipelines.config import Recipe, recipe_from_dict
 from pipelines.ingest import shuffled_epochs
 from pipelines.optim import build_optimizer
+from pipelines.schedules import (
+    StageRunner,
+    all_reduce_gradients,
+    broadcast_plan,
+    clip_global_norm,
+    split_batch,
+)
+from pipelines.stage_plan import StagePlan, plan_stages
+from pipelines.topology import Topology
 
 
-def _all_reduce(values: list[float]) -> list[float]:
-    """Sum ``values`` over all workers (identity with one worker)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
+def batch_tensors(row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch row of ``pipelines.bucketing`` as CPU tensors (tokens, lengths, labels)."""
+    # np.array copies: Ray hands out read-only views of the object store.
+    return (
+        torch.from_numpy(np.array(row["tokens"], dtype=np.int64)),
+        torch.from_numpy(np.array(row["lengths"], dtype=np.int64)),
+        torch.from_numpy(np.array(row["labels"], dtype=np.int64)),
+    )
 
 
-def _all_reduce_grads(model: torch.nn.Module) -> None:
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+def plan_for(recipe: Recipe, vocab_size: int, num_labels: int) -> StagePlan:
+    """Cut the model into ``parallel.pp`` stages by estimated cost. Layers are built one
+    at a time to be measured, so no worker ever holds the whole model."""
+    factories = seq2vec_layer_factories(recipe.model, vocab_size=vocab_size, num_labels=num_labels)
+    return plan_stages([factory().flops_per_token() for factory in factories], recipe.parallel.pp)
 
 
-def _tensors(row: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    tokens = torch.from_numpy(np.asarray(row["tokens"], dtype=np.int64)).to(device)
-    lengths = torch.from_numpy(np.asarray(row["lengths"], dtype=np.int64))
-    labels = torch.from_numpy(np.asarray(row["labels"], dtype=np.int64)).to(device)
-    return tokens, lengths, labels
+def build_stage(recipe: Recipe, plan: StagePlan, stage: int, vocab_size: int, num_labels: int) -> torch.nn.Module:
+    return build_seq2vec(recipe.model, vocab_size=vocab_size, num_labels=num_labels,
+                         seed=recipe.train.seed, keep=plan.layers(stage))
 
 
-def evaluate(model: torch.nn.Module, iterator, device: torch.device) -> dict[str, float]:
+def optimizer_step(runner: StageRunner, optimizer, scheduler, plan, *, schedule: str, key: tuple[int, ...],
+                   clip_norm: float) -> float:
+    """One optimizer step of this stage; the summed loss on the last stage, else 0."""
+    topology = runner.topology
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    examples = torch.tensor([float(plan.examples)], dtype=torch.float64)
+    topology.all_reduce(examples, "data")
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = runner.train_step(plan, schedule=schedule, key=key, denominator=float(examples))
+    all_reduce_gradients(params, topology)
+    clip_global_norm(params, clip_norm, topology)
+    optimizer.step()
+    scheduler.step()
+    return loss_sum
+
+
+def evaluate(runner: StageRunner, topology: Topology, iterator, microbatches: int) -> dict[str, float]:
     """Validation loss and accuracy over every replica's share of the validation split."""
-    model.eval()
-    loss_sum, correct, count = 0.0, 0.0, 0.0
-    with torch.no_grad():
-        for row in iterator.iter_rows() if iterator is not None else []:
-            tokens, lengths, labels = _tensors(row, device)
-            logits = model(tokens, lengths)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-            correct += (logits.argmax(-1) == labels).sum().item()
-            count += len(labels)
-    model.train()
-    loss_sum, correct, count = _all_reduce([loss_sum, correct, count])
+    runner.module.eval()
+    totals = torch.zeros(3, dtype=torch.float64)
+    rows = iter(iterator.iter_rows()) if topology.is_first and iterator is not None else iter(())
+    while True:
+        row = next(rows, None)
+        plan = split_batch(*batch_tensors(row), microbatches) if row is not None else None
+        plan = broadcast_plan(plan, topology, runner.device)
+        if not plan.lengths:
+            break
+        totals += torch.tensor(runner.evaluate_step(plan), dtype=torch.float64)
+    runner.module.train()
+    topology.all_reduce(totals, "world")
+    loss_sum, correct, count = totals.tolist()
     if count == 0:
         return {}
     return {"val_loss": loss_sum / count, "val_accuracy": correct / count, "val_examples": int(count)}
 
 
 def _progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: float, started: float, first_step: int) -> str:
-    done = step - first_step
-    eta = (time.perf_counter() - started) / max(done, 1) * (total - step)
+    eta = (time.perf_counter() - started) / max(step - first_step, 1) * (total - step)
     return (
         f"step {step}/{total} | loss {loss:.4f} | lr {lr:.2e} | "
         f"{tokens_per_s:,.0f} tok/s | eta {int(eta // 60)}m{int(eta % 60):02d}s"
@@ -86,103 +108,91 @@ def _progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     recipe: Recipe = recipe_from_dict(config["recipe"])
-    train_cfg = recipe.train
-    torch.set_num_threads(recipe.parallel.threads_per_worker)
+    train_cfg, parallel = recipe.train, recipe.parallel
+    torch.set_num_threads(parallel.threads_per_worker)
     context = ray.train.get_context()
-    rank = context.get_world_rank()
-    pp = recipe.parallel.pp
-    stage, dp_rank = rank % pp, rank // pp
-    device = ray.train.torch.get_device() if recipe.parallel.use_gpu else torch.device("cpu")
+    topology = Topology.create(context.get_world_rank(), parallel.dp, parallel.pp)
+    device = ray.train.torch.get_device() if parallel.use_gpu else torch.device("cpu")
+    if parallel.dtype == "float64":
+        torch.set_default_dtype(torch.float64)
 
-    torch.manual_seed(train_cfg.seed)  # same initial weights on every replica
-    model = build_seq2vec(recipe.model, vocab_size=config["vocab_size"], num_labels=config["num_labels"]).to(device)
+    plan = plan_for(recipe, config["vocab_size"], config["num_labels"])
+    if topology.rank == 0 and parallel.pp > 1:
+        print(f"stage plan ({parallel.pp} stages, {parallel.schedule}, {parallel.microbatches} micro-batches):\n"
+              + plan.describe(), flush=True)
+    model = build_stage(recipe, plan, topology.stage, config["vocab_size"], config["num_labels"]).to(device)
     optimizer, scheduler = build_optimizer(model.parameters(), train_cfg)
+    runner = StageRunner(model, topology, device, label_smoothing=train_cfg.label_smoothing)
 
-    step, history = 0, []
+    step, epoch, history = 0, 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            load_train_shard(Path(directory), stage, model, optimizer, scheduler)
+            load_train_shard(Path(directory), topology.stage, model, optimizer, scheduler)
             state = read_train_state(Path(directory))
-            step, history = state["step"], state["history"]
-        if rank == 0:
-            print(f"resumed from checkpoint at step {step}")
+            step, epoch, history = state["step"], state["epoch"], state["history"]
+        if topology.rank == 0:
+            print(f"resumed from checkpoint at step {step}", flush=True)
 
-    train_rows = shuffled_epochs(
-        ray.train.get_dataset_shard("train"), seed=train_cfg.seed, buffer=train_cfg.shuffle_buffer
-    )
-    valid_iterator = ray.train.get_dataset_shard("valid") if config["has_valid"] else None
+    train_rows = None
+    if topology.is_first:
+        train_rows = shuffled_epochs(ray.train.get_dataset_shard("train"), seed=train_cfg.seed,
+                                     buffer=train_cfg.shuffle_buffer, first_epoch=epoch)
+    valid_iterator = ray.train.get_dataset_shard("valid") if config["has_valid"] and topology.is_first else None
     model.train()
-    window = {"loss": 0.0, "examples": 0.0, "tokens": 0.0, "seconds": 0.0}
-    totals = {"tokens": 0.0, "seconds": 0.0}
+    window = torch.zeros(4, dtype=torch.float64)  # loss, examples, tokens, seconds (last stages)
+    run_totals = [0.0, 0.0]  # tokens, seconds
     started, first_step = time.perf_counter(), step
-    epoch = 0
     while step < train_cfg.max_steps:
-        epoch, row = next(train_rows)
         tick = time.perf_counter()
-        tokens, lengths, labels = _tensors(row, device)
-        examples, = _all_reduce([float(len(labels))])
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        chunks = np.array_split(np.arange(len(labels)), min(recipe.parallel.microbatches, len(labels)))
-        for micro, rows in enumerate(chunks):
-            rows_t = torch.from_numpy(rows)
-            width = int(lengths[rows_t].max())
-            with dropout_key(train_cfg.seed, step, micro):
-                logits = model(tokens[rows_t.to(device), :width], lengths[rows_t])
-            loss = F.cross_entropy(
-                logits, labels[rows_t.to(device)], reduction="sum", label_smoothing=train_cfg.label_smoothing
-            )
-            (loss / examples).backward()
-            loss_sum += loss.item()
-        _all_reduce_grads(model)
-        if train_cfg.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_norm)
+        step_plan = None
+        if topology.is_first:
+            epoch, row = next(train_rows)
+            step_plan = split_batch(*batch_tensors(row), parallel.microbatches)
+        step_plan = broadcast_plan(step_plan, topology, device)
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+        loss_sum = optimizer_step(runner, optimizer, scheduler, step_plan, schedule=parallel.schedule,
+                                  key=(train_cfg.seed, step), clip_norm=train_cfg.clip_norm)
         step += 1
-        elapsed = time.perf_counter() - tick
-        window["loss"] += loss_sum
-        window["examples"] += len(labels)
-        window["tokens"] += float(lengths.sum())
-        window["seconds"] += elapsed
+        if topology.is_last:
+            window += torch.tensor([loss_sum, step_plan.examples, step_plan.tokens_count, time.perf_counter() - tick],
+                                   dtype=torch.float64)
 
         last = step == train_cfg.max_steps
-        if step % train_cfg.log_every == 0 or step % train_cfg.eval_every == 0 or last:
-            loss_total, examples_total, tokens_total, seconds = _all_reduce(
-                [window["loss"], window["examples"], window["tokens"], window["seconds"]]
-            )
-            seconds /= context.get_world_size()  # replicas run concurrently
+        evaluate_now = step % train_cfg.eval_every == 0 or last
+        if step % train_cfg.log_every == 0 or evaluate_now:
+            topology.all_reduce(window, "world")
+            loss_total, examples_total, tokens_total, seconds = window.tolist()
+            seconds /= parallel.dp  # replicas run side by side
             tokens_per_s = tokens_total / seconds if seconds else 0.0
-            totals["tokens"] += tokens_total
-            totals["seconds"] += seconds
-            train_loss = loss_total / examples_total
-            if rank == 0:
-                print(_progress_line(step, train_cfg.max_steps, train_loss, lr, tokens_per_s, started, first_step), flush=True)
-            entry = {"step": step, "epoch": epoch, "train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s}
-            window = dict.fromkeys(window, 0.0)
-            if step % train_cfg.eval_every == 0 or last:
-                entry.update(evaluate(model, valid_iterator, device))
-                if rank == 0 and "val_accuracy" in entry:
-                    print(f"step {step} | val_loss {entry['val_loss']:.4f} | val_accuracy {entry['val_accuracy']:.4f}", flush=True)
+            run_totals[0] += tokens_total
+            run_totals[1] += seconds
+            entry = {"step": step, "epoch": epoch, "train_loss": loss_total / examples_total, "lr": lr,
+                     "tokens_per_s": tokens_per_s}
+            if topology.rank == 0:
+                print(_progress_line(step, train_cfg.max_steps, entry["train_loss"], lr, tokens_per_s, started, first_step),
+                      flush=True)
+            window.zero_()
+            if evaluate_now:
+                entry.update(evaluate(runner, topology, valid_iterator, parallel.microbatches))
+                if topology.rank == 0 and "val_accuracy" in entry:
+                    print(f"step {step} | val_loss {entry['val_loss']:.4f} | val_accuracy {entry['val_accuracy']:.4f}",
+                          flush=True)
             history.append(entry)
-            if step % train_cfg.eval_every == 0 or last:
-                run_tokens_per_s = totals["tokens"] / totals["seconds"] if totals["seconds"] else 0.0
-                metrics = {**entry, "run_tokens_per_s": run_tokens_per_s}
-                state = {"step": step, "epoch": epoch, "history": history}
-                _report(stage if dp_rank == 0 else None, rank, state, model, optimizer, scheduler, metrics)
+            if evaluate_now:
+                metrics = {**entry, "run_tokens_per_s": run_totals[0] / run_totals[1] if run_totals[1] else 0.0}
+                _report(topology, {"step": step, "epoch": epoch, "history": history}, model, optimizer, scheduler, metrics)
 
 
-def _report(stage, rank, state, model, optimizer, scheduler, metrics) -> None:
+def _report(topology: Topology, state, model, optimizer, scheduler, metrics) -> None:
     """Every worker reports (it is a barrier); dp rank 0 of each stage writes that
-    stage's shard, world rank 0 the step and history."""
-    if stage is None:
+    stage's shard, world rank 0 also the step, epoch and history."""
+    if topology.dp_rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        save_train_shard(directory, stage, model, optimizer, scheduler)
-        if rank == 0:
+        save_train_shard(directory, topology.stage, model, optimizer, scheduler)
+        if topology.rank == 0:
             write_train_state(directory, state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

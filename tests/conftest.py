@@ -38,7 +38,9 @@ def ray_head(tmp_path_factory):
 
     gcs_port, dashboard_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("ray-head") / "head.log"
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    # Jobs submitted to this head run `python` from its PATH: make that this venv's.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path}
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
          f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",

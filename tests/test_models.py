@@ -112,3 +112,17 @@ def test_seeded_dropout_depends_only_on_key_and_stream():
 def test_model_config_errors_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**overrides)
+
+
+def test_a_slice_built_alone_has_the_full_models_weights():
+    config = small_config(num_layers=3)
+    full = build_seq2vec(config, vocab_size=30, num_labels=2, seed=7)
+    part = build_seq2vec(config, vocab_size=30, num_labels=2, seed=7, keep=range(2, 4))
+    assert list(part.layers.keys()) == ["2", "3"]
+    full_state = full.state_dict()
+    for name, value in part.state_dict().items():
+        torch.testing.assert_close(value, full_state[name], rtol=0, atol=0)
+    other_seed = build_seq2vec(config, vocab_size=30, num_labels=2, seed=8)
+    assert not torch.equal(other_seed.state_dict()["layers.2.rnn.weight_hh_l0"], full_state["layers.2.rnn.weight_hh_l0"])
+    with pytest.raises(ValueError, match="contiguous"):
+        build_seq2vec(config, vocab_size=30, num_labels=2, keep=[1, 3])

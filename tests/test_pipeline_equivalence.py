@@ -1,0 +1,133 @@
+"""The pipeline engine equals a single process.
+
+Worker processes (gloo, no Ray: this tests the engine itself) train the same model with
+pp = 1, 2, 3 stages and dp = 1 or 2 replicas under each schedule; losses at every step
+and the parameters afterwards must match a plain single-process PyTorch loop to 1e-5
+relative, in float64, dropout on.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from conftest import free_port
+from models import ModelConfig, build_seq2vec
+from models.dropout import dropout_key
+from pipelines.config import TrainConfig
+from pipelines.optim import build_optimizer
+from pipelines.schedules import StageRunner, broadcast_plan, split_batch
+from pipelines.stage_plan import plan_stages
+from pipelines.topology import Topology
+from pipelines.worker import optimizer_step
+
+MODEL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.2, pooling="last")
+# Dropout masks are keyed by (step, micro-batch): data parallelism regroups the rows into
+# other micro-batches, so the dp comparison runs without dropout.
+NO_DROPOUT = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.0, pooling="last")
+TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3)
+VOCAB, LABELS, MICRO, STEPS = 40, 3, 3, 4
+
+
+def batches(replica: int, dp: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Variable-length padded batches; replica ``r`` of ``dp`` gets every dp-th row of
+    the global batch, so the union over replicas is the reference's batch."""
+    out = []
+    for step in range(STEPS):
+        g = torch.Generator().manual_seed(100 + step)
+        rows = 6 + step
+        lengths = torch.randint(1, 9, (rows,), generator=g)
+        tokens = torch.randint(4, VOCAB, (rows, int(lengths.max())), generator=g)
+        tokens[torch.arange(tokens.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
+        labels = torch.randint(0, LABELS, (rows,), generator=g)
+        pick = torch.arange(replica, rows, dp)
+        width = int(lengths[pick].max())
+        out.append((tokens[pick, :width], lengths[pick], labels[pick]))
+    return out
+
+
+def reference(model_config: ModelConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
+    torch.set_default_dtype(torch.float64)
+    model = build_seq2vec(model_config, vocab_size=VOCAB, num_labels=LABELS, seed=TRAIN.seed).train()
+    optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
+    losses = []
+    for step, (tokens, lengths, labels) in enumerate(batches(0, 1)):
+        optimizer.zero_grad()
+        plan = split_batch(tokens, lengths, labels, MICRO)
+        total = 0.0
+        for i in range(len(plan.lengths)):
+            with dropout_key(TRAIN.seed, step, i):
+                logits = model(plan.tokens[i], plan.lengths[i])
+            loss = F.cross_entropy(logits, plan.labels[i], reduction="sum")
+            (loss / len(labels)).backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(total / len(labels))
+    return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, out: dict, model_config: ModelConfig) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        topology = Topology.create(rank, dp, pp)
+        costs = build_seq2vec(model_config, vocab_size=VOCAB, num_labels=LABELS).layer_costs()
+        plan = plan_stages(costs, pp)
+        model = build_seq2vec(model_config, vocab_size=VOCAB, num_labels=LABELS, seed=TRAIN.seed,
+                              keep=plan.layers(topology.stage)).train()
+        optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
+        runner = StageRunner(model, topology, torch.device("cpu"))
+        losses = []
+        for step, batch in enumerate(batches(topology.dp_rank, dp)):
+            step_plan = split_batch(*batch, MICRO) if topology.is_first else None
+            step_plan = broadcast_plan(step_plan, topology, torch.device("cpu"))
+            loss_sum = optimizer_step(runner, optimizer, scheduler, step_plan, schedule=schedule,
+                                      key=(TRAIN.seed, step), clip_norm=TRAIN.clip_norm)
+            totals = torch.tensor([loss_sum, step_plan.examples if topology.is_last else 0.0])
+            topology.all_reduce(totals, "world")
+            losses.append(float(totals[0] / totals[1]))
+        if topology.dp_rank == 0:
+            out[rank] = {"losses": losses, "state": {k: v.clone() for k, v in model.state_dict().items()}}
+    finally:
+        dist.destroy_process_group()
+
+
+def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_worker, args=(dp * pp, dp, pp, schedule, free_port(), out, model_config), nprocs=dp * pp, join=True)
+        results = dict(out)
+    state: dict[str, torch.Tensor] = {}
+    for rank in range(pp):
+        state.update(results[rank]["state"])
+    return results[0]["losses"], state
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return {"dropout": reference(MODEL), "no_dropout": reference(NO_DROPOUT)}
+
+
+@pytest.mark.parametrize(
+    "dp, pp, schedule",
+    [(1, 1, "1f1b"), (1, 2, "gpipe"), (1, 2, "1f1b"), (1, 3, "gpipe"), (1, 3, "1f1b"), (2, 2, "1f1b")],
+)
+def test_pipeline_matches_single_process(expected, dp, pp, schedule):
+    model_config = MODEL if dp == 1 else NO_DROPOUT
+    ref_losses, ref_state = expected["dropout" if dp == 1 else "no_dropout"]
+    losses, state = run_parallel(dp, pp, schedule, model_config)
+    assert losses == pytest.approx(ref_losses, rel=1e-5)
+    initial = build_seq2vec(MODEL, vocab_size=VOCAB, num_labels=LABELS, seed=TRAIN.seed).state_dict()
+    assert not torch.allclose(initial["layers.1.rnn.weight_hh_l0"].double(), ref_state["layers.1.rnn.weight_hh_l0"])
+    assert set(state) == set(ref_state)
+    for name, value in ref_state.items():
+        torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-8, msg=name)

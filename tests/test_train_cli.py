@@ -1,0 +1,133 @@
+"""The CLI end to end on a real local Ray: train, resume, eval, errors, ray job submit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, last_json_line
+
+pytestmark = pytest.mark.ray
+
+SMALL = [
+    "data.generate.size=400", "train.max_steps=30", "train.log_every=10", "train.eval_every=15",
+    "train.warmup_steps=5", "model.hidden_size=16", "model.embed_dim=16", "tokenizer.vocab_size=200",
+    "parallel.microbatches=2",
+]
+
+
+def rayseq(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def sets(*pairs: str) -> list[str]:
+    return [arg for pair in pairs for arg in ("--set", pair)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(ray_head, tmp_path_factory) -> tuple[Path, dict, str]:
+    out = tmp_path_factory.mktemp("run") / "demo"
+    done = rayseq("train", "recipes/demo_sentiment.yaml", *sets(*SMALL), "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, last_json_line(done.stdout), done.stdout
+
+
+def test_train_reports_contract_figures_and_writes_run_folder(trained_run):
+    out, summary, stdout = trained_run
+    for key in ("steps", "train_loss", "val_accuracy", "tokens_per_s", "padding_fraction", "checkpoint"):
+        assert key in summary, key
+    assert summary["steps"] == 30
+    assert summary["tokens_per_s"] > 0 and 0 <= summary["padding_fraction"] < 0.2
+    checkpoint = Path(summary["checkpoint"])
+    assert checkpoint == out / "checkpoint"
+    assert {"config.yaml", "model.pt", "tokenizer.json", "meta.json"} <= {p.name for p in checkpoint.iterdir()}
+    assert json.loads((checkpoint / "meta.json").read_text())["labels"] == ["negative", "positive"]
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in history] == [10, 15, 20, 30]
+    assert (out / "curves.png").stat().st_size > 1000
+    assert "step 10/30 | loss" in stdout and "tok/s | eta" in stdout  # progress a person can follow
+    assert "recipe recipes/demo_sentiment.yaml resolved to:" in stdout
+
+
+def test_eval_scores_the_checkpoint(trained_run):
+    out, summary, _ = trained_run
+    done = rayseq("eval", summary["checkpoint"], "--data", str(out / "data" / "valid.txt"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = last_json_line(done.stdout)
+    assert result["examples"] == 100
+    assert result["accuracy"] == pytest.approx(summary["val_accuracy"], abs=1e-3)
+
+
+def test_pipeline_parallel_run_reports_the_same_train_loss(trained_run, tmp_path):
+    """pp=2 (two Ray Train workers, one stage each, dropout on) trains the same model as
+    pp=1: same train_loss, and its merged checkpoint serves the same predictions."""
+    _, reference, _ = trained_run
+    done = rayseq("train", "recipes/demo_sentiment.yaml", *sets(*SMALL, "parallel.pp=2"), "--output", str(tmp_path / "pp2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage plan (2 stages, 1f1b, 2 micro-batches):" in done.stdout
+    summary = last_json_line(done.stdout)
+    assert summary["steps"] == reference["steps"]
+    assert summary["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
+    assert summary["val_accuracy"] == pytest.approx(reference["val_accuracy"], abs=1e-9)
+    from pipelines.inference import TextClassifier
+
+    texts = ["the acting was not dull", "the plot was awful"]
+    one, two = TextClassifier(reference["checkpoint"]), TextClassifier(summary["checkpoint"])
+    assert abs(one.probabilities(one.encode(texts)) - two.probabilities(two.encode(texts))).max() < 1e-5
+
+
+def test_rerun_on_the_same_output_resumes_and_continues_the_step_count(trained_run):
+    out, _, _ = trained_run
+    done = rayseq("train", "recipes/demo_sentiment.yaml", *sets(*SMALL, "train.max_steps=40"), "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from checkpoint at step 30" in done.stdout
+    assert last_json_line(done.stdout)["steps"] == 40
+    history = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert history[-2:] == [30, 40] and history.count(30) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "recipes/demo_sentiment.yaml", "--set", "train.max_stepz=3"], "unknown key 'train.max_stepz'"),
+        (["train", "recipes/nope.yaml"], "recipe not found: recipes/nope.yaml"),
+        (["eval", "/nonexistent/ckpt", "--data", "x.txt"], "/nonexistent/ckpt: not a rayseq checkpoint"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(args, message):
+    done = rayseq(*args, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"rayseq: error: {message}" or message in done.stderr.strip().splitlines()[-1]
+
+
+def test_bad_record_names_file_and_line(ray_head, tmp_path):
+    (tmp_path / "train.txt").write_text("positive a good film\nnegative\npositive fine\n")
+    (tmp_path / "valid.txt").write_text("positive good\n")
+    done = rayseq("train", "recipes/demo_sentiment.yaml", *sets("data.generate=null", f"data.root={tmp_path}"),
+                  "--output", str(tmp_path / "run"))
+    assert done.returncode == 2
+    assert f"{tmp_path}/train.txt:2: empty text" in done.stderr.strip().splitlines()[-1]
+
+
+def test_ray_job_submit_runs_training_from_the_working_dir(ray_head, tmp_path):
+    out = tmp_path / "job-run"
+    env = {**os.environ, "RAY_API_SERVER_ADDRESS": ray_head["dashboard"]}
+    env.pop("RAY_ADDRESS", None)  # the job CLI reads RAY_API_SERVER_ADDRESS / --address (HTTP)
+    done = subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", ray_head["dashboard"],
+         "--working-dir", ".", "--", "python", "-m", "pipelines.train", "recipes/demo_sentiment.yaml",
+         *sets(*SMALL, "train.max_steps=10", "train.eval_every=10"), "--output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in done.stdout
+    summary = json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
+    assert summary["steps"] == 10 and Path(summary["checkpoint"]).is_dir()
+
