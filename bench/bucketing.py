@@ -217,8 +217,10 @@ class Arm:
             for b in batches
         ]
         self.next = 0
-        torch.manual_seed(settings.seed)  # the same initial weights for both arms
-        self.model = build_seq2vec(settings.model, vocab_size=prepared.vocab_size, num_labels=prepared.num_labels)
+        torch.manual_seed(settings.seed)  # dropout masks draw from the global RNG
+        self.model = build_seq2vec(  # the same initial weights for both arms
+            settings.model, vocab_size=prepared.vocab_size, num_labels=prepared.num_labels, seed=settings.seed
+        )
         self.model.train()
         train = TrainConfig(lr=settings.lr, warmup_steps=0, schedule="constant", clip_norm=settings.clip_norm)
         self.optimizer, _ = build_optimizer(self.model.parameters(), train)

@@ -152,6 +152,12 @@ class ParallelConfig:
     it is gradient accumulation)."""
     schedule: str = "1f1b"
     """Pipeline schedule: ``gpipe`` (fill-drain) or ``1f1b``."""
+    timeline: bool = False
+    """Record every stage's forward/backward/send/recv spans over the last 10 steps:
+    ``timeline.json`` (Perfetto), ``timeline.png`` and the measured bubble fraction."""
+    balance: str = "flops"
+    """Stage plan cost model: ``flops`` (even compute per stage: even speed) or
+    ``params`` (even parameter + optimizer memory per stage)."""
     dtype: str = "float32"
     """Parameter dtype: ``float32``, or ``float64`` for exact equivalence checks."""
     threads_per_worker: int = 1
@@ -164,6 +170,8 @@ class ParallelConfig:
                 raise ConfigError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
         if self.schedule not in ("gpipe", "1f1b"):
             raise ConfigError(f"parallel.schedule: {self.schedule!r} is not gpipe or 1f1b")
+        if self.balance not in ("flops", "params"):
+            raise ConfigError(f"parallel.balance: {self.balance!r} is not flops or params")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"parallel.dtype: {self.dtype!r} is not float32 or float64")
 

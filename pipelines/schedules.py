@@ -19,8 +19,7 @@ loss, its ``labels (B_i,)``.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from models.dropout import dropout_key
 from pipelines.p2p import ACTIVATION, GRADIENT, Transport
+from pipelines.timeline import Timeline
 from pipelines.topology import Topology
 
 SCHEDULES = ("gpipe", "1f1b")
@@ -93,18 +93,6 @@ def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.devi
     return StepPlan(list(body[count : count + rows].cpu().split(sizes)), list(body[count + rows :].split(sizes)))
 
 
-@dataclass
-class Timeline:
-    """Spans ``(name, micro, start_s, end_s)`` of one stage, when enabled."""
-
-    enabled: bool = False
-    spans: list[tuple[str, int, float, float]] = field(default_factory=list)
-
-    def record(self, name: str, micro: int, start: float) -> None:
-        if self.enabled:
-            self.spans.append((name, micro, start, time.perf_counter()))
-
-
 class StageRunner:
     """Runs this worker's stage of the model through a schedule.
 
@@ -119,7 +107,7 @@ class StageRunner:
         self.device = device
         self.label_smoothing = label_smoothing
         self.transport = Transport(device)
-        self.timeline = timeline or Timeline()
+        self.timeline = timeline or Timeline(stage=topology.stage)
         self._saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
 
     # -- one micro-batch ------------------------------------------------------------
@@ -127,7 +115,7 @@ class StageRunner:
         topo = self.topology
         if topo.is_first:
             return plan.tokens[i].to(self.device)
-        start = time.perf_counter()
+        start = Timeline.now()
         x = self.transport.recv(topo.stage_rank(topo.stage - 1), ACTIVATION)
         self.timeline.record("recv", i, start)
         return x
@@ -138,7 +126,7 @@ class StageRunner:
         x = self._input(plan, i)
         if train and x.is_floating_point():
             x.requires_grad_(True)
-        start = time.perf_counter()
+        start = Timeline.now()
         with dropout_key(*key, i), torch.set_grad_enabled(train):
             out = self.module(x, plan.lengths[i])
         self.timeline.record("forward", i, start)
@@ -148,7 +136,7 @@ class StageRunner:
             if train:
                 self._saved[i] = (x if x.is_floating_point() else None, loss / denominator)
             return loss.detach() if train else out.detach()
-        start = time.perf_counter()
+        start = Timeline.now()
         self.transport.send(out, topo.stage_rank(topo.stage + 1), ACTIVATION)
         self.timeline.record("send", i, start)
         if train:
@@ -159,17 +147,17 @@ class StageRunner:
         topo = self.topology
         x, out = self._saved.pop(i)
         if topo.is_last:
-            start = time.perf_counter()
+            start = Timeline.now()
             out.backward()
         else:
-            start = time.perf_counter()
+            start = Timeline.now()
             grad = self.transport.recv(topo.stage_rank(topo.stage + 1), GRADIENT)
             self.timeline.record("recv", i, start)
-            start = time.perf_counter()
+            start = Timeline.now()
             torch.autograd.backward(out, grad)
         self.timeline.record("backward", i, start)
         if not topo.is_first and x is not None:
-            start = time.perf_counter()
+            start = Timeline.now()
             self.transport.send(x.grad, topo.stage_rank(topo.stage - 1), GRADIENT)
             self.timeline.record("send", i, start)
 

@@ -87,8 +87,12 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     )
     result = trainer.fit()
     wall = time.perf_counter() - started
+    pipeline_figures = {}
     with result.checkpoint.as_directory() as directory:
         state = read_train_state(Path(directory))
+        timelines = sorted(Path(directory).glob("timeline.stage*.json"))
+        if timelines:
+            pipeline_figures = write_timeline(timelines, output, recipe)
         checkpoint = export_inference(
             Path(directory),
             output / "checkpoint",
@@ -108,11 +112,29 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         "tokens_per_s": round(result.metrics.get("run_tokens_per_s", last["tokens_per_s"]), 1),
         "padding_fraction": data.report["padding_fraction"],
         "skipped_records": data.report["skipped_records"],
+        **pipeline_figures,
         "wall_s": round(wall, 1),
         "checkpoint": str(checkpoint),
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def write_timeline(paths: list[Path], output: Path, recipe: Recipe) -> dict[str, float]:
+    """Merge the stages' timelines: ``timeline.json`` (Perfetto), ``timeline.png``, and
+    the measured vs. theoretical bubble fraction."""
+    from pipelines.timeline import bubble_fraction, load_timelines, plot_gantt, theoretical_bubble, write_chrome_trace
+
+    stages = load_timelines(paths)
+    measured = bubble_fraction(stages)
+    theory = theoretical_bubble(recipe.parallel.pp, recipe.parallel.microbatches)
+    write_chrome_trace(stages, output / "timeline.json")
+    plot_gantt(stages, output / "timeline.png",
+               f"{recipe.name}: pp={recipe.parallel.pp}, {recipe.parallel.schedule}, "
+               f"m={recipe.parallel.microbatches}; bubble {measured:.2f} (theory {theory:.2f})")
+    print(f"timeline: {output / 'timeline.json'} (open in Perfetto), {output / 'timeline.png'}; "
+          f"measured bubble {measured:.3f}, theory (p-1)/(m+p-1) = {theory:.3f}", flush=True)
+    return {"bubble_fraction": round(measured, 4), "bubble_theory": round(theory, 4)}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,6 +39,8 @@ from pipelines.schedules import (
 from pipelines.stage_plan import StagePlan, plan_stages
 from pipelines.topology import Topology
 
+TIMELINE_STEPS = 10
+
 
 def batch_tensors(row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch row of ``pipelines.bucketing`` as CPU tensors (tokens, lengths, labels)."""
@@ -50,11 +52,17 @@ def batch_tensors(row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torc
     )
 
 
+def layer_cost(layer: torch.nn.Module, balance: str) -> float:
+    if balance == "params":
+        return float(sum(p.numel() for p in layer.parameters()))
+    return layer.flops_per_token()
+
+
 def plan_for(recipe: Recipe, vocab_size: int, num_labels: int) -> StagePlan:
-    """Cut the model into ``parallel.pp`` stages by estimated cost. Layers are built one
-    at a time to be measured, so no worker ever holds the whole model."""
+    """Cut the model into ``parallel.pp`` stages by ``parallel.balance``. Layers are
+    built one at a time to be measured, so no worker ever holds the whole model."""
     factories = seq2vec_layer_factories(recipe.model, vocab_size=vocab_size, num_labels=num_labels)
-    return plan_stages([factory().flops_per_token() for factory in factories], recipe.parallel.pp)
+    return plan_stages([layer_cost(factory(), recipe.parallel.balance) for factory in factories], recipe.parallel.pp)
 
 
 def build_stage(recipe: Recipe, plan: StagePlan, stage: int, vocab_size: int, num_labels: int) -> torch.nn.Module:
@@ -150,9 +158,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             epoch, row = next(train_rows)
             step_plan = split_batch(*batch_tensors(row), parallel.microbatches)
         step_plan = broadcast_plan(step_plan, topology, device)
+        runner.timeline.enabled = parallel.timeline and step >= train_cfg.max_steps - TIMELINE_STEPS
+        runner.timeline.step = step
         lr = scheduler.get_last_lr()[0]
         loss_sum = optimizer_step(runner, optimizer, scheduler, step_plan, schedule=parallel.schedule,
                                   key=(train_cfg.seed, step), clip_norm=train_cfg.clip_norm)
+        runner.timeline.enabled = False  # evaluation forwards are not part of the step
         step += 1
         if topology.is_last:
             window += torch.tensor([loss_sum, step_plan.examples, step_plan.tokens_count, time.perf_counter() - tick],
@@ -181,18 +192,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             history.append(entry)
             if evaluate_now:
                 metrics = {**entry, "run_tokens_per_s": run_totals[0] / run_totals[1] if run_totals[1] else 0.0}
-                _report(topology, {"step": step, "epoch": epoch, "history": history}, model, optimizer, scheduler, metrics)
+                _report(topology, {"step": step, "epoch": epoch, "history": history}, runner, optimizer, scheduler,
+                        metrics)
 
 
-def _report(topology: Topology, state, model, optimizer, scheduler, metrics) -> None:
+def _report(topology: Topology, state, runner: StageRunner, optimizer, scheduler, metrics) -> None:
     """Every worker reports (it is a barrier); dp rank 0 of each stage writes that
-    stage's shard, world rank 0 also the step, epoch and history."""
+    stage's shard (and timeline, if recorded), world rank 0 the step, epoch and history."""
     if topology.dp_rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        save_train_shard(directory, topology.stage, model, optimizer, scheduler)
+        save_train_shard(directory, topology.stage, runner.module, optimizer, scheduler)
+        if runner.timeline.spans:
+            (directory / f"timeline.stage{topology.stage}.json").write_text(runner.timeline.to_json())
         if topology.rank == 0:
             write_train_state(directory, state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

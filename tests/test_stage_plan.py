@@ -42,3 +42,34 @@ def test_real_model_plan_balances_recurrent_layers():
 def test_too_many_stages_shows_the_arithmetic():
     with pytest.raises(ConfigError, match=r"parallel.pp=5 stages for a model of 4 layers.*pp <= 4"):
         plan_stages([1, 1, 1, 1], 5)
+
+
+@pytest.mark.parametrize("pp", [2, 3])
+def test_each_stage_holds_about_one_pp_th_of_parameters_and_optimizer_state(pp):
+    """Memory per worker ~ total / pp (+-10%) when the plan balances parameters: each
+    stage builds only its own layers, and AdamW's state follows its parameters."""
+    import torch
+
+    from pipelines.config import recipe_from_dict
+    from pipelines.optim import build_optimizer
+    from pipelines.worker import build_stage, plan_for
+
+    recipe = recipe_from_dict({
+        "model": {"embed_dim": 96, "hidden_size": 96, "num_layers": 6, "bidirectional_bottom": False},
+        "parallel": {"pp": pp, "balance": "params"},
+    })
+    plan = plan_for(recipe, vocab_size=200, num_labels=2)
+
+    def stage_bytes(module) -> int:
+        optimizer, _ = build_optimizer(module.parameters(), recipe.train)
+        loss = sum(p.sum() for p in module.parameters())
+        loss.backward()
+        optimizer.step()  # materialises exp_avg and exp_avg_sq
+        state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+        return state + sum(p.numel() * p.element_size() for p in module.parameters())
+
+    per_stage = [stage_bytes(build_stage(recipe, plan, s, 200, 2)) for s in range(pp)]
+    whole = stage_bytes(build_seq2vec(recipe.model, vocab_size=200, num_labels=2))
+    assert sum(per_stage) == pytest.approx(whole, rel=1e-3)
+    for value in per_stage:
+        assert value == pytest.approx(whole / pp, rel=0.10), (per_stage, whole)

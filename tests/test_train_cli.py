@@ -69,13 +69,19 @@ def test_pipeline_parallel_run_reports_the_same_train_loss(trained_run, tmp_path
     """pp=2 (two Ray Train workers, one stage each, dropout on) trains the same model as
     pp=1: same train_loss, and its merged checkpoint serves the same predictions."""
     _, reference, _ = trained_run
-    done = rayseq("train", "recipes/demo_sentiment.yaml", *sets(*SMALL, "parallel.pp=2"), "--output", str(tmp_path / "pp2"))
+    out = tmp_path / "pp2"
+    done = rayseq("train", "recipes/demo_sentiment.yaml", *sets(*SMALL, "parallel.pp=2", "parallel.timeline=true"),
+                  "--output", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stage plan (2 stages, 1f1b, 2 micro-batches):" in done.stdout
     summary = last_json_line(done.stdout)
     assert summary["steps"] == reference["steps"]
     assert summary["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
     assert summary["val_accuracy"] == pytest.approx(reference["val_accuracy"], abs=1e-9)
+    assert 0 < summary["bubble_fraction"] < 1 and summary["bubble_theory"] == pytest.approx(1 / 3, abs=1e-3)
+    trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
+    assert {e["tid"] for e in trace if e["ph"] == "X"} == {0, 1}
+    assert (out / "timeline.png").stat().st_size > 1000
     from pipelines.inference import TextClassifier
 
     texts = ["the acting was not dull", "the plot was awful"]
@@ -131,3 +137,37 @@ def test_ray_job_submit_runs_training_from_the_working_dir(ray_head, tmp_path):
     summary = json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
     assert summary["steps"] == 10 and Path(summary["checkpoint"]).is_dir()
 
+
+
+def test_killed_worker_restarts_from_the_latest_checkpoint(ray_head, tmp_path):
+    """A pipeline worker dies mid-run (SIGKILL); Ray Train restarts the worker group
+    (FailureConfig), every stage reloads its shard, and the step count continues."""
+    import signal
+    import time
+
+    from ray.util.state import list_actors
+
+    out = tmp_path / "fault"
+    args = [sys.executable, "-m", "pipelines.cli", "train", "recipes/demo_sentiment.yaml",
+            *sets(*SMALL, "parallel.pp=2", "train.max_steps=200", "train.eval_every=20", "train.log_every=20"),
+            "--output", str(out)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        # A checkpoint counts once Ray Train has registered it (its snapshot file), not
+        # when its folder appears.
+        while not (out / "train" / "checkpoint_manager_snapshot.json").exists():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.time() < deadline, "no checkpoint was registered"
+            time.sleep(0.5)
+        workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
+        assert len(workers) == 2
+        os.kill(workers[-1].pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=420)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    resumed = [line for line in stdout.splitlines() if "resumed from checkpoint at step" in line]
+    assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 20, stdout[-4000:]
+    assert last_json_line(stdout)["steps"] == 200

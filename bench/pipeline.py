@@ -1,0 +1,656 @@
+"""Pipeline parallelism on CPU: rayseq's engine vs. one process vs. torch.distributed.pipelining.
+
+Acceptance item: one run, same model and data: tokens/s of pp=1 (one thread) vs. pp=2
+(one thread each) for GPipe, 1F1B and wavefront; the same stages under PyTorch's own
+``torch.distributed.pipelining`` (ScheduleGPipe / Schedule1F1B) on fixed shapes and on
+bucketed variable-length data (which it must pad to a static shape); measured bubble vs.
+the theoretical ``(p - 1) / (m + p - 1)``. Goals: pp=2 >= 1.7x pp=1; >= 1.0x
+torch.distributed.pipelining on fixed shapes and >= 1.3x on bucketed data; measured
+bubble within 5 points of theory.
+
+Two worker processes (gloo, no Ray: the engine itself, as in
+``tests/test_pipeline_equivalence.py``) hold every arm's stage for the whole run::
+
+    rank 0: stage 0 of each pp=2 arm, and the whole model of each pp=1 arm
+    rank 1: stage 1 of each pp=2 arm (idle in a barrier while a pp=1 arm runs)
+
+    for round r:                       arms interleaved, order reversed every other round
+        for data in (fixed, bucketed):
+            for arm:   barrier | steps over this round's slice of the data | barrier
+
+Arms (same seq2vec model, same init seed, AdamW + global-norm clipping every step):
+
+    rayseq pp=1 m=1     plain single-process training, the baseline
+    rayseq pp=1 m=M     the same with M micro-batches of gradient accumulation
+    rayseq gpipe/1f1b   pipelines.schedules.StageRunner, pp=2, M micro-batches, dynamic shapes
+    torch  gpipe/1f1b   torch.distributed.pipelining PipelineStage + ScheduleGPipe/Schedule1F1B
+    wavefront           not implemented in rayseq yet: reported as not available
+
+Data (synthetic, deterministic): ``fixed`` is B x T full-length rows, the same tensors for
+every arm. ``bucketed`` draws SST-2-like lengths (5..60 tokens), cuts them with
+``pipelines.bucketing.plan_batches(sort=True)`` under a token budget; rayseq runs those
+batches as they are (and trims each micro-batch to its own longest row), while
+torch.distributed.pipelining, whose P2P buffers have one static shape, gets the same
+examples in the same order re-cut into ``(rows, global max length)`` batches, with
+``rows`` = the bucketed batches' mean row count rounded to a multiple of M (the same
+examples per optimizer step).
+
+tokens/s counts real (non-pad) tokens over a window's wall clock (barrier to barrier);
+the median over rounds is reported, and speedups are medians of per-round ratios (arms
+of one round ran minutes apart at most). The bubble comes from per-stage timelines of
+every timed step (``pipelines.timeline.bubble_fraction``: the part of each step's window,
+optimizer step excluded, a stage spends outside forward/backward); torch's stages are
+timed by wrapping ``forward_one_chunk``/``backward_one_chunk``. On a shared machine each
+window also records every process's CPU share (CPU time / wall) and its run-queue wait
+(``/proc/self/task/*/schedstat``: runnable but not running, i.e. time lost to other jobs).
+
+Usage, from the repository root::
+
+    python bench/pipeline.py            # full run (~6 min on 2 cores), writes bench/results/pipeline.{json,png}
+    python bench/pipeline.py --quick --out /tmp/p.json   # smoke run (seconds), tiny model
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # spawned workers import this file by path
+    sys.path.insert(0, str(ROOT))
+
+from models import ModelConfig, build_seq2vec  # noqa: E402
+from models.dropout import dropout_key  # noqa: E402
+from pipelines.bucketing import pad_batch, plan_batches  # noqa: E402
+from pipelines.config import TrainConfig  # noqa: E402
+from pipelines.optim import build_optimizer  # noqa: E402
+from pipelines.schedules import StageRunner, broadcast_plan, clip_global_norm, split_batch  # noqa: E402
+from pipelines.stage_plan import plan_stages  # noqa: E402
+from pipelines.timeline import Timeline, bubble_fraction, theoretical_bubble  # noqa: E402
+from pipelines.topology import Topology  # noqa: E402
+from pipelines.worker import optimizer_step  # noqa: E402
+
+DEFAULT_OUT = ROOT / "bench" / "results" / "pipeline.json"
+GOAL_PP_SPEEDUP = 1.7
+GOAL_VS_TORCH_FIXED = 1.0
+GOAL_VS_TORCH_BUCKETED = 1.3
+GOAL_BUBBLE_POINTS = 0.05
+DATASETS = ("fixed", "bucketed")
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # tokens (B, T), lengths (B,), labels (B,)
+
+
+@dataclass(kw_only=True)
+class Settings:
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(
+        cell="lstm", embed_dim=256, hidden_size=256, num_layers=4, bidirectional_bottom=False,
+        dropout=0.1, pooling="mean"))
+    """4 equal LSTM layers (no bidirectional bottom), so pp=2 cuts at 50/50 of the cost."""
+    vocab_size: int = 8000
+    num_labels: int = 2
+    microbatches: int = 8
+    """M: theory bubble 1/9 at pp=2; with M=4 (1/5) even an ideal pipeline tops out at 1.6x."""
+    fixed_batch: tuple[int, int] = (128, 32)
+    """(rows, time) of every fixed-shape batch: 4096 tokens, the bucketed budget."""
+    max_tokens: int = 4096
+    """Bucketed token budget: rows * longest <= max_tokens (the recipe default)."""
+    max_batch_size: int = 256
+    pool_size: int = 4096
+    examples: int = 8192
+    """Bucketed examples generated (about 45 batches; each round uses its own slice)."""
+    length_mean: float = 21.0
+    length_sd: float = 9.0
+    length_range: tuple[int, int] = (5, 60)
+    """SST-2 train: mean 19.3 words (BPE tokens a little more), p95 36, max 52."""
+    steps_per_window: int = 5
+    """Batches per arm per round (the pp=1 arm takes about 1.5 s a batch here)."""
+    rounds: int = 4
+    warmup_steps: int = 2
+    """Untimed steps per arm before round 0 (torch infers its stage shapes here)."""
+    lr: float = 1e-3
+    clip_norm: float = 1.0
+    seed: int = 0
+    threads: int = 1
+    """torch intra-op threads per process ("one thread each")."""
+
+
+def quick_settings() -> Settings:
+    return Settings(
+        model=ModelConfig(cell="lstm", embed_dim=32, hidden_size=32, num_layers=4, bidirectional_bottom=False,
+                          dropout=0.1, pooling="mean"),
+        vocab_size=500, microbatches=4, fixed_batch=(32, 16), max_tokens=512, max_batch_size=64,
+        pool_size=512, examples=512, steps_per_window=2, rounds=1, warmup_steps=1,
+    )
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def fixed_batches(settings: Settings, count: int) -> list[Batch]:
+    rows, width = settings.fixed_batch
+    g = torch.Generator().manual_seed(settings.seed)
+    return [
+        (torch.randint(4, settings.vocab_size, (rows, width), generator=g),
+         torch.full((rows,), width, dtype=torch.int64),
+         torch.randint(0, settings.num_labels, (rows,), generator=g))
+        for _ in range(count)
+    ]
+
+
+def bucketed_batches(settings: Settings) -> list[Batch]:
+    """SST-2-like lengths (gamma, clipped), cut by the project's bucketing, batches shuffled."""
+    rng = np.random.default_rng(settings.seed)
+    shape = (settings.length_mean / settings.length_sd) ** 2
+    low, high = settings.length_range
+    lengths = np.clip(np.rint(rng.gamma(shape, settings.length_mean / shape, settings.examples)), low, high)
+    lengths = lengths.astype(np.int64)
+    ids = [rng.integers(4, settings.vocab_size, n) for n in lengths]
+    labels = rng.integers(0, settings.num_labels, settings.examples)
+    batches: list[Batch] = []
+    for start in range(0, settings.examples, settings.pool_size):
+        pool = np.arange(start, min(start + settings.pool_size, settings.examples))
+        for rows in plan_batches(lengths[pool], max_tokens=settings.max_tokens,
+                                 max_batch_size=settings.max_batch_size, sort=True):
+            picked = pool[rows]
+            batches.append((torch.from_numpy(pad_batch([ids[i] for i in picked]).astype(np.int64)),
+                            torch.from_numpy(lengths[picked]), torch.from_numpy(labels[picked])))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def static_batches(batches: list[Batch], rows: int, width: int) -> list[Batch]:
+    """The same examples, in the same order, re-cut into ``(rows, width)`` batches (what a
+    static-shape pipeline needs); the last batch wraps around to the slice's first rows."""
+    lengths = torch.cat([b[1] for b in batches])
+    labels = torch.cat([b[2] for b in batches])
+    tokens = torch.zeros(len(lengths), width, dtype=torch.int64)
+    row = 0
+    for t, n, _ in batches:
+        tokens[row : row + len(n), : t.size(1)] = t
+        row += len(n)
+    count = -(-len(lengths) // rows)
+    pick = torch.arange(count * rows) % len(lengths)
+    return [(tokens[p], lengths[p], labels[p]) for p in pick.split(rows)]
+
+
+@dataclass
+class Workload:
+    """Per dataset: each round's slice of batches, as rayseq and as torch get them."""
+
+    slices: dict[str, list[list[Batch]]]
+    """``rayseq``/``torch`` -> [round] -> batches."""
+    info: dict[str, Any]
+
+
+def make_workloads(settings: Settings) -> dict[str, Workload]:
+    s, m = settings.steps_per_window, settings.microbatches
+    fixed = fixed_batches(settings, s * settings.rounds)
+    fixed_slices = [fixed[r * s : (r + 1) * s] for r in range(settings.rounds)]
+    rows, width = settings.fixed_batch
+    out = {"fixed": Workload({"rayseq": fixed_slices, "torch": fixed_slices},
+                             {"batch": [rows, width], "padding_fraction": 0.0})}
+
+    bucketed = bucketed_batches(settings)
+    needed = s * settings.rounds
+    if len(bucketed) < needed:
+        raise ValueError(f"bucketed data has {len(bucketed)} batches, rounds * steps_per_window needs {needed}: "
+                         f"raise examples ({settings.examples})")
+    global_width = int(max(int(b[1].max()) for b in bucketed))
+    mean_rows = statistics.mean(len(b[1]) for b in bucketed)
+    static_rows = max(m, int(round(mean_rows / m)) * m)
+    dynamic = [bucketed[r * s : (r + 1) * s] for r in range(settings.rounds)]
+    static = [static_batches(slice_, static_rows, global_width) for slice_ in dynamic]
+    used_dynamic = [b for sl in dynamic for b in sl]
+    used_static = [b for sl in static for b in sl]
+    real = sum(int(b[1].sum()) for b in used_dynamic)
+    trimmed = sum(sum(int(p.numel()) for p in split_batch(*b, m).tokens) for b in used_dynamic)
+    out["bucketed"] = Workload({"rayseq": dynamic, "torch": static}, {
+        "batches_total": len(bucketed),
+        "rows_mean": round(mean_rows, 1),
+        "rows_min_max": [min(len(b[1]) for b in bucketed), max(len(b[1]) for b in bucketed)],
+        "global_max_length": global_width,
+        "mean_length": round(float(torch.cat([b[1] for b in bucketed]).float().mean()), 2),
+        "rayseq_padding_fraction": round(1 - real / sum(b[0].numel() for b in used_dynamic), 4),
+        "rayseq_padding_after_microbatch_trim": round(1 - real / trimmed, 4),
+        "torch_static_batch": [static_rows, global_width],
+        "torch_static_steps_per_round": [len(sl) for sl in static],
+        "torch_padding_fraction": round(1 - sum(int(b[1].sum()) for b in used_static)
+                                        / sum(b[0].numel() for b in used_static), 4),
+    })
+    return out
+
+
+# ---------------------------------------------------------------------------- arms
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    engine: str
+    """``rayseq`` or ``torch``."""
+    pp: int
+    microbatches: int
+    schedule: str
+
+    @property
+    def name(self) -> str:
+        if self.pp == 1:
+            return f"rayseq pp=1 m={self.microbatches}"
+        return f"{self.engine} {self.schedule}"
+
+
+def arm_specs(settings: Settings) -> list[ArmSpec]:
+    m = settings.microbatches
+    return [ArmSpec("rayseq", 1, 1, "gpipe"), ArmSpec("rayseq", 1, m, "gpipe"),
+            ArmSpec("rayseq", 2, m, "gpipe"), ArmSpec("rayseq", 2, m, "1f1b"),
+            ArmSpec("torch", 2, m, "gpipe"), ArmSpec("torch", 2, m, "1f1b")]
+
+
+def _stage_model(settings: Settings, pp: int, stage: int) -> nn.Module:
+    costs = build_seq2vec(settings.model, vocab_size=settings.vocab_size, num_labels=settings.num_labels).layer_costs()
+    keep = plan_stages(costs, pp).layers(stage)
+    return build_seq2vec(settings.model, vocab_size=settings.vocab_size, num_labels=settings.num_labels,
+                         seed=settings.seed, keep=keep).train()
+
+
+def _train_config(settings: Settings) -> TrainConfig:
+    return TrainConfig(lr=settings.lr, warmup_steps=0, schedule="constant", clip_norm=settings.clip_norm,
+                       seed=settings.seed)
+
+
+class RayseqArm:
+    """rayseq's engine: the worker loop's step (broadcast plan, schedule, clip, AdamW)."""
+
+    def __init__(self, spec: ArmSpec, settings: Settings, topology: Topology) -> None:
+        self.spec, self.settings, self.topology = spec, settings, topology
+        model = _stage_model(settings, spec.pp, topology.stage)
+        self.optimizer, self.scheduler = build_optimizer(model.parameters(), _train_config(settings))
+        self.runner = StageRunner(model, topology, torch.device("cpu"))
+        self.timeline = self.runner.timeline
+        self.steps = 0
+
+    def step(self, batch: Batch) -> None:
+        plan = split_batch(*batch, self.spec.microbatches) if self.topology.is_first else None
+        plan = broadcast_plan(plan, self.topology, torch.device("cpu"))
+        self.timeline.step = self.steps
+        optimizer_step(self.runner, self.optimizer, self.scheduler, plan, schedule=self.spec.schedule,
+                       key=(self.settings.seed, self.steps), clip_norm=self.settings.clip_norm)
+        self.steps += 1
+
+
+class _PipeliningStage(nn.Module):
+    """A rayseq stage as torch.distributed.pipelining wants it: activations in and out
+    positionally; ``lengths (B,)`` a keyword that ``schedule.step`` hands every stage (and
+    chunks along rows like the inputs). Dropout keyed per call, as rayseq keys it."""
+
+    def __init__(self, module: nn.Module, seed: int) -> None:
+        super().__init__()
+        self.module, self.seed, self.calls = module, seed, 0
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        with dropout_key(self.seed, self.calls):
+            return self.module(x, lengths)
+
+
+class TorchArm:
+    """The same stage under ``torch.distributed.pipelining`` (static P2P shapes)."""
+
+    def __init__(self, spec: ArmSpec, settings: Settings, topology: Topology) -> None:
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+        self.spec, self.settings, self.topology = spec, settings, topology
+        module = _PipeliningStage(_stage_model(settings, spec.pp, topology.stage), settings.seed)
+        self.params = list(module.parameters())
+        self.optimizer, self.scheduler = build_optimizer(self.params, _train_config(settings))
+        stage = PipelineStage(module, topology.stage, spec.pp, torch.device("cpu"))
+        self.timeline = Timeline(stage=topology.stage)
+        self._time(stage, "forward_one_chunk", "forward")
+        self._time(stage, "backward_one_chunk", "backward")
+        cls = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[spec.schedule]
+        # Summed loss over the step's examples, as rayseq's engine; no 1/m rescaling.
+        self.schedule = cls(stage, n_microbatches=spec.microbatches, loss_fn=self._loss, scale_grads=False)
+        self.denominator = 1.0
+        self.steps = 0
+
+    def _time(self, stage, method: str, kind: str) -> None:
+        inner = getattr(stage, method)
+        timeline = self.timeline
+
+        def timed(chunk_id, *args, **kwargs):
+            start = Timeline.now()
+            result = inner(chunk_id, *args, **kwargs)
+            timeline.record(kind, chunk_id, start)
+            return result
+
+        setattr(stage, method, timed)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, reduction="sum") / self.denominator
+
+    def step(self, batch: Batch) -> None:
+        tokens, lengths, labels = batch  # every rank holds the data: no plan to broadcast
+        self.denominator = float(len(labels))
+        self.timeline.step = self.steps
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.topology.is_first:
+            self.schedule.step(tokens, lengths=lengths)
+        else:
+            self.schedule.step(lengths=lengths, target=labels, return_outputs=False)
+        clip_global_norm(self.params, self.settings.clip_norm, self.topology)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.steps += 1
+
+
+# ---------------------------------------------------------------------------- worker
+
+
+def _runqueue_wait_s() -> float:
+    """Seconds this process's threads spent runnable but not running (other jobs' CPU)."""
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def _window(arm, batches: list[Batch], runs_here: bool) -> dict[str, float]:
+    """Barrier, the arm's steps over ``batches`` (if this rank has a part in it), barrier."""
+    dist.barrier()
+    wall, cpu, wait = time.perf_counter(), time.process_time(), _runqueue_wait_s()
+    if runs_here:
+        arm.timeline.enabled = True
+        for batch in batches:
+            arm.step(batch)
+        arm.timeline.enabled = False
+    dist.barrier()
+    return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+            "wait_s": _runqueue_wait_s() - wait}
+
+
+def _worker(rank: int, settings: Settings, port: int, out_path: str) -> None:
+    torch.set_num_threads(settings.threads)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(minutes=10))
+    try:
+        _run(rank, settings, Path(out_path))
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(rank: int, settings: Settings, out_path: Path) -> None:
+    pipeline = Topology.create(rank, 1, 2)
+    alone = Topology(rank=0, dp=1, pp=1)
+    workloads = make_workloads(settings)
+    specs = arm_specs(settings)
+    arms: dict[tuple[str, str], Any] = {}
+    for data in DATASETS:  # one model per arm and dataset (torch's stage shapes are per dataset)
+        for spec in specs:
+            if spec.pp == 1:
+                arms[data, spec.name] = RayseqArm(spec, settings, alone) if rank == 0 else None
+            elif spec.engine == "rayseq":
+                arms[data, spec.name] = RayseqArm(spec, settings, pipeline)
+            else:
+                arms[data, spec.name] = TorchArm(spec, settings, pipeline)
+
+    def runs_here(spec: ArmSpec) -> bool:
+        return spec.pp == 2 or rank == 0
+
+    started = time.perf_counter()
+    for (data, name), arm in arms.items():
+        spec = next(s for s in specs if s.name == name)
+        batches = workloads[data].slices[spec.engine][0][: settings.warmup_steps]
+        _window(arm, batches, runs_here(spec))
+        if arm is not None:
+            arm.timeline.spans.clear()
+    warmup_s = time.perf_counter() - started
+
+    windows = []
+    for r in range(settings.rounds):
+        order = [(d, s) for d in DATASETS for s in specs]
+        for data, spec in (order if r % 2 == 0 else order[::-1]):
+            batches = workloads[data].slices[spec.engine][r]
+            result = _window(arms[data, spec.name], batches, runs_here(spec))
+            per_rank = [None, None]
+            dist.all_gather_object(per_rank, result)
+            tokens = sum(int(b[1].sum()) for b in batches)
+            window = {"round": r, "data": data, "arm": spec.name, "steps": len(batches), "tokens": tokens,
+                      "wall_s": round(per_rank[0]["wall_s"], 3), "tokens_per_s": tokens / per_rank[0]["wall_s"],
+                      "cpu_share": [round(p["cpu_s"] / p["wall_s"], 3) for p in per_rank],
+                      "wait_share": [round(p["wait_s"] / p["wall_s"], 3) for p in per_rank]}
+            windows.append(window)
+            if rank == 0:
+                print(f"  round {r} {data:<9}{spec.name:<18}{len(batches):>3} steps {window['wall_s']:>6.1f}s "
+                      f"{window['tokens_per_s']:>7,.0f} tok/s  cpu {window['cpu_share'][0]:.0%}/"
+                      f"{window['cpu_share'][1]:.0%}  run-queue wait {window['wait_share'][0]:.0%}/"
+                      f"{window['wait_share'][1]:.0%}", flush=True)
+
+    timelines = {}
+    for (data, name), arm in arms.items():
+        spans = arm.timeline.spans if arm is not None else []
+        gathered = [None, None]
+        dist.all_gather_object(gathered, spans)
+        if gathered[1]:
+            timelines[f"{data}/{name}"] = {0: gathered[0], 1: gathered[1]}
+    if rank == 0:
+        out_path.write_text(json.dumps({"windows": windows, "timelines": timelines, "warmup_s": warmup_s,
+                                        "workloads": {d: w.info for d, w in workloads.items()}}))
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    m = settings.microbatches
+    theory = theoretical_bubble(2, m)
+    results: dict[str, Any] = {}
+    for data in DATASETS:
+        rows = [w for w in raw["windows"] if w["data"] == data]
+        arms: dict[str, Any] = {}
+        for spec in arm_specs(settings):
+            mine = [w for w in rows if w["arm"] == spec.name]
+            entry = {
+                "engine": spec.engine, "pp": spec.pp, "microbatches": spec.microbatches, "schedule": spec.schedule,
+                "tokens_per_s": round(_median([w["tokens_per_s"] for w in mine]), 1),
+                "tokens_per_s_windows": [round(w["tokens_per_s"], 1) for w in mine],
+                "cpu_share": [round(_median([w["cpu_share"][i] for w in mine]), 3) for i in (0, 1)],
+                "wait_share": [round(_median([w["wait_share"][i] for w in mine]), 3) for i in (0, 1)],
+            }
+            stages = raw["timelines"].get(f"{data}/{spec.name}")
+            if stages:
+                stages = {int(k): [tuple(s) for s in v] for k, v in stages.items()}
+                steps = len({s[1] for s in stages[0]})
+                entry["bubble"] = round(bubble_fraction(stages), 4)
+                entry["bubble_theory"] = round(theory, 4)
+                entry["stage_compute_s_per_step"] = [
+                    round(sum(s[4] - s[3] for s in stages[k] if s[0] in ("forward", "backward")) / steps, 4)
+                    for k in (0, 1)]
+            arms[spec.name] = entry
+        arms["rayseq wavefront"] = {"available": False,
+                                    "note": "wavefront schedule not implemented in pipelines.schedules yet"}
+
+        def ratio(a: str, b: str) -> float | None:
+            per_round = []
+            for r in range(settings.rounds):
+                x = [w for w in rows if w["arm"] == a and w["round"] == r]
+                y = [w for w in rows if w["arm"] == b and w["round"] == r]
+                if x and y and y[0]["tokens_per_s"]:
+                    per_round.append(x[0]["tokens_per_s"] / y[0]["tokens_per_s"])
+            return round(_median(per_round), 3) if per_round else None
+
+        base, accum = f"rayseq pp=1 m=1", f"rayseq pp=1 m={m}"
+        speedups = {}
+        for schedule in ("gpipe", "1f1b"):
+            speedups[f"{schedule}_vs_pp1"] = ratio(f"rayseq {schedule}", base)
+            speedups[f"{schedule}_vs_pp1_m{m}"] = ratio(f"rayseq {schedule}", accum)
+            speedups[f"{schedule}_vs_torch"] = ratio(f"rayseq {schedule}", f"torch {schedule}")
+            speedups[f"torch_{schedule}_vs_pp1"] = ratio(f"torch {schedule}", base)
+        speedups[f"pp1_m{m}_vs_pp1"] = ratio(accum, base)
+        goal_torch = GOAL_VS_TORCH_FIXED if data == "fixed" else GOAL_VS_TORCH_BUCKETED
+        goals = {}
+        for schedule in ("gpipe", "1f1b"):
+            arm = arms[f"rayseq {schedule}"]
+            goals[f"{schedule}_pp2_ge_{GOAL_PP_SPEEDUP}x_pp1"] = (speedups[f"{schedule}_vs_pp1"] or 0) >= GOAL_PP_SPEEDUP
+            goals[f"{schedule}_ge_{goal_torch}x_torch"] = (speedups[f"{schedule}_vs_torch"] or 0) >= goal_torch
+            goals[f"{schedule}_bubble_within_5_points"] = (
+                "bubble" in arm and abs(arm["bubble"] - theory) <= GOAL_BUBBLE_POINTS)
+        results[data] = {"workload": raw["workloads"][data], "arms": arms, "speedups": speedups, "goals": goals}
+    return results
+
+
+def table(results: dict[str, Any], settings: Settings) -> str:
+    m = settings.microbatches
+    head = (f"{'data':<10}{'arm':<19}{'pp':>3}{'m':>3}{'tok/s':>8}{'x pp=1':>8}{'x torch':>8}"
+            f"{'bubble':>8}{'theory':>8}{'stage s/step':>14}{'cpu% r0/r1':>12}{'wait% r0/r1':>13}")
+    lines = [head, "-" * len(head)]
+    for data, res in results.items():
+        for name, arm in res["arms"].items():
+            label = data if name == "rayseq pp=1 m=1" else ""
+            if not arm.get("available", True):
+                lines.append(f"{label:<10}{name:<19}{'2':>3}{m:>3}  not available ({arm['note']})")
+                continue
+            sp = res["speedups"]
+            if arm["pp"] == 1:
+                x_pp1 = "1.00x" if arm["microbatches"] == 1 else f"{sp[f'pp1_m{m}_vs_pp1']:.2f}x"
+            elif arm["engine"] == "rayseq":
+                x_pp1 = f"{sp[arm['schedule'] + '_vs_pp1']:.2f}x"
+            else:
+                x_pp1 = f"{sp['torch_' + arm['schedule'] + '_vs_pp1']:.2f}x"
+            x_torch = f"{sp[arm['schedule'] + '_vs_torch']:.2f}x" if arm["engine"] == "rayseq" and arm["pp"] == 2 else ""
+            bubble = f"{arm['bubble']:.1%}" if "bubble" in arm else ""
+            theory = f"{arm['bubble_theory']:.1%}" if "bubble" in arm else ""
+            stage_s = "/".join(f"{x:.2f}" for x in arm["stage_compute_s_per_step"]) if "bubble" in arm else ""
+            cpu = f"{arm['cpu_share'][0]:.0%}/{arm['cpu_share'][1]:.0%}"
+            wait = f"{arm['wait_share'][0]:.0%}/{arm['wait_share'][1]:.0%}"
+            lines.append(f"{label:<10}{name:<19}{arm['pp']:>3}{arm['microbatches']:>3}{arm['tokens_per_s']:>8,.0f}"
+                         f"{x_pp1:>8}{x_torch:>8}{bubble:>8}{theory:>8}{stage_s:>14}{cpu:>12}{wait:>13}")
+    lines.append("")
+    for data, res in results.items():
+        met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in res["goals"].items())
+        lines.append(f"goals ({data}): {met}")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), sharey=True)
+    for ax, (data, res) in zip(np.atleast_1d(axes), results.items()):
+        names = [n for n, a in res["arms"].items() if a.get("available", True)]
+        values = [res["arms"][n]["tokens_per_s"] for n in names]
+        colors = ["tab:gray" if res["arms"][n]["pp"] == 1 else
+                  "tab:blue" if res["arms"][n]["engine"] == "rayseq" else "tab:orange" for n in names]
+        ax.bar(range(len(names)), values, color=colors)
+        ax.axhline(values[0] * GOAL_PP_SPEEDUP, color="k", ls="--", lw=0.8)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{data}: training tokens/s (dashed: {GOAL_PP_SPEEDUP}x pp=1)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_benchmark(settings: Settings) -> dict[str, Any]:
+    """Spawn the two workers, time every arm, return the report."""
+    load_start = list(os.getloadavg())
+    with tempfile.TemporaryDirectory(prefix="rayseq-bench-") as tmp:
+        raw_path = Path(tmp) / "raw.json"
+        started = time.perf_counter()
+        mp.spawn(_worker, args=(settings, _free_port(), str(raw_path)), nprocs=2, join=True)
+        elapsed = time.perf_counter() - started
+        raw = json.loads(raw_path.read_text())
+    return {
+        "name": "pipeline",
+        "goal": {"pp2_vs_pp1_min": GOAL_PP_SPEEDUP, "vs_torch_fixed_min": GOAL_VS_TORCH_FIXED,
+                 "vs_torch_bucketed_min": GOAL_VS_TORCH_BUCKETED, "bubble_max_points": GOAL_BUBBLE_POINTS},
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads_per_process": settings.threads,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_avg_at_start": load_start,
+            "load_avg_at_end": list(os.getloadavg()),
+        },
+        "elapsed_s": round(elapsed, 1),
+        "warmup_s": round(raw["warmup_s"], 1),
+        "settings": asdict(settings),
+        "theoretical_bubble": round(theoretical_bubble(2, settings.microbatches), 4),
+        "results": summarize(raw, settings),
+        "windows": raw["windows"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run (tiny model, 1 round); writes only with --out")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"report JSON (default {DEFAULT_OUT.relative_to(ROOT)}; none with --quick); a .png goes beside it")
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 4)")
+    parser.add_argument("--microbatches", type=int, default=None, help="micro-batches per step (default 8)")
+    args = parser.parse_args(argv)
+
+    settings = quick_settings() if args.quick else Settings()
+    for name in ("rounds", "microbatches"):
+        if getattr(args, name) is not None:
+            setattr(settings, name, getattr(args, name))
+    out = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
+    print(f"pipeline benchmark: {settings.rounds} round(s), {settings.steps_per_window} steps per arm per round, "
+          f"m={settings.microbatches}, {settings.threads} torch thread(s) per process, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    report = run_benchmark(settings)
+    report["quick"] = args.quick
+    print()
+    print(table(report["results"], settings))
+    if args.quick:
+        print("note: --quick smoke run (tiny model, 1 round): not the benchmark's numbers")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+        plot(report["results"], out.with_suffix(".png"))
+        print(f"wrote {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
