@@ -41,13 +41,21 @@ of one round ran minutes apart at most). The bubble comes from per-stage timelin
 every timed step (``pipelines.timeline.bubble_fraction``: the part of each step's window,
 optimizer step excluded, a stage spends outside forward/backward); torch's stages are
 timed by wrapping ``forward_one_chunk``/``backward_one_chunk``. On a shared machine each
-window also records every process's CPU share (CPU time / wall) and its run-queue wait
-(``/proc/self/task/*/schedstat``: runnable but not running, i.e. time lost to other jobs).
+window also records every process's CPU share (CPU time / wall) and its compute thread's
+run-queue wait (``/proc/thread-self/schedstat``: runnable but not running, i.e. time other
+jobs took).
+
+Because other jobs' load decides the wall clock of a 2-process arm far more than the
+engine does, every number also comes as a *dedicated-core estimate*: each forward and
+backward is timed in thread CPU seconds, and the step is replayed on an idle core per
+process (``simulate_step``: each stage runs its ops in the order it ran them, waiting only
+on its neighbour; messages free; plus the slower stage's remaining step work). pp=1 is its
+step's CPU time. This is a model, labeled as such; the goals are judged on the measurement.
 
 Usage, from the repository root::
 
-    python bench/pipeline.py            # full run (~6 min on 2 idle cores, 10 when busy), writes bench/results/pipeline.{json,png}
-    python bench/pipeline.py --quick --out /tmp/p.json   # smoke run (seconds), tiny model
+    python bench/pipeline.py            # full run (7-10 min on 2 shared cores): bench/results/pipeline.{json,png}
+    python bench/pipeline.py --quick --out /tmp/p.json   # smoke run (about a minute), tiny model
 """
 
 from __future__ import annotations
@@ -542,6 +550,24 @@ def dedicated_estimate(oplog: dict[str, Any], first: int, count: int) -> tuple[f
     return total, bubbles
 
 
+def _cpu_profile(oplog: dict[str, Any], m: int) -> dict[str, Any]:
+    """Per stage: forward/backward CPU per step, whole-step CPU per step, and the median
+    CPU milliseconds of each micro-batch's forward and backward (how even they are)."""
+    steps = len(oplog["0"]["steps"])
+    ranks = ("0", "1")
+
+    def op_ms(rank: str, kind: str, micro: int) -> float:
+        costs = [o[3] for o in oplog[rank]["ops"] if o[1] == kind and o[2] == micro]
+        return round(1e3 * (_median(costs) or 0.0), 1)
+
+    return {
+        "stage_cpu_s_per_step": [round(sum(o[3] for o in oplog[r]["ops"]) / steps, 4) for r in ranks],
+        "step_cpu_s_per_step": [round(sum(c for _, c in oplog[r]["steps"]) / steps, 4) for r in ranks],
+        "op_cpu_ms_by_micro": {f"stage{r}": {kind: [op_ms(r, kind, i) for i in range(m)]
+                                             for kind in ("forward", "backward")} for r in ranks},
+    }
+
+
 def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     m = settings.microbatches
     theory = theoretical_bubble(2, m)
@@ -574,14 +600,7 @@ def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 entry["bubble"] = round(bubble_fraction(stages), 4)
                 entry["dedicated_bubble"] = round(_median([w["dedicated_bubble"] for w in mine]), 4)
                 entry["bubble_theory"] = round(theory, 4)
-                oplog = raw["oplogs"][f"{data}/{spec.name}"]
-                steps = len(oplog["0"]["steps"])
-                entry["stage_cpu_s_per_step"] = [round(sum(o[3] for o in oplog[r]["ops"]) / steps, 4) for r in ("0", "1")]
-                entry["step_cpu_s_per_step"] = [round(sum(c for _, c in oplog[r]["steps"]) / steps, 4) for r in ("0", "1")]
-                entry["op_cpu_ms_by_micro"] = {  # mean over steps: how even the micro-batches are
-                    f"stage{r}": {kind: [round(1e3 * (_median([o[3] for o in oplog[r]["ops"] if o[1] == kind and o[2] == i])
-                                                      or 0.0), 1) for i in range(m)] for kind in ("forward", "backward")}
-                    for r in ("0", "1")}
+                entry.update(_cpu_profile(raw["oplogs"][f"{data}/{spec.name}"], m))
             arms[spec.name] = entry
         arms["rayseq wavefront"] = {"available": False,
                                     "note": "wavefront schedule not implemented in pipelines.schedules yet"}
@@ -614,8 +633,10 @@ def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
         goals = {}
         for schedule in ("gpipe", "1f1b"):
             arm = arms[f"rayseq {schedule}"]
-            for goal, name, key in ((GOAL_PP_SPEEDUP, f"{schedule}_pp2_ge_{GOAL_PP_SPEEDUP}x_pp1", f"{schedule}_vs_pp1"),
-                                    (goal_torch, f"{schedule}_ge_{goal_torch}x_torch", f"{schedule}_vs_torch")):
+            for goal, name, key in (
+                (GOAL_PP_SPEEDUP, f"{schedule}_pp2_ge_{GOAL_PP_SPEEDUP}x_pp1", f"{schedule}_vs_pp1"),
+                (goal_torch, f"{schedule}_ge_{goal_torch}x_torch", f"{schedule}_vs_torch"),
+            ):
                 measured, estimate = speedups["measured"][key], speedups["dedicated_estimate"][key]
                 goals[name] = {"measured": measured, "dedicated_estimate": estimate,
                                "met": (measured or 0) >= goal, "met_by_estimate": (estimate or 0) >= goal}
@@ -660,8 +681,9 @@ def table(results: dict[str, Any], settings: Settings) -> str:
                 width = 8 if basis == "measured" else 7
                 cols.append(f"{arm[key]:>{width},.0f}{x_pp1:>8}{x_torch:>8}{bubble:>8}")
             theory = f"{arm['bubble_theory']:.1%}" if "bubble_theory" in arm else ""
-            cpu = f"{arm['cpu_share'][0]:.0%}/{arm['cpu_share'][1]:.0%}" if arm["pp"] == 2 else f"{arm['cpu_share'][0]:.0%}"
-            wait = f"{arm['wait_share'][0]:.0%}/{arm['wait_share'][1]:.0%}" if arm["pp"] == 2 else f"{arm['wait_share'][0]:.0%}"
+            ranks = (0, 1) if arm["pp"] == 2 else (0,)
+            cpu = "/".join(f"{arm['cpu_share'][r]:.0%}" for r in ranks)
+            wait = "/".join(f"{arm['wait_share'][r]:.0%}" for r in ranks)
             lines.append(f"{label:<9}{name:<16}{arm['pp']:>2}{arm['microbatches']:>2}{cols[0]} |{cols[1]} |"
                          f"{theory:>7}{arm['tokens_per_cpu_s']:>10,.0f}{cpu:>11}{wait:>12}")
     lines.append("")
@@ -669,10 +691,11 @@ def table(results: dict[str, Any], settings: Settings) -> str:
                  "under torch.distributed.pipelining" % m)
     for data, res in results.items():
         for name, goal in res["goals"].items():
-            lines.append(f"goal {data:<9}{name:<32} measured {goal['measured']:<7} estimate {goal['dedicated_estimate']:<7}"
-                         f"{'' if 'theory' not in goal else 'theory ' + str(goal['theory']) + '  '}"
-                         f"{'met' if goal['met'] else 'MISSED'}{' (estimate: met)' if goal['met_by_estimate'] and not goal['met'] else ''}"
-                         f"{' (estimate: missed)' if not goal['met_by_estimate'] else ''}")
+            theory = f"theory {goal['theory']}  " if "theory" in goal else ""
+            verdict = "met" if goal["met"] else "MISSED"
+            estimate = "met" if goal["met_by_estimate"] else "missed"
+            lines.append(f"goal {data:<9}{name:<32} measured {goal['measured']:<7} "
+                         f"estimate {goal['dedicated_estimate']:<7}{theory}{verdict} (estimate: {estimate})")
     return "\n".join(lines)
 
 
@@ -745,7 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run (tiny model, 1 round); writes only with --out")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"report JSON (default {DEFAULT_OUT.relative_to(ROOT)}; none with --quick); a .png goes beside it")
+                        help=f"report JSON (default {DEFAULT_OUT.relative_to(ROOT)}; none with --quick); "
+                             "a .png goes beside it")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 4)")
     parser.add_argument("--microbatches", type=int, default=None, help="micro-batches per step (default 8)")
     args = parser.parse_args(argv)

@@ -214,7 +214,7 @@ def clip_global_norm(parameters: list[torch.nn.Parameter], max_norm: float, topo
     device = grads[0].device if grads else torch.device("cpu")
     squared = torch.zeros(1, dtype=torch.float64, device=device)
     for g in grads:
-        squared += g.detach().double().pow(2).sum()
+        squared += torch.linalg.vector_norm(g.detach(), dtype=torch.float64) ** 2
     topology.all_reduce(squared, "pipeline")
     norm = float(squared.sqrt())
     if max_norm > 0:
