@@ -11,21 +11,26 @@ import ray
 
 def init_ray(*, num_cpus: int | None = None) -> None:
     """Join the cluster in ``RAY_ADDRESS`` (as inside ``ray job submit``) or start a
-    local instance; no-op when already connected. A local instance's dashboard (which
-    Ray's state API and job server need) listens on 127.0.0.1 only."""
+    local instance, unless already connected; then set the Ray Data options every rayseq
+    job relies on (ordered execution, so a seed gives the same batches). A local
+    instance's dashboard (which Ray's state API and job server need) listens on
+    127.0.0.1 only."""
     configure_logging()
-    if ray.is_initialized():
-        return
+    if not ray.is_initialized():
+        _connect(num_cpus)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # seeded runs give the same batches
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+def _connect(num_cpus: int | None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         _use_local_auth_token()
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
         # "local": always a fresh instance, never a stale one found in /tmp/ray.
         ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", log_to_driver=True)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # seeded runs give the same batches
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
 
 
 def _use_local_auth_token() -> None:
