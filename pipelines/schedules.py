@@ -20,7 +20,6 @@ loss, its ``labels (B_i,)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.distributed as dist
