@@ -44,7 +44,7 @@ def run(recipe_path: str, output: Path, overrides: list[str]) -> dict:
     from serving.app import APP_NAME, build_app
 
     recipe = load_recipe(recipe_path, overrides)
-    print(f"== 1/4 local Ray", flush=True)
+    print("== 1/4 local Ray", flush=True)
     init_ray()
     print(f"== 2/4 train {recipe_path} -> {output}", flush=True)
     trained = run_training(recipe, output)
