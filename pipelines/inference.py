@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.bucketing import pad_batch
+from pipelines.bucketing import pad_batch, plan_batches
 from pipelines.checkpoint import load_inference
 from pipelines.tokenization import encode_batch, load_tokenizer
 
@@ -35,18 +35,11 @@ class TextClassifier:
         """``(len(ids), labels)`` probabilities; rows are run sorted by length in chunks of
         at most ``max_tokens`` padded tokens and put back in input order."""
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and (end - start + 1) * len(ids[order[end]]) <= self.max_tokens:
-                end += 1
-            rows = order[start:end]
+        lengths = np.array([len(x) for x in ids], dtype=np.int64)
+        for rows in plan_batches(lengths, max_tokens=self.max_tokens, max_batch_size=len(ids), sort=True):
             tokens = torch.from_numpy(pad_batch([np.asarray(ids[r]) for r in rows]).astype(np.int64))
-            lengths = torch.tensor([len(ids[r]) for r in rows], dtype=torch.int64)
-            logits = self.model(tokens.to(self.device), lengths)
+            logits = self.model(tokens.to(self.device), torch.from_numpy(lengths[rows]))
             out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            start = end
         return out
 
     def classify(self, texts: list[str]) -> list[dict[str, Any]]:
