@@ -151,7 +151,11 @@ class ParallelConfig:
     """Micro-batches each batch is split into (>= pp keeps a pipeline busy; at pp=1
     it is gradient accumulation)."""
     schedule: str = "1f1b"
-    """Pipeline schedule: ``gpipe`` (fill-drain) or ``1f1b``."""
+    """Pipeline schedule: ``gpipe`` (fill-drain), ``1f1b``, or ``wavefront`` (fill-drain
+    over micro-batches *and* time chunks: stage k runs chunk t while stage k-1 runs t+1)."""
+    time_chunks: int = 4
+    """``wavefront`` only: time chunks each micro-batch is cut into (hidden state is
+    carried across chunks and back-propagated through all of them)."""
     timeline: bool = False
     """Record every stage's forward/backward/send/recv spans over the last 10 steps:
     ``timeline.json`` (Perfetto), ``timeline.png`` and the measured bubble fraction."""
@@ -165,11 +169,11 @@ class ParallelConfig:
     use_gpu: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("dp", "pp", "microbatches", "threads_per_worker"):
+        for name in ("dp", "pp", "microbatches", "time_chunks", "threads_per_worker"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
-        if self.schedule not in ("gpipe", "1f1b"):
-            raise ConfigError(f"parallel.schedule: {self.schedule!r} is not gpipe or 1f1b")
+        if self.schedule not in ("gpipe", "1f1b", "wavefront"):
+            raise ConfigError(f"parallel.schedule: {self.schedule!r} is not gpipe, 1f1b or wavefront")
         if self.balance not in ("flops", "params"):
             raise ConfigError(f"parallel.balance: {self.balance!r} is not flops or params")
         if self.dtype not in ("float32", "float64"):
