@@ -5,6 +5,10 @@ layer lands on. So masks are not drawn from the process's global RNG (whose stat
 depends on what else that process ran) but from a generator seeded by the key the
 training loop sets with :func:`dropout_key` and the layer's own ``stream`` number.
 Outside a ``dropout_key`` block (plain PyTorch use) the global RNG is used.
+
+Sequence masks are drawn for the whole ``(batch, steps, features)`` sequence and sliced,
+so a layer run over time chunks (the wavefront schedule) drops exactly what it drops
+when run over the whole sequence at once.
 """
 
 from __future__ import annotations
@@ -46,18 +50,33 @@ class SeededDropout(nn.Module):
         super().__init__()
         self.p = p
         self.stream = stream
+        # The last mask drawn: chunks of one sequence slice it instead of redrawing.
+        self._cached: tuple[tuple, torch.Tensor] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, offset: int = 0, steps: int | None = None) -> torch.Tensor:
+        """``x (B, w, ...)`` is steps ``offset .. offset + w`` of a ``(B, steps, ...)``
+        sequence (by default all of it; 2-d inputs have no time axis)."""
         if not self.training or self.p == 0.0:
             return x
         key = _KEY.get()
         if key is None:
             return nn.functional.dropout(x, self.p, training=True)
-        generator = torch.Generator(device=x.device)
-        generator.manual_seed(_seed(key, self.stream))
-        keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        keep.bernoulli_(1.0 - self.p, generator=generator)
+        if steps is None or x.dim() < 3:
+            return x * self._keep(key, tuple(x.shape), x) / (1.0 - self.p)
+        keep = self._keep(key, (x.size(0), steps, *x.shape[2:]), x)[:, offset : offset + x.size(1)]
+        if keep.size(1) < x.size(1):  # steps past every row's length: padding, kept as is
+            keep = torch.cat([keep, keep.new_ones(x.size(0), x.size(1) - keep.size(1), *x.shape[2:])], 1)
         return x * keep / (1.0 - self.p)
+
+    def _keep(self, key: tuple[int, ...], shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        ident = (_seed(key, self.stream), shape, like.dtype, like.device)
+        if self._cached is None or self._cached[0] != ident:
+            generator = torch.Generator(device=like.device)
+            generator.manual_seed(ident[0])
+            keep = torch.empty(shape, dtype=like.dtype, device=like.device)
+            keep.bernoulli_(1.0 - self.p, generator=generator)
+            self._cached = (ident, keep)
+        return self._cached[1]
 
     def extra_repr(self) -> str:
         return f"p={self.p}, stream={self.stream}"

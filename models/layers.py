@@ -7,6 +7,14 @@ Every layer has the same calling convention, so a stage plan can cut between any
 ``lengths`` is a ``(batch,)`` int64 tensor on the CPU (what ``pack_padded_sequence``
 wants) giving each row's number of valid steps; steps ``t >= lengths[b]`` are padding
 and never influence any valid output.
+
+Layers that are causal in time (``time_streaming = True``) also offer::
+
+    y_chunk, state = layer.forward_chunk(x_chunk, lengths, offset, state)
+
+over steps ``offset .. offset + w`` of the sequence, carrying their recurrent state from
+chunk to chunk; concatenating the chunks gives exactly ``layer(x, lengths)``. The
+wavefront pipeline schedule relies on it.
 """
 
 from __future__ import annotations
@@ -40,8 +48,13 @@ class TokenEmbedding(nn.Module):
             self.embed.weight[PAD_ID].zero_()
         self.output_size = embed_dim
 
+    time_streaming = True
+
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.embed(tokens)
+
+    def forward_chunk(self, tokens: torch.Tensor, lengths: torch.Tensor, offset: int, state: None) -> tuple[torch.Tensor, None]:
+        return self.embed(tokens), None
 
     def flops_per_token(self) -> float:
         """A lookup: about one copy of the vector, however large the table."""
@@ -82,13 +95,50 @@ class RecurrentLayer(nn.Module):
             input_size, hidden_size, batch_first=True, bidirectional=bidirectional
         )
 
+    @property
+    def time_streaming(self) -> bool:
+        """A unidirectional layer is causal; a bidirectional one needs the whole row."""
+        return not self.bidirectional
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         packed = pack_padded_sequence(
-            self.dropout(x), lengths, batch_first=True, enforce_sorted=False
+            self.dropout(x, steps=int(lengths.max())), lengths, batch_first=True, enforce_sorted=False
         )
         out, _ = self.rnn(packed)
         y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return y + x if self.residual else y
+
+    def forward_chunk(
+        self, x: torch.Tensor, lengths: torch.Tensor, offset: int, state: tuple[torch.Tensor, ...] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Steps ``offset .. offset + w`` of every row: ``x (B, w, in) -> (B, w, out)``.
+
+        ``state`` is the recurrent state after step ``offset - 1`` (``(h, c)`` for an
+        LSTM, ``(h,)`` for a GRU, each ``(1, B, hidden)``; None at the start). Rows that
+        ended before this chunk keep their state and output zeros, as padding does.
+        """
+        if self.bidirectional:
+            raise ValueError("a bidirectional layer cannot run over time chunks")
+        batch, width = x.size(0), x.size(1)
+        steps = (lengths - offset).clamp(0, width)
+        if state is None:
+            zeros = x.new_zeros(1, batch, self.rnn.hidden_size)
+            state = (zeros, zeros) if isinstance(self.rnn, nn.LSTM) else (zeros,)
+        x_in = self.dropout(x, offset=offset, steps=int(lengths.max()))
+        live = steps > 0
+        every_row = bool(live.all())
+        rows = live.nonzero().squeeze(1).to(x.device)
+        if not every_row:
+            x_in, steps = x_in.index_select(0, rows), steps[live]
+        hx = tuple(s if every_row else s.index_select(1, rows) for s in state)
+        packed = pack_padded_sequence(x_in, steps, batch_first=True, enforce_sorted=False)
+        out, h_n = self.rnn(packed, hx if len(hx) == 2 else hx[0])
+        h_n = h_n if isinstance(h_n, tuple) else (h_n,)
+        y, _ = pad_packed_sequence(out, batch_first=True, total_length=width)
+        if not every_row:
+            y = y.new_zeros(batch, width, y.size(2)).index_copy(0, rows, y)
+            h_n = tuple(s.index_copy(1, rows, h) for s, h in zip(state, h_n))
+        return (y + x if self.residual else y), h_n
 
     def flops_per_token(self) -> float:
         """Every weight is used once per step: a multiply and an add each."""
@@ -102,6 +152,8 @@ class PooledClassifier(nn.Module):
     bidirectional top layer: forward half at ``length - 1``, backward half at step 0,
     each direction's summary of the whole row); ``mean`` averages valid steps only.
     """
+
+    time_streaming = False  # pools over every step of the row
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""Pipeline schedules over micro-batches: GPipe (fill-drain) and 1F1B.
+"""Pipeline schedules over micro-batches: GPipe (fill-drain) and 1F1B (the wavefront
+schedule over time chunks lives in ``pipelines.wavefront``).
 
 One training step on one stage, for ``m`` micro-batches (forward ``F``, backward ``B``;
 stage ``s`` of ``p``)::
@@ -30,7 +31,7 @@ from pipelines.p2p import ACTIVATION, GRADIENT, Transport
 from pipelines.timeline import Timeline
 from pipelines.topology import Topology
 
-SCHEDULES = ("gpipe", "1f1b")
+SCHEDULES = ("gpipe", "1f1b", "wavefront")
 
 
 @dataclass
@@ -100,8 +101,10 @@ class StageRunner:
     """
 
     def __init__(self, module: torch.nn.Module, topology: Topology, device: torch.device, *,
-                 label_smoothing: float = 0.0, timeline: Timeline | None = None) -> None:
+                 label_smoothing: float = 0.0, timeline: Timeline | None = None, time_chunks: int = 4) -> None:
         self.module = module
+        self.time_chunks = time_chunks
+        self._wavefront = None
         self.topology = topology
         self.device = device
         self.label_smoothing = label_smoothing
@@ -130,8 +133,7 @@ class StageRunner:
             out = self.module(x, plan.lengths[i])
         self.timeline.record("forward", i, start)
         if topo.is_last:
-            loss = F.cross_entropy(out, plan.labels[i].to(self.device), reduction="sum",
-                                   label_smoothing=self.label_smoothing)
+            loss = self.loss(out, plan, i)
             if train:
                 self._saved[i] = (x if x.is_floating_point() else None, loss / denominator)
             return loss.detach() if train else out.detach()
@@ -141,6 +143,11 @@ class StageRunner:
         if train:
             self._saved[i] = (x if x.is_floating_point() else None, out)
         return out.detach()
+
+    def loss(self, out: torch.Tensor, plan: StepPlan, i: int) -> torch.Tensor:
+        """Summed loss of micro-batch ``i`` from the last stage's output."""
+        return F.cross_entropy(out, plan.labels[i].to(self.device), reduction="sum",
+                               label_smoothing=self.label_smoothing)
 
     def backward(self, i: int) -> None:
         topo = self.topology
@@ -163,6 +170,13 @@ class StageRunner:
     # -- one step ---------------------------------------------------------------------
     def train_step(self, plan: StepPlan, *, schedule: str, key: tuple[int, ...], denominator: float) -> float:
         """Accumulate this step's gradients; returns the summed loss (last stage, else 0)."""
+        if schedule == "wavefront":
+            if self._wavefront is None:
+                from pipelines.wavefront import Wavefront
+                self._wavefront = Wavefront(self, self.time_chunks)
+            loss = self._wavefront.train_step(plan, key=key, denominator=denominator)
+            self.transport.flush()
+            return loss
         m = len(plan.lengths)
         losses: list[float] = []
 

@@ -127,13 +127,16 @@ def write_timeline(paths: list[Path], output: Path, recipe: Recipe) -> dict[str,
 
     stages = load_timelines(paths)
     measured = bubble_fraction(stages)
-    theory = theoretical_bubble(recipe.parallel.pp, recipe.parallel.microbatches)
+    parallel = recipe.parallel
+    units = parallel.microbatches * (parallel.time_chunks if parallel.schedule == "wavefront" else 1)
+    theory = theoretical_bubble(parallel.pp, units)
+    formula = "(p-1)/(m*k+p-1)" if parallel.schedule == "wavefront" else "(p-1)/(m+p-1)"
     write_chrome_trace(stages, output / "timeline.json")
     plot_gantt(stages, output / "timeline.png",
                f"{recipe.name}: pp={recipe.parallel.pp}, {recipe.parallel.schedule}, "
                f"m={recipe.parallel.microbatches}; bubble {measured:.2f} (theory {theory:.2f})")
     print(f"timeline: {output / 'timeline.json'} (open in Perfetto), {output / 'timeline.png'}; "
-          f"measured bubble {measured:.3f}, theory (p-1)/(m+p-1) = {theory:.3f}", flush=True)
+          f"measured bubble {measured:.3f}, theory {formula} = {theory:.3f}", flush=True)
     return {"bubble_fraction": round(measured, 4), "bubble_theory": round(theory, 4)}
 
 

@@ -130,7 +130,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
               + plan.describe(), flush=True)
     model = build_stage(recipe, plan, topology.stage, config["vocab_size"], config["num_labels"]).to(device)
     optimizer, scheduler = build_optimizer(model.parameters(), train_cfg)
-    runner = StageRunner(model, topology, device, label_smoothing=train_cfg.label_smoothing)
+    runner = StageRunner(model, topology, device, label_smoothing=train_cfg.label_smoothing,
+                         time_chunks=parallel.time_chunks)
 
     step, epoch, history = 0, 0, []
     checkpoint = ray.train.get_checkpoint()

@@ -3,7 +3,8 @@
 Worker processes (gloo, no Ray: this tests the engine itself) train the same model with
 pp = 1, 2, 3 stages and dp = 1 or 2 replicas under each schedule; losses at every step
 and the parameters afterwards must match a plain single-process PyTorch loop to 1e-5
-relative, in float64, dropout on.
+relative, in float64, dropout on. The wavefront schedule also runs a unidirectional GRU
+model, whose every layer streams over time chunks (embedding included).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ MODEL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.2, pooli
 # Dropout masks are keyed by (step, micro-batch): data parallelism regroups the rows into
 # other micro-batches, so the dp comparison runs without dropout.
 NO_DROPOUT = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.0, pooling="last")
+UNIDIRECTIONAL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.2, pooling="last",
+                             cell="gru", bidirectional_bottom=False)
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3)
 VOCAB, LABELS, MICRO, STEPS = 40, 3, 3, 4
 
@@ -85,7 +88,7 @@ def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, o
         model = build_seq2vec(model_config, vocab_size=VOCAB, num_labels=LABELS, seed=TRAIN.seed,
                               keep=plan.layers(topology.stage)).train()
         optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
-        runner = StageRunner(model, topology, torch.device("cpu"))
+        runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=3)
         losses = []
         for step, batch in enumerate(batches(topology.dp_rank, dp)):
             step_plan = split_batch(*batch, MICRO) if topology.is_first else None
@@ -114,19 +117,24 @@ def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig) -> 
 
 @pytest.fixture(scope="module")
 def expected():
-    return {"dropout": reference(MODEL), "no_dropout": reference(NO_DROPOUT)}
+    return {"dropout": reference(MODEL), "no_dropout": reference(NO_DROPOUT), "unidirectional": reference(UNIDIRECTIONAL)}
+
+
+CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL}
 
 
 @pytest.mark.parametrize(
-    "dp, pp, schedule",
-    [(1, 1, "1f1b"), (1, 2, "gpipe"), (1, 2, "1f1b"), (1, 3, "gpipe"), (1, 3, "1f1b"), (2, 2, "1f1b")],
+    "dp, pp, schedule, model",
+    [(1, 1, "1f1b", "dropout"), (1, 2, "gpipe", "dropout"), (1, 2, "1f1b", "dropout"), (1, 3, "gpipe", "dropout"),
+     (1, 3, "1f1b", "dropout"), (2, 2, "1f1b", "no_dropout"), (1, 1, "wavefront", "dropout"),
+     (1, 2, "wavefront", "dropout"), (1, 3, "wavefront", "dropout"), (1, 2, "wavefront", "unidirectional"),
+     (2, 2, "wavefront", "no_dropout")],
 )
-def test_pipeline_matches_single_process(expected, dp, pp, schedule):
-    model_config = MODEL if dp == 1 else NO_DROPOUT
-    ref_losses, ref_state = expected["dropout" if dp == 1 else "no_dropout"]
-    losses, state = run_parallel(dp, pp, schedule, model_config)
+def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
+    ref_losses, ref_state = expected[model]
+    losses, state = run_parallel(dp, pp, schedule, CONFIGS[model])
     assert losses == pytest.approx(ref_losses, rel=1e-5)
-    initial = build_seq2vec(MODEL, vocab_size=VOCAB, num_labels=LABELS, seed=TRAIN.seed).state_dict()
+    initial = build_seq2vec(CONFIGS[model], vocab_size=VOCAB, num_labels=LABELS, seed=TRAIN.seed).state_dict()
     assert not torch.allclose(initial["layers.1.rnn.weight_hh_l0"].double(), ref_state["layers.1.rnn.weight_hh_l0"])
     assert set(state) == set(ref_state)
     for name, value in ref_state.items():

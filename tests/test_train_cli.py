@@ -65,20 +65,22 @@ def test_eval_scores_the_checkpoint(trained_run):
     assert result["accuracy"] == pytest.approx(summary["val_accuracy"], abs=1e-3)
 
 
-def test_pipeline_parallel_run_reports_the_same_train_loss(trained_run, tmp_path):
+@pytest.mark.parametrize("schedule, theory", [("1f1b", 1 / 3), ("wavefront", 1 / 9)])
+def test_pipeline_parallel_run_reports_the_same_train_loss(trained_run, tmp_path, schedule, theory):
     """pp=2 (two Ray Train workers, one stage each, dropout on) trains the same model as
     pp=1: same train_loss, and its merged checkpoint serves the same predictions."""
     _, reference, _ = trained_run
     out = tmp_path / "pp2"
-    done = rayseq("train", "recipes/demo_sentiment.yaml", *sets(*SMALL, "parallel.pp=2", "parallel.timeline=true"),
+    done = rayseq("train", "recipes/demo_sentiment.yaml",
+                  *sets(*SMALL, "parallel.pp=2", "parallel.timeline=true", f"parallel.schedule={schedule}"),
                   "--output", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "stage plan (2 stages, 1f1b, 2 micro-batches):" in done.stdout
+    assert f"stage plan (2 stages, {schedule}, 2 micro-batches):" in done.stdout
     summary = last_json_line(done.stdout)
     assert summary["steps"] == reference["steps"]
     assert summary["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
     assert summary["val_accuracy"] == pytest.approx(reference["val_accuracy"], abs=1e-9)
-    assert 0 < summary["bubble_fraction"] < 1 and summary["bubble_theory"] == pytest.approx(1 / 3, abs=1e-3)
+    assert 0 < summary["bubble_fraction"] < 1 and summary["bubble_theory"] == pytest.approx(theory, abs=1e-3)
     trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
     assert {e["tid"] for e in trace if e["ph"] == "X"} == {0, 1}
     assert (out / "timeline.png").stat().st_size > 1000
