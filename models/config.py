@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+KINDS = ("seq2vec", "seq2seq")
 CELLS = ("lstm", "gru")
 POOLINGS = ("last", "mean")
+ATTENTIONS = ("luong", "bahdanau")
 
 
 @dataclass(kw_only=True)
 class ModelConfig:
     kind: str = "seq2vec"
-    """Application shape: ``seq2vec`` (sequence -> label)."""
+    """Application shape: ``seq2vec`` (sequence -> label) or ``seq2seq`` (sequence ->
+    sequence: encoder-decoder with attention)."""
     cell: str = "lstm"
     """Recurrent cell of every layer: ``lstm`` or ``gru``."""
     embed_dim: int = 128
@@ -19,24 +22,36 @@ class ModelConfig:
     hidden_size: int = 256
     """Hidden width of each recurrent layer (per direction)."""
     num_layers: int = 2
-    """Number of recurrent layers in the stack."""
+    """Number of recurrent layers in the stack (for seq2seq: in the encoder)."""
     bidirectional_bottom: bool = True
     """Make layer 0 bidirectional (GNMT): its output is ``2 * hidden_size`` wide."""
     residual_from: int = 2
     """First layer (0-based) with a residual connection; GNMT uses the third (2)."""
     dropout: float = 0.3
-    """Dropout on each recurrent layer's input and on the pooled features."""
+    """Dropout on each recurrent layer's input and on the head's input (pooled features
+    for seq2vec, the attentional vector for seq2seq)."""
     pooling: str = "mean"
     """seq2vec pooling: ``last`` state or masked ``mean`` over valid steps."""
+    decoder_layers: int = 2
+    """seq2seq: recurrent layers in the decoder; the bottom one attends over the encoder
+    output and its context feeds every layer above (GNMT). Residuals from ``residual_from``."""
+    attention: str = "luong"
+    """seq2seq attention score: ``luong`` (general, ``h W m``) or ``bahdanau`` (additive,
+    ``v . tanh(W h + U m)``). Both attend from the bottom decoder layer's current output."""
+    tie_embeddings: bool = False
+    """seq2seq: the output projection shares the target embedding matrix (needs
+    ``embed_dim == hidden_size``)."""
 
     def __post_init__(self) -> None:
-        if self.kind != "seq2vec":
-            raise ValueError(f"model.kind: unknown kind {self.kind!r}; known: seq2vec")
+        if self.kind not in KINDS:
+            raise ValueError(f"model.kind: unknown kind {self.kind!r}; known: {', '.join(KINDS)}")
         if self.cell not in CELLS:
             raise ValueError(f"model.cell: {self.cell!r} is not one of {CELLS}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling: {self.pooling!r} is not one of {POOLINGS}")
-        for name in ("embed_dim", "hidden_size", "num_layers"):
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"model.attention: {self.attention!r} is not one of {ATTENTIONS}")
+        for name in ("embed_dim", "hidden_size", "num_layers", "decoder_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -44,4 +59,10 @@ class ModelConfig:
         if self.residual_from < 1:
             raise ValueError(
                 f"model.residual_from must be >= 1 (layer 0 changes width), got {self.residual_from}"
+            )
+        if self.tie_embeddings and self.embed_dim != self.hidden_size:
+            raise ValueError(
+                "model.tie_embeddings needs embed_dim == hidden_size "
+                f"({self.embed_dim} != {self.hidden_size}): the output projection reads "
+                "hidden_size-wide attentional vectors"
             )

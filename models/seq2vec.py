@@ -20,33 +20,16 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.layers import PooledClassifier, RecurrentLayer, TokenEmbedding
+from models.stack import LayerStack, build_layers
 
 
-class SequenceClassifier(nn.Module):
-    """The whole model, or a contiguous slice of it (a pipeline stage).
-
-    ``layers`` maps each layer's index in the full model to the layer, so parameter
-    names (``layers.3.rnn.weight_ih_l0``) are the same in a stage and in the whole model.
-    """
-
-    def __init__(self, layers: dict[int, nn.Module]) -> None:
-        super().__init__()
-        indices = sorted(layers)
-        if indices != list(range(indices[0], indices[-1] + 1)):
-            raise ValueError(f"layers must be contiguous, got {indices}")
-        self.layers = nn.ModuleDict({str(i): layers[i] for i in indices})
+class SequenceClassifier(LayerStack):
+    """The whole seq2vec model, or a contiguous slice of it (a pipeline stage)."""
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Whole model: ``tokens (B, T)`` int64 -> ``(B, labels)``. A slice maps its
         first layer's input to its last layer's output. ``lengths (B,)`` int64, CPU."""
-        for layer in self.layers.values():
-            x = layer(x, lengths)
-        return x
-
-    def layer_costs(self) -> list[float]:
-        """Estimated FLOPs per token of each layer, in order: the stage planner's cost
-        model (parameter counts would put the embedding table on a stage of its own)."""
-        return [layer.flops_per_token() for layer in self.layers.values()]
+        return super().forward(x, lengths)
 
 
 def seq2vec_layer_factories(config: ModelConfig, *, vocab_size: int, num_labels: int) -> list[Callable[[], nn.Module]]:
@@ -93,13 +76,7 @@ def build_seq2vec(
 ) -> SequenceClassifier:
     """The model, or with ``keep`` only those (contiguous) layers of it."""
     factories = seq2vec_layer_factories(config, vocab_size=vocab_size, num_labels=num_labels)
-    indices = range(len(factories)) if keep is None else keep
-    layers = {}
-    for i in indices:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 1_000_003 + i)
-            layers[i] = factories[i]()
-    return SequenceClassifier(layers)
+    return SequenceClassifier(build_layers(factories, seed=seed, keep=keep))
 
 
 def seq2vec_num_layers(config: ModelConfig) -> int:

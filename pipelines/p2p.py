@@ -2,8 +2,10 @@
 NCCL on GPU).
 
 Bucketing makes every batch a different shape, so each message is a fixed-size header
-``int64[8] = (dtype code, ndim, dim0, ..., dim5)`` followed by the payload; the receiver
-allocates from the header. No padding to a global maximum, no shape agreed in advance
+``int64[9] = (dtype code, ndim, dim0, ..., dim5, group)`` followed by the payload; the
+receiver allocates from the header. What crosses a stage boundary is one tensor or a
+tuple of them (an encoder-decoder's ``(memory, target tokens)``): ``group`` is 0 for a
+lone tensor, else the tuple's size on its first tensor (-1 on the others). No padding to a global maximum, no shape agreed in advance
 (what ``torch.distributed.pipelining`` needs).
 
 Sends are non-blocking (``isend``): in 1F1B a stage sends activations downstream while
@@ -18,8 +20,10 @@ import torch
 import torch.distributed as dist
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool]
-HEADER = 8
-MAX_DIMS = HEADER - 2
+HEADER = 9
+MAX_DIMS = HEADER - 3
+
+Message = torch.Tensor | tuple[torch.Tensor, ...]
 
 ACTIVATION = 1
 GRADIENT = 2
@@ -33,7 +37,20 @@ class Transport:
         self.device = device
         self._pending: list[tuple[dist.Work, torch.Tensor, torch.Tensor]] = []
 
-    def send(self, tensor: torch.Tensor, dst: int, channel: int) -> None:
+    def send(self, message: Message, dst: int, channel: int) -> None:
+        if isinstance(message, torch.Tensor):
+            self._send_one(message, dst, channel, 0)
+            return
+        for k, tensor in enumerate(message):
+            self._send_one(tensor, dst, channel, len(message) if k == 0 else -1)
+
+    def recv(self, src: int, channel: int) -> Message:
+        first, group = self._recv_one(src, channel)
+        if group == 0:
+            return first
+        return (first, *(self._recv_one(src, channel)[0] for _ in range(group - 1)))
+
+    def _send_one(self, tensor: torch.Tensor, dst: int, channel: int, group: int) -> None:
         if tensor.dim() > MAX_DIMS:
             raise ValueError(f"cannot send a {tensor.dim()}-d tensor (at most {MAX_DIMS} dims)")
         payload = tensor.detach().contiguous()  # gloo rejects views (e.g. batch_first LSTM output)
@@ -41,18 +58,19 @@ class Transport:
         header[0] = DTYPES.index(payload.dtype)
         header[1] = payload.dim()
         header[2 : 2 + payload.dim()] = torch.tensor(payload.shape, dtype=torch.int64)
+        header[HEADER - 1] = group
         work_h = dist.isend(header, dst, tag=2 * channel)
         work_p = dist.isend(payload, dst, tag=2 * channel + 1)
         self._pending += [(work_h, header, header), (work_p, payload, payload)]
 
-    def recv(self, src: int, channel: int) -> torch.Tensor:
+    def _recv_one(self, src: int, channel: int) -> tuple[torch.Tensor, int]:
         header = torch.empty(HEADER, dtype=torch.int64, device=self.device)
         dist.recv(header, src, tag=2 * channel)
         dtype = DTYPES[int(header[0])]
         shape = [int(d) for d in header[2 : 2 + int(header[1])]]
         payload = torch.empty(shape, dtype=dtype, device=self.device)
         dist.recv(payload, src, tag=2 * channel + 1)
-        return payload
+        return payload, int(header[HEADER - 1])
 
     def flush(self) -> None:
         """Wait for every pending send."""

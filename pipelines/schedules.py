@@ -12,10 +12,12 @@ give identical gradients: the loss of each micro-batch is ``sum(loss) / denomina
 (``denominator`` = examples in the step over all replicas), so accumulated gradients
 equal one pass over the whole batch.
 
-What crosses stages (``pipelines.p2p``): activations ``(B_i, T_i, width)`` forward,
-their gradients backward. What every stage of a replica shares (``StepPlan``, broadcast
-by stage 0 each step): each micro-batch's ``lengths (B_i,)`` and, for the last stage's
-loss, its ``labels (B_i,)``.
+What crosses stages (``pipelines.p2p``): activations ``(B_i, T_i, width)`` forward (or
+a tuple of tensors, e.g. an encoder-decoder's ``(memory, target tokens)``), gradients of
+their floating-point parts backward. What every stage of a replica shares (``StepPlan``,
+broadcast by stage 0 each step): each micro-batch's lengths and, for the last stage's
+loss, its targets. The model kind's specifics (loss, targets) come from
+``pipelines.tasks``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from models.dropout import dropout_key
 from pipelines.p2p import ACTIVATION, GRADIENT, Transport
@@ -34,22 +35,37 @@ from pipelines.topology import Topology
 SCHEDULES = ("gpipe", "1f1b", "wavefront")
 
 
+Lengths = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def _parts(lengths: Lengths) -> tuple[torch.Tensor, ...]:
+    return lengths if isinstance(lengths, tuple) else (lengths,)
+
+
+def _floats(x) -> list[torch.Tensor]:
+    """The floating-point tensors of a stage input/output (the ones with gradients)."""
+    return [t for t in (x if isinstance(x, tuple) else (x,)) if t.is_floating_point()]
+
+
 @dataclass
 class StepPlan:
-    """The micro-batches of one step: ``lengths[i] (B_i,)`` and ``labels[i] (B_i,)``;
-    ``tokens[i] (B_i, T_i)`` only on the first stage. No micro-batches: no more data."""
+    """The micro-batches of one step. ``lengths[i]``: ``(B_i,)`` int64, or a tuple of them
+    (seq2seq: source, target); ``labels[i]``: the last stage's targets (``(B_i,)`` labels
+    or ``(B_i, T_i)`` target tokens); ``tokens[i]``: the first stage's input (a tensor or
+    a tuple), only on the first stage. No micro-batches: no more data."""
 
-    lengths: list[torch.Tensor]
+    lengths: list[Lengths]
     labels: list[torch.Tensor]
-    tokens: list[torch.Tensor] | None = None
+    tokens: list | None = None
 
     @property
     def examples(self) -> int:
-        return sum(len(x) for x in self.lengths)
+        return sum(len(_parts(x)[0]) for x in self.lengths)
 
     @property
     def tokens_count(self) -> int:
-        return int(sum(int(x.sum()) for x in self.lengths))
+        """Real tokens (source and target for seq2seq)."""
+        return int(sum(int(part.sum()) for x in self.lengths for part in _parts(x)))
 
 
 def split_batch(tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, microbatches: int) -> StepPlan:
@@ -66,7 +82,12 @@ def split_batch(tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tenso
 
 
 def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.device) -> StepPlan:
-    """Stage 0 sends the step's lengths and labels to every stage of its replica.
+    """Stage 0 sends the step's lengths and labels to every stage of its replica, in two
+    int64 broadcasts::
+
+        header  (count, rows, length parts, label dims, label elements)
+        body    rows per micro-batch (count) | label width per micro-batch (count)
+                | each length part (rows each) | labels, flattened
 
     ``plan=None`` on stage 0 means the data ran out: every stage gets an empty plan.
     """
@@ -74,23 +95,37 @@ def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.devi
         return plan if plan is not None else StepPlan([], [])
     src = topology.stage_rank(0)
     group = topology.pipeline_group
-    header = torch.zeros(2, dtype=torch.int64, device=device)
+    header = torch.zeros(5, dtype=torch.int64, device=device)
     if topology.is_first and plan is not None:
         header[0], header[1] = len(plan.lengths), plan.examples
+        header[2], header[3] = len(_parts(plan.lengths[0])), plan.labels[0].dim()
+        header[4] = sum(x.numel() for x in plan.labels)
     dist.broadcast(header, src, group=group)
-    count, rows = int(header[0]), int(header[1])
+    count, rows, parts, label_dims, label_numel = header.tolist()
     if count == 0:
         return StepPlan([], [])
-    body = torch.zeros(count + 2 * rows, dtype=torch.int64, device=device)
+    body = torch.zeros(2 * count + parts * rows + label_numel, dtype=torch.int64, device=device)
     if topology.is_first:
-        body[:count] = torch.tensor([len(x) for x in plan.lengths])
-        body[count : count + rows] = torch.cat(plan.lengths)
-        body[count + rows :] = torch.cat(plan.labels).to(device)
+        body[:count] = torch.tensor([len(x) for x in plan.labels])
+        body[count : 2 * count] = torch.tensor([x[0].numel() if x.dim() > 1 else 1 for x in plan.labels])
+        offset = 2 * count
+        for k in range(parts):
+            body[offset : offset + rows] = torch.cat([_parts(x)[k] for x in plan.lengths])
+            offset += rows
+        body[offset:] = torch.cat([x.reshape(-1) for x in plan.labels]).to(device)
     dist.broadcast(body, src, group=group)
     if topology.is_first:
         return plan
-    sizes = body[:count].tolist()
-    return StepPlan(list(body[count : count + rows].cpu().split(sizes)), list(body[count + rows :].split(sizes)))
+    sizes, widths = body[:count].tolist(), body[count : 2 * count].tolist()
+    offset = 2 * count
+    length_parts = []
+    for _ in range(parts):
+        length_parts.append(body[offset : offset + rows].cpu().split(sizes))
+        offset += rows
+    lengths = [p[0] for p in zip(*length_parts)] if parts == 1 else list(zip(*length_parts))
+    flat = body[offset:].split([n * w for n, w in zip(sizes, widths)])
+    labels = [x.view(n, w) if label_dims > 1 else x for x, n, w in zip(flat, sizes, widths)]
+    return StepPlan(lengths, labels)
 
 
 class StageRunner:
@@ -101,7 +136,12 @@ class StageRunner:
     """
 
     def __init__(self, module: torch.nn.Module, topology: Topology, device: torch.device, *,
-                 label_smoothing: float = 0.0, timeline: Timeline | None = None, time_chunks: int = 4) -> None:
+                 label_smoothing: float = 0.0, timeline: Timeline | None = None, time_chunks: int = 4,
+                 task=None) -> None:
+        if task is None:
+            from pipelines.tasks import ClassificationTask
+            task = ClassificationTask()
+        self.task = task
         self.module = module
         self.time_chunks = time_chunks
         self._wavefront = None
@@ -116,7 +156,8 @@ class StageRunner:
     def _input(self, plan: StepPlan, i: int) -> torch.Tensor:
         topo = self.topology
         if topo.is_first:
-            return plan.tokens[i].to(self.device)
+            x = plan.tokens[i]
+            return tuple(t.to(self.device) for t in x) if isinstance(x, tuple) else x.to(self.device)
         start = Timeline.now()
         x = self.transport.recv(topo.stage_rank(topo.stage - 1), ACTIVATION)
         self.timeline.record("recv", i, start)
@@ -126,8 +167,9 @@ class StageRunner:
         """Forward micro-batch ``i``; returns its summed loss (last stage) or output."""
         topo = self.topology
         x = self._input(plan, i)
-        if train and x.is_floating_point():
-            x.requires_grad_(True)
+        if train:
+            for t in _floats(x):
+                t.requires_grad_(True)
         start = Timeline.now()
         with dropout_key(*key, i), torch.set_grad_enabled(train):
             out = self.module(x, plan.lengths[i])
@@ -135,36 +177,37 @@ class StageRunner:
         if topo.is_last:
             loss = self.loss(out, plan, i)
             if train:
-                self._saved[i] = (x if x.is_floating_point() else None, loss / denominator)
+                self._saved[i] = (_floats(x), loss / denominator)
             return loss.detach() if train else out.detach()
         start = Timeline.now()
         self.transport.send(out, topo.stage_rank(topo.stage + 1), ACTIVATION)
         self.timeline.record("send", i, start)
         if train:
-            self._saved[i] = (x if x.is_floating_point() else None, out)
-        return out.detach()
+            self._saved[i] = (_floats(x), out)
+        return out
 
     def loss(self, out: torch.Tensor, plan: StepPlan, i: int) -> torch.Tensor:
         """Summed loss of micro-batch ``i`` from the last stage's output."""
-        return F.cross_entropy(out, plan.labels[i].to(self.device), reduction="sum",
-                               label_smoothing=self.label_smoothing)
+        return self.task.loss(out, plan.labels[i].to(self.device), self.label_smoothing)
 
     def backward(self, i: int) -> None:
         topo = self.topology
-        x, out = self._saved.pop(i)
+        inputs, out = self._saved.pop(i)
         if topo.is_last:
             start = Timeline.now()
             out.backward()
         else:
             start = Timeline.now()
-            grad = self.transport.recv(topo.stage_rank(topo.stage + 1), GRADIENT)
+            grads = self.transport.recv(topo.stage_rank(topo.stage + 1), GRADIENT)
             self.timeline.record("recv", i, start)
             start = Timeline.now()
-            torch.autograd.backward(out, grad)
+            pairs = [(o, g) for o, g in zip(_floats(out), _floats(grads)) if o.requires_grad]
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         self.timeline.record("backward", i, start)
-        if not topo.is_first and x is not None:
+        if not topo.is_first and inputs:
             start = Timeline.now()
-            self.transport.send(x.grad, topo.stage_rank(topo.stage - 1), GRADIENT)
+            grads = tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in inputs)
+            self.transport.send(grads if len(grads) > 1 else grads[0], topo.stage_rank(topo.stage - 1), GRADIENT)
             self.timeline.record("send", i, start)
 
     # -- one step ---------------------------------------------------------------------
@@ -206,18 +249,16 @@ class StageRunner:
 
     @torch.no_grad()
     def evaluate_step(self, plan: StepPlan) -> tuple[float, float, float]:
-        """Forward only; on the last stage ``(loss_sum, correct, examples)``, else zeros."""
-        loss_sum = correct = 0.0
+        """Forward only; on the last stage ``(loss_sum, correct, scored)`` summed over the
+        micro-batches (scored: examples, or target tokens for seq2seq), else zeros."""
+        totals = [0.0, 0.0, 0.0]
         for i in range(len(plan.lengths)):
-            logits = self.forward(plan, i, key=(0,), denominator=1.0, train=False)
+            out = self.forward(plan, i, key=(0,), denominator=1.0, train=False)
             if self.topology.is_last:
-                labels = plan.labels[i].to(self.device)
-                loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-                correct += float((logits.argmax(-1) == labels).sum())
+                counts = self.task.eval_counts(out, plan.labels[i].to(self.device))
+                totals = [a + b for a, b in zip(totals, counts)]
         self.transport.flush()
-        if not self.topology.is_last:
-            return 0.0, 0.0, 0.0
-        return loss_sum, correct, float(plan.examples)
+        return tuple(totals) if self.topology.is_last else (0.0, 0.0, 0.0)
 
 
 def clip_global_norm(parameters: list[torch.nn.Parameter], max_norm: float, topology: Topology) -> float:

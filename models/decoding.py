@@ -1,0 +1,245 @@
+"""Turning source sentences into target sentences: greedy and batched beam search.
+
+Both drive a model's incremental decoder (:class:`IncrementalDecoder`, which
+``models.seq2seq.Seq2Seq`` is) one token at a time, for a whole batch of sentences at
+once, on whatever device the model is on. :func:`generate` is the entry point.
+
+Scores are GNMT's (Wu et al. 2016, eq. 14, without the coverage term)::
+
+    score(Y) = log P(Y | X) / lp(Y),    lp(Y) = ((5 + |Y|) / 6) ** alpha
+
+where ``log P`` sums the log-probabilities of every output token *and* the final EOS,
+and ``|Y|`` counts them (EOS included). ``alpha = 0`` ranks by plain log-probability;
+larger ``alpha`` favours longer outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from models.layers import PAD_ID
+from models.seq2seq import BOS_ID, EOS_ID, DecoderState
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One output: target token ids without BOS/EOS, and its length-penalised score."""
+
+    tokens: list[int]
+    score: float
+
+
+class IncrementalDecoder(Protocol):
+    """What a search needs from a model (see ``models.seq2seq.Seq2Seq``)."""
+
+    def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor: ...
+    def init_decoder_state(self, batch: int) -> DecoderState: ...
+    def decode_step(
+        self, prev_tokens: torch.Tensor, state: DecoderState, memory: torch.Tensor, src_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, DecoderState]: ...
+    def reorder_state(self, state: DecoderState, index: torch.Tensor) -> DecoderState: ...
+
+
+class DecodeStrategy:
+    """Base of the search strategies: limits, length penalty, the tokens never generated.
+
+    Shapes (``B`` sentences, ``K`` hypotheses kept per sentence (1 for greedy), ``N = B*K``
+    decoder rows, ``S`` source steps, ``V`` target vocabulary, ``t`` steps done so far)::
+
+        src_tokens    (B, S)        int64, padded with PAD
+        src_lengths   (B,)          int64, CPU
+        memory        (N, S, H_mem) model.encode output, each sentence's rows repeated K times
+        row_lengths   (N,)          src_lengths repeated the same way
+        state         DecoderState  model's, rows on dim 1 ((D, N, H) tensors); reordered
+                                    with model.reorder_state(state, rows (N,))
+        prev_tokens   (N,)          each row's last token; BOS at t = 0
+        log_probs     (N, V)        model.decode_step output for the next token
+        max_lengths   (B,)          output tokens allowed before EOS is forced, CPU:
+                                    min(max_length, int(max_length_ratio * src_len + max_length_offset))
+
+    ``search`` returns, per sentence, up to ``n_best`` :class:`Hypothesis`, best first.
+    PAD and BOS are never generated; at a sentence's max length only EOS may follow.
+    """
+
+    def __init__(
+        self, *, alpha: float = 0.6, max_length: int = 256, max_length_ratio: float = 2.0,
+        max_length_offset: int = 10, n_best: int = 1,
+    ) -> None:
+        if max_length < 0:
+            raise ValueError(f"max_length must be >= 0, got {max_length}")
+        self.alpha = alpha
+        self.max_length = max_length
+        self.max_length_ratio = max_length_ratio
+        self.max_length_offset = max_length_offset
+        self.n_best = n_best
+
+    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        raise NotImplementedError
+
+    def length_penalty(self, length: int | torch.Tensor):
+        """GNMT's ``lp = ((5 + length) / 6) ** alpha``; ``length`` counts EOS."""
+        return ((5.0 + length) / 6.0) ** self.alpha
+
+    def max_lengths(self, src_lengths: torch.Tensor) -> torch.Tensor:
+        limit = (src_lengths.double() * self.max_length_ratio + self.max_length_offset).long()
+        return limit.clamp(min=0, max=self.max_length).cpu()
+
+    @staticmethod
+    def restrict(log_probs: torch.Tensor, force_eos: torch.Tensor) -> torch.Tensor:
+        """``log_probs (N, V)`` with PAD and BOS ruled out, and rows ``force_eos (N,)``
+        (at their max length) left only EOS."""
+        log_probs = log_probs.clone()
+        log_probs[:, PAD_ID] = float("-inf")
+        log_probs[:, BOS_ID] = float("-inf")
+        eos_only = torch.full_like(log_probs, float("-inf"))
+        eos_only[:, EOS_ID] = log_probs[:, EOS_ID]
+        return torch.where(force_eos.to(log_probs.device).unsqueeze(1), eos_only, log_probs)
+
+
+class GreedySearch(DecodeStrategy):
+    """The most probable next token, every step (``K = 1``): one row per sentence."""
+
+    @torch.no_grad()
+    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        batch = src_tokens.size(0)
+        memory = model.encode(src_tokens, src_lengths)
+        device = memory.device
+        state = model.init_decoder_state(batch)
+        limits = self.max_lengths(src_lengths)
+        prev = torch.full((batch,), BOS_ID, dtype=torch.int64, device=device)
+        log_prob = torch.zeros(batch, device=device)
+        length = torch.zeros(batch, dtype=torch.int64, device=device)  # output tokens + EOS
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        steps = []
+        for t in range(int(limits.max()) + 1):
+            step_log_probs, state = model.decode_step(prev, state, memory, src_lengths)
+            best_log_prob, best = self.restrict(step_log_probs, limits <= t).max(dim=-1)
+            log_prob += best_log_prob.masked_fill(done, 0.0)
+            length += (~done).long()
+            prev = best.masked_fill(done, PAD_ID)  # rows already done just idle
+            steps.append(prev)
+            done |= prev == EOS_ID
+            if bool(done.all()):
+                break
+        scores = (log_prob / self.length_penalty(length.to(log_prob.dtype))).tolist()
+        rows = torch.stack(steps, dim=1).tolist()
+        return [[Hypothesis(tokens=row[: n - 1], score=score)] for row, n, score in zip(rows, length.tolist(), scores)]
+
+
+class BeamSearch(DecodeStrategy):
+    """Batched beam search: ``K = beam_size`` hypotheses alive per sentence.
+
+    Each step every alive hypothesis is extended by every token (``(B, K*V)``
+    candidates, scored by cumulative log-probability) and the best ``2K`` are taken.
+    EOS candidates among the best ``K`` are set aside as finished (score divided by the
+    length penalty); the best ``K`` non-EOS candidates stay alive, so the beam stays
+    full. A sentence is done when it has ``K`` finished hypotheses or reaches its max
+    length (where only EOS may follow, so every alive hypothesis finishes); done
+    sentences leave the batch. The ``n_best`` finished ones are returned, best first.
+
+    Beyond the base class's shapes: ``alive_log_probs (b, K)``, ``alive_tokens (b, K, t)``
+    for the ``b`` sentences still searching; ``finished`` is a Python list per sentence
+    (one host sync per step reads which candidates ended).
+    """
+
+    def __init__(self, *, beam_size: int = 4, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if not 1 <= self.n_best <= beam_size:
+            raise ValueError(f"n_best must be in [1, beam_size] ([1, {beam_size}]), got {self.n_best}")
+        self.beam_size = beam_size
+
+    @torch.no_grad()
+    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        batch, k = src_tokens.size(0), self.beam_size
+        memory = model.encode(src_tokens, src_lengths)
+        device = memory.device
+        rows = torch.arange(batch).repeat_interleave(k)
+        memory = memory.index_select(0, rows.to(device))
+        row_lengths = src_lengths[rows]
+        state = model.init_decoder_state(batch * k)
+        prev = torch.full((batch * k,), BOS_ID, dtype=torch.int64, device=device)
+        # Only beam 0 is live at first: K copies of BOS would fill the beam with duplicates.
+        alive_log_probs = torch.full((batch, k), float("-inf"), device=device)
+        alive_log_probs[:, 0] = 0.0
+        alive_tokens = torch.zeros(batch, k, 0, dtype=torch.int64, device=device)
+        limits = self.max_lengths(src_lengths)
+        sentences = list(range(batch))  # original index of each sentence still searching
+        finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+
+        for t in range(int(limits.max()) + 1):
+            b = len(sentences)
+            step_log_probs, state = model.decode_step(prev, state, memory, row_lengths)
+            step_log_probs = self.restrict(step_log_probs, (limits <= t).repeat_interleave(k))
+            vocab = step_log_probs.size(-1)
+            candidates = (alive_log_probs.unsqueeze(-1) + step_log_probs.view(b, k, vocab)).view(b, k * vocab)
+            width = min(2 * k, k * vocab)  # 2K, unless the vocabulary is tiny
+            top_log_probs, top_ids = candidates.topk(width, dim=1)  # (b, 2K)
+            beam, token = top_ids // vocab, top_ids % vocab
+            is_eos = token == EOS_ID
+
+            # Finish the EOS candidates that rank among the best K (one host sync).
+            ends = (is_eos[:, :k] & top_log_probs[:, :k].isfinite()).nonzero().tolist()
+            if ends:
+                i, j = torch.tensor(ends, device=device).unbind(1)
+                seqs = alive_tokens[i, beam[i, j]].tolist()
+                scores = (top_log_probs[i, j] / self.length_penalty(t + 1)).tolist()
+                for (s, _), seq, score in zip(ends, seqs, scores):
+                    finished[sentences[s]].append(Hypothesis(tokens=seq, score=score))
+
+            # The best K non-EOS candidates stay alive: rank EOS ones after all others.
+            order = (torch.arange(width, device=device) + is_eos.long() * width).topk(k, dim=1, largest=False).indices
+            alive_log_probs = top_log_probs.gather(1, order)
+            beam, token = beam.gather(1, order), token.gather(1, order)
+            alive_tokens = torch.cat([alive_tokens.gather(1, beam.unsqueeze(-1).expand(-1, -1, t)), token.unsqueeze(-1)], dim=2)
+            flat = (torch.arange(b, device=device).unsqueeze(1) * k + beam).view(-1)
+            state = model.reorder_state(state, flat)
+            prev = token.view(-1)
+
+            searching = [s for s in range(b) if len(finished[sentences[s]]) < k and t < int(limits[s])]
+            if not searching:
+                break
+            if len(searching) < b:  # done sentences leave the batch
+                keep = torch.tensor(searching)
+                keep_rows = (keep.unsqueeze(1) * k + torch.arange(k)).view(-1)
+                limits, row_lengths = limits[keep], row_lengths[keep_rows]
+                keep, keep_rows = keep.to(device), keep_rows.to(device)
+                alive_log_probs, alive_tokens = alive_log_probs[keep], alive_tokens[keep]
+                memory, state = memory.index_select(0, keep_rows), model.reorder_state(state, keep_rows)
+                prev = prev[keep_rows]
+                sentences = [sentences[s] for s in searching]
+
+        return [sorted(hyps, key=lambda h: h.score, reverse=True)[: self.n_best] for hyps in finished]
+
+
+def generate(
+    model: IncrementalDecoder,
+    src_tokens: torch.Tensor,
+    src_lengths: torch.Tensor,
+    *,
+    beam_size: int = 1,
+    alpha: float = 0.6,
+    max_length: int = 256,
+    max_length_ratio: float = 2.0,
+    max_length_offset: int = 10,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
+    """Translate a batch: ``src_tokens (B, S)`` int64 on the model's device (PAD-padded),
+    ``src_lengths (B,)`` int64 -> per sentence, ``n_best`` hypotheses, best first.
+
+    ``beam_size = 1`` takes the greedy path (same result as a beam of one, less work).
+    Put the model in ``eval()`` mode first (dropout would otherwise apply).
+    """
+    if src_tokens.size(0) == 0:
+        return []
+    limits = dict(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio,
+                  max_length_offset=max_length_offset, n_best=n_best)
+    if beam_size == 1 and n_best == 1:
+        strategy: DecodeStrategy = GreedySearch(**limits)
+    else:
+        strategy = BeamSearch(beam_size=beam_size, **limits)
+    return strategy.search(model, src_tokens, src_lengths.cpu())

@@ -1,0 +1,339 @@
+"""seq2seq: token sequence -> token sequence (translation), GNMT-style with attention.
+
+One ordered list of layers, so a stage plan can cut it between any two. What crosses a
+cut is a tuple of tensors; ``lengths`` is always ``(src_lengths (B,), tgt_lengths (B,))``,
+int64 on the CPU::
+
+    i       layer                   x in                          -> x out
+    0       SourceEmbedding         (src_tokens (B,S), tgt_in (B,T)) -> (src_x (B,S,E), tgt_in)
+    1..E    EncoderLayer            (src_x, tgt_in)               -> (src_x', tgt_in)
+              layer 1 bidirectional (``bidirectional_bottom``), residual from ``residual_from``;
+              the top one's output is the memory (B, S, H_mem)
+    E+1     TargetEmbedding         (memory, tgt_in)              -> (memory, tgt_x (B,T,E))
+    E+2     AttentionDecoderLayer   (memory, tgt_x)               -> (h (B,T,H), context (B,T,H_mem))
+    E+3..   DecoderLayer x (D-1)    (h, context)                  -> (h', context)
+    E+D+2   Generator               (h, context)                  -> logits (B, T, V_tgt)
+
+(E = ``config.num_layers``, D = ``config.decoder_layers``; target tokens ride through the
+encoder stages untouched.) The bottom decoder layer attends from its *current* output
+(Luong) and its context feeds every layer above and the generator (GNMT), so the decoder
+is parallel over time when teacher-forced and the memory stops crossing stage boundaries
+after the attention layer. The decoder starts from a zero state: attention is the only
+bridge from encoder to decoder, which keeps the two halves independent stages.
+
+Inference runs on the whole model: :meth:`Seq2Seq.encode` once, then
+:meth:`Seq2Seq.decode_step` per output token (``models.decoding`` drives it).
+Token ids 0-3 are reserved as in ``pipelines.tokenization``: PAD, UNK, BOS, EOS;
+``tgt_in = [BOS] + y`` and ``tgt_out = y + [EOS]``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.attention import Attention
+from models.config import ModelConfig
+from models.dropout import SeededDropout
+from models.layers import PAD_ID, RecurrentLayer, TokenEmbedding, padding_mask
+from models.stack import LayerStack, build_layers
+
+UNK_ID, BOS_ID, EOS_ID = 1, 2, 3
+
+DecoderState = tuple[torch.Tensor, ...]
+"""Every decoder layer's RNN state, stacked like ``nn.LSTM``'s own ``(layers, batch,
+hidden)``: ``(h, c)`` for LSTM, ``(h,)`` for GRU, each ``(D, N, H)``."""
+
+
+class SourceEmbedding(nn.Module):
+    """``(src_tokens (B, S), tgt_in (B, T))`` -> ``(src_x (B, S, E), tgt_in)``."""
+
+    def __init__(self, vocab_size: int, embed_dim: int) -> None:
+        super().__init__()
+        self.embedding = TokenEmbedding(vocab_size, embed_dim)
+        self.output_size = embed_dim
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
+        src_tokens, tgt_in = x
+        return self.embedding(src_tokens, lengths[0]), tgt_in
+
+    def flops_per_token(self) -> float:
+        return self.embedding.flops_per_token()
+
+
+class EncoderLayer(nn.Module):
+    """A :class:`RecurrentLayer` over ``x[0] (B, S, in)`` with the source lengths; the
+    rest of ``x`` (the target tokens) passes through. Takes RecurrentLayer's arguments."""
+
+    def __init__(self, **recurrent_args) -> None:
+        super().__init__()
+        self.recurrent = RecurrentLayer(**recurrent_args)
+        self.output_size = self.recurrent.output_size
+
+    def forward(self, x: tuple[torch.Tensor, ...], lengths) -> tuple[torch.Tensor, ...]:
+        return (self.recurrent(x[0], lengths[0]), *x[1:])
+
+    def flops_per_token(self) -> float:
+        return self.recurrent.flops_per_token()
+
+
+class TargetEmbedding(nn.Module):
+    """``(memory (B, S, H_mem), tgt_in (B, T))`` -> ``(memory, tgt_x (B, T, E))``."""
+
+    def __init__(self, vocab_size: int, embed_dim: int) -> None:
+        super().__init__()
+        self.embedding = TokenEmbedding(vocab_size, embed_dim)
+        self.output_size = embed_dim
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
+        memory, tgt_in = x
+        return memory, self.embedding(tgt_in, lengths[1])
+
+    def flops_per_token(self) -> float:
+        return self.embedding.flops_per_token()
+
+
+class AttentionDecoderLayer(nn.Module):
+    """Decoder layer 0: ``(memory (B, S, H_mem), tgt_x (B, T, E))`` ->
+    ``(h (B, T, H), context (B, T, H_mem))``.
+
+    A unidirectional RNN over the (packed) target, then every step's output ``h_t``
+    attends over the memory, padded source steps masked out (:mod:`models.attention`).
+    """
+
+    def __init__(
+        self, *, cell: str, input_size: int, hidden_size: int, memory_size: int,
+        attention: str, dropout: float, stream: int,
+    ) -> None:
+        super().__init__()
+        self.recurrent = RecurrentLayer(
+            cell=cell, input_size=input_size, hidden_size=hidden_size,
+            bidirectional=False, residual=False, dropout=dropout, stream=stream,
+        )
+        self.attention = Attention(kind=attention, query_size=hidden_size, memory_size=memory_size)
+        self.output_size = hidden_size
+        self.context_size = memory_size
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
+        memory, tgt_x = x
+        src_lengths, tgt_lengths = lengths
+        h = self.recurrent(tgt_x, tgt_lengths)
+        context, _ = self.attention(h, memory, padding_mask(src_lengths.to(memory.device), memory.size(1)))
+        return h, context
+
+    def step(self, tgt_x: torch.Tensor, hx, memory: torch.Tensor, mask: torch.Tensor):
+        """One step for ``N`` rows: ``tgt_x (N, 1, E)``, ``memory (N, S, H_mem)``,
+        ``mask (N, S)`` -> ``((h (N, 1, H), context (N, 1, H_mem)), hx)``."""
+        h, hx = self.recurrent.rnn(self.recurrent.dropout(tgt_x), hx)
+        context, _ = self.attention(h, memory, mask)
+        return (h, context), hx
+
+    def flops_per_token(self) -> float:
+        return self.recurrent.flops_per_token() + self.attention.flops_per_token()
+
+
+class DecoderLayer(nn.Module):
+    """Decoder layers 1..D-1: ``(h (B, T, H), context (B, T, H_mem))`` -> ``(h', context)``.
+
+    An RNN over ``[h; context]`` (every layer sees the bottom layer's context, GNMT's
+    way of attending once for a deep decoder); with ``residual``, ``h' = rnn(..) + h``.
+    """
+
+    def __init__(
+        self, *, cell: str, hidden_size: int, context_size: int, residual: bool,
+        dropout: float, stream: int,
+    ) -> None:
+        super().__init__()
+        self.recurrent = RecurrentLayer(
+            cell=cell, input_size=hidden_size + context_size, hidden_size=hidden_size,
+            bidirectional=False, residual=False, dropout=dropout, stream=stream,
+        )
+        self.residual = residual
+        self.output_size = hidden_size
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
+        h, context = x
+        y = self.recurrent(torch.cat([h, context], dim=-1), lengths[1])
+        return (y + h if self.residual else y), context
+
+    def step(self, x: tuple[torch.Tensor, torch.Tensor], hx):
+        """One step: ``(h (N, 1, H), context (N, 1, H_mem))`` -> ``((h', context), hx)``."""
+        h, context = x
+        y, hx = self.recurrent.rnn(self.recurrent.dropout(torch.cat([h, context], dim=-1)), hx)
+        return ((y + h if self.residual else y), context), hx
+
+    def flops_per_token(self) -> float:
+        return self.recurrent.flops_per_token()
+
+
+class Generator(nn.Module):
+    """``(h (B, T, H), context (B, T, H_mem))`` -> ``logits (B, T, V)``.
+
+    Luong's attentional vector ``a_t = tanh(W_c [h_t; c_t])`` (``H`` wide), dropout, then
+    the output projection ``W_o a_t + b``. Mixing the context in before the projection
+    keeps the expensive ``V``-wide matmul ``H`` wide (not ``H + H_mem``), and lets ``W_o``
+    share the target embedding matrix when ``embed_dim == hidden_size``.
+    """
+
+    def __init__(self, *, hidden_size: int, context_size: int, vocab_size: int, dropout: float, stream: int) -> None:
+        super().__init__()
+        self.combine = nn.Linear(hidden_size + context_size, hidden_size, bias=False)
+        self.dropout = SeededDropout(dropout, stream=stream)
+        self.proj = nn.Linear(hidden_size, vocab_size)
+        self.output_size = vocab_size
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> torch.Tensor:
+        h, context = x
+        attentional = torch.tanh(self.combine(torch.cat([h, context], dim=-1)))
+        return self.proj(self.dropout(attentional))
+
+    def flops_per_token(self) -> float:
+        return 2.0 * (self.combine.weight.numel() + self.proj.weight.numel())
+
+
+class Seq2Seq(LayerStack):
+    """The whole seq2seq model, or a contiguous slice of it (a pipeline stage).
+
+    ``forward((src_tokens (B, S), tgt_in (B, T)), (src_lengths (B,), tgt_lengths (B,)))``
+    gives ``logits (B, T, V)`` on the whole model; a slice maps its first layer's input
+    tuple to its last layer's output. Incremental decoding (``encode``,
+    ``init_decoder_state``, ``decode_step``, ``reorder_state``) needs the whole model.
+    """
+
+    def _parts(self) -> tuple[list[nn.Module], TargetEmbedding, list[nn.Module], Generator]:
+        """(encoder layers incl. source embedding, target embedding, decoder RNN layers, generator)."""
+        layers = list(self.layers.values())
+        if not (isinstance(layers[0], SourceEmbedding) and isinstance(layers[-1], Generator)):
+            keys = list(self.layers.keys())
+            raise RuntimeError(f"incremental decoding needs the whole model; this one holds layers {keys[0]}..{keys[-1]}")
+        split = next(i for i, layer in enumerate(layers) if isinstance(layer, TargetEmbedding))
+        return layers[:split], layers[split], layers[split + 1 : -1], layers[-1]
+
+    @torch.no_grad()
+    def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        """``src_tokens (B, S)``, ``src_lengths (B,)`` int64 CPU -> ``memory (B, S, H_mem)``."""
+        encoder, _, _, _ = self._parts()
+        batch = src_tokens.size(0)
+        x = (src_tokens, src_tokens.new_zeros(batch, 0))
+        lengths = (src_lengths, torch.zeros(batch, dtype=torch.int64))
+        for layer in encoder:
+            x = layer(x, lengths)
+        return x[0]
+
+    def init_decoder_state(self, batch: int) -> DecoderState:
+        """Zeros, as in training: ``(h, c)`` (LSTM) or ``(h,)`` (GRU), each ``(D, batch, H)``."""
+        _, _, decoder, _ = self._parts()
+        rnn = decoder[0].recurrent.rnn
+        weight = rnn.weight_hh_l0
+        h = weight.new_zeros(len(decoder), batch, rnn.hidden_size)
+        return (h, torch.zeros_like(h)) if isinstance(rnn, nn.LSTM) else (h,)
+
+    @staticmethod
+    def reorder_state(state: DecoderState, index: torch.Tensor) -> DecoderState:
+        """Rows ``index (N',)`` of every state tensor: beam search's expand and reorder."""
+        return tuple(t.index_select(1, index) for t in state)
+
+    @torch.no_grad()
+    def decode_step(
+        self, prev_tokens: torch.Tensor, state: DecoderState, memory: torch.Tensor, src_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, DecoderState]:
+        """Feed ``prev_tokens (N,)`` (BOS first) and get ``log_probs (N, V)`` of the next
+        token. ``memory (N, S, H_mem)`` and ``src_lengths (N,)`` are each row's sentence's
+        (repeated per beam). Equals the teacher-forced forward step by step."""
+        _, target_embedding, decoder, generator = self._parts()
+        mask = padding_mask(src_lengths.to(memory.device), memory.size(1))
+        tgt_x = target_embedding.embedding(prev_tokens.unsqueeze(1), None)
+        lstm = len(state) == 2
+        hxs = []
+        x, hx = decoder[0].step(tgt_x, _layer_state(state, 0, lstm), memory, mask)
+        hxs.append(hx)
+        for i, layer in enumerate(decoder[1:], start=1):
+            x, hx = layer.step(x, _layer_state(state, i, lstm))
+            hxs.append(hx)
+        logits = generator(x, None).squeeze(1)
+        new_state = tuple(torch.cat(parts, dim=0) for parts in zip(*hxs)) if lstm else (torch.cat(hxs, dim=0),)
+        return F.log_softmax(logits.float(), dim=-1), new_state
+
+
+def _layer_state(state: DecoderState, i: int, lstm: bool):
+    """Layer ``i``'s slice of :data:`DecoderState` in ``nn.LSTM``/``nn.GRU``'s own form."""
+    return (state[0][i : i + 1], state[1][i : i + 1]) if lstm else state[0][i : i + 1]
+
+
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed token cross-entropy of ``logits (B, T, V)`` against ``targets (B, T)``
+    (``tgt_out``), padded positions ignored: what the training engine computes."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+        ignore_index=PAD_ID, reduction="sum", label_smoothing=label_smoothing,
+    )
+
+
+def seq2seq_layer_factories(
+    config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int
+) -> list[Callable[[], nn.Module]]:
+    """One constructor per layer, in order (widths are worked out without building)."""
+    h = config.hidden_size
+    factories: list[Callable[[], nn.Module]] = [partial(SourceEmbedding, src_vocab_size, config.embed_dim)]
+    width = config.embed_dim
+    for i in range(config.num_layers):
+        bidirectional = config.bidirectional_bottom and i == 0
+        factories.append(partial(
+            EncoderLayer, cell=config.cell, input_size=width, hidden_size=h, bidirectional=bidirectional,
+            residual=i >= config.residual_from, dropout=config.dropout, stream=len(factories),
+        ))
+        width = h * (2 if bidirectional else 1)
+    memory_size = width
+    factories.append(partial(TargetEmbedding, tgt_vocab_size, config.embed_dim))
+    factories.append(partial(
+        AttentionDecoderLayer, cell=config.cell, input_size=config.embed_dim, hidden_size=h,
+        memory_size=memory_size, attention=config.attention, dropout=config.dropout, stream=len(factories),
+    ))
+    for i in range(1, config.decoder_layers):
+        factories.append(partial(
+            DecoderLayer, cell=config.cell, hidden_size=h, context_size=memory_size,
+            residual=i >= config.residual_from, dropout=config.dropout, stream=len(factories),
+        ))
+    factories.append(partial(
+        Generator, hidden_size=h, context_size=memory_size, vocab_size=tgt_vocab_size,
+        dropout=config.dropout, stream=len(factories),
+    ))
+    return factories
+
+
+def seq2seq_num_layers(config: ModelConfig) -> int:
+    """Layers in the full model: 2 embeddings, the encoder and decoder RNNs, the generator."""
+    return config.num_layers + config.decoder_layers + 3
+
+
+def tied_layer_indices(config: ModelConfig) -> tuple[int, int] | None:
+    """``(target embedding, generator)`` indices when their weights are tied, else None.
+
+    Tying only happens inside one built model: a stage plan that puts these two layers on
+    different stages would train two separate matrices, so the engine must keep them
+    together (or refuse the cut).
+    """
+    if not config.tie_embeddings:
+        return None
+    return config.num_layers + 1, seq2seq_num_layers(config) - 1
+
+
+def build_seq2seq(
+    config: ModelConfig,
+    *,
+    src_vocab_size: int,
+    tgt_vocab_size: int,
+    seed: int = 0,
+    keep: Iterable[int] | None = None,
+) -> Seq2Seq:
+    """The model, or with ``keep`` only those (contiguous) layers of it."""
+    factories = seq2seq_layer_factories(config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
+    layers = build_layers(factories, seed=seed, keep=keep)
+    tied = tied_layer_indices(config)
+    if tied is not None and tied[0] in layers and tied[1] in layers:
+        layers[tied[1]].proj.weight = layers[tied[0]].embedding.embed.weight
+    return Seq2Seq(layers)

@@ -1,0 +1,114 @@
+"""What the training engine does differently per model kind, behind one registry.
+
+    task = TASKS[recipe.model.kind]
+
+A task knows the model builder, how a bucketed batch row becomes a step plan (what the
+first stage feeds in, the lengths every stage needs, the targets the last stage
+scores), the loss, its normalisation, and the validation counts. Stage plans, schedules,
+transport and the worker loop are the same for every kind.
+
+    kind      first-stage input            lengths              targets         loss per
+    seq2vec   tokens (B, T)                (B,)                 labels (B,)     example
+    seq2seq   (src (B, S), tgt_in (B, T))  ((B,) src, (B,) tgt)  tgt_out (B, T)  target token
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import ModelConfig
+from models.layers import PAD_ID
+from pipelines.schedules import StepPlan, split_batch
+
+
+def _tensor(value: Any) -> torch.Tensor:
+    # np.array copies: Ray hands out read-only views of the object store.
+    return torch.from_numpy(np.array(value, dtype=np.int64))
+
+
+class ClassificationTask:
+    """seq2vec: a label per sequence; loss summed per example."""
+
+    kind = "seq2vec"
+    metric = "val_accuracy"
+
+    def layer_factories(self, config: ModelConfig, sizes: dict[str, int]) -> list[Callable[[], nn.Module]]:
+        from models.seq2vec import seq2vec_layer_factories
+
+        return seq2vec_layer_factories(config, vocab_size=sizes["vocab_size"], num_labels=sizes["num_labels"])
+
+    def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int, keep=None) -> nn.Module:
+        from models.seq2vec import build_seq2vec
+
+        return build_seq2vec(config, vocab_size=sizes["vocab_size"], num_labels=sizes["num_labels"],
+                             seed=seed, keep=keep)
+
+    def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
+        return split_batch(_tensor(row["tokens"]), _tensor(row["lengths"]), _tensor(row["labels"]), microbatches)
+
+    def loss(self, out: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+        return F.cross_entropy(out, targets, reduction="sum", label_smoothing=label_smoothing)
+
+    def loss_units(self, plan: StepPlan) -> float:
+        return float(plan.examples)
+
+    def eval_counts(self, out: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
+        """``(summed loss, correct, scored)`` of one micro-batch."""
+        loss = float(F.cross_entropy(out, targets, reduction="sum"))
+        return loss, float((out.argmax(-1) == targets).sum()), float(len(targets))
+
+
+class TranslationTask:
+    """seq2seq: a token sequence per sequence; loss summed per target token (padding
+    ignored), as OpenNMT and fairseq normalise it."""
+
+    kind = "seq2seq"
+    metric = "val_token_accuracy"
+
+    def layer_factories(self, config: ModelConfig, sizes: dict[str, int]) -> list[Callable[[], nn.Module]]:
+        from models.seq2seq import seq2seq_layer_factories
+
+        return seq2seq_layer_factories(config, src_vocab_size=sizes["src_vocab_size"],
+                                       tgt_vocab_size=sizes["tgt_vocab_size"])
+
+    def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int, keep=None) -> nn.Module:
+        from models.seq2seq import build_seq2seq
+
+        return build_seq2seq(config, src_vocab_size=sizes["src_vocab_size"], tgt_vocab_size=sizes["tgt_vocab_size"],
+                             seed=seed, keep=keep)
+
+    def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
+        """Row chunks, each trimmed to its own longest source and target (dynamic unrolling)."""
+        src, src_len = _tensor(row["src_tokens"]), _tensor(row["src_lengths"])
+        tgt_in, tgt_out, tgt_len = _tensor(row["tgt_in"]), _tensor(row["tgt_out"]), _tensor(row["tgt_lengths"])
+        plan = StepPlan([], [], [])
+        for rows in torch.arange(len(src_len)).tensor_split(min(microbatches, len(src_len))):
+            s, t = int(src_len[rows].max()), int(tgt_len[rows].max())
+            plan.tokens.append((src[rows, :s], tgt_in[rows, :t]))
+            plan.lengths.append((src_len[rows], tgt_len[rows]))
+            plan.labels.append(tgt_out[rows, :t])
+        return plan
+
+    def loss(self, out: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+        return F.cross_entropy(out.reshape(-1, out.size(-1)), targets.reshape(-1), ignore_index=PAD_ID,
+                               reduction="sum", label_smoothing=label_smoothing)
+
+    def loss_units(self, plan: StepPlan) -> float:
+        return float(sum(int(tgt.sum()) for _, tgt in plan.lengths))
+
+    def eval_counts(self, out: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
+        valid = targets != PAD_ID
+        loss = float(self.loss(out, targets, 0.0))
+        return loss, float(((out.argmax(-1) == targets) & valid).sum()), float(valid.sum())
+
+
+TASKS = {task.kind: task for task in (ClassificationTask(), TranslationTask())}
+
+
+def task_for(config: ModelConfig) -> ClassificationTask | TranslationTask:
+    return TASKS[config.kind]
