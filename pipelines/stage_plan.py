@@ -26,6 +26,9 @@ class StagePlan:
     def layers(self, stage: int) -> range:
         return range(*self.bounds[stage])
 
+    def stage_of(self, layer: int) -> int:
+        return next(s for s, (first, end) in enumerate(self.bounds) if first <= layer < end)
+
     def stage_cost(self, stage: int) -> float:
         return sum(self.costs[i] for i in self.layers(stage))
 

@@ -42,7 +42,7 @@ class ClassificationTask:
 
         return seq2vec_layer_factories(config, vocab_size=sizes["vocab_size"], num_labels=sizes["num_labels"])
 
-    def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int, keep=None) -> nn.Module:
+    def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int = 0, keep=None) -> nn.Module:
         from models.seq2vec import build_seq2vec
 
         return build_seq2vec(config, vocab_size=sizes["vocab_size"], num_labels=sizes["num_labels"],
@@ -76,7 +76,7 @@ class TranslationTask:
         return seq2seq_layer_factories(config, src_vocab_size=sizes["src_vocab_size"],
                                        tgt_vocab_size=sizes["tgt_vocab_size"])
 
-    def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int, keep=None) -> nn.Module:
+    def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int = 0, keep=None) -> nn.Module:
         from models.seq2seq import build_seq2seq
 
         return build_seq2seq(config, src_vocab_size=sizes["src_vocab_size"], tgt_vocab_size=sizes["tgt_vocab_size"],

@@ -67,8 +67,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         train_loop_per_worker,
         train_loop_config={
             "recipe": recipe.to_dict(),
-            "vocab_size": data.tokenizer.get_vocab_size(),
-            "num_labels": len(data.labels),
+            "sizes": {"vocab_size": data.tokenizer.get_vocab_size(), "num_labels": len(data.labels)},
             "has_valid": data.valid is not None,
         },
         scaling_config=ray.train.ScalingConfig(

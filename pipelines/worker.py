@@ -3,7 +3,8 @@
 A step: stage 0 of each replica takes its next batch and splits it into
 ``parallel.microbatches`` row chunks; the step plan (lengths, labels) goes to every
 stage of the replica; the schedule (``pipelines.schedules``) runs forwards and
-backwards, accumulating ``sum(loss) / examples_in_step_over_all_replicas`` gradients;
+backwards, accumulating ``sum(loss) / units_in_step_over_all_replicas`` gradients
+(units: examples for seq2vec, target tokens for seq2seq; see ``pipelines.tasks``);
 each stage all-reduces its gradients over its data-parallel replicas, clips by the norm
 over all stages, and steps its own optimizer. With ``pp = dp = 1`` this is plain
 gradient accumulation, through the same code.
@@ -14,42 +15,26 @@ Dropout masks are keyed by (seed, step, micro-batch, layer) and layer weights by
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray.train
 import torch
 
-from models import build_seq2vec
-from models.seq2vec import seq2vec_layer_factories
 from pipelines.checkpoint import load_train_shard, read_train_state, save_train_shard, write_train_state
 from pipelines.config import Recipe, recipe_from_dict
 from pipelines.ingest import shuffled_epochs
 from pipelines.optim import build_optimizer
-from pipelines.schedules import (
-    StageRunner,
-    all_reduce_gradients,
-    broadcast_plan,
-    clip_global_norm,
-    split_batch,
-)
+from pipelines.errors import ConfigError
+from pipelines.schedules import StageRunner, all_reduce_gradients, broadcast_plan, clip_global_norm
 from pipelines.stage_plan import StagePlan, plan_stages
+from pipelines.tasks import task_for
 from pipelines.topology import Topology
 
 TIMELINE_STEPS = 10
-
-
-def batch_tensors(row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A batch row of ``pipelines.bucketing`` as CPU tensors (tokens, lengths, labels)."""
-    # np.array copies: Ray hands out read-only views of the object store.
-    return (
-        torch.from_numpy(np.array(row["tokens"], dtype=np.int64)),
-        torch.from_numpy(np.array(row["lengths"], dtype=np.int64)),
-        torch.from_numpy(np.array(row["labels"], dtype=np.int64)),
-    )
 
 
 def layer_cost(layer: torch.nn.Module, balance: str) -> float:
@@ -58,16 +43,26 @@ def layer_cost(layer: torch.nn.Module, balance: str) -> float:
     return layer.flops_per_token()
 
 
-def plan_for(recipe: Recipe, vocab_size: int, num_labels: int) -> StagePlan:
+def plan_for(recipe: Recipe, sizes: dict[str, int]) -> StagePlan:
     """Cut the model into ``parallel.pp`` stages by ``parallel.balance``. Layers are
-    built one at a time to be measured, so no worker ever holds the whole model."""
-    factories = seq2vec_layer_factories(recipe.model, vocab_size=vocab_size, num_labels=num_labels)
-    return plan_stages([layer_cost(factory(), recipe.parallel.balance) for factory in factories], recipe.parallel.pp)
+    built one at a time to be measured, so no worker ever holds the whole model.
+    ``sizes``: the vocabulary/label counts the model kind's builder takes."""
+    factories = task_for(recipe.model).layer_factories(recipe.model, sizes)
+    plan = plan_stages([layer_cost(factory(), recipe.parallel.balance) for factory in factories], recipe.parallel.pp)
+    if recipe.model.kind == "seq2seq" and recipe.model.tie_embeddings:
+        from models.seq2seq import tied_layer_indices
+
+        embed, generator = tied_layer_indices(recipe.model)
+        if plan.stage_of(embed) != plan.stage_of(generator):
+            raise ConfigError(
+                f"model.tie_embeddings: the target embedding (layer {embed}) and the output layer (layer {generator}) "
+                f"land on stages {plan.stage_of(embed)} and {plan.stage_of(generator)}; use fewer stages or untie them"
+            )
+    return plan
 
 
-def build_stage(recipe: Recipe, plan: StagePlan, stage: int, vocab_size: int, num_labels: int) -> torch.nn.Module:
-    return build_seq2vec(recipe.model, vocab_size=vocab_size, num_labels=num_labels,
-                         seed=recipe.train.seed, keep=plan.layers(stage))
+def build_stage(recipe: Recipe, plan: StagePlan, stage: int, sizes: dict[str, int]) -> torch.nn.Module:
+    return task_for(recipe.model).build(recipe.model, sizes, seed=recipe.train.seed, keep=plan.layers(stage))
 
 
 def optimizer_step(runner: StageRunner, optimizer, scheduler, plan, *, schedule: str, key: tuple[int, ...],
@@ -75,10 +70,10 @@ def optimizer_step(runner: StageRunner, optimizer, scheduler, plan, *, schedule:
     """One optimizer step of this stage; the summed loss on the last stage, else 0."""
     topology = runner.topology
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    examples = torch.tensor([float(plan.examples)], dtype=torch.float64)
-    topology.all_reduce(examples, "data")
+    units = torch.tensor([runner.task.loss_units(plan)], dtype=torch.float64)
+    topology.all_reduce(units, "data")
     optimizer.zero_grad(set_to_none=True)
-    loss_sum = runner.train_step(plan, schedule=schedule, key=key, denominator=float(examples))
+    loss_sum = runner.train_step(plan, schedule=schedule, key=key, denominator=float(units))
     all_reduce_gradients(params, topology)
     clip_global_norm(params, clip_norm, topology)
     optimizer.step()
@@ -87,13 +82,14 @@ def optimizer_step(runner: StageRunner, optimizer, scheduler, plan, *, schedule:
 
 
 def evaluate(runner: StageRunner, topology: Topology, iterator, microbatches: int) -> dict[str, float]:
-    """Validation loss and accuracy over every replica's share of the validation split."""
+    """Validation loss and accuracy (seq2seq: per target token, and perplexity) over every
+    replica's share of the validation split."""
     runner.module.eval()
     totals = torch.zeros(3, dtype=torch.float64)
     rows = iter(iterator.iter_rows()) if topology.is_first and iterator is not None else iter(())
     while True:
         row = next(rows, None)
-        plan = split_batch(*batch_tensors(row), microbatches) if row is not None else None
+        plan = runner.task.step_plan(row, microbatches) if row is not None else None
         plan = broadcast_plan(plan, topology, runner.device)
         if not plan.lengths:
             break
@@ -103,6 +99,9 @@ def evaluate(runner: StageRunner, topology: Topology, iterator, microbatches: in
     loss_sum, correct, count = totals.tolist()
     if count == 0:
         return {}
+    if runner.task.kind == "seq2seq":
+        return {"val_loss": loss_sum / count, "val_token_accuracy": correct / count,
+                "val_perplexity": math.exp(min(loss_sum / count, 50.0)), "val_tokens": int(count)}
     return {"val_loss": loss_sum / count, "val_accuracy": correct / count, "val_examples": int(count)}
 
 
@@ -124,14 +123,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if parallel.dtype == "float64":
         torch.set_default_dtype(torch.float64)
 
-    plan = plan_for(recipe, config["vocab_size"], config["num_labels"])
+    sizes = config["sizes"]
+    plan = plan_for(recipe, sizes)
     if topology.rank == 0 and parallel.pp > 1:
         print(f"stage plan ({parallel.pp} stages, {parallel.schedule}, {parallel.microbatches} micro-batches):\n"
               + plan.describe(), flush=True)
-    model = build_stage(recipe, plan, topology.stage, config["vocab_size"], config["num_labels"]).to(device)
+    model = build_stage(recipe, plan, topology.stage, sizes).to(device)
     optimizer, scheduler = build_optimizer(model.parameters(), train_cfg)
     runner = StageRunner(model, topology, device, label_smoothing=train_cfg.label_smoothing,
-                         time_chunks=parallel.time_chunks)
+                         time_chunks=parallel.time_chunks, task=task_for(recipe.model))
 
     step, epoch, history = 0, 0, []
     checkpoint = ray.train.get_checkpoint()
@@ -149,7 +149,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                      buffer=train_cfg.shuffle_buffer, first_epoch=epoch)
     valid_iterator = ray.train.get_dataset_shard("valid") if config["has_valid"] and topology.is_first else None
     model.train()
-    window = torch.zeros(4, dtype=torch.float64)  # loss, examples, tokens, seconds (last stages)
+    window = torch.zeros(4, dtype=torch.float64)  # loss, loss units, tokens, seconds (last stages)
     run_totals = [0.0, 0.0]  # tokens, seconds
     started, first_step = time.perf_counter(), step
     while step < train_cfg.max_steps:
@@ -157,7 +157,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         step_plan = None
         if topology.is_first:
             epoch, row = next(train_rows)
-            step_plan = split_batch(*batch_tensors(row), parallel.microbatches)
+            step_plan = runner.task.step_plan(row, parallel.microbatches)
         step_plan = broadcast_plan(step_plan, topology, device)
         runner.timeline.enabled = parallel.timeline and step >= train_cfg.max_steps - TIMELINE_STEPS
         runner.timeline.step = step
@@ -167,19 +167,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         runner.timeline.enabled = False  # evaluation forwards are not part of the step
         step += 1
         if topology.is_last:
-            window += torch.tensor([loss_sum, step_plan.examples, step_plan.tokens_count, time.perf_counter() - tick],
+            window += torch.tensor([loss_sum, runner.task.loss_units(step_plan), step_plan.tokens_count,
+                                    time.perf_counter() - tick],
                                    dtype=torch.float64)
 
         last = step == train_cfg.max_steps
         evaluate_now = step % train_cfg.eval_every == 0 or last
         if step % train_cfg.log_every == 0 or evaluate_now:
             topology.all_reduce(window, "world")
-            loss_total, examples_total, tokens_total, seconds = window.tolist()
+            loss_total, units_total, tokens_total, seconds = window.tolist()
             seconds /= parallel.dp  # replicas run side by side
             tokens_per_s = tokens_total / seconds if seconds else 0.0
             run_totals[0] += tokens_total
             run_totals[1] += seconds
-            entry = {"step": step, "epoch": epoch, "train_loss": loss_total / examples_total, "lr": lr,
+            entry = {"step": step, "epoch": epoch, "train_loss": loss_total / units_total, "lr": lr,
                      "tokens_per_s": tokens_per_s}
             if topology.rank == 0:
                 print(_progress_line(step, train_cfg.max_steps, entry["train_loss"], lr, tokens_per_s, started, first_step),
@@ -187,9 +188,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             window.zero_()
             if evaluate_now:
                 entry.update(evaluate(runner, topology, valid_iterator, parallel.microbatches))
-                if topology.rank == 0 and "val_accuracy" in entry:
-                    print(f"step {step} | val_loss {entry['val_loss']:.4f} | val_accuracy {entry['val_accuracy']:.4f}",
-                          flush=True)
+                metric = runner.task.metric
+                if topology.rank == 0 and metric in entry:
+                    print(f"step {step} | val_loss {entry['val_loss']:.4f} | {metric} {entry[metric]:.4f}", flush=True)
             history.append(entry)
             if evaluate_now:
                 metrics = {**entry, "run_tokens_per_s": run_totals[0] / run_totals[1] if run_totals[1] else 0.0}

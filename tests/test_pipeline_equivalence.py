@@ -4,7 +4,10 @@ Worker processes (gloo, no Ray: this tests the engine itself) train the same mod
 pp = 1, 2, 3 stages and dp = 1 or 2 replicas under each schedule; losses at every step
 and the parameters afterwards must match a plain single-process PyTorch loop to 1e-5
 relative, in float64, dropout on. The wavefront schedule also runs a unidirectional GRU
-model, whose every layer streams over time chunks (embedding included).
+model, whose every layer streams over time chunks (embedding included). The
+encoder-decoder runs cut into 2, 3 and 5 stages, so the encoder's memory and the target
+tokens cross stage boundaries inside the encoder, between encoder and decoder, and
+inside the decoder.
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from conftest import free_port
-from models import ModelConfig, build_seq2vec
+from models import ModelConfig
 from models.dropout import dropout_key
 from pipelines.config import TrainConfig
 from pipelines.optim import build_optimizer
-from pipelines.schedules import StageRunner, broadcast_plan, split_batch
+from pipelines.schedules import StageRunner, broadcast_plan
 from pipelines.stage_plan import plan_stages
+from pipelines.tasks import task_for
 from pipelines.topology import Topology
 from pipelines.worker import optimizer_step
 
@@ -33,46 +36,63 @@ MODEL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.2, pooli
 NO_DROPOUT = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.0, pooling="last")
 UNIDIRECTIONAL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.2, pooling="last",
                              cell="gru", bidirectional_bottom=False)
-TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3)
+SEQ2SEQ = ModelConfig(kind="seq2seq", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=3, dropout=0.2)
+CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ}
+TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
 VOCAB, LABELS, MICRO, STEPS = 40, 3, 3, 4
+SIZES = {"seq2vec": {"vocab_size": VOCAB, "num_labels": LABELS},
+         "seq2seq": {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB - 5}}
 
 
-def batches(replica: int, dp: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Variable-length padded batches; replica ``r`` of ``dp`` gets every dp-th row of
-    the global batch, so the union over replicas is the reference's batch."""
+def _padded(g: torch.Generator, lengths: torch.Tensor, vocab: int) -> torch.Tensor:
+    tokens = torch.randint(4, vocab, (len(lengths), int(lengths.max())), generator=g)
+    tokens[torch.arange(tokens.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
+    return tokens
+
+
+def batches(kind: str, replica: int, dp: int) -> list[dict[str, torch.Tensor]]:
+    """Variable-length padded batch rows (as ``pipelines.bucketing`` makes them);
+    replica ``r`` of ``dp`` gets every dp-th row of the global batch, so the union over
+    replicas is the reference's batch."""
     out = []
     for step in range(STEPS):
         g = torch.Generator().manual_seed(100 + step)
         rows = 6 + step
-        lengths = torch.randint(1, 9, (rows,), generator=g)
-        tokens = torch.randint(4, VOCAB, (rows, int(lengths.max())), generator=g)
-        tokens[torch.arange(tokens.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
-        labels = torch.randint(0, LABELS, (rows,), generator=g)
         pick = torch.arange(replica, rows, dp)
-        width = int(lengths[pick].max())
-        out.append((tokens[pick, :width], lengths[pick], labels[pick]))
+        if kind == "seq2vec":
+            lengths = torch.randint(1, 9, (rows,), generator=g)
+            tokens = _padded(g, lengths, VOCAB)[pick]
+            labels = torch.randint(0, LABELS, (rows,), generator=g)
+            out.append({"tokens": tokens[:, : int(lengths[pick].max())], "lengths": lengths[pick],
+                        "labels": labels[pick]})
+            continue
+        src_len, tgt_len = torch.randint(1, 9, (rows,), generator=g), torch.randint(2, 9, (rows,), generator=g)
+        src, tgt = _padded(g, src_len, VOCAB)[pick], _padded(g, tgt_len, VOCAB - 5)[pick]
+        out.append({"src_tokens": src[:, : int(src_len[pick].max())], "src_lengths": src_len[pick],
+                    "tgt_in": tgt, "tgt_out": tgt.roll(-1, 1), "tgt_lengths": tgt_len[pick]})
     return out
 
 
 def reference(model_config: ModelConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
     torch.set_default_dtype(torch.float64)
-    model = build_seq2vec(model_config, vocab_size=VOCAB, num_labels=LABELS, seed=TRAIN.seed).train()
+    task = task_for(model_config)
+    model = task.build(model_config, SIZES[model_config.kind], seed=TRAIN.seed).train()
     optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
     losses = []
-    for step, (tokens, lengths, labels) in enumerate(batches(0, 1)):
+    for step, row in enumerate(batches(model_config.kind, 0, 1)):
         optimizer.zero_grad()
-        plan = split_batch(tokens, lengths, labels, MICRO)
-        total = 0.0
+        plan = task.step_plan(row, MICRO)
+        units, total = task.loss_units(plan), 0.0
         for i in range(len(plan.lengths)):
             with dropout_key(TRAIN.seed, step, i):
-                logits = model(plan.tokens[i], plan.lengths[i])
-            loss = F.cross_entropy(logits, plan.labels[i], reduction="sum")
-            (loss / len(labels)).backward()
+                out = model(plan.tokens[i], plan.lengths[i])
+            loss = task.loss(out, plan.labels[i], TRAIN.label_smoothing)
+            (loss / units).backward()
             total += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN.clip_norm)
         optimizer.step()
         scheduler.step()
-        losses.append(total / len(labels))
+        losses.append(total / units)
     return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -83,19 +103,19 @@ def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, o
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         topology = Topology.create(rank, dp, pp)
-        costs = build_seq2vec(model_config, vocab_size=VOCAB, num_labels=LABELS).layer_costs()
-        plan = plan_stages(costs, pp)
-        model = build_seq2vec(model_config, vocab_size=VOCAB, num_labels=LABELS, seed=TRAIN.seed,
-                              keep=plan.layers(topology.stage)).train()
+        task, sizes = task_for(model_config), SIZES[model_config.kind]
+        plan = plan_stages(task.build(model_config, sizes).layer_costs(), pp)
+        model = task.build(model_config, sizes, seed=TRAIN.seed, keep=plan.layers(topology.stage)).train()
         optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
-        runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=3)
+        runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=3, task=task,
+                             label_smoothing=TRAIN.label_smoothing)
         losses = []
-        for step, batch in enumerate(batches(topology.dp_rank, dp)):
-            step_plan = split_batch(*batch, MICRO) if topology.is_first else None
+        for step, row in enumerate(batches(model_config.kind, topology.dp_rank, dp)):
+            step_plan = task.step_plan(row, MICRO) if topology.is_first else None
             step_plan = broadcast_plan(step_plan, topology, torch.device("cpu"))
             loss_sum = optimizer_step(runner, optimizer, scheduler, step_plan, schedule=schedule,
                                       key=(TRAIN.seed, step), clip_norm=TRAIN.clip_norm)
-            totals = torch.tensor([loss_sum, step_plan.examples if topology.is_last else 0.0])
+            totals = torch.tensor([loss_sum, task.loss_units(step_plan) if topology.is_last else 0.0])
             topology.all_reduce(totals, "world")
             losses.append(float(totals[0] / totals[1]))
         if topology.dp_rank == 0:
@@ -117,10 +137,7 @@ def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig) -> 
 
 @pytest.fixture(scope="module")
 def expected():
-    return {"dropout": reference(MODEL), "no_dropout": reference(NO_DROPOUT), "unidirectional": reference(UNIDIRECTIONAL)}
-
-
-CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL}
+    return {name: reference(config) for name, config in CONFIGS.items()}
 
 
 @pytest.mark.parametrize(
@@ -128,14 +145,17 @@ CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRE
     [(1, 1, "1f1b", "dropout"), (1, 2, "gpipe", "dropout"), (1, 2, "1f1b", "dropout"), (1, 3, "gpipe", "dropout"),
      (1, 3, "1f1b", "dropout"), (2, 2, "1f1b", "no_dropout"), (1, 1, "wavefront", "dropout"),
      (1, 2, "wavefront", "dropout"), (1, 3, "wavefront", "dropout"), (1, 2, "wavefront", "unidirectional"),
-     (2, 2, "wavefront", "no_dropout")],
+     (2, 2, "wavefront", "no_dropout"), (1, 2, "1f1b", "seq2seq"), (1, 3, "gpipe", "seq2seq"),
+     (1, 5, "1f1b", "seq2seq")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     ref_losses, ref_state = expected[model]
     losses, state = run_parallel(dp, pp, schedule, CONFIGS[model])
     assert losses == pytest.approx(ref_losses, rel=1e-5)
-    initial = build_seq2vec(CONFIGS[model], vocab_size=VOCAB, num_labels=LABELS, seed=TRAIN.seed).state_dict()
-    assert not torch.allclose(initial["layers.1.rnn.weight_hh_l0"].double(), ref_state["layers.1.rnn.weight_hh_l0"])
+    config = CONFIGS[model]
+    initial = task_for(config).build(config, SIZES[config.kind], seed=TRAIN.seed).state_dict()
+    name = next(k for k in initial if k.endswith("weight_hh_l0"))
+    assert not torch.allclose(initial[name].double(), ref_state[name])
     assert set(state) == set(ref_state)
     for name, value in ref_state.items():
         torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-8, msg=name)

@@ -58,7 +58,7 @@ def test_each_stage_holds_about_one_pp_th_of_parameters_and_optimizer_state(pp):
         "model": {"embed_dim": 96, "hidden_size": 96, "num_layers": 6, "bidirectional_bottom": False},
         "parallel": {"pp": pp, "balance": "params"},
     })
-    plan = plan_for(recipe, vocab_size=200, num_labels=2)
+    plan = plan_for(recipe, {"vocab_size": 200, "num_labels": 2})
 
     def stage_bytes(module) -> int:
         optimizer, _ = build_optimizer(module.parameters(), recipe.train)
@@ -68,7 +68,7 @@ def test_each_stage_holds_about_one_pp_th_of_parameters_and_optimizer_state(pp):
         state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
         return state + sum(p.numel() * p.element_size() for p in module.parameters())
 
-    per_stage = [stage_bytes(build_stage(recipe, plan, s, 200, 2)) for s in range(pp)]
+    per_stage = [stage_bytes(build_stage(recipe, plan, s, {"vocab_size": 200, "num_labels": 2})) for s in range(pp)]
     whole = stage_bytes(build_seq2vec(recipe.model, vocab_size=200, num_labels=2))
     assert sum(per_stage) == pytest.approx(whole, rel=1e-3)
     for value in per_stage:
