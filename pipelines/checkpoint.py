@@ -10,8 +10,10 @@ Inference checkpoint (``<output>/checkpoint``, what ``eval`` and ``serve`` load)
 
     config.yaml            the resolved recipe
     model.pt               the whole model's state dict (``weights_only`` loadable)
-    tokenizer.json         ``tokenizers`` tokenizer trained on the training split
-    meta.json              kind, label names, vocabulary size, rayseq version
+    tokenizer.json         ``tokenizers`` tokenizer trained on the training split (seq2seq:
+                           the joint one, or source_tokenizer.json + target_tokenizer.json)
+    meta.json              kind, task, the builder's sizes (``vocab_size`` and ``labels``,
+                           or ``src_vocab_size`` and ``tgt_vocab_size``)
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import Any
 import torch
 import yaml
 
-from models import build_seq2vec
 from pipelines.config import Recipe, recipe_from_dict
 from pipelines.errors import DataError
+from pipelines.tasks import task_for
 
 TRAIN_STATE = "train_state.json"
 
@@ -59,18 +61,45 @@ def read_train_state(directory: Path) -> dict[str, Any]:
     return json.loads((directory / TRAIN_STATE).read_text())
 
 
-def export_inference(train_dir: Path, out_dir: Path, *, recipe: Recipe, tokenizer_json: str, labels: list[str], vocab_size: int) -> Path:
-    """Merge the training checkpoint's model shard(s) into one inference checkpoint."""
+def export_inference(train_dir: Path, out_dir: Path, *, recipe: Recipe, files: dict[str, str], meta: dict[str, Any]) -> Path:
+    """Merge the training checkpoint's model shard(s) into one inference checkpoint;
+    ``files`` (tokenizers) are written beside it, ``meta`` completes ``meta.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(train_dir.glob("model.stage*.pt")):
         state.update(torch.load(shard, weights_only=True))
     torch.save(state, out_dir / "model.pt")
     (out_dir / "config.yaml").write_text(recipe.to_yaml())
-    (out_dir / "tokenizer.json").write_text(tokenizer_json)
-    meta = {"kind": recipe.model.kind, "task": "classify", "labels": labels, "vocab_size": vocab_size}
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    for name, text in files.items():
+        (out_dir / name).write_text(text)
+    task = "generate" if recipe.model.kind == "seq2seq" else "classify"
+    (out_dir / "meta.json").write_text(json.dumps({"kind": recipe.model.kind, "task": task, **meta}, indent=2))
     return out_dir
+
+
+def classifier_files(tokenizer, labels: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """``files`` and ``meta`` of a seq2vec checkpoint."""
+    return {"tokenizer.json": tokenizer.to_str()}, {"labels": labels, "vocab_size": tokenizer.get_vocab_size()}
+
+
+def translator_files(tokenizers, recipe: Recipe) -> tuple[dict[str, str], dict[str, Any]]:
+    """``files`` and ``meta`` of a seq2seq checkpoint (``TranslationTokenizers``)."""
+    from pipelines.tokenization import JOINT_TOKENIZER, SOURCE_TOKENIZER, TARGET_TOKENIZER
+
+    if tokenizers.joint:
+        files = {JOINT_TOKENIZER: tokenizers.source.to_str()}
+    else:
+        files = {SOURCE_TOKENIZER: tokenizers.source.to_str(), TARGET_TOKENIZER: tokenizers.target.to_str()}
+    src, tgt = tokenizers.vocab_sizes
+    return files, {"src_vocab_size": src, "tgt_vocab_size": tgt,
+                   "source_lang": recipe.data.source_lang, "target_lang": recipe.data.target_lang}
+
+
+def model_sizes(meta: dict[str, Any]) -> dict[str, int]:
+    """The builder's size arguments, from ``meta.json`` (see ``pipelines.tasks``)."""
+    if meta.get("kind") == "seq2seq":
+        return {"src_vocab_size": meta["src_vocab_size"], "tgt_vocab_size": meta["tgt_vocab_size"]}
+    return {"vocab_size": meta["vocab_size"], "num_labels": len(meta["labels"])}
 
 
 @dataclass
@@ -78,7 +107,9 @@ class InferenceCheckpoint:
     path: Path
     recipe: Recipe
     meta: dict[str, Any]
-    tokenizer_json: str
+    tokenizer_json: str | None
+    """seq2vec's tokenizer; seq2seq checkpoints load theirs with
+    ``pipelines.tokenization.load_translation_tokenizers(path)``."""
     model: torch.nn.Module
 
     @property
@@ -89,15 +120,23 @@ class InferenceCheckpoint:
 def load_inference(path: str | Path, *, device: str = "cpu") -> InferenceCheckpoint:
     """Load and validate an inference checkpoint; the model comes back in eval mode."""
     path = Path(path)
-    for name in ("config.yaml", "model.pt", "tokenizer.json", "meta.json"):
+    for name in ("config.yaml", "model.pt", "meta.json"):
         if not (path / name).is_file():
             raise DataError(f"{path}: not a rayseq checkpoint (missing {name})")
     recipe = recipe_from_dict(yaml.safe_load((path / "config.yaml").read_text()))
     meta = json.loads((path / "meta.json").read_text())
-    labels = meta.get("labels")
-    if not isinstance(labels, list) or len(labels) < 2 or not isinstance(meta.get("vocab_size"), int):
-        raise DataError(f"{path}/meta.json: needs 'labels' (2 or more) and an integer 'vocab_size'")
-    model = build_seq2vec(recipe.model, vocab_size=meta["vocab_size"], num_labels=len(labels))
+    if meta.get("kind") == "seq2seq":
+        if not all(isinstance(meta.get(k), int) for k in ("src_vocab_size", "tgt_vocab_size")):
+            raise DataError(f"{path}/meta.json: needs integer 'src_vocab_size' and 'tgt_vocab_size'")
+        tokenizer_json = None
+    else:
+        labels = meta.get("labels")
+        if not isinstance(labels, list) or len(labels) < 2 or not isinstance(meta.get("vocab_size"), int):
+            raise DataError(f"{path}/meta.json: needs 'labels' (2 or more) and an integer 'vocab_size'")
+        if not (path / "tokenizer.json").is_file():
+            raise DataError(f"{path}: not a rayseq checkpoint (missing tokenizer.json)")
+        tokenizer_json = (path / "tokenizer.json").read_text()
+    model = task_for(recipe.model).build(recipe.model, model_sizes(meta))
     model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
     model.to(device).eval()
-    return InferenceCheckpoint(path, recipe, meta, (path / "tokenizer.json").read_text(), model)
+    return InferenceCheckpoint(path, recipe, meta, tokenizer_json, model)

@@ -18,15 +18,18 @@ import yaml
 
 from models.config import ModelConfig
 from pipelines.errors import ConfigError
+from pipelines.generate import TRANSLATION_NUMBERS
 
-FORMATS = ("auto", "labeled-lines", "csv", "tsv", "jsonl", "parquet", "hf")
-GENERATORS = ("sentiment",)
+FORMATS = ("auto", "labeled-lines", "csv", "tsv", "jsonl", "parquet", "parallel", "hf")
+GENERATORS = ("sentiment", "translation")
 
 
 @dataclass(kw_only=True)
 class GenerateConfig:
     name: str = "sentiment"
-    """Built-in generator: ``sentiment`` (templated reviews with negation)."""
+    """Built-in generator: ``sentiment`` (templated reviews with negation, labeled-lines) or
+    ``translation`` (English sentences with a number in words -> German, ``parallel``
+    train/valid with languages ``en``/``de``)."""
     size: int = 4000
     """Training examples to generate (validation gets a quarter as many)."""
     seed: int = 0
@@ -37,6 +40,12 @@ class GenerateConfig:
             raise ConfigError(f"data.generate.name: {self.name!r} is not one of {GENERATORS}")
         if self.size < 10:
             raise ConfigError(f"data.generate.size must be >= 10, got {self.size}")
+        if self.name == "translation" and self.size + self.size // 4 > len(TRANSLATION_NUMBERS):
+            raise ConfigError(
+                f"data.generate.size: translation draws distinct numbers from {TRANSLATION_NUMBERS.start}.."
+                f"{TRANSLATION_NUMBERS.stop - 1}, so size + size // 4 must be <= {len(TRANSLATION_NUMBERS)} "
+                f"({self.size} + {self.size // 4})"
+            )
 
 
 @dataclass(kw_only=True)
@@ -44,21 +53,36 @@ class DataConfig:
     root: str = ""
     """Folder the ``train``/``valid`` paths are relative to (absolute paths ignore it)."""
     train: str = "train.txt"
-    """Training file (or ``hf`` dataset name / ``save_to_disk`` folder)."""
+    """Training file (or ``hf`` dataset name / ``save_to_disk`` folder; for ``parallel``, the
+    prefix: ``train`` means ``train.<source_lang>`` and ``train.<target_lang>``)."""
     valid: str = "valid.txt"
     """Validation file; empty for none."""
     format: str = "auto"
-    """One of FORMATS; ``auto`` picks by extension (``labeled-lines`` otherwise)."""
+    """One of FORMATS; ``auto`` picks by extension, ``parallel`` when ``PATH`` does not exist
+    but ``PATH.<source_lang>`` does, ``labeled-lines`` otherwise."""
     split: str = "train"
     """``hf`` only: split of ``train`` to read."""
     valid_split: str = "validation"
     """``hf`` only: split used for validation."""
     text_column: str = "text"
     label_column: str = "label"
+    source_column: str = "source"
+    """seq2seq: source column of csv/tsv/jsonl/parquet/hf data. An ``hf`` dataset without it
+    falls back to a column named ``source_lang`` (``en`` in bentrevett/multi30k) or to a
+    ``translation`` column of ``{lang: text}`` dicts (the WMT datasets)."""
+    target_column: str = "target"
+    """seq2seq: target column, with the same fallbacks as ``source_column``."""
+    source_lang: str = ""
+    """seq2seq: source language code, the suffix of ``parallel`` files (``en`` for ``val.en``)."""
+    target_lang: str = ""
+    """seq2seq: target language code (``de`` for ``val.de``)."""
     on_bad_record: str = "error"
     """``error`` stops at the first bad record (file and line); ``skip`` counts and reports them."""
     max_length: int = 128
-    """Tokens kept per example; longer ones are truncated (and counted)."""
+    """Tokens kept per example (seq2seq: per source); longer ones are truncated (and counted)."""
+    max_target_length: int = 0
+    """seq2seq: target tokens kept per example, before ``[BOS]``/``[EOS]`` are added (the
+    decoder then runs ``max_target_length + 1`` steps); 0 means ``max_length``."""
     generate: GenerateConfig | None = None
     """When set, the training driver writes this generated dataset into ``root`` first."""
 
@@ -69,6 +93,24 @@ class DataConfig:
             raise ConfigError(f"data.on_bad_record: {self.on_bad_record!r} is not 'error' or 'skip'")
         if self.max_length < 1:
             raise ConfigError(f"data.max_length must be >= 1, got {self.max_length}")
+        if self.max_target_length < 0:
+            raise ConfigError(f"data.max_target_length must be >= 0 (0: data.max_length), got {self.max_target_length}")
+        for key in ("source_lang", "target_lang"):
+            lang = getattr(self, key)
+            if lang and (lang != lang.strip() or "/" in lang or lang.startswith(".")):
+                raise ConfigError(f"data.{key}: {lang!r} is not a language code (it becomes a file suffix, e.g. 'en')")
+        if self.source_lang and self.source_lang == self.target_lang:
+            raise ConfigError(f"data.source_lang and data.target_lang are both {self.source_lang!r}")
+        if self.format == "parallel" and not (self.source_lang and self.target_lang):
+            raise ConfigError(
+                "data.format=parallel needs data.source_lang and data.target_lang (the file suffixes, "
+                f"e.g. en and de); got {self.source_lang!r} and {self.target_lang!r}"
+            )
+
+    @property
+    def target_max_length(self) -> int:
+        """``max_target_length``, with 0 resolved to ``max_length``."""
+        return self.max_target_length or self.max_length
 
 
 @dataclass(kw_only=True)
@@ -80,6 +122,10 @@ class TokenizerConfig:
     lowercase: bool = True
     min_frequency: int = 2
     """Merges/words seen fewer times than this are not learned."""
+    joint: bool = True
+    """seq2seq: one tokenizer trained on both sides (shared subwords: names, numbers) or one
+    per language (``false``), each with ``vocab_size`` tokens. Translation wants
+    ``lowercase: false`` so that detokenized output keeps its casing."""
 
     def __post_init__(self) -> None:
         if self.kind not in ("bpe", "wordpiece", "wordlevel"):
@@ -185,6 +231,28 @@ class ParallelConfig:
 
 
 @dataclass(kw_only=True)
+class DecodeConfig:
+    """seq2seq decoding, for ``rayseq eval``, the end-of-training BLEU and the Serve
+    default (a request's ``beam_size``/``max_length`` override it)."""
+
+    beam_size: int = 4
+    """1: greedy search; more: batched beam search (GNMT scoring)."""
+    alpha: float = 0.6
+    """GNMT length penalty ``((5 + len) / 6) ** alpha``; 0 scores by raw log-probability."""
+    max_length: int = 128
+    """Hard cap on output tokens."""
+    max_length_ratio: float = 2.0
+    """Output tokens per source token at most (plus a small offset)."""
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or self.max_length < 1:
+            raise ConfigError(f"decode.beam_size and decode.max_length must be >= 1, got {self.beam_size}, {self.max_length}")
+        if self.alpha < 0 or self.max_length_ratio <= 0:
+            raise ConfigError(f"decode.alpha must be >= 0 and decode.max_length_ratio > 0, got {self.alpha}, "
+                              f"{self.max_length_ratio}")
+
+
+@dataclass(kw_only=True)
 class Recipe:
     name: str = "recipe"
     """Run name; the default output folder is ``runs/<name>-<timestamp>``."""
@@ -194,8 +262,11 @@ class Recipe:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
+        if self.model.kind == "seq2seq" and self.parallel.schedule == "wavefront":
+            raise ConfigError("parallel.schedule: wavefront runs seq2vec models for now; use gpipe or 1f1b for seq2seq")
         if self.data.max_length > self.batching.max_tokens:
             raise ConfigError(
                 "data.max_length must fit the token budget: "

@@ -23,8 +23,10 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str) -> None:
     evals = [e for e in history if "val_loss" in e]
     if evals:
         left.plot([e["step"] for e in evals], [e["val_loss"] for e in evals], "o-", label="val loss")
-        right.plot([e["step"] for e in evals], [e["val_accuracy"] for e in evals], "o-", color="tab:green")
-    right.set_title("validation accuracy")
+    metric = "val_accuracy" if any("val_accuracy" in e for e in evals) else "val_token_accuracy"
+    if evals and metric in evals[0]:
+        right.plot([e["step"] for e in evals], [e[metric] for e in evals], "o-", color="tab:green")
+    right.set_title("validation " + ("accuracy" if metric == "val_accuracy" else "token accuracy"))
     right.set_xlabel("step")
     left.set_title("loss")
     left.set_xlabel("step")

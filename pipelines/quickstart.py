@@ -1,9 +1,13 @@
 """The quickstart, end to end on one machine (``bash scripts/quickstart.sh``):
 
 1. start a local Ray instance,
-2. generate the demo sentiment data and train ``recipes/demo_sentiment.yaml``,
-3. evaluate the checkpoint on the validation file (``rayseq eval``'s code),
-4. serve it with Ray Serve, send a real HTTP request, print the answer,
+2. generate the demo data and train both embedded defaults: ``recipes/demo_sentiment.yaml``
+   (seq2vec: review -> sentiment) and ``recipes/demo_translation.yaml`` (seq2seq: English
+   sentences with numbers in words -> German, attention + beam search),
+3. evaluate each checkpoint on its validation split (``rayseq eval``'s code: accuracy;
+   BLEU, chrF and exact match),
+4. serve both from one Ray Serve application, send real HTTP requests to the classify and
+   generate routes, print the answers,
 5. shut everything down.
 
 The last stdout line is a JSON summary of all of it.
@@ -20,11 +24,16 @@ from pathlib import Path
 
 from pipelines.config import load_recipe
 
-EXAMPLES = [
-    "the acting was not dull",
-    "honestly , the plot seemed brilliant , but the ending was awful",
-    "the cast was truly charming from start to finish",
-]
+RECIPES = ("recipes/demo_sentiment.yaml", "recipes/demo_translation.yaml")
+EXAMPLES = {
+    "classify": [
+        "the acting was not dull",
+        "honestly , the plot seemed brilliant , but the ending was awful",
+        "the cast was truly charming from start to finish",
+    ],
+    "generate": ["We have forty-two cats.", "She sells three thousand, nine hundred and seventy-one books.",
+                 "They see eight hundred and sixteen birds."],
+}
 
 
 def _free_port() -> int:
@@ -33,7 +42,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(recipe_path: str, output: Path, overrides: list[str]) -> dict:
+def _valid_path(recipe) -> Path:
+    return Path(recipe.data.root) / recipe.data.valid
+
+
+def run(recipe_paths: list[str], output: Path, overrides: list[str]) -> dict:
     import httpx
     import ray
     from ray import serve
@@ -43,57 +56,70 @@ def run(recipe_path: str, output: Path, overrides: list[str]) -> dict:
     from pipelines.train import run_training
     from serving.app import APP_NAME, build_app
 
-    recipe = load_recipe(recipe_path, overrides)
+    recipes = [(path, load_recipe(path, overrides)) for path in recipe_paths]
     print("== 1/4 local Ray", flush=True)
     init_ray()
-    print(f"== 2/4 train {recipe_path} -> {output}", flush=True)
-    trained = run_training(recipe, output)
-    print(json.dumps(trained), flush=True)
-    checkpoint = Path(trained["checkpoint"])
-
-    print("== 3/4 evaluate on the validation file", flush=True)
-    evaluated = evaluate_checkpoint(checkpoint, Path(recipe.data.root) / recipe.data.valid)
-    print(json.dumps(evaluated), flush=True)
+    summary: dict = {}
+    checkpoints = []
+    for path, recipe in recipes:
+        print(f"== 2/4 train {path} -> {output / recipe.name}", flush=True)
+        trained = run_training(recipe, output / recipe.name)
+        print(json.dumps(trained), flush=True)
+        checkpoints.append(Path(trained["checkpoint"]))
+        print(f"== 3/4 evaluate {recipe.name} on its validation split", flush=True)
+        evaluated = evaluate_checkpoint(checkpoints[-1], _valid_path(recipe),
+                                        fmt=recipe.data.format if recipe.data.format == "parallel" else "auto")
+        print(json.dumps(evaluated), flush=True)
+        summary[recipe.name] = {
+            "train_loss": trained["train_loss"],
+            **{k: v for k, v in trained.items() if k.startswith("val_") and k not in ("val_tokens", "val_examples")},
+            **{f"eval_{k}": v for k, v in evaluated.items() if k in ("accuracy", "bleu", "chrf", "exact_match")},
+            "examples": evaluated["examples"],
+            "tokens_per_s": trained["tokens_per_s"],
+            "padding_fraction": trained["padding_fraction"],
+            "train_wall_s": trained["wall_s"],
+        }
 
     port = _free_port()
-    print(f"== 4/4 serve on http://127.0.0.1:{port}", flush=True)
+    print(f"== 4/4 serve both models on http://127.0.0.1:{port}", flush=True)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app([checkpoint]), name=APP_NAME, route_prefix="/")
+        serve.run(build_app(checkpoints), name=APP_NAME, route_prefix="/")
         base = f"http://127.0.0.1:{port}"
-        models = httpx.get(f"{base}/v1/models", timeout=30).json()["models"]
-        name = models[0]["name"]
-        started = time.perf_counter()
-        response = httpx.post(f"{base}/v1/models/{name}/classify", json={"inputs": EXAMPLES}, timeout=60)
-        latency_ms = (time.perf_counter() - started) * 1000
-        response.raise_for_status()
-        print(f"POST {base}/v1/models/{name}/classify  ({latency_ms:.0f} ms)")
-        for text, prediction in zip(EXAMPLES, response.json()["predictions"]):
-            print(f"  {prediction['label']:>8} {prediction['score']:.3f}  {text}")
+        for model in httpx.get(f"{base}/v1/models", timeout=30).json()["models"]:
+            route, inputs = model["task"], EXAMPLES[model["task"]]
+            started = time.perf_counter()
+            response = httpx.post(f"{base}/v1/models/{model['name']}/{route}", json={"inputs": inputs}, timeout=120)
+            latency_ms = (time.perf_counter() - started) * 1000
+            response.raise_for_status()
+            print(f"POST {base}/v1/models/{model['name']}/{route}  ({latency_ms:.0f} ms)")
+            if route == "classify":
+                answers = response.json()["predictions"]
+                for text, prediction in zip(inputs, answers):
+                    print(f"  {prediction['label']:>8} {prediction['score']:.3f}  {text}")
+                summary[model["name"]]["served"] = [p["label"] for p in answers]
+            else:
+                answers = response.json()["outputs"]
+                for text, out in zip(inputs, answers):
+                    print(f"  {text}  ->  {out['text']}  ({out['score']:.3f})")
+                summary[model["name"]]["served"] = [o["text"] for o in answers]
     finally:
         serve.shutdown()
         ray.shutdown()
-    return {
-        "train_loss": trained["train_loss"],
-        "val_accuracy": trained.get("val_accuracy"),
-        "eval_accuracy": evaluated["accuracy"],
-        "examples": evaluated["examples"],
-        "tokens_per_s": trained["tokens_per_s"],
-        "padding_fraction": trained["padding_fraction"],
-        "served_predictions": [p["label"] for p in response.json()["predictions"]],
-        "checkpoint": str(checkpoint),
-    }
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     from pipelines.cli import run_and_report
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="recipes/demo_sentiment.yaml")
+    parser.add_argument("--recipe", dest="recipes", action="append", default=None,
+                        help=f"recipe(s) to run (default: {' and '.join(RECIPES)})")
     parser.add_argument("--output", type=Path, default=Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of every recipe run")
     args = parser.parse_args(argv)
-    return run_and_report(lambda: run(args.recipe, args.output, args.overrides))
+    return run_and_report(lambda: run(args.recipes or list(RECIPES), args.output, args.overrides))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
     task = TASKS[recipe.model.kind]
 
-A task knows the model builder, how a bucketed batch row becomes a step plan (what the
-first stage feeds in, the lengths every stage needs, the targets the last stage
-scores), the loss, its normalisation, and the validation counts. Stage plans, schedules,
+A task knows how its data is prepared (and what of it goes into the checkpoint), the
+model builder, how a bucketed batch row becomes a step plan (what the first stage feeds
+in, the lengths every stage needs, the targets the last stage scores), the loss, its
+normalisation, and the validation counts. Stage plans, schedules,
 transport and the worker loop are the same for every kind.
 
     kind      first-stage input            lengths              targets         loss per
@@ -14,6 +15,7 @@ transport and the worker loop are the same for every kind.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -26,6 +28,24 @@ from models.layers import PAD_ID
 from pipelines.schedules import StepPlan, split_batch
 
 
+@dataclass
+class PreparedData:
+    """What the training driver needs from a task's data preparation."""
+
+    train: Any
+    """Bucketed, shuffled training batches (a materialized ``ray.data.Dataset``)."""
+    valid: Any
+    """Bucketed validation batches, or None."""
+    sizes: dict[str, int]
+    """The model builder's size arguments (vocabularies, labels)."""
+    files: dict[str, str]
+    """Files the inference checkpoint carries (tokenizers)."""
+    meta: dict[str, Any]
+    """``meta.json`` fields beyond kind and task."""
+    batches: int
+    report: dict[str, Any] = field(default_factory=dict)
+
+
 def _tensor(value: Any) -> torch.Tensor:
     # np.array copies: Ray hands out read-only views of the object store.
     return torch.from_numpy(np.array(value, dtype=np.int64))
@@ -36,6 +56,15 @@ class ClassificationTask:
 
     kind = "seq2vec"
     metric = "val_accuracy"
+
+    def prepare(self, recipe) -> PreparedData:
+        from pipelines.checkpoint import classifier_files
+        from pipelines.text_data import prepare_text_classification
+
+        data = prepare_text_classification(recipe)
+        files, meta = classifier_files(data.tokenizer, data.labels)
+        sizes = {"vocab_size": data.tokenizer.get_vocab_size(), "num_labels": len(data.labels)}
+        return PreparedData(data.train, data.valid, sizes, files, meta, data.train_stats.batches, data.report)
 
     def layer_factories(self, config: ModelConfig, sizes: dict[str, int]) -> list[Callable[[], nn.Module]]:
         from models.seq2vec import seq2vec_layer_factories
@@ -69,6 +98,15 @@ class TranslationTask:
 
     kind = "seq2seq"
     metric = "val_token_accuracy"
+
+    def prepare(self, recipe) -> PreparedData:
+        from pipelines.checkpoint import translator_files
+        from pipelines.translation_data import prepare_translation
+
+        data = prepare_translation(recipe)
+        files, meta = translator_files(data.tokenizers, recipe)
+        sizes = dict(zip(("src_vocab_size", "tgt_vocab_size"), data.tokenizers.vocab_sizes))
+        return PreparedData(data.train, data.valid, sizes, files, meta, data.train_stats.batches, data.report)
 
     def layer_factories(self, config: ModelConfig, sizes: dict[str, int]) -> list[Callable[[], nn.Module]]:
         from models.seq2seq import seq2seq_layer_factories

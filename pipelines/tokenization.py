@@ -2,16 +2,25 @@
 
 Ids 0-3 are reserved: ``[PAD]`` (0, what padding uses), ``[UNK]``, ``[BOS]``, ``[EOS]``.
 The tokenizer is saved as ``tokenizer.json`` with every checkpoint; its Metaspace
-pre-tokenizer/decoder make ``decode(encode(text))`` give back the normalized text.
+pre-tokenizer/decoder make ``decode(encode(text))`` give back the normalized text (NFKC,
+and lowercased when ``tokenizer.lowercase``: on Multi30k val with ``lowercase: false``
+every line comes back exactly, but for one whose no-break space NFKC makes a space).
+
+Translation uses a pair of tokenizers (:class:`TranslationTokenizers`): one trained on
+both sides (``tokenizer.joint: true``, saved as ``tokenizer.json``) or one per language
+(``source_tokenizer.json`` + ``target_tokenizer.json``).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from pipelines.config import TokenizerConfig
+from pipelines.errors import DataError
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
@@ -61,3 +70,93 @@ def encode_batch(tokenizer: Tokenizer, texts: list[str], max_length: int) -> tup
     ids = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
     truncated = [len(x) > max_length for x in ids]
     return [x[:max_length] if x else [tokenizer.token_to_id(UNK)] for x in ids], truncated
+
+
+def encode_targets(tokenizer: Tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+    """Target ids ``[BOS] y [EOS]`` with ``y`` cut to ``max_length``, and whether each was cut.
+
+    The decoder reads ``[BOS] y`` (teacher forcing) and predicts ``y [EOS]``: both are this
+    list minus its last or first id, ``len(y) + 1`` steps each. An empty ``y`` stays empty
+    (the model learns to stop at once).
+    """
+    bos, eos = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
+    ids = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [[bos, *x[:max_length], eos] for x in ids], [len(x) > max_length for x in ids]
+
+
+def decode(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
+    """Readable text of model output ``ids``: up to the first ``[EOS]``, special tokens dropped.
+
+    ``ids`` is one sequence (a list, a 1-D array or tensor); padding after ``[EOS]`` is ignored.
+    """
+    eos = tokenizer.token_to_id(EOS)
+    kept: list[int] = []
+    for i in ids:
+        if int(i) == eos:
+            break
+        kept.append(int(i))
+    return tokenizer.decode(kept, skip_special_tokens=True)
+
+
+SOURCE_TOKENIZER, TARGET_TOKENIZER, JOINT_TOKENIZER = "source_tokenizer.json", "target_tokenizer.json", "tokenizer.json"
+
+
+@dataclass
+class TranslationTokenizers:
+    """The source and target tokenizers of a translation model (the same object when joint)."""
+
+    source: Tokenizer
+    target: Tokenizer
+    joint: bool
+
+    @property
+    def vocab_sizes(self) -> tuple[int, int]:
+        return self.source.get_vocab_size(), self.target.get_vocab_size()
+
+
+def train_translation_tokenizers(
+    sources: Callable[[], Iterable[str]], targets: Callable[[], Iterable[str]], config: TokenizerConfig
+) -> TranslationTokenizers:
+    """Train on the training split: one tokenizer on both sides, or one per side.
+
+    ``sources``/``targets`` return a fresh iterator over the texts each time they are
+    called (so a side can be streamed from a dataset more than once).
+    """
+    if config.joint:
+        def both() -> Iterable[str]:
+            yield from sources()
+            yield from targets()
+
+        tokenizer = train_tokenizer(both(), config)
+        return TranslationTokenizers(tokenizer, tokenizer, joint=True)
+    return TranslationTokenizers(train_tokenizer(sources(), config), train_tokenizer(targets(), config), joint=False)
+
+
+def save_translation_tokenizers(tokenizers: TranslationTokenizers, directory: str | Path) -> list[Path]:
+    """Write ``tokenizer.json`` (joint) or ``source_tokenizer.json`` + ``target_tokenizer.json``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if tokenizers.joint:
+        files = {JOINT_TOKENIZER: tokenizers.source}
+    else:
+        files = {SOURCE_TOKENIZER: tokenizers.source, TARGET_TOKENIZER: tokenizers.target}
+    for name, tokenizer in files.items():
+        (directory / name).write_text(tokenizer.to_str())
+    return [directory / name for name in files]
+
+
+def load_translation_tokenizers(directory: str | Path) -> TranslationTokenizers:
+    """Read what :func:`save_translation_tokenizers` wrote; per-language files win over a joint one."""
+    directory = Path(directory)
+    source, target, joint = (directory / n for n in (SOURCE_TOKENIZER, TARGET_TOKENIZER, JOINT_TOKENIZER))
+    if source.is_file() or target.is_file():
+        for path in (source, target):
+            if not path.is_file():
+                raise DataError(f"{directory}: {path.name} is missing (per-language tokenizers come in pairs)")
+        return TranslationTokenizers(
+            load_tokenizer(source.read_text()), load_tokenizer(target.read_text()), joint=False
+        )
+    if joint.is_file():
+        tokenizer = load_tokenizer(joint.read_text())
+        return TranslationTokenizers(tokenizer, tokenizer, joint=True)
+    raise DataError(f"{directory}: no tokenizer ({JOINT_TOKENIZER}, or {SOURCE_TOKENIZER} and {TARGET_TOKENIZER})")

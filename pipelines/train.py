@@ -36,7 +36,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     from pipelines.ingest import ReplicaDataConfig
     from pipelines.metrics import plot_history, write_history
     from pipelines.runtime import init_ray
-    from pipelines.text_data import prepare_text_classification
+    from pipelines.tasks import task_for
     from pipelines.worker import train_loop_per_worker
 
     output = output.resolve()
@@ -45,20 +45,21 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     if recipe.data.generate is not None:
         gen = recipe.data.generate
         root = Path(recipe.data.root or output / "data")
-        if not (root / recipe.data.train).exists():
+        marker = recipe.data.train + (f".{recipe.data.source_lang}" if recipe.data.format == "parallel" else "")
+        if not (root / marker).exists():
             GENERATORS[gen.name](root, size=gen.size, seed=gen.seed)
             print(f"generated {gen.name} data ({gen.size} training examples) in {root}")
         recipe.data.root = str(root)
 
     init_ray()
     started = time.perf_counter()
-    data = prepare_text_classification(recipe)
+    data = task_for(recipe.model).prepare(recipe)
     print("data: " + ", ".join(f"{k}={v}" for k, v in data.report.items()), flush=True)
     parallel = recipe.parallel
-    if data.train_stats.batches % parallel.dp:
+    if data.batches % parallel.dp:
         print(
-            f"note: {data.train_stats.batches} training batches do not divide among dp={parallel.dp} "
-            f"replicas; each epoch leaves out {data.train_stats.batches % parallel.dp} (a different few each epoch)"
+            f"note: {data.batches} training batches do not divide among dp={parallel.dp} "
+            f"replicas; each epoch leaves out {data.batches % parallel.dp} (a different few each epoch)"
         )
     datasets = {"train": data.train}
     if data.valid is not None:
@@ -67,7 +68,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         train_loop_per_worker,
         train_loop_config={
             "recipe": recipe.to_dict(),
-            "sizes": {"vocab_size": data.tokenizer.get_vocab_size(), "num_labels": len(data.labels)},
+            "sizes": data.sizes,
             "has_valid": data.valid is not None,
         },
         scaling_config=ray.train.ScalingConfig(
@@ -92,22 +93,24 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         timelines = sorted(Path(directory).glob("timeline.stage*.json"))
         if timelines:
             pipeline_figures = write_timeline(timelines, output, recipe)
-        checkpoint = export_inference(
-            Path(directory),
-            output / "checkpoint",
-            recipe=recipe,
-            tokenizer_json=data.tokenizer.to_str(),
-            labels=data.labels,
-            vocab_size=data.tokenizer.get_vocab_size(),
-        )
+        checkpoint = export_inference(Path(directory), output / "checkpoint", recipe=recipe, files=data.files,
+                                      meta=data.meta)
     history = state["history"]
     write_history(history, output / "metrics.jsonl")
     plot_history(history, output / "curves.png", recipe.name)
     last = history[-1]
+    validation = {k: round(v, 6) for k, v in last.items() if k.startswith("val_")}
+    if recipe.model.kind == "seq2seq" and recipe.data.valid:
+        from pipelines.evaluate import score_translations
+
+        scores = score_translations(checkpoint, recipe)
+        print(f"validation: BLEU {scores['bleu']}, chrF {scores['chrf']}, bleu_tok_lc {scores['bleu_tok_lc']} "
+              f"(beam {scores['beam_size']}, {scores['examples']} sentences)", flush=True)
+        validation.update({f"val_{k}": scores[k] for k in ("bleu", "chrf", "bleu_tok_lc")})
     summary = {
         "steps": state["step"],
         "train_loss": round(last["train_loss"], 6),
-        **({"val_accuracy": round(last["val_accuracy"], 4), "val_loss": round(last["val_loss"], 6)} if "val_accuracy" in last else {}),
+        **validation,
         "tokens_per_s": round(result.metrics.get("run_tokens_per_s", last["tokens_per_s"]), 1),
         "padding_fraction": data.report["padding_fraction"],
         "skipped_records": data.report["skipped_records"],

@@ -1,8 +1,15 @@
 """The rayseq Serve application: a FastAPI ingress in front of one model deployment
 per checkpoint.
 
-    HTTP -> Ingress (FastAPI: limits, validation, JSON errors)
-              -> DeploymentHandle -> TextClassifierDeployment (tokenize, @serve.batch, model)
+    HTTP -> Ingress (FastAPI: limits, validation, JSON errors, route -> model by task)
+              -> DeploymentHandle -> TextClassifierDeployment  /classify  (seq2vec: tokenize,
+                                                                          @serve.batch, model)
+              -> DeploymentHandle -> TranslatorDeployment      /generate  (seq2seq: tokenize,
+                                                                          @serve.batch, greedy/beam)
+
+One application serves any mix of checkpoints (``rayseq serve A B``); each model
+answers the route of its task (``meta.json``), and the other route is a 404 naming
+the right one.
 
 Build it from Python with :func:`build_app`, from a Serve config with
 :func:`app_builder`::
@@ -100,7 +107,8 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
 
     @app.post("/v1/models/{name}/generate", response_model=GenerateResponse, responses=_CLIENT_ERRORS)
     async def generate(body: GenerateBody, model: ServedModel = Depends(serving("generate"))) -> dict[str, Any]:
-        """Decode an output text for each input; ``outputs[i]`` belongs to ``inputs[i]``."""
+        """Decode an output text for each input; ``outputs[i]`` belongs to ``inputs[i]``.
+        ``beam_size`` / ``max_length`` left out take the checkpoint recipe's ``decode`` values."""
         outputs = await model.handle.generate.remote(body.inputs, beam_size=body.beam_size, max_length=body.max_length)
         return {"outputs": outputs}
 
@@ -133,19 +141,16 @@ class Ingress:
 
 def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = None) -> serve.Application:
     """The Serve application for ``checkpoints``; model names come from each recipe's
-    ``name`` (made unique). Bad checkpoints raise :class:`DataError` here, on the
-    driver, before anything is deployed."""
+    ``name`` (made unique). Bad checkpoints raise :class:`DataError`, and limits a
+    model cannot run under :class:`ConfigError`, here, on the driver, before anything
+    is deployed."""
     limits = limits or ServeLimits()
     models = []
     for card in read_cards(checkpoints):
         deployment = DEPLOYMENTS.get(card.task)
         if deployment is None:
             raise DataError(f"{card.checkpoint}: task {card.task!r} cannot be served yet; servable tasks: {sorted(DEPLOYMENTS)}")
-        if card.max_length > limits.max_batch_tokens:
-            raise ConfigError(
-                f"{card.checkpoint}: one input may have {card.max_length} tokens (data.max_length), "
-                f"more than a whole batch: max_batch_tokens {limits.max_batch_tokens}"
-            )
+        deployment.func_or_class.check_limits(card, limits)  # ConfigError naming the limit
         bound = deployment.options(name=f"{card.task}-{card.name}").bind(str(card.checkpoint), limits)
         models.append((card, bound))
     return Ingress.bind(models, limits)

@@ -3,7 +3,16 @@
 Reading ``config.yaml`` and ``meta.json`` (no weights, no torch model) is enough to
 name the model, list it on ``/v1/models``, pick its deployment and check it against
 the serving limits, so a bad path fails on the command line with a clear message
-instead of as a replica that never starts.
+instead of as a replica that never starts::
+
+    checkpoint/ config.yaml, meta.json, model.pt, tokenizer file(s)
+        -> ModelCard(name, kind, task, labels, max_length, decode)
+        -> DEPLOYMENTS[task]: classify -> TextClassifierDeployment (seq2vec)
+                              generate -> TranslatorDeployment (seq2seq)
+
+Tokenizer files depend on the kind: a classifier has ``tokenizer.json``; a seq2seq
+model has the joint ``tokenizer.json`` or the pair ``source_tokenizer.json`` +
+``target_tokenizer.json`` (``pipelines.tokenization``).
 """
 
 from __future__ import annotations
@@ -16,10 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import recipe_from_dict
+from pipelines.config import DecodeConfig, recipe_from_dict
 from pipelines.errors import DataError
+from pipelines.tokenization import JOINT_TOKENIZER, SOURCE_TOKENIZER, TARGET_TOKENIZER
 
-CHECKPOINT_FILES = ("config.yaml", "model.pt", "tokenizer.json", "meta.json")
+CHECKPOINT_FILES = ("config.yaml", "model.pt", "meta.json")
+"""Files every checkpoint has; the tokenizer file(s) depend on the kind (:func:`missing_tokenizer`)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,10 @@ class ModelCard:
     """Absolute path: replicas may run in another working directory."""
     max_length: int
     """Tokens kept per input (the recipe's ``data.max_length``)."""
+    decode: DecodeConfig | None = None
+    """A generate model's decoding settings (the recipe's ``decode``): ``beam_size`` and
+    ``max_length`` when a request leaves them out, ``alpha`` and ``max_length_ratio``
+    always. None for classifiers."""
 
 
 def read_card(checkpoint: str | Path) -> ModelCard:
@@ -53,6 +68,9 @@ def read_card(checkpoint: str | Path) -> ModelCard:
         raise DataError(f"{checkpoint}: unreadable checkpoint ({exc})") from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str) or not isinstance(meta.get("task"), str):
         raise DataError(f"{checkpoint}/meta.json: needs string fields 'kind' and 'task'")
+    missing = missing_tokenizer(path, meta["kind"])
+    if missing:
+        raise DataError(f"{checkpoint}: not a rayseq checkpoint (missing {missing})")
     labels = meta.get("labels")
     return ModelCard(
         name=url_safe(recipe.name),
@@ -61,7 +79,20 @@ def read_card(checkpoint: str | Path) -> ModelCard:
         labels=tuple(str(label) for label in labels) if isinstance(labels, list) else None,
         checkpoint=path,
         max_length=recipe.data.max_length,
+        decode=recipe.decode if meta["task"] == "generate" else None,
     )
+
+
+def missing_tokenizer(path: Path, kind: str) -> str | None:
+    """What is missing of the tokenizer file(s) a ``kind`` checkpoint needs, else None."""
+    if kind != "seq2seq":
+        return None if (path / JOINT_TOKENIZER).is_file() else JOINT_TOKENIZER
+    source, target = (path / SOURCE_TOKENIZER).is_file(), (path / TARGET_TOKENIZER).is_file()
+    if source or target:  # per-language tokenizers come in pairs
+        return None if source and target else (TARGET_TOKENIZER if source else SOURCE_TOKENIZER)
+    if (path / JOINT_TOKENIZER).is_file():
+        return None
+    return f"{JOINT_TOKENIZER}, or {SOURCE_TOKENIZER} and {TARGET_TOKENIZER}"
 
 
 def read_cards(checkpoints: Iterable[str | Path]) -> list[ModelCard]:

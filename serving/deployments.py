@@ -2,27 +2,46 @@
 objects. HTTP (validation, status codes, JSON errors) lives in the ingress, ``app.py``.
 
 A request's texts are tokenized as soon as it arrives, then its token id lists go
-through ``@serve.batch``, whose batch size is a *token count*
-(``batch_size_fn=total_tokens``): many short requests share one forward pass, and
-one batch never holds more than ``max_batch_tokens`` tokens however the traffic
-looks. A request with more tokens than that is split into consecutive chunks that
-queue like separate requests, so Serve never sees an item larger than a batch::
+through ``@serve.batch``, whose batch size is a *token count* (``batch_size_fn``):
+many short requests share one forward pass, and one batch never holds more than
+``max_batch_tokens`` tokens however the traffic looks. A request with more tokens than
+that is split into consecutive chunks that queue like separate requests, so Serve never
+sees an item larger than a batch::
 
-    request -> encode -> [ids, ids, ...] -> token_chunks -> score (batched) -> predictions
+    classify:  texts -> encode -> [ids, ...] -> token_chunks -> score (batched) -> predictions
+    generate:  texts -> encode -> [ids, ...] -> token_chunks -> decode (batched) -> outputs
+                                                  (budget / beam_size)    |
+                          one Translator.generate_ids pass per (beam_size, max_length) group
+
+A generate item counts ``beam_size x`` its source tokens: every beam row holds a copy
+of its sentence's encoder memory, which each decoder step attends over, so that is
+what a batch's memory and per-step work grow with. Requests in one batch may ask for
+different beam sizes and lengths; each group of equal options is decoded together.
+
+What a deployment can take is checked on the driver (``check_limits``), before
+deployment: its largest possible item must fit one batch, since Serve fails an item
+larger than ``max_batch_size`` instead of running it alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from ray import serve
 
+from models.decoding import Hypothesis
+from pipelines.errors import ConfigError
 from pipelines.inference import TextClassifier, predictions
+from pipelines.translation import Translator
 from serving.limits import ServeLimits
+
+if TYPE_CHECKING:
+    from serving.catalog import ModelCard
 
 _DEFAULT_LIMITS = ServeLimits()
 
@@ -47,6 +66,56 @@ def token_chunks(ids: list[list[int]], budget: int) -> list[list[list[int]]]:
     if current:
         chunks.append(current)
     return chunks
+
+
+@dataclass(frozen=True)
+class DecodeItem:
+    """One queued piece of a generate request: source id lists sharing decoding options."""
+
+    ids: list[list[int]]
+    beam_size: int
+    max_length: int
+    """Most output tokens per source."""
+
+
+def decoder_tokens(items: list[DecodeItem]) -> int:
+    """``batch_size_fn`` of generate: ``beam_size x`` source tokens, summed over items."""
+    return sum(item.beam_size * len(ids) for item in items for ids in item.ids)
+
+
+def decode_grouped(translator: Translator, items: list[DecodeItem]) -> list[list[list[Hypothesis]]]:
+    """Hypotheses for every source of every item (``[item][source] -> n-best list``),
+    from one ``generate_ids`` pass per ``(beam_size, max_length)`` group: a batch may mix
+    options, and a pass needs one. Inside a pass sources run sorted by length."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault((item.beam_size, item.max_length), []).append(i)
+    out: list[list[list[Hypothesis]]] = [[] for _ in items]
+    for (beam_size, max_length), members in groups.items():
+        rows = [ids for i in members for ids in items[i].ids]
+        found = translator.generate_ids(rows, beam_size=beam_size, max_length=max_length)
+        start = 0
+        for i in members:
+            out[i] = found[start : start + len(items[i].ids)]
+            start += len(items[i].ids)
+    return out
+
+
+class BatchStats:
+    """How well batching works on one replica: batches run, requests (or chunks) they
+    held, and the largest batch seen, in requests, in tokens and in option groups."""
+
+    def __init__(self) -> None:
+        self.stats = {"batches": 0, "requests": 0, "largest_batch_requests": 0, "largest_batch_tokens": 0,
+                      "largest_batch_groups": 0}
+
+    def record(self, requests: int, tokens: int, groups: int = 1) -> None:
+        stats = self.stats
+        stats["batches"] += 1
+        stats["requests"] += requests
+        stats["largest_batch_requests"] = max(stats["largest_batch_requests"], requests)
+        stats["largest_batch_tokens"] = max(stats["largest_batch_tokens"], tokens)
+        stats["largest_batch_groups"] = max(stats["largest_batch_groups"], groups)
 
 
 class _TokenBatchWarningFilter(logging.Filter):
@@ -74,7 +143,16 @@ class TextClassifierDeployment:
         self.max_batch_tokens = limits.max_batch_tokens
         self.score.set_max_batch_size(limits.max_batch_tokens)
         self.score.set_batch_wait_timeout_s(limits.batch_wait_timeout_s)
-        self._stats = {"batches": 0, "requests": 0, "largest_batch_requests": 0, "largest_batch_tokens": 0}
+        self._stats = BatchStats()
+
+    @staticmethod
+    def check_limits(card: ModelCard, limits: ServeLimits) -> None:
+        """One input (at most ``data.max_length`` tokens) must fit one batch."""
+        if card.max_length > limits.max_batch_tokens:
+            raise ConfigError(
+                f"{card.checkpoint}: one input may have {card.max_length} tokens (data.max_length), "
+                f"more than a whole batch: max_batch_tokens {limits.max_batch_tokens}"
+            )
 
     async def classify(self, texts: list[str]) -> list[dict[str, Any]]:
         """One prediction per text, in order."""
@@ -94,21 +172,82 @@ class TextClassifierDeployment:
         loop keeps taking requests, which queue up for the next batch."""
         rows = [ids for request in requests for ids in request]
         probs = await asyncio.to_thread(self.classifier.probabilities, rows)
-        self._record(len(requests), total_tokens(requests))
+        self._stats.record(len(requests), total_tokens(requests))
         return np.split(probs, np.cumsum([len(request) for request in requests])[:-1])
 
     def batch_stats(self) -> dict[str, int]:
-        """How well batching works on this replica: batches run, requests (or chunks)
-        they held, and the largest batch seen, in requests and in tokens."""
-        return dict(self._stats)
-
-    def _record(self, requests: int, tokens: int) -> None:
-        stats = self._stats
-        stats["batches"] += 1
-        stats["requests"] += requests
-        stats["largest_batch_requests"] = max(stats["largest_batch_requests"], requests)
-        stats["largest_batch_tokens"] = max(stats["largest_batch_tokens"], tokens)
+        """See :class:`BatchStats`."""
+        return dict(self._stats.stats)
 
 
-DEPLOYMENTS = {"classify": TextClassifierDeployment}
-"""The deployment class serving each task (``meta.json``'s ``task``)."""
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+class TranslatorDeployment:
+    """Serves one seq2seq checkpoint:
+    ``generate(texts, beam_size=, max_length=) -> [{"text", "score"}, ...]``.
+
+    A request's ``beam_size`` / ``max_length`` left as None take the recipe's ``decode``
+    values; ``alpha`` and ``max_length_ratio`` always come from there. ``@serve.batch``
+    settings are per replica, as for :class:`TextClassifierDeployment`.
+    """
+
+    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
+        torch.set_num_threads(1)  # replicas share the node's cores; batching gives the throughput
+        logging.getLogger("ray.serve").addFilter(_TokenBatchWarningFilter())
+        self.translator = Translator(checkpoint, max_tokens=limits.max_batch_tokens)
+        self.max_batch_tokens = limits.max_batch_tokens
+        self.decode.set_max_batch_size(limits.max_batch_tokens)
+        self.decode.set_batch_wait_timeout_s(limits.batch_wait_timeout_s)
+        self._stats = BatchStats()
+
+    @staticmethod
+    def check_limits(card: ModelCard, limits: ServeLimits) -> None:
+        """One input at the largest beam must fit one batch, and the recipe's default
+        beam size and output length must be requests the limits allow."""
+        assert card.decode is not None, "generate cards carry the recipe's decode settings"
+        if card.max_length * limits.max_beam_size > limits.max_batch_tokens:
+            raise ConfigError(
+                f"{card.checkpoint}: one input may have {card.max_length} tokens (data.max_length), which at "
+                f"max_beam_size {limits.max_beam_size} makes {card.max_length * limits.max_beam_size} decoder-row "
+                f"tokens, more than a whole batch: max_batch_tokens {limits.max_batch_tokens}"
+            )
+        for key, default, limit in (("beam_size", card.decode.beam_size, "max_beam_size"),
+                                    ("max_length", card.decode.max_length, "max_generate_length")):
+            if default > getattr(limits, limit):
+                raise ConfigError(
+                    f"{card.checkpoint}: the recipe's decode.{key} {default} (a request's default) is above "
+                    f"the serve limit {limit} {getattr(limits, limit)}"
+                )
+
+    async def generate(self, texts: list[str], *, beam_size: int | None = None,
+                       max_length: int | None = None) -> list[dict[str, Any]]:
+        """One ``{"text", "score"}`` per text, in order (best hypothesis; ``score`` is
+        GNMT's length-normalised log-probability)."""
+        defaults = self.translator.defaults
+        beam_size = defaults.beam_size if beam_size is None else beam_size
+        max_length = defaults.max_length if max_length is None else max_length
+        ids = self.translator.encode(texts)
+        chunks = token_chunks(ids, self.max_batch_tokens // beam_size)
+        found = await asyncio.gather(*(self.decode(DecodeItem(chunk, beam_size, max_length)) for chunk in chunks))
+        return self.translator.outputs([hypotheses for part in found for hypotheses in part])
+
+    @serve.batch(
+        max_batch_size=_DEFAULT_LIMITS.max_batch_tokens,
+        batch_wait_timeout_s=_DEFAULT_LIMITS.batch_wait_timeout_s,
+        batch_size_fn=decoder_tokens,
+    )
+    async def decode(self, items: list[DecodeItem]) -> list[list[list[Hypothesis]]]:
+        """Hypotheses for each queued item's sources, decoded in a worker thread (the
+        event loop keeps taking requests, which queue up for the next batch)."""
+        found = await asyncio.to_thread(decode_grouped, self.translator, items)
+        groups = len({(item.beam_size, item.max_length) for item in items})
+        self._stats.record(len(items), decoder_tokens(items), groups)
+        return found
+
+    def batch_stats(self) -> dict[str, int]:
+        """See :class:`BatchStats`."""
+        return dict(self._stats.stats)
+
+
+DEPLOYMENTS = {"classify": TextClassifierDeployment, "generate": TranslatorDeployment}
+"""The deployment serving each task (``meta.json``'s ``task``); each class has a
+``check_limits(card, limits)`` the driver runs before deploying it."""

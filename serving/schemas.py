@@ -5,6 +5,10 @@ same numbers that reject a request also show in ``/openapi.json``. Because limit
 chosen per application, request models are made by :func:`request_models`;
 ``ClassifyRequest`` and ``GenerateRequest`` at module level use the default limits.
 
+Generate options a request leaves out (``beam_size``, ``max_length``: None here) are
+filled in by the model deployment from the checkpoint recipe's ``decode`` section, so
+one application can serve models with different defaults.
+
 Requests are strict (no ``"4"`` -> ``4``, no ``true`` -> ``1``) and reject unknown
 fields, so a typo such as ``beam_szie`` is reported instead of silently ignored.
 """
@@ -61,8 +65,14 @@ def request_models(limits: ServeLimits) -> RequestModels:
         """Source texts for a sequence-to-sequence model; one output per text, in order."""
 
         inputs: Texts = Field(examples=[["the cat sat on the mat"]])
-        beam_size: int = Field(4, ge=1, le=limits.max_beam_size, description="beams kept while decoding (1 = greedy)")
-        max_length: int = Field(128, ge=1, le=limits.max_generate_length, description="most output tokens per text")
+        beam_size: int | None = Field(
+            None, ge=1, le=limits.max_beam_size, examples=[4],
+            description=f"beams kept while decoding, 1 (greedy) to {limits.max_beam_size}; "
+                        "default: the model recipe's decode.beam_size (4 unless the recipe says otherwise)")
+        max_length: int | None = Field(
+            None, ge=1, le=limits.max_generate_length, examples=[128],
+            description=f"most output tokens per text, 1 to {limits.max_generate_length}; "
+                        "default: the model recipe's decode.max_length (128 unless the recipe says otherwise)")
 
     return RequestModels(classify=ClassifyRequest, generate=GenerateRequest)
 
@@ -88,7 +98,8 @@ class ClassifyResponse(BaseModel):
 class GeneratedText(BaseModel):
     text: str
     score: float
-    """Log-probability of ``text`` under the model."""
+    """Log-probability of ``text`` (and its end) under the model, divided by GNMT's length
+    penalty ``((5 + tokens) / 6) ** alpha`` (``alpha``: the recipe's ``decode.alpha``)."""
 
 
 class GenerateResponse(BaseModel):

@@ -96,7 +96,7 @@ def tiny_checkpoint(tmp_path_factory, sentiment_dir) -> Path:
     import torch
 
     from models import build_seq2vec
-    from pipelines.checkpoint import export_inference
+    from pipelines.checkpoint import classifier_files, export_inference
     from pipelines.config import recipe_from_dict
     from pipelines.tokenization import train_tokenizer
 
@@ -114,8 +114,47 @@ def tiny_checkpoint(tmp_path_factory, sentiment_dir) -> Path:
     shard_dir = tmp_path_factory.mktemp("tiny-train")
     torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
     out = tmp_path_factory.mktemp("tiny") / "checkpoint"
-    export_inference(shard_dir, out, recipe=recipe, tokenizer_json=tokenizer.to_str(),
-                     labels=labels, vocab_size=tokenizer.get_vocab_size())
+    files, meta = classifier_files(tokenizer, labels)
+    export_inference(shard_dir, out, recipe=recipe, files=files, meta=meta)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_translator(tmp_path_factory) -> Path:
+    """A seq2seq inference checkpoint with random weights, made without Ray (fast).
+
+    A joint BPE tokenizer trained on 48 generated English -> German number pairs
+    (``pipelines.generate.number_pair``), a 2+2-layer LSTM encoder-decoder of width 16,
+    sources cut to 16 tokens. Untrained, it rarely emits EOS, so its outputs run to the
+    decoder's length limit: only their shape and bookkeeping are meaningful.
+    """
+    import random
+
+    import torch
+
+    from models import build_seq2seq
+    from pipelines.checkpoint import export_inference, translator_files
+    from pipelines.config import recipe_from_dict
+    from pipelines.generate import number_pair
+    from pipelines.tokenization import train_translation_tokenizers
+
+    recipe = recipe_from_dict({
+        "name": "tiny_translation",
+        "data": {"format": "parallel", "source_lang": "en", "target_lang": "de", "valid": "", "max_length": 16},
+        "tokenizer": {"vocab_size": 160, "min_frequency": 1, "lowercase": False, "joint": True},
+        "model": {"kind": "seq2seq", "embed_dim": 16, "hidden_size": 16, "num_layers": 2, "decoder_layers": 2,
+                  "dropout": 0.0},
+    })
+    pairs = [number_pair(n) for n in random.Random(0).sample(range(10_000), 48)]
+    tokenizers = train_translation_tokenizers(lambda: (en for en, _ in pairs), lambda: (de for _, de in pairs),
+                                              recipe.tokenizer)
+    src_vocab, tgt_vocab = tokenizers.vocab_sizes
+    model = build_seq2seq(recipe.model, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, seed=0)
+    shard_dir = tmp_path_factory.mktemp("tiny-translation-train")
+    torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
+    out = tmp_path_factory.mktemp("tiny-translation") / "checkpoint"
+    files, meta = translator_files(tokenizers, recipe)
+    export_inference(shard_dir, out, recipe=recipe, files=files, meta=meta)
     return out
 
 

@@ -62,7 +62,7 @@ def featurized_rows(n: int, seed: int = 0) -> ray.data.Dataset:
     return ray.data.from_items([
         {"ids": rng.integers(4, 100, size=int(k)).astype(np.int32), "length": int(k), "label": i % 2, "index": i}
         for i, k in enumerate(lengths)
-    ])
+    ], override_num_blocks=4)  # from_items' default of ~200 blocks makes the shuffles crawl
 
 
 def test_bucketing_on_ray_data_covers_every_example_once_under_budget(ray_head):

@@ -1,9 +1,9 @@
-"""Serving: request schemas and limits (no Ray), then the whole Serve application over
-real HTTP on the session's Ray head.
+"""Serving: request schemas, limits, catalog and batch grouping (no Ray), then the whole
+Serve application over real HTTP on the session's Ray head.
 
-The application is deployed once for the module, with small limits so every limit can
-be hit with a small request, and a long batch wait so concurrent requests reliably
-share batches.
+The application is deployed once for the module, serving a classifier and a translator
+side by side, with small limits so every limit can be hit with a small request, and a
+long batch wait so concurrent requests reliably share batches.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from pydantic import ValidationError
 from conftest import free_port
 from pipelines.errors import ConfigError, DataError
 from serving.catalog import read_cards
-from serving.deployments import token_chunks, total_tokens
+from serving.deployments import DecodeItem, decode_grouped, decoder_tokens, token_chunks, total_tokens
 from serving.errors import describe_error
 from serving.limits import ServeLimits
 from serving.schemas import ClassifyRequest, GenerateRequest, request_models
 
+# max_batch_tokens 64 = the translator's 16-token inputs at max_beam_size 4 (one batch).
 LIMITS = ServeLimits(max_body_bytes=4096, max_inputs=8, max_chars=200, max_batch_tokens=64,
-                     batch_wait_timeout_s=0.05)
+                     batch_wait_timeout_s=0.05, max_beam_size=4, max_generate_length=128)
 TEXTS = [
     "a warm and funny film",
     "dull",
@@ -34,6 +35,26 @@ TEXTS = [
     "not bad at all",
     "the worst script i have ever read and the pacing drags",
 ]
+SOURCES = [  # English number words, the tiny translator's training domain; lengths 1..9 tokens
+    "three hundred and forty-two",
+    "five",
+    "nine thousand and one",
+    "seventy-seven",
+    "one thousand, two hundred and thirty-four",
+    "eight thousand, eight hundred and eighty-eight",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The in-process references decode tiny tensors, where a second intra-op thread only
+    adds synchronisation (and the replicas run with one thread too)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- no Ray
@@ -59,12 +80,20 @@ def test_classify_request_enforces_the_limits():
 
 def test_generate_request_defaults_and_bounds():
     request = GenerateRequest.model_validate({"inputs": ["hallo welt"]})
-    assert (request.beam_size, request.max_length) == (4, 128)
+    assert (request.beam_size, request.max_length) == (None, None)  # the model recipe's decode settings
+    request = GenerateRequest.model_validate({"inputs": ["hallo welt"], "beam_size": 4, "max_length": 128})
+    assert (request.beam_size, request.max_length) == (4, 128)  # CONTRACT's example
     with pytest.raises(ValidationError) as info:
         GenerateRequest.model_validate({"inputs": ["x"], "beam_size": 0, "max_length": "9"})
     assert [describe_error(e) for e in info.value.errors()] == [
         "beam_size: must be >= 1, got 0",
         "max_length: must be an integer, got a string",
+    ]
+    with pytest.raises(ValidationError) as info:
+        GenerateRequest.model_validate({"inputs": ["x"], "beam_size": 17, "max_length": 513})
+    assert [describe_error(e) for e in info.value.errors()] == [
+        "beam_size: must be <= 16, got 17",
+        "max_length: must be <= 512, got 513",
     ]
 
 
@@ -86,10 +115,71 @@ def test_cards_name_models_uniquely_and_name_bad_folders(tiny_checkpoint, tmp_pa
     cards = read_cards([tiny_checkpoint, tiny_checkpoint])
     assert [card.name for card in cards] == ["tiny_sentiment", "tiny_sentiment-2"]
     assert cards[0].labels == ("negative", "positive") and cards[0].task == "classify"
+    assert cards[0].decode is None
     with pytest.raises(DataError, match="missing: checkpoint folder not found"):
         read_cards([tiny_checkpoint, tmp_path / "missing"])
     with pytest.raises(DataError, match=r"not a rayseq checkpoint \(missing config.yaml\)"):
         read_cards([tmp_path])
+
+
+def copy_checkpoint(source, destination, *, without=(), extra=None):
+    """A copy of checkpoint ``source`` minus the files ``without``, plus ``extra`` {name: text}."""
+    destination.mkdir()
+    for path in source.iterdir():
+        if path.name not in without:
+            (destination / path.name).write_bytes(path.read_bytes())
+    for name, text in (extra or {}).items():
+        (destination / name).write_text(text)
+    return destination
+
+
+def test_cards_accept_seq2seq_checkpoints_with_either_tokenizer_layout(tiny_checkpoint, tiny_translator, tmp_path):
+    classifier, translator = read_cards([tiny_checkpoint, tiny_translator])
+    assert (translator.name, translator.kind, translator.task, translator.labels) == (
+        "tiny_translation", "seq2seq", "generate", None)
+    assert (translator.max_length, translator.decode.beam_size, translator.decode.max_length) == (16, 4, 128)
+    joint = (tiny_translator / "tokenizer.json").read_text()
+    pair = copy_checkpoint(tiny_translator, tmp_path / "pair", without={"tokenizer.json"},
+                           extra={"source_tokenizer.json": joint, "target_tokenizer.json": joint})
+    assert read_cards([pair])[0].task == "generate"
+    half = copy_checkpoint(pair, tmp_path / "half", without={"target_tokenizer.json"})
+    with pytest.raises(DataError, match=r"half: not a rayseq checkpoint \(missing target_tokenizer.json\)"):
+        read_cards([half])
+    bare = copy_checkpoint(tiny_translator, tmp_path / "bare", without={"tokenizer.json"})
+    with pytest.raises(DataError, match=r"missing tokenizer.json, or source_tokenizer.json and target_tokenizer.json"):
+        read_cards([bare])
+    # a classifier needs its one tokenizer.json, whatever translation files lie around
+    lonely = copy_checkpoint(tiny_checkpoint, tmp_path / "lonely", without={"tokenizer.json"},
+                             extra={"source_tokenizer.json": joint, "target_tokenizer.json": joint})
+    with pytest.raises(DataError, match=r"lonely: not a rayseq checkpoint \(missing tokenizer.json\)"):
+        read_cards([lonely])
+
+
+def test_decode_grouped_runs_one_pass_per_option_group(tiny_translator, monkeypatch):
+    """A batch mixing beam sizes and lengths: every item gets what a call of its own gives."""
+    from pipelines.translation import Translator
+
+    translator = Translator(tiny_translator, max_tokens=LIMITS.max_batch_tokens)
+    ids = translator.encode(SOURCES)
+    items = [DecodeItem(ids[:2], 1, 20), DecodeItem(ids[2:3], 4, 30), DecodeItem(ids[3:], 1, 20),
+             DecodeItem(ids[:1], 4, 30), DecodeItem(ids[4:], 2, 30)]
+    assert decoder_tokens(items) == sum(item.beam_size * len(x) for item in items for x in item.ids)
+    passes = []
+    real = translator.generate_ids
+
+    def counted(rows, **options):
+        passes.append((len(rows), options))
+        return real(rows, **options)
+
+    monkeypatch.setattr(translator, "generate_ids", counted)
+    found = decode_grouped(translator, items)
+    assert passes == [(len(ids[:2]) + len(ids[3:]), {"beam_size": 1, "max_length": 20}),
+                      (2, {"beam_size": 4, "max_length": 30}),
+                      (len(ids[4:]), {"beam_size": 2, "max_length": 30})]
+    for item, got in zip(items, found):
+        want = real(item.ids, beam_size=item.beam_size, max_length=item.max_length)
+        assert [[h.tokens for h in n_best] for n_best in got] == [[h.tokens for h in n_best] for n_best in want]
+        assert [n_best[0].score for n_best in got] == pytest.approx([n_best[0].score for n_best in want], abs=1e-4)
 
 
 def test_app_builder_reads_serve_config_args(tiny_checkpoint):
@@ -107,11 +197,27 @@ def test_app_builder_reads_serve_config_args(tiny_checkpoint):
         app_builder({"checkpoints": [str(tiny_checkpoint)], "limits": {"max_batch_tokens": 16}})
 
 
+def test_app_builder_checks_a_translator_against_the_limits(tiny_checkpoint, tiny_translator):
+    from ray.serve import Application
+
+    from serving.app import app_builder
+
+    assert isinstance(app_builder({"checkpoints": [str(tiny_checkpoint), str(tiny_translator)]}), Application)
+    with pytest.raises(ConfigError, match=r"16 tokens \(data.max_length\), which at max_beam_size 16 makes 256 "
+                                          r"decoder-row tokens, more than a whole batch: max_batch_tokens 128"):
+        app_builder({"checkpoints": [str(tiny_translator)], "limits": {"max_batch_tokens": 128}})
+    with pytest.raises(ConfigError, match=r"decode.beam_size 4 \(a request's default\) is above the serve limit "
+                                          r"max_beam_size 2"):
+        app_builder({"checkpoints": [str(tiny_translator)], "limits": {"max_beam_size": 2}})
+    with pytest.raises(ConfigError, match="decode.max_length 128 .* max_generate_length 100"):
+        app_builder({"checkpoints": [str(tiny_translator)], "limits": {"max_generate_length": 100}})
+
+
 # ---------------------------------------------------------------- on Ray Serve
 
 
 @pytest.fixture(scope="module")
-def client(ray_head, tiny_checkpoint):
+def client(ray_head, tiny_checkpoint, tiny_translator):
     """An HTTP client for the deployed application (deleted again after the module)."""
     from ray import serve
 
@@ -119,7 +225,7 @@ def client(ray_head, tiny_checkpoint):
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app([tiny_checkpoint], LIMITS), name=APP_NAME, route_prefix="/")
+    serve.run(build_app([tiny_checkpoint, tiny_translator], LIMITS), name=APP_NAME, route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
         yield http
     serve.delete(APP_NAME)
@@ -131,6 +237,24 @@ def reference(tiny_checkpoint):
     from pipelines.inference import TextClassifier
 
     return dict(zip(TEXTS, TextClassifier(tiny_checkpoint).classify(TEXTS)))
+
+
+@pytest.fixture(scope="module")
+def translations(tiny_translator):
+    """``translations(beam_size, max_length)``: {source: output} from the same checkpoint
+    decoded in-process, without Serve (None, None: the recipe's defaults, 4 and 128)."""
+    from pipelines.translation import Translator
+
+    translator = Translator(tiny_translator)
+    cache: dict[tuple, dict[str, dict]] = {}
+
+    def lookup(beam_size=None, max_length=None) -> dict[str, dict]:
+        if (beam_size, max_length) not in cache:
+            outputs = translator.translate(SOURCES, beam_size=beam_size, max_length=max_length)
+            cache[beam_size, max_length] = dict(zip(SOURCES, outputs))
+        return cache[beam_size, max_length]
+
+    return lookup
 
 
 def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
@@ -146,8 +270,18 @@ def assert_same_prediction(got: dict, want: dict) -> None:
     assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
 
 
+def assert_same_output(got: dict, want: dict) -> None:
+    assert isinstance(got["text"], str) and isinstance(got["score"], float), got
+    assert got["text"] == want["text"]
+    assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+
+
 def classify(client: httpx.Client, texts, model: str = "tiny_sentiment") -> httpx.Response:
     return client.post(f"/v1/models/{model}/classify", json={"inputs": texts})
+
+
+def generate(client: httpx.Client, texts, model: str = "tiny_translation", **options) -> httpx.Response:
+    return client.post(f"/v1/models/{model}/generate", json={"inputs": texts, **options})
 
 
 @pytest.mark.ray
@@ -155,8 +289,10 @@ def test_health_models_and_docs(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/v1/models").json() == {"models": [
         {"name": "tiny_sentiment", "kind": "seq2vec", "task": "classify", "labels": ["negative", "positive"]},
+        {"name": "tiny_translation", "kind": "seq2seq", "task": "generate"},
     ]}
-    assert "/v1/models/{name}/classify" in client.get("/openapi.json").json()["paths"]
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/models/{name}/classify", "/v1/models/{name}/generate"} <= set(paths)
     assert client.get("/docs").status_code == 200
 
 
@@ -206,8 +342,83 @@ def test_unknown_model_and_wrong_routes(client):
     assert_error(classify(client, [], model="nope"), 404, "unknown model")  # the model is checked first
     assert_error(client.post("/v1/models/tiny_sentiment/generate", json={"inputs": ["hallo"]}), 404,
                  "no /generate route", "/v1/models/tiny_sentiment/classify")
+    assert_error(classify(client, ["five"], model="tiny_translation"), 404,
+                 "'tiny_translation' is a generate model (seq2seq)", "no /classify route",
+                 "use POST /v1/models/tiny_translation/generate")
+    assert_error(generate(client, [], model="tiny_sentiment"), 404, "no /generate route")  # route before body
     assert_error(client.get("/v1/models/tiny_sentiment/classify"), 405, "GET is not allowed", "POST")
+    assert_error(client.get("/v1/models/tiny_translation/generate"), 405, "GET is not allowed", "POST")
     assert_error(client.get("/v2/nothing"), 404, "no route for GET /v2/nothing")
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_generate_answers_each_input_in_order(client, translations, beam_size):
+    response = generate(client, SOURCES, beam_size=beam_size, max_length=40)  # > one batch: chunked
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert len(outputs) == len(SOURCES)
+    reference = translations(beam_size, 40)
+    for source, output in zip(SOURCES, outputs):
+        assert set(output) == {"text", "score"}
+        assert_same_output(output, reference[source])
+
+
+@pytest.mark.ray
+def test_generate_defaults_come_from_the_recipe(client, translations):
+    contract_example = generate(client, SOURCES[:2], beam_size=4, max_length=128)
+    assert contract_example.status_code == 200, contract_example.text
+    defaults = generate(client, SOURCES[:2])  # recipe decode: beam 4, max_length 128
+    assert defaults.status_code == 200, defaults.text
+    assert defaults.json() == contract_example.json()
+    for source, output in zip(SOURCES, defaults.json()["outputs"]):
+        assert_same_output(output, translations(None, None)[source])
+
+
+@pytest.mark.ray
+def test_concurrent_generate_requests_with_mixed_options_share_batches(client, translations):
+    from ray import serve
+
+    from serving.app import APP_NAME
+
+    options = [{"beam_size": beam, "max_length": length} for beam, length in [(1, 20), (2, 30), (4, 30), (1, 40)]]
+    calls = [(SOURCES[i % len(SOURCES)], options[i % len(options)]) for i in range(16)]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=str(client.base_url), timeout=60) as http:
+            return await asyncio.gather(*(http.post("/v1/models/tiny_translation/generate",
+                                                    json={"inputs": [source], **option})
+                                          for source, option in calls))
+
+    for (source, option), response in zip(calls, asyncio.run(send_all())):
+        assert response.status_code == 200, response.text
+        [output] = response.json()["outputs"]
+        assert_same_output(output, translations(option["beam_size"], option["max_length"])[source])
+    model = serve.get_deployment_handle("generate-tiny_translation", app_name=APP_NAME)
+    stats = model.batch_stats.remote().result()
+    assert stats["largest_batch_requests"] > 1, stats  # requests shared a batch ...
+    assert stats["largest_batch_groups"] > 1, stats  # ... with different options ...
+    assert stats["largest_batch_tokens"] <= LIMITS.max_batch_tokens, stats  # ... within the token budget
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(("body", "fragments"), [
+    ({"inputs": ["five"], "beam_size": 0}, ["beam_size: must be >= 1, got 0"]),
+    ({"inputs": ["five"], "beam_size": 5}, ["beam_size: must be <= 4, got 5"]),
+    ({"inputs": ["five"], "max_length": 129}, ["max_length: must be <= 128, got 129"]),
+    ({"inputs": ["five"], "max_length": 0}, ["max_length: must be >= 1, got 0"]),
+    ({"inputs": []}, ["inputs: must not be empty"]),
+    ({"inputs": ["five", " "]}, ["inputs[1]: must not be empty"]),
+    ({"inputs": ["five"] * 9}, ["inputs: has 9 items; the limit is 8"]),
+    ({"inputs": ["five"], "beam_size": "4"}, ["beam_size: must be an integer, got a string"]),
+    ({"inputs": ["five"], "beam_size": 2.5}, ["beam_size: must be an integer, got a number"]),
+    ({"inputs": ["five"], "max_length": True}, ["max_length: must be an integer, got a boolean"]),
+    ({"inputs": "five"}, ["inputs: must be an array, got a string"]),
+    ({"inputs": [5]}, ["inputs[0]: must be a string, got a number"]),
+    ({"inputs": ["five"], "beam": 2}, ["beam: is not a known field"]),
+])
+def test_invalid_generate_bodies_answer_422(client, body, fragments):
+    assert_error(client.post("/v1/models/tiny_translation/generate", json=body), 422, *fragments)
 
 
 @pytest.mark.ray
