@@ -137,7 +137,11 @@ def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig) -> 
 
 @pytest.fixture(scope="module")
 def expected():
-    return {name: reference(config) for name, config in CONFIGS.items()}
+    default = torch.get_default_dtype()
+    try:
+        return {name: reference(config) for name, config in CONFIGS.items()}
+    finally:  # reference() runs in this process: later test files must get float32 back
+        torch.set_default_dtype(default)
 
 
 @pytest.mark.parametrize(
