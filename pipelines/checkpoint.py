@@ -84,14 +84,10 @@ def classifier_files(tokenizer, labels: list[str]) -> tuple[dict[str, str], dict
 
 def translator_files(tokenizers, recipe: Recipe) -> tuple[dict[str, str], dict[str, Any]]:
     """``files`` and ``meta`` of a seq2seq checkpoint (``TranslationTokenizers``)."""
-    from pipelines.tokenization import JOINT_TOKENIZER, SOURCE_TOKENIZER, TARGET_TOKENIZER
+    from pipelines.tokenization import translation_tokenizer_files
 
-    if tokenizers.joint:
-        files = {JOINT_TOKENIZER: tokenizers.source.to_str()}
-    else:
-        files = {SOURCE_TOKENIZER: tokenizers.source.to_str(), TARGET_TOKENIZER: tokenizers.target.to_str()}
     src, tgt = tokenizers.vocab_sizes
-    return files, {"src_vocab_size": src, "tgt_vocab_size": tgt,
+    return translation_tokenizer_files(tokenizers), {"src_vocab_size": src, "tgt_vocab_size": tgt,
                    "source_lang": recipe.data.source_lang, "target_lang": recipe.data.target_lang}
 
 

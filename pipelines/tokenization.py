@@ -132,16 +132,21 @@ def train_translation_tokenizers(
     return TranslationTokenizers(train_tokenizer(sources(), config), train_tokenizer(targets(), config), joint=False)
 
 
+def translation_tokenizer_files(tokenizers: TranslationTokenizers) -> dict[str, str]:
+    """File name -> JSON text: ``tokenizer.json`` (joint) or ``source_tokenizer.json`` +
+    ``target_tokenizer.json``."""
+    if tokenizers.joint:
+        return {JOINT_TOKENIZER: tokenizers.source.to_str()}
+    return {SOURCE_TOKENIZER: tokenizers.source.to_str(), TARGET_TOKENIZER: tokenizers.target.to_str()}
+
+
 def save_translation_tokenizers(tokenizers: TranslationTokenizers, directory: str | Path) -> list[Path]:
-    """Write ``tokenizer.json`` (joint) or ``source_tokenizer.json`` + ``target_tokenizer.json``."""
+    """Write :func:`translation_tokenizer_files` into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if tokenizers.joint:
-        files = {JOINT_TOKENIZER: tokenizers.source}
-    else:
-        files = {SOURCE_TOKENIZER: tokenizers.source, TARGET_TOKENIZER: tokenizers.target}
-    for name, tokenizer in files.items():
-        (directory / name).write_text(tokenizer.to_str())
+    files = translation_tokenizer_files(tokenizers)
+    for name, text in files.items():
+        (directory / name).write_text(text)
     return [directory / name for name in files]
 
 
