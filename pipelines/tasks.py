@@ -15,6 +15,7 @@ transport and the worker loop are the same for every kind.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -91,6 +92,10 @@ class ClassificationTask:
         loss = float(F.cross_entropy(out, targets, reduction="sum"))
         return loss, float((out.argmax(-1) == targets).sum()), float(len(targets))
 
+    def validation_metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
+        """The validation entry from :meth:`eval_counts` summed over the split (count > 0)."""
+        return {"val_loss": loss_sum / count, "val_accuracy": correct / count, "val_examples": int(count)}
+
 
 class TranslationTask:
     """seq2seq: a token sequence per sequence; loss summed per target token (padding
@@ -143,6 +148,11 @@ class TranslationTask:
         valid = targets != PAD_ID
         loss = float(self.loss(out, targets, 0.0))
         return loss, float(((out.argmax(-1) == targets) & valid).sum()), float(valid.sum())
+
+    def validation_metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
+        """Per target token; perplexity capped so a diverged run still reports a number."""
+        return {"val_loss": loss_sum / count, "val_token_accuracy": correct / count,
+                "val_perplexity": math.exp(min(loss_sum / count, 50.0)), "val_tokens": int(count)}
 
 
 TASKS = {task.kind: task for task in (ClassificationTask(), TranslationTask())}

@@ -15,7 +15,6 @@ Dropout masks are keyed by (seed, step, micro-batch, layer) and layer weights by
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -99,10 +98,7 @@ def evaluate(runner: StageRunner, topology: Topology, iterator, microbatches: in
     loss_sum, correct, count = totals.tolist()
     if count == 0:
         return {}
-    if runner.task.kind == "seq2seq":
-        return {"val_loss": loss_sum / count, "val_token_accuracy": correct / count,
-                "val_perplexity": math.exp(min(loss_sum / count, 50.0)), "val_tokens": int(count)}
-    return {"val_loss": loss_sum / count, "val_accuracy": correct / count, "val_examples": int(count)}
+    return runner.task.validation_metrics(loss_sum, correct, count)
 
 
 def _progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: float, started: float, first_step: int) -> str:
