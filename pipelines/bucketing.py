@@ -48,7 +48,7 @@ Each output row is one padded batch::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import ray
@@ -103,6 +103,15 @@ def pad_batch(ids: list[np.ndarray]) -> np.ndarray:
     for row, x in enumerate(ids):
         out[row, : len(x)] = x
     return out
+
+
+def length_sorted_batches(ids: list, max_tokens: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Inference batching: ``ids`` (token id lists) sorted by length and cut under
+    ``rows * longest <= max_tokens``; yields ``(rows, tokens (rows, longest) int64,
+    lengths (rows,) int64)`` with ``rows`` the positions in ``ids``, to put results back."""
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    for rows in plan_batches(lengths, max_tokens=max_tokens, max_batch_size=len(ids), sort=True):
+        yield rows, pad_batch([np.asarray(ids[r]) for r in rows]).astype(np.int64), lengths[rows]
 
 
 class _CutPool:

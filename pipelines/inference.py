@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.bucketing import pad_batch, plan_batches
+from pipelines.bucketing import length_sorted_batches
 from pipelines.checkpoint import load_inference
 from pipelines.tokenization import encode_batch, load_tokenizer
 
@@ -35,10 +35,8 @@ class TextClassifier:
         """``(len(ids), labels)`` probabilities; rows are run sorted by length in chunks of
         at most ``max_tokens`` padded tokens and put back in input order."""
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        lengths = np.array([len(x) for x in ids], dtype=np.int64)
-        for rows in plan_batches(lengths, max_tokens=self.max_tokens, max_batch_size=len(ids), sort=True):
-            tokens = torch.from_numpy(pad_batch([np.asarray(ids[r]) for r in rows]).astype(np.int64))
-            logits = self.model(tokens.to(self.device), torch.from_numpy(lengths[rows]))
+        for rows, tokens, lengths in length_sorted_batches(ids, self.max_tokens):
+            logits = self.model(torch.from_numpy(tokens).to(self.device), torch.from_numpy(lengths))
             out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return out
 

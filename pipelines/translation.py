@@ -18,11 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from models.decoding import Hypothesis, generate
-from pipelines.bucketing import pad_batch, plan_batches
+from pipelines.bucketing import length_sorted_batches
 from pipelines.checkpoint import load_inference
 from pipelines.config import DecodeConfig
 from pipelines.tokenization import decode, encode_batch, load_translation_tokenizers
@@ -83,11 +82,9 @@ class Translator:
         out: list[list[Hypothesis]] = [[] for _ in ids]
         if not ids:
             return out
-        lengths = np.array([len(x) for x in ids], dtype=np.int64)
-        budget = max(self.max_tokens // beam_size, int(lengths.max()))
-        for rows in plan_batches(lengths, max_tokens=budget, max_batch_size=len(ids), sort=True):
-            tokens = torch.from_numpy(pad_batch([np.asarray(ids[r]) for r in rows]).astype(np.int64))
-            found = generate(self.model, tokens.to(self.device), torch.from_numpy(lengths[rows]), **options)
+        budget = max(self.max_tokens // beam_size, max(len(x) for x in ids))
+        for rows, tokens, lengths in length_sorted_batches(ids, budget):
+            found = generate(self.model, torch.from_numpy(tokens).to(self.device), torch.from_numpy(lengths), **options)
             for r, hypotheses in zip(rows, found):
                 out[r] = hypotheses
         return out
