@@ -158,6 +158,18 @@ def tiny_translator(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def one_thread():
+    """Tensors in model unit tests are tiny: a second intra-op thread only adds
+    synchronisation, and on a busy 2-core machine that made them ~10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def last_json_line(stdout: str) -> dict:
     lines = [line for line in stdout.strip().splitlines() if line.strip()]
     assert lines, "no output"

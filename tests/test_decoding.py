@@ -14,14 +14,7 @@ from models.seq2seq import BOS_ID, EOS_ID, build_seq2seq, sequence_loss
 A, B = 4, 5  # the two "words" of the scripted models below
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: a second intra-op thread only adds synchronisation, and on a
-    busy 2-core machine that made these tests ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run faster on one thread
 
 
 class BigramModel:

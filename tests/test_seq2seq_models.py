@@ -27,14 +27,7 @@ from models.seq2seq import (
 SRC_VOCAB, TGT_VOCAB = 23, 19
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: a second intra-op thread only adds synchronisation, and on a
-    busy 2-core machine that made these tests ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run faster on one thread
 
 
 def small_config(**overrides) -> ModelConfig:
