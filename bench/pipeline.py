@@ -95,7 +95,6 @@ from pipelines.bucketing import pad_batch, plan_batches  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.optim import build_optimizer  # noqa: E402
 from pipelines.schedules import StageRunner, broadcast_plan, clip_global_norm, split_batch  # noqa: E402
-from pipelines.wavefront import Wavefront  # noqa: E402
 from pipelines.stage_plan import plan_stages  # noqa: E402
 from pipelines.timeline import Timeline, bubble_fraction, theoretical_bubble  # noqa: E402
 from pipelines.topology import Topology  # noqa: E402
@@ -328,9 +327,7 @@ class RayseqArm:
         self.timeline = self.runner.timeline
         self.log = OpLog()
         # forward(plan, i, ...): recv + compute + isend; backward(i)
-        runs = self.runner
-        if spec.schedule == "wavefront":
-            runs = self.runner._wavefront = Wavefront(self.runner, settings.time_chunks)
+        runs = self.runner.wavefront if spec.schedule == "wavefront" else self.runner
         self.log.wrap(runs, "forward", "forward", 1)
         self.log.wrap(runs, "backward", "backward", 0)
         self.steps = 0

@@ -23,6 +23,7 @@ loss, its targets. The model kind's specifics (loss, targets) come from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.distributed as dist
@@ -31,6 +32,7 @@ from models.dropout import dropout_key
 from pipelines.p2p import ACTIVATION, GRADIENT, Transport
 from pipelines.timeline import Timeline
 from pipelines.topology import Topology
+from pipelines.wavefront import Wavefront
 
 SCHEDULES = ("gpipe", "1f1b", "wavefront")
 
@@ -144,13 +146,18 @@ class StageRunner:
         self.task = task
         self.module = module
         self.time_chunks = time_chunks
-        self._wavefront = None
         self.topology = topology
         self.device = device
         self.label_smoothing = label_smoothing
         self.transport = Transport(device)
         self.timeline = timeline or Timeline(stage=topology.stage)
         self._saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
+
+    @cached_property
+    def wavefront(self) -> Wavefront:
+        """This stage under the wavefront schedule (built on first use: it checks the
+        stage's layers, which the other schedules do not need)."""
+        return Wavefront(self, self.time_chunks)
 
     # -- one micro-batch ------------------------------------------------------------
     def _input(self, plan: StepPlan, i: int) -> torch.Tensor:
@@ -214,10 +221,7 @@ class StageRunner:
     def train_step(self, plan: StepPlan, *, schedule: str, key: tuple[int, ...], denominator: float) -> float:
         """Accumulate this step's gradients; returns the summed loss (last stage, else 0)."""
         if schedule == "wavefront":
-            if self._wavefront is None:
-                from pipelines.wavefront import Wavefront
-                self._wavefront = Wavefront(self, self.time_chunks)
-            loss = self._wavefront.train_step(plan, key=key, denominator=denominator)
+            loss = self.wavefront.train_step(plan, key=key, denominator=denominator)
             self.transport.flush()
             return loss
         m = len(plan.lengths)

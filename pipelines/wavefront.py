@@ -108,6 +108,7 @@ class Wavefront:
         self.runner = runner
         self.time_chunks = time_chunks
         self.parts = segments(list(runner.module.layers.values()))
+        self._saved: dict[int, _MicroBatch] = {}
         if runner.topology.is_last and not self.parts.suffix:
             raise ValueError("the last stage must end with a whole-row head (the loss needs whole rows)")
 
@@ -214,7 +215,6 @@ class Wavefront:
                 self._send(x.grad, GRADIENT, topo.stage - 1, i)
 
     def train_step(self, plan: StepPlan, *, key: tuple[int, ...], denominator: float) -> float:
-        self._saved: dict[int, _MicroBatch] = {}
         m = len(plan.lengths)
         loss = sum(self.forward(plan, i, key=key, denominator=denominator) for i in range(m))
         for i in reversed(range(m)):
