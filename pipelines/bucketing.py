@@ -226,6 +226,12 @@ class PaddingStats:
     def mean_batch_size(self) -> float:
         return self.examples / self.batches if self.batches else 0.0
 
+    def report(self) -> dict[str, float]:
+        """The figures the data-preparation line and the run summary show."""
+        sides = {f"{side}_padding_fraction": round(self.side_padding_fraction(side), 4) for side in self.sides}
+        return {"train_batches": self.batches, "padding_fraction": round(self.padding_fraction, 4), **sides,
+                "mean_batch_size": round(self.mean_batch_size, 1)}
+
 
 # (padded tensor, lengths) columns of each side of a batch row
 _TEXT_SIDES = {"text": ("tokens", "lengths")}

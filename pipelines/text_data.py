@@ -108,9 +108,5 @@ def prepare_text_classification(recipe: Recipe) -> PreparedText:
         report["valid_examples"] = valid.rows
         report["skipped_records"] += valid.skipped
     stats = padding_stats(train_batches)
-    report.update(
-        train_batches=stats.batches,
-        padding_fraction=round(stats.padding_fraction, 4),
-        mean_batch_size=round(stats.mean_batch_size, 1),
-    )
+    report.update(stats.report())
     return PreparedText(tokenizer, labels, train_batches, valid_batches, stats, report)

@@ -146,11 +146,5 @@ def prepare_translation(recipe: Recipe) -> PreparedTranslation:
         report["valid_examples"] = valid.rows
         report["skipped_records"] += valid.skipped
     stats = padding_stats(train_batches)
-    report.update(
-        train_batches=stats.batches,
-        padding_fraction=round(stats.padding_fraction, 4),
-        source_padding_fraction=round(stats.side_padding_fraction("source"), 4),
-        target_padding_fraction=round(stats.side_padding_fraction("target"), 4),
-        mean_batch_size=round(stats.mean_batch_size, 1),
-    )
+    report.update(stats.report())
     return PreparedTranslation(tokenizers, train_batches, valid_batches, valid_records, stats, report)
