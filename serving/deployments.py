@@ -128,6 +128,16 @@ class _TokenBatchWarningFilter(logging.Filter):
         return not ("max_batch_size" in message and "max_ongoing_requests" in message)
 
 
+def _start_replica(batched, limits: ServeLimits) -> None:
+    """What every model replica sets up first: one torch thread (replicas share the node's
+    cores; batching gives the throughput), the token-count warning filter, and its
+    ``@serve.batch`` method sized by the limits."""
+    torch.set_num_threads(1)
+    logging.getLogger("ray.serve").addFilter(_TokenBatchWarningFilter())
+    batched.set_max_batch_size(limits.max_batch_tokens)
+    batched.set_batch_wait_timeout_s(limits.batch_wait_timeout_s)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
 class TextClassifierDeployment:
     """Serves one seq2vec checkpoint: ``classify(texts) -> [prediction, ...]``.
@@ -137,12 +147,9 @@ class TextClassifierDeployment:
     """
 
     def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        torch.set_num_threads(1)  # replicas share the node's cores; batching gives the throughput
-        logging.getLogger("ray.serve").addFilter(_TokenBatchWarningFilter())
+        _start_replica(self.score, limits)
         self.classifier = TextClassifier(checkpoint, max_tokens=limits.max_batch_tokens)
         self.max_batch_tokens = limits.max_batch_tokens
-        self.score.set_max_batch_size(limits.max_batch_tokens)
-        self.score.set_batch_wait_timeout_s(limits.batch_wait_timeout_s)
         self._stats = BatchStats()
 
     @staticmethod
@@ -191,12 +198,9 @@ class TranslatorDeployment:
     """
 
     def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        torch.set_num_threads(1)  # replicas share the node's cores; batching gives the throughput
-        logging.getLogger("ray.serve").addFilter(_TokenBatchWarningFilter())
+        _start_replica(self.decode, limits)
         self.translator = Translator(checkpoint, max_tokens=limits.max_batch_tokens)
         self.max_batch_tokens = limits.max_batch_tokens
-        self.decode.set_max_batch_size(limits.max_batch_tokens)
-        self.decode.set_batch_wait_timeout_s(limits.batch_wait_timeout_s)
         self._stats = BatchStats()
 
     @staticmethod
