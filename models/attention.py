@@ -10,9 +10,8 @@ For a decoder output ``h_t`` (``H`` wide) and memory steps ``m_s`` (``H_mem`` wi
 
 Padded source steps get a score of -inf, hence a weight of exactly 0: their memory
 vectors (whatever garbage they hold) never reach the context. Every query step is scored
-at once with batched matmuls, so teacher-forced training is parallel over time; the
-queries are the decoder's *current* outputs (Luong style, no input feeding), which is
-what keeps the decoder a plain stack of layers.
+at once with batched matmuls; the queries are the decoder's *current* outputs (Luong
+style), so without input feeding teacher-forced training is parallel over time.
 """
 
 from __future__ import annotations

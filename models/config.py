@@ -26,7 +26,8 @@ class ModelConfig:
     bidirectional_bottom: bool = True
     """Make layer 0 bidirectional (GNMT): its output is ``2 * hidden_size`` wide."""
     residual_from: int = 2
-    """First layer (0-based) with a residual connection; GNMT uses the third (2)."""
+    """First layer (0-based, for seq2seq: of the encoder) with a residual connection;
+    GNMT uses the third (2): layer 1 reads the bidirectional layer's twice-as-wide output."""
     dropout: float = 0.3
     """Dropout on each recurrent layer's input and on the head's input (pooled features
     for seq2vec, the attentional vector for seq2seq)."""
@@ -34,10 +35,20 @@ class ModelConfig:
     """seq2vec pooling: ``last`` state or masked ``mean`` over valid steps."""
     decoder_layers: int = 2
     """seq2seq: recurrent layers in the decoder; the bottom one attends over the encoder
-    output and its context feeds every layer above (GNMT). Residuals from ``residual_from``."""
+    output and its context feeds every layer above (GNMT)."""
+    decoder_residual_from: int = 1
+    """seq2seq: first decoder layer (0-based, >= 1: layer 0 reads the embedding) with a
+    residual connection. Every decoder layer is ``hidden_size`` wide, so unlike the
+    encoder they can start at 1: on the translation demo (1+2 layers) validation token
+    accuracy after 200 steps goes 0.83 -> 0.97 against no residual."""
     attention: str = "luong"
     """seq2seq attention score: ``luong`` (general, ``h W m``) or ``bahdanau`` (additive,
     ``v . tanh(W h + U m)``). Both attend from the bottom decoder layer's current output."""
+    input_feeding: bool = False
+    """seq2seq: the bottom decoder layer reads the previous step's attention context
+    beside the previous token (Luong et al. 2015, OpenNMT's default). Costs that layer its
+    parallelism over time in training (a step loop); on the translation demo it learned
+    slower (token accuracy at step 200, 1+1 layers: 0.93 with, 0.99 without)."""
     tie_embeddings: bool = False
     """seq2seq: the output projection shares the target embedding matrix (needs
     ``embed_dim == hidden_size``)."""
@@ -59,6 +70,11 @@ class ModelConfig:
         if self.residual_from < 1:
             raise ValueError(
                 f"model.residual_from must be >= 1 (layer 0 changes width), got {self.residual_from}"
+            )
+        if self.decoder_residual_from < 1:
+            raise ValueError(
+                "model.decoder_residual_from must be >= 1 (decoder layer 0 reads the embedding), "
+                f"got {self.decoder_residual_from}"
             )
         if self.tie_embeddings and self.embed_dim != self.hidden_size:
             raise ValueError(

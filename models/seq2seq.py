@@ -16,10 +16,11 @@ int64 on the CPU::
 
 (E = ``config.num_layers``, D = ``config.decoder_layers``; target tokens ride through the
 encoder stages untouched.) The bottom decoder layer attends from its *current* output
-(Luong) and its context feeds every layer above and the generator (GNMT), so the decoder
-is parallel over time when teacher-forced and the memory stops crossing stage boundaries
-after the attention layer. The decoder starts from a zero state: attention is the only
-bridge from encoder to decoder, which keeps the two halves independent stages.
+(Luong), reading the previous step's context as input (``input_feeding``), and its context
+feeds every layer above and the generator (GNMT): the memory stops crossing stage
+boundaries after the attention layer, and the layers above it are parallel over time when
+teacher-forced. The decoder starts from a zero state: attention is the only bridge from
+encoder to decoder, which keeps the two halves independent stages.
 
 Inference runs on the whole model: :meth:`Seq2Seq.encode` once, then
 :meth:`Seq2Seq.decode_step` per output token (``models.decoding`` drives it).
@@ -46,15 +47,24 @@ UNK_ID, BOS_ID, EOS_ID = 1, 2, 3
 
 DecoderState = tuple[torch.Tensor, ...]
 """Every decoder layer's RNN state, stacked like ``nn.LSTM``'s own ``(layers, batch,
-hidden)``: ``(h, c)`` for LSTM, ``(h,)`` for GRU, each ``(D, N, H)``."""
+hidden)``: ``(h, c)`` for LSTM, ``(h,)`` for GRU, each ``(D, N, H)``; then the last
+attention context ``(1, N, H_mem)`` (input feeding reads it). Rows are on dim 1 of all."""
+
+
+def embedding_init_std(embed_dim: int, tied: bool) -> float:
+    """N(0, 1), PyTorch's default, not the classifier's N(0, 1/dim): on the translation
+    demo, validation token accuracy went 0.36 -> 0.81 (1+1 GRU layers, 100 steps) and
+    0.33 -> 0.42 (2+2 LSTM layers, 200 steps). A target embedding tied to the output
+    projection keeps 1/dim: unit-variance rows would start the logits ~sqrt(H) wide."""
+    return embed_dim**-0.5 if tied else 1.0
 
 
 class SourceEmbedding(nn.Module):
     """``(src_tokens (B, S), tgt_in (B, T))`` -> ``(src_x (B, S, E), tgt_in)``."""
 
-    def __init__(self, vocab_size: int, embed_dim: int) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int, *, init_std: float) -> None:
         super().__init__()
-        self.embedding = TokenEmbedding(vocab_size, embed_dim)
+        self.embedding = TokenEmbedding(vocab_size, embed_dim, init_std=init_std)
         self.output_size = embed_dim
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,9 +94,9 @@ class EncoderLayer(nn.Module):
 class TargetEmbedding(nn.Module):
     """``(memory (B, S, H_mem), tgt_in (B, T))`` -> ``(memory, tgt_x (B, T, E))``."""
 
-    def __init__(self, vocab_size: int, embed_dim: int) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int, *, init_std: float) -> None:
         super().__init__()
-        self.embedding = TokenEmbedding(vocab_size, embed_dim)
+        self.embedding = TokenEmbedding(vocab_size, embed_dim, init_std=init_std)
         self.output_size = embed_dim
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,17 +111,23 @@ class AttentionDecoderLayer(nn.Module):
     """Decoder layer 0: ``(memory (B, S, H_mem), tgt_x (B, T, E))`` ->
     ``(h (B, T, H), context (B, T, H_mem))``.
 
-    A unidirectional RNN over the (packed) target, then every step's output ``h_t``
-    attends over the memory, padded source steps masked out (:mod:`models.attention`).
+    A unidirectional RNN over the target; every step's output ``h_t`` attends over the
+    memory, padded source steps masked out (:mod:`models.attention`). With
+    ``input_feeding`` (Luong et al. 2015; GNMT's bottom layer) step ``t`` reads
+    ``[y_t; c_{t-1}]``: the RNN knows what it attended to last, which it otherwise has to
+    infer from the target prefix alone. That makes this one layer sequential over time
+    (a step loop instead of one cuDNN/packed call); the layers above stay parallel.
+    Padded target steps output zeros either way.
     """
 
     def __init__(
         self, *, cell: str, input_size: int, hidden_size: int, memory_size: int,
-        attention: str, dropout: float, stream: int,
+        attention: str, input_feeding: bool, dropout: float, stream: int,
     ) -> None:
         super().__init__()
+        self.input_feeding = input_feeding
         self.recurrent = RecurrentLayer(
-            cell=cell, input_size=input_size, hidden_size=hidden_size,
+            cell=cell, input_size=input_size + (memory_size if input_feeding else 0), hidden_size=hidden_size,
             bidirectional=False, residual=False, dropout=dropout, stream=stream,
         )
         self.attention = Attention(kind=attention, query_size=hidden_size, memory_size=memory_size)
@@ -121,14 +137,33 @@ class AttentionDecoderLayer(nn.Module):
     def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
         memory, tgt_x = x
         src_lengths, tgt_lengths = lengths
-        h = self.recurrent(tgt_x, tgt_lengths)
-        context, _ = self.attention(h, memory, padding_mask(src_lengths.to(memory.device), memory.size(1)))
-        return h, context
+        mask = padding_mask(src_lengths.to(memory.device), memory.size(1))
+        if not self.input_feeding:
+            h = self.recurrent(tgt_x, tgt_lengths)
+            context, _ = self.attention(h, memory, mask)
+            return h, context
+        # Every row runs every step: the layer is causal, so steps past a row's length
+        # never reach its valid ones, and are zeroed at the end as packing would.
+        steps = tgt_x.size(1)
+        tgt_x = self.recurrent.dropout(tgt_x, steps=int(tgt_lengths.max()))
+        context = memory.new_zeros(memory.size(0), 1, self.context_size)
+        hx, outputs, contexts = None, [], []
+        for t in range(steps):
+            h, hx = self.recurrent.rnn(torch.cat([tgt_x[:, t : t + 1], context], dim=-1), hx)
+            context, _ = self.attention(h, memory, mask)
+            outputs.append(h)
+            contexts.append(context)
+        valid = padding_mask(tgt_lengths.to(memory.device), steps).unsqueeze(-1).to(memory.dtype)
+        return torch.cat(outputs, dim=1) * valid, torch.cat(contexts, dim=1) * valid
 
-    def step(self, tgt_x: torch.Tensor, hx, memory: torch.Tensor, mask: torch.Tensor):
-        """One step for ``N`` rows: ``tgt_x (N, 1, E)``, ``memory (N, S, H_mem)``,
-        ``mask (N, S)`` -> ``((h (N, 1, H), context (N, 1, H_mem)), hx)``."""
-        h, hx = self.recurrent.rnn(self.recurrent.dropout(tgt_x), hx)
+    def step(self, tgt_x: torch.Tensor, hx, last_context: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor):
+        """One step for ``N`` rows: ``tgt_x (N, 1, E)``, ``last_context (N, 1, H_mem)``
+        (the previous step's, zeros at the start), ``memory (N, S, H_mem)``, ``mask (N, S)``
+        -> ``((h (N, 1, H), context (N, 1, H_mem)), hx)``."""
+        x_in = self.recurrent.dropout(tgt_x)
+        if self.input_feeding:
+            x_in = torch.cat([x_in, last_context], dim=-1)
+        h, hx = self.recurrent.rnn(x_in, hx)
         context, _ = self.attention(h, memory, mask)
         return (h, context), hx
 
@@ -225,12 +260,13 @@ class Seq2Seq(LayerStack):
         return x[0]
 
     def init_decoder_state(self, batch: int) -> DecoderState:
-        """Zeros, as in training: ``(h, c)`` (LSTM) or ``(h,)`` (GRU), each ``(D, batch, H)``."""
+        """Zeros, as in training: ``(h, c, context)`` (LSTM) or ``(h, context)`` (GRU)."""
         _, _, decoder, _ = self._parts()
         rnn = decoder[0].recurrent.rnn
         weight = rnn.weight_hh_l0
         h = weight.new_zeros(len(decoder), batch, rnn.hidden_size)
-        return (h, torch.zeros_like(h)) if isinstance(rnn, nn.LSTM) else (h,)
+        context = weight.new_zeros(1, batch, decoder[0].context_size)
+        return (h, torch.zeros_like(h), context) if isinstance(rnn, nn.LSTM) else (h, context)
 
     @staticmethod
     def reorder_state(state: DecoderState, index: torch.Tensor) -> DecoderState:
@@ -247,20 +283,22 @@ class Seq2Seq(LayerStack):
         _, target_embedding, decoder, generator = self._parts()
         mask = padding_mask(src_lengths.to(memory.device), memory.size(1))
         tgt_x = target_embedding.embedding(prev_tokens.unsqueeze(1), None)
-        lstm = len(state) == 2
+        *rnn_state, last_context = state
+        lstm = len(rnn_state) == 2
         hxs = []
-        x, hx = decoder[0].step(tgt_x, _layer_state(state, 0, lstm), memory, mask)
+        x, hx = decoder[0].step(tgt_x, _layer_state(rnn_state, 0, lstm), last_context.transpose(0, 1), memory, mask)
         hxs.append(hx)
+        context = x[1]
         for i, layer in enumerate(decoder[1:], start=1):
-            x, hx = layer.step(x, _layer_state(state, i, lstm))
+            x, hx = layer.step(x, _layer_state(rnn_state, i, lstm))
             hxs.append(hx)
         logits = generator(x, None).squeeze(1)
-        new_state = tuple(torch.cat(parts, dim=0) for parts in zip(*hxs)) if lstm else (torch.cat(hxs, dim=0),)
-        return F.log_softmax(logits.float(), dim=-1), new_state
+        stacked = tuple(torch.cat(parts, dim=0) for parts in zip(*hxs)) if lstm else (torch.cat(hxs, dim=0),)
+        return F.log_softmax(logits.float(), dim=-1), (*stacked, context.transpose(0, 1))
 
 
-def _layer_state(state: DecoderState, i: int, lstm: bool):
-    """Layer ``i``'s slice of :data:`DecoderState` in ``nn.LSTM``/``nn.GRU``'s own form."""
+def _layer_state(state: list[torch.Tensor], i: int, lstm: bool):
+    """Layer ``i``'s slice of the stacked RNN states in ``nn.LSTM``/``nn.GRU``'s own form."""
     return (state[0][i : i + 1], state[1][i : i + 1]) if lstm else state[0][i : i + 1]
 
 
@@ -278,7 +316,9 @@ def seq2seq_layer_factories(
 ) -> list[Callable[[], nn.Module]]:
     """One constructor per layer, in order (widths are worked out without building)."""
     h = config.hidden_size
-    factories: list[Callable[[], nn.Module]] = [partial(SourceEmbedding, src_vocab_size, config.embed_dim)]
+    factories: list[Callable[[], nn.Module]] = [
+        partial(SourceEmbedding, src_vocab_size, config.embed_dim, init_std=embedding_init_std(config.embed_dim, False))
+    ]
     width = config.embed_dim
     for i in range(config.num_layers):
         bidirectional = config.bidirectional_bottom and i == 0
@@ -288,15 +328,19 @@ def seq2seq_layer_factories(
         ))
         width = h * (2 if bidirectional else 1)
     memory_size = width
-    factories.append(partial(TargetEmbedding, tgt_vocab_size, config.embed_dim))
+    factories.append(partial(
+        TargetEmbedding, tgt_vocab_size, config.embed_dim,
+        init_std=embedding_init_std(config.embed_dim, config.tie_embeddings),
+    ))
     factories.append(partial(
         AttentionDecoderLayer, cell=config.cell, input_size=config.embed_dim, hidden_size=h,
-        memory_size=memory_size, attention=config.attention, dropout=config.dropout, stream=len(factories),
+        memory_size=memory_size, attention=config.attention, input_feeding=config.input_feeding,
+        dropout=config.dropout, stream=len(factories),
     ))
     for i in range(1, config.decoder_layers):
         factories.append(partial(
             DecoderLayer, cell=config.cell, hidden_size=h, context_size=memory_size,
-            residual=i >= config.residual_from, dropout=config.dropout, stream=len(factories),
+            residual=i >= config.decoder_residual_from, dropout=config.dropout, stream=len(factories),
         ))
     factories.append(partial(
         Generator, hidden_size=h, context_size=memory_size, vocab_size=tgt_vocab_size,

@@ -37,7 +37,10 @@ NO_DROPOUT = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.0, 
 UNIDIRECTIONAL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.2, pooling="last",
                              cell="gru", bidirectional_bottom=False)
 SEQ2SEQ = ModelConfig(kind="seq2seq", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=3, dropout=0.2)
-CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ}
+INPUT_FED = ModelConfig(kind="seq2seq", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=3, dropout=0.2,
+                        input_feeding=True)
+CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ,
+           "input_fed": INPUT_FED}
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
 VOCAB, LABELS, MICRO, STEPS = 40, 3, 3, 4
 SIZES = {"seq2vec": {"vocab_size": VOCAB, "num_labels": LABELS},
@@ -149,7 +152,7 @@ def expected():
     [(1, 1, "1f1b", "dropout"), (1, 2, "gpipe", "dropout"), (1, 2, "1f1b", "dropout"), (1, 3, "gpipe", "dropout"),
      (1, 3, "1f1b", "dropout"), (2, 2, "1f1b", "no_dropout"), (1, 1, "wavefront", "dropout"),
      (1, 2, "wavefront", "dropout"), (1, 3, "wavefront", "dropout"), (1, 2, "wavefront", "unidirectional"),
-     (2, 2, "wavefront", "no_dropout"), (1, 2, "1f1b", "seq2seq"), (1, 3, "gpipe", "seq2seq"),
+     (2, 2, "wavefront", "no_dropout"), (1, 2, "1f1b", "seq2seq"), (1, 3, "gpipe", "input_fed"),
      (1, 5, "1f1b", "seq2seq")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):

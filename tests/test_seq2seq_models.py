@@ -65,19 +65,21 @@ def test_config_accepts_seq2seq_and_names_bad_fields():
         small_config(decoder_layers=0)
     with pytest.raises(ValueError, match=r"model.tie_embeddings needs embed_dim == hidden_size \(8 != 16\)"):
         small_config(tie_embeddings=True, hidden_size=16)
+    with pytest.raises(ValueError, match=r"model.decoder_residual_from must be >= 1 .* got 0"):
+        small_config(decoder_residual_from=0)
 
 
 def test_layer_list_is_the_documented_cuttable_order():
-    config = small_config(num_layers=3, decoder_layers=3, residual_from=2, dropout=0.1)
+    config = small_config(num_layers=3, decoder_layers=4, residual_from=2, decoder_residual_from=2, dropout=0.1)
     model = build(config)
     kinds = [type(layer) for layer in model.layers.values()]
     assert kinds == [SourceEmbedding, EncoderLayer, EncoderLayer, EncoderLayer, TargetEmbedding,
-                     AttentionDecoderLayer, DecoderLayer, DecoderLayer, Generator]
+                     AttentionDecoderLayer, DecoderLayer, DecoderLayer, DecoderLayer, Generator]
     assert len(kinds) == seq2seq_num_layers(config)
     encoder = [model.layers[str(i)].recurrent for i in (1, 2, 3)]
     assert [layer.bidirectional for layer in encoder] == [True, False, False]
     assert [layer.residual for layer in encoder] == [False, False, True]
-    assert [model.layers[str(i)].residual for i in (6, 7)] == [False, True]  # decoder layers 1, 2
+    assert [model.layers[str(i)].residual for i in (6, 7, 8)] == [False, True, True]  # decoder layers 1-3
     costs = model.layer_costs()
     assert len(costs) == len(kinds) and all(c > 0 for c in costs)
     # Every dropout draws from its own stream, numbered by the layer it sits in.
@@ -184,10 +186,12 @@ def test_tied_embeddings_share_one_matrix_only_inside_one_model():
     assert not torch.equal(alone.layers[str(generator)].proj.weight, shared)
 
 
+@pytest.mark.parametrize("input_feeding", [False, True], ids=["plain", "input-fed"])
 @pytest.mark.parametrize("cell, attention", ARCHITECTURES)
-def test_decoding_step_by_step_equals_teacher_forcing(cell, attention):
+def test_decoding_step_by_step_equals_teacher_forcing(cell, attention, input_feeding):
     """Training (whole target at once) and inference (one token at a time) agree."""
-    model = build(small_config(cell=cell, attention=attention, num_layers=1, residual_from=1)).eval()
+    config = small_config(cell=cell, attention=attention, num_layers=1, residual_from=1, input_feeding=input_feeding)
+    model = build(config).eval()
     (src, tgt_in), lengths = toy_batch(seed=1)
     expected = torch.log_softmax(model((src, tgt_in), lengths), dim=-1)
     memory = model.encode(src, lengths[0])
@@ -205,7 +209,8 @@ def test_reorder_state_picks_rows_of_every_layer():
     reordered = model.reorder_state(state, torch.tensor([2, 2, 0]))
     assert len(reordered) == 2 and reordered[0].shape == (3, 3, 8)
     torch.testing.assert_close(reordered[1][:, 1], state[1][:, 2])
-    assert [t.shape for t in build(small_config(cell="gru")).init_decoder_state(5)] == [(3, 5, 8)]
+    # GRU: every layer's h, then the last context (two encoder layers: H_mem = 8).
+    assert [t.shape for t in build(small_config(cell="gru")).init_decoder_state(5)] == [(3, 5, 8), (1, 5, 8)]
 
 
 def test_incremental_decoding_needs_the_whole_model():
