@@ -28,7 +28,7 @@ import yaml
 
 from pipelines.config import Recipe, recipe_from_dict
 from pipelines.errors import DataError
-from pipelines.tasks import task_for
+from pipelines.tasks import task_for, task_of_checkpoint
 
 TRAIN_STATE = "train_state.json"
 
@@ -72,8 +72,8 @@ def export_inference(train_dir: Path, out_dir: Path, *, recipe: Recipe, files: d
     (out_dir / "config.yaml").write_text(recipe.to_yaml())
     for name, text in files.items():
         (out_dir / name).write_text(text)
-    task = "generate" if recipe.model.kind == "seq2seq" else "classify"
-    (out_dir / "meta.json").write_text(json.dumps({"kind": recipe.model.kind, "task": task, **meta}, indent=2))
+    route = task_for(recipe.model).route
+    (out_dir / "meta.json").write_text(json.dumps({"kind": recipe.model.kind, "task": route, **meta}, indent=2))
     return out_dir
 
 
@@ -89,13 +89,6 @@ def translator_files(tokenizers, recipe: Recipe) -> tuple[dict[str, str], dict[s
     src, tgt = tokenizers.vocab_sizes
     return translation_tokenizer_files(tokenizers), {"src_vocab_size": src, "tgt_vocab_size": tgt,
                    "source_lang": recipe.data.source_lang, "target_lang": recipe.data.target_lang}
-
-
-def model_sizes(meta: dict[str, Any]) -> dict[str, int]:
-    """The builder's size arguments, from ``meta.json`` (see ``pipelines.tasks``)."""
-    if meta.get("kind") == "seq2seq":
-        return {"src_vocab_size": meta["src_vocab_size"], "tgt_vocab_size": meta["tgt_vocab_size"]}
-    return {"vocab_size": meta["vocab_size"], "num_labels": len(meta["labels"])}
 
 
 @dataclass
@@ -121,18 +114,16 @@ def load_inference(path: str | Path, *, device: str = "cpu") -> InferenceCheckpo
             raise DataError(f"{path}: not a rayseq checkpoint (missing {name})")
     recipe = recipe_from_dict(yaml.safe_load((path / "config.yaml").read_text()))
     meta = json.loads((path / "meta.json").read_text())
-    if meta.get("kind") == "seq2seq":
-        if not all(isinstance(meta.get(k), int) for k in ("src_vocab_size", "tgt_vocab_size")):
-            raise DataError(f"{path}/meta.json: needs integer 'src_vocab_size' and 'tgt_vocab_size'")
-        tokenizer_json = None
-    else:
-        labels = meta.get("labels")
-        if not isinstance(labels, list) or len(labels) < 2 or not isinstance(meta.get("vocab_size"), int):
-            raise DataError(f"{path}/meta.json: needs 'labels' (2 or more) and an integer 'vocab_size'")
+    task = task_of_checkpoint(path, meta)
+    if task.kind != recipe.model.kind:
+        raise DataError(f"{path}: meta.json says kind {task.kind!r} but config.yaml builds {recipe.model.kind!r}")
+    sizes = task.sizes_from_meta(path, meta)
+    tokenizer_json = None
+    if task.kind == "seq2vec":
         if not (path / "tokenizer.json").is_file():
             raise DataError(f"{path}: not a rayseq checkpoint (missing tokenizer.json)")
         tokenizer_json = (path / "tokenizer.json").read_text()
-    model = task_for(recipe.model).build(recipe.model, model_sizes(meta))
+    model = task.build(recipe.model, sizes)
     model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
     model.to(device).eval()
     return InferenceCheckpoint(path, recipe, meta, tokenizer_json, model)

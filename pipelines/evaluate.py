@@ -69,9 +69,6 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", over
 
     from pipelines.checkpoint import load_inference
     from pipelines.runtime import init_ray
-    from pipelines.sources import check_records, read_split
-    from pipelines.text_data import featurize
-    from pipelines.tokenization import load_tokenizer
 
     loaded = load_inference(checkpoint)
     raw = yaml.safe_load((Path(checkpoint) / "config.yaml").read_text())
@@ -79,12 +76,21 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", over
     recipe = recipe_from_dict(apply_overrides(raw, overrides or []))
 
     init_ray()
-    if loaded.meta.get("kind") == "seq2seq":
+    if loaded.meta["kind"] == "seq2seq":
         return score_translations(Path(checkpoint), recipe)
+    return score_classifications(loaded, recipe)
+
+
+def score_classifications(loaded, recipe) -> dict[str, Any]:
+    """Accuracy of a loaded seq2vec checkpoint on ``recipe.data.valid``."""
+    from pipelines.sources import check_records, read_split
+    from pipelines.text_data import featurize
+    from pipelines.tokenization import load_tokenizer
+
     records = check_records(read_split(recipe.data, "valid"), recipe.data.on_bad_record, "eval")
     features = featurize(records.dataset, load_tokenizer(loaded.tokenizer_json), loaded.labels, recipe.data.max_length)
     scored = features.map_batches(
-        _Score, fn_constructor_kwargs={"checkpoint": str(checkpoint)}, batch_size=512,
+        _Score, fn_constructor_kwargs={"checkpoint": str(loaded.path)}, batch_size=512,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
     predicted, labels = [], []

@@ -26,6 +26,7 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.layers import PAD_ID
+from pipelines.errors import DataError
 from pipelines.schedules import StepPlan, split_batch
 
 
@@ -56,6 +57,8 @@ class ClassificationTask:
     """seq2vec: a label per sequence; loss summed per example."""
 
     kind = "seq2vec"
+    route = "classify"
+    """The serving route (CONTRACT.md) its checkpoints answer; ``meta.json``'s ``task``."""
     metric = "val_accuracy"
 
     def prepare(self, recipe) -> PreparedData:
@@ -96,12 +99,24 @@ class ClassificationTask:
         """The validation entry from :meth:`eval_counts` summed over the split (count > 0)."""
         return {"val_loss": loss_sum / count, "val_accuracy": correct / count, "val_examples": int(count)}
 
+    def final_scores(self, checkpoint, recipe) -> dict[str, Any]:
+        """Scores beyond the engine's validation pass, for the end-of-training summary."""
+        return {}
+
+    def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
+        """The builder's size arguments from a checkpoint's ``meta.json``, checked."""
+        labels = meta.get("labels")
+        if not isinstance(labels, list) or len(labels) < 2 or not isinstance(meta.get("vocab_size"), int):
+            raise DataError(f"{path}/meta.json: needs 'labels' (2 or more) and an integer 'vocab_size'")
+        return {"vocab_size": meta["vocab_size"], "num_labels": len(labels)}
+
 
 class TranslationTask:
     """seq2seq: a token sequence per sequence; loss summed per target token (padding
     ignored), as OpenNMT and fairseq normalise it."""
 
     kind = "seq2seq"
+    route = "generate"
     metric = "val_token_accuracy"
 
     def prepare(self, recipe) -> PreparedData:
@@ -154,9 +169,33 @@ class TranslationTask:
         return {"val_loss": loss_sum / count, "val_token_accuracy": correct / count,
                 "val_perplexity": math.exp(min(loss_sum / count, 50.0)), "val_tokens": int(count)}
 
+    def final_scores(self, checkpoint, recipe) -> dict[str, Any]:
+        """BLEU, chrF and ``bleu_tok_lc`` of the decoded validation split (recipe's beam)."""
+        if not recipe.data.valid:
+            return {}
+        from pipelines.evaluate import score_translations
+
+        scores = score_translations(checkpoint, recipe)
+        print(f"validation: BLEU {scores['bleu']}, chrF {scores['chrf']}, bleu_tok_lc {scores['bleu_tok_lc']} "
+              f"(beam {scores['beam_size']}, {scores['examples']} sentences)", flush=True)
+        return {f"val_{k}": scores[k] for k in ("bleu", "chrf", "bleu_tok_lc")}
+
+    def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
+        if not all(isinstance(meta.get(k), int) for k in ("src_vocab_size", "tgt_vocab_size")):
+            raise DataError(f"{path}/meta.json: needs integer 'src_vocab_size' and 'tgt_vocab_size'")
+        return {"src_vocab_size": meta["src_vocab_size"], "tgt_vocab_size": meta["tgt_vocab_size"]}
+
 
 TASKS = {task.kind: task for task in (ClassificationTask(), TranslationTask())}
 
 
 def task_for(config: ModelConfig) -> ClassificationTask | TranslationTask:
     return TASKS[config.kind]
+
+
+def task_of_checkpoint(path, meta: dict[str, Any]) -> ClassificationTask | TranslationTask:
+    """The task a checkpoint's ``meta.json`` names (its ``kind``)."""
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind not in TASKS:
+        raise DataError(f"{path}/meta.json: 'kind' must be one of {', '.join(TASKS)}, got {kind!r}")
+    return TASKS[kind]
