@@ -213,17 +213,35 @@ class ParallelConfig:
     threads_per_worker: int = 1
     """torch intra-op threads of each training worker."""
     use_gpu: bool = False
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each training worker reserves besides its CPUs
+    (``threads_per_worker``) and GPU (``use_gpu``): an accelerator or node label of the
+    cluster's, e.g. ``{fake_gpu: 1}`` places workers on the nodes that offer it."""
 
     def __post_init__(self) -> None:
         for name in ("dp", "pp", "microbatches", "time_chunks", "threads_per_worker"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
+        self._check_resources_per_worker()
         if self.schedule not in ("gpipe", "1f1b", "wavefront"):
             raise ConfigError(f"parallel.schedule: {self.schedule!r} is not gpipe, 1f1b or wavefront")
         if self.balance not in ("flops", "params"):
             raise ConfigError(f"parallel.balance: {self.balance!r} is not flops or params")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"parallel.dtype: {self.dtype!r} is not float32 or float64")
+
+    def _check_resources_per_worker(self) -> None:
+        resources = self.resources_per_worker
+        if not isinstance(resources, dict):
+            raise ConfigError(
+                f"parallel.resources_per_worker: expected a mapping like {{fake_gpu: 1}}, got {resources!r}"
+            )
+        for name, amount in resources.items():
+            if name in ("CPU", "GPU"):
+                owner = "threads_per_worker" if name == "CPU" else "use_gpu"
+                raise ConfigError(f"parallel.resources_per_worker: {name} is set by parallel.{owner}, not here")
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+                raise ConfigError(f"parallel.resources_per_worker.{name} must be a number > 0, got {amount!r}")
 
     @property
     def world_size(self) -> int:

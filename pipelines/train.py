@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import Recipe, load_recipe
+from pipelines.config import ParallelConfig, Recipe, load_recipe
 
 
 def default_output(recipe: Recipe) -> Path:
@@ -74,7 +74,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         scaling_config=ray.train.ScalingConfig(
             num_workers=parallel.world_size,
             use_gpu=parallel.use_gpu,
-            resources_per_worker={"CPU": parallel.threads_per_worker} if not parallel.use_gpu else None,
+            resources_per_worker=worker_resources(parallel),
         ),
         run_config=ray.train.RunConfig(
             name="train" if not recipe.train.storage else f"{recipe.name}-{output.name}",
@@ -100,13 +100,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     plot_history(history, output / "curves.png", recipe.name)
     last = history[-1]
     validation = {k: round(v, 6) for k, v in last.items() if k.startswith("val_")}
-    if recipe.model.kind == "seq2seq" and recipe.data.valid:
-        from pipelines.evaluate import score_translations
-
-        scores = score_translations(checkpoint, recipe)
-        print(f"validation: BLEU {scores['bleu']}, chrF {scores['chrf']}, bleu_tok_lc {scores['bleu_tok_lc']} "
-              f"(beam {scores['beam_size']}, {scores['examples']} sentences)", flush=True)
-        validation.update({f"val_{k}": scores[k] for k in ("bleu", "chrf", "bleu_tok_lc")})
+    validation.update(task_for(recipe.model).final_scores(checkpoint, recipe))
     summary = {
         "steps": state["step"],
         "train_loss": round(last["train_loss"], 6),
@@ -120,6 +114,13 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def worker_resources(parallel: ParallelConfig) -> dict[str, float] | None:
+    """What each Ray Train worker reserves: its torch threads as CPUs (with ``use_gpu``,
+    Ray Train's default of one GPU instead), plus ``parallel.resources_per_worker``."""
+    cpus = {} if parallel.use_gpu else {"CPU": parallel.threads_per_worker}
+    return {**cpus, **parallel.resources_per_worker} or None
 
 
 def write_timeline(paths: list[Path], output: Path, recipe: Recipe) -> dict[str, float]:

@@ -63,3 +63,30 @@ def test_missing_recipe_file(tmp_path):
 def test_override_creates_optional_section():
     raw = apply_overrides({}, ["data.generate.size=50"])
     assert recipe_from_dict(raw).data.generate.size == 50
+
+
+def test_resources_per_worker_adds_custom_resources_to_each_training_worker():
+    from pipelines.config import ParallelConfig
+    from pipelines.train import worker_resources
+
+    recipe = load_recipe(RECIPES / "demo_sentiment.yaml", ["parallel.resources_per_worker={fake_gpu: 1}"])
+    assert worker_resources(recipe.parallel) == {"CPU": 1, "fake_gpu": 1}
+    assert worker_resources(ParallelConfig()) == {"CPU": 1}
+    # With use_gpu Ray Train adds its one GPU per worker to whatever is asked here.
+    assert worker_resources(ParallelConfig(use_gpu=True, resources_per_worker={"A100": 1})) == {"A100": 1}
+    assert worker_resources(ParallelConfig(use_gpu=True)) is None
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("fake_gpu", r"parallel.resources_per_worker: expected a mapping like \{fake_gpu: 1\}, got 'fake_gpu'"),
+        ("{CPU: 2}", r"parallel.resources_per_worker: CPU is set by parallel.threads_per_worker, not here"),
+        ("{GPU: 1}", r"parallel.resources_per_worker: GPU is set by parallel.use_gpu, not here"),
+        ("{fake_gpu: 0}", r"parallel.resources_per_worker.fake_gpu must be a number > 0, got 0"),
+        ("{fake_gpu: one}", r"parallel.resources_per_worker.fake_gpu must be a number > 0, got 'one'"),
+    ],
+)
+def test_bad_resources_per_worker_names_the_resource(value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(RECIPES / "demo_sentiment.yaml", [f"parallel.resources_per_worker={value}"])

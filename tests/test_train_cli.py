@@ -173,3 +173,44 @@ def test_killed_worker_restarts_from_the_latest_checkpoint(ray_head, tmp_path):
     resumed = [line for line in stdout.splitlines() if "resumed from checkpoint at step" in line]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 20, stdout[-4000:]
     assert last_json_line(stdout)["steps"] == 200
+
+
+TRANSLATION_SMALL = [
+    "data.generate.size=400", "train.max_steps=20", "train.log_every=10", "train.eval_every=10",
+    "train.warmup_steps=5", "model.hidden_size=16", "model.embed_dim=16", "tokenizer.vocab_size=200",
+    "parallel.microbatches=2", "decode.beam_size=2", "decode.max_length=24",
+]
+
+
+@pytest.fixture(scope="module")
+def translation_run(ray_head, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run") / "translation"
+    done = rayseq("train", "recipes/demo_translation.yaml", *sets(*TRANSLATION_SMALL), "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, last_json_line(done.stdout)
+
+
+def test_seq2seq_train_reports_translation_scores_that_eval_reproduces(translation_run):
+    out, summary = translation_run
+    for key in ("train_loss", "val_token_accuracy", "val_perplexity", "val_bleu", "val_chrf", "val_bleu_tok_lc"):
+        assert key in summary, key
+    checkpoint = Path(summary["checkpoint"])
+    assert {"config.yaml", "model.pt", "tokenizer.json", "meta.json"} <= {p.name for p in checkpoint.iterdir()}
+    done = rayseq("eval", str(checkpoint), "--data", str(out / "data" / "valid"), "--format", "parallel")
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = last_json_line(done.stdout)
+    assert scores["examples"] == 100
+    assert (scores["bleu"], scores["chrf"]) == (summary["val_bleu"], summary["val_chrf"])
+
+
+def test_seq2seq_pipeline_parallel_run_reports_the_same_train_loss(translation_run, tmp_path):
+    """Encoder and decoder on two Ray Train workers (1F1B, dropout on) train the same model."""
+    _, reference = translation_run
+    done = rayseq("train", "recipes/demo_translation.yaml", *sets(*TRANSLATION_SMALL, "parallel.pp=2"),
+                  "--output", str(tmp_path / "pp2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage plan (2 stages, 1f1b, 2 micro-batches):" in done.stdout
+    summary = last_json_line(done.stdout)
+    assert summary["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
+    assert summary["val_token_accuracy"] == pytest.approx(reference["val_token_accuracy"], abs=1e-9)
+    assert summary["val_chrf"] == reference["val_chrf"]
