@@ -2,13 +2,15 @@
 
 Integration tests share ONE Ray instance per session: a head started with
 ``ray start --head --block`` (so it also serves ``ray job submit``), stopped by
-terminating that process at the end. Unit tests never touch Ray.
+stopping its whole session at the end. Unit tests never touch Ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +46,9 @@ def ray_head(tmp_path_factory):
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
          f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+         # A free agent port too: the fixed default (52365) is taken by any other Ray on the
+         # machine, and then every job submission answers "No available agent".
+         f"--dashboard-agent-listen-port={free_port()}",
          "--num-cpus=6", "--include-dashboard=true", "--disable-usage-stats"],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
@@ -71,15 +76,37 @@ def ray_head(tmp_path_factory):
         pass
     ray.shutdown()
     os.environ.pop("RAY_ADDRESS", None)
-    os.killpg(head.pid, 15)
-    try:
-        head.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(head.pid, 9)  # whatever of the head's process group is still there
-    except ProcessLookupError:
-        pass
+    stop_session(head)
+
+
+def stop_session(head: subprocess.Popen) -> None:
+    """Stop every process of the session the head leads (its autoscaler, the fake nodes'
+    raylets, all their workers): SIGTERM, then SIGKILL whatever is left after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        for pid in session_processes(head.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            head.poll()  # reap the head itself
+            if not session_processes(head.pid):
+                return
+            time.sleep(0.5)
+
+
+def session_processes(session: int) -> list[int]:
+    """Live processes of a session (Linux /proc). Not its process group: Ray puts each
+    worker process in a group of its own, so killing the head's group misses them."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            after_name = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        state, sid = after_name[0], int(after_name[3])  # fields 3 and 6 of proc_pid_stat(5)
+        if sid == session and state != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 @pytest.fixture(scope="session")
