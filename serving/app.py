@@ -12,13 +12,24 @@ answers the route of its task (``meta.json``), and the other route is a 404 nami
 the right one.
 
 Build it from Python with :func:`build_app`, from a Serve config with
-:func:`app_builder`::
+:func:`app_builder` (a full one: ``deploy/serve_config.yaml``)::
 
     applications:
       - name: rayseq
         route_prefix: /
         import_path: serving.app:app_builder
-        args: {checkpoints: [runs/demo/checkpoint], limits: {max_inputs: 32}}
+        args:
+          checkpoints: [runs/demo/checkpoint]
+          limits: {max_inputs: 32}
+          deployment_options:      # Serve options for every model deployment
+            autoscaling_config: {min_replicas: 1, max_replicas: 4, target_ongoing_requests: 32}
+        deployments:               # Serve's own per-deployment overrides, by name
+          - name: Ingress
+            num_replicas: 2
+
+Model deployments are named ``<task>-<model name>`` (``classify-demo_sentiment``), the
+ingress ``Ingress``; Serve applies a config's ``deployments:`` entries over what the
+builder set.
 
 The FastAPI app is made per replica by :func:`create_app`, a plain function of the
 model table and the limits, so its routes and errors can be tested without Ray.
@@ -27,7 +38,7 @@ model table and the limits, so its routes and errors can be tested without Ray.
 # No ``from __future__ import annotations``: FastAPI reads the request model of each
 # route from its annotation, and those models are local to ``create_app``.
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +50,7 @@ from ray.serve.handle import DeploymentHandle
 from pipelines.errors import ConfigError, DataError
 from serving.body_limit import BodySizeLimit
 from serving.catalog import ModelCard, read_cards
-from serving.deployments import DEPLOYMENTS
+from serving.deployments import DEPLOYMENTS, with_options
 from serving.errors import install_error_handlers
 from serving.limits import ServeLimits
 from serving.schemas import ClassifyResponse, ErrorBody, GenerateResponse, Health, ModelList, request_models
@@ -139,11 +150,14 @@ class Ingress:
         return create_app(self.models, self.limits)
 
 
-def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = None) -> serve.Application:
+def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = None,
+              deployment_options: Mapping[str, Any] | None = None) -> serve.Application:
     """The Serve application for ``checkpoints``; model names come from each recipe's
-    ``name`` (made unique). Bad checkpoints raise :class:`DataError`, and limits a
-    model cannot run under :class:`ConfigError`, here, on the driver, before anything
-    is deployed."""
+    ``name`` (made unique). ``deployment_options`` (Serve options such as
+    ``autoscaling_config``; see ``serving.deployments.DEPLOYMENT_OPTIONS``) apply to
+    every model deployment. Bad checkpoints raise :class:`DataError`, and limits a
+    model cannot run under or options Serve rejects :class:`ConfigError`, here, on the
+    driver, before anything is deployed."""
     limits = limits or ServeLimits()
     models = []
     for card in read_cards(checkpoints):
@@ -151,23 +165,30 @@ def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = No
         if deployment is None:
             raise DataError(f"{card.checkpoint}: task {card.task!r} cannot be served yet; servable tasks: {sorted(DEPLOYMENTS)}")
         deployment.func_or_class.check_limits(card, limits)  # ConfigError naming the limit
-        bound = deployment.options(name=f"{card.task}-{card.name}").bind(str(card.checkpoint), limits)
-        models.append((card, bound))
+        configured = with_options(deployment, name=f"{card.task}-{card.name}", options=deployment_options or {})
+        models.append((card, configured.bind(str(card.checkpoint), limits)))
     return Ingress.bind(models, limits)
+
+
+APP_ARGS = ("checkpoints", "limits", "deployment_options")
+"""The ``args`` of a Serve config application whose ``import_path`` is :func:`app_builder`."""
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """Serve config ``import_path`` entry: ``args`` are ``{"checkpoints": [...]}`` and,
-    optionally, ``{"limits": {<ServeLimits field>: value}}``."""
-    unknown = sorted(set(args) - {"checkpoints", "limits"})
+    optionally, ``{"limits": {<ServeLimits field>: value}}`` and
+    ``{"deployment_options": {<Serve option>: value}}`` (see :func:`build_app`)."""
+    unknown = sorted(set(args) - set(APP_ARGS))
     if unknown:
-        raise ConfigError(f"serve args: unknown key(s) {unknown}; known: ['checkpoints', 'limits']")
+        raise ConfigError(f"serve args: unknown key(s) {unknown}; known: {list(APP_ARGS)}")
     checkpoints = args.get("checkpoints")
     if isinstance(checkpoints, (str, Path)):
         checkpoints = [checkpoints]
     if not isinstance(checkpoints, list) or not checkpoints:
         raise ConfigError("serve args: 'checkpoints' must be a non-empty list of checkpoint folders")
-    limits = args.get("limits") or {}
+    limits, options = args.get("limits") or {}, args.get("deployment_options") or {}
     if not isinstance(limits, dict):
         raise ConfigError("serve args: 'limits' must be a mapping of ServeLimits fields")
-    return build_app(checkpoints, ServeLimits.from_dict(limits))
+    if not isinstance(options, dict):
+        raise ConfigError("serve args: 'deployment_options' must be a mapping of Serve deployment options")
+    return build_app(checkpoints, ServeLimits.from_dict(limits), options)

@@ -21,18 +21,27 @@ different beam sizes and lengths; each group of equal options is decoded togethe
 What a deployment can take is checked on the driver (``check_limits``), before
 deployment: its largest possible item must fit one batch, since Serve fails an item
 larger than ``max_batch_size`` instead of running it alone.
+
+How many replicas serve each model is a Serve option, not code: :func:`with_options`
+applies a Serve config's ``deployment_options`` (autoscaling, replicas, actor
+resources) to every model deployment, checked here so a typo fails the build with
+its name instead of being ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from ray import serve
+from ray.serve import Deployment
+from ray.serve.config import AutoscalingConfig
 
 from models.decoding import Hypothesis
 from pipelines.errors import ConfigError
@@ -255,3 +264,40 @@ class TranslatorDeployment:
 DEPLOYMENTS = {"classify": TextClassifierDeployment, "generate": TranslatorDeployment}
 """The deployment serving each task (``meta.json``'s ``task``); each class has a
 ``check_limits(card, limits)`` the driver runs before deploying it."""
+
+
+DEPLOYMENT_OPTIONS = ("num_replicas", "autoscaling_config", "max_ongoing_requests", "max_queued_requests",
+                      "ray_actor_options")
+"""The Serve options ``deployment_options`` may set for every model deployment: how many
+replicas, how they scale, what each may hold. Other Serve options go per deployment, by
+name, in a Serve config's ``deployments:`` list."""
+
+
+def with_options(deployment: Deployment, *, name: str, options: Mapping[str, Any]) -> Deployment:
+    """``deployment`` named ``name``, with the Serve ``options`` (keys of
+    :data:`DEPLOYMENT_OPTIONS`) over its defaults; a given ``ray_actor_options`` replaces
+    the default ``{"num_cpus": 0.5}`` whole, as Serve does. :class:`ConfigError` names
+    an unknown key or a value Serve rejects."""
+    check_option_names(options)
+    try:
+        return deployment.options(name=name, **options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"deployment_options: {problems}") from exc
+    except (TypeError, ValueError) as exc:  # Serve's own checks, e.g. num_replicas with autoscaling
+        raise ConfigError(f"deployment_options: {exc}") from exc
+
+
+def check_option_names(options: Mapping[str, Any]) -> None:
+    """Unknown keys are errors: Serve would ignore a misspelt autoscaling key and keep
+    its default, so ``max_replica: 8`` would silently serve from one replica."""
+    unknown = sorted(set(options) - set(DEPLOYMENT_OPTIONS))
+    if unknown:
+        raise ConfigError(f"deployment_options: unknown key(s) {unknown}; known: {list(DEPLOYMENT_OPTIONS)} "
+                          "(set other Serve options per deployment under the config's 'deployments:')")
+    autoscaling = options.get("autoscaling_config")
+    if isinstance(autoscaling, Mapping):
+        unknown = sorted(set(autoscaling) - set(AutoscalingConfig.model_fields))
+        if unknown:
+            raise ConfigError(f"deployment_options.autoscaling_config: unknown key(s) {unknown}; "
+                              f"known: {sorted(AutoscalingConfig.model_fields)}")
