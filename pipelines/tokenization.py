@@ -150,18 +150,28 @@ def save_translation_tokenizers(tokenizers: TranslationTokenizers, directory: st
     return [directory / name for name in files]
 
 
+def missing_translation_tokenizer(directory: str | Path) -> str | None:
+    """What ``directory`` lacks of a translation model's tokenizer files, else None: the
+    other half of a per-language pair (they come in pairs), or any tokenizer at all."""
+    directory = Path(directory)
+    source, target = (directory / SOURCE_TOKENIZER).is_file(), (directory / TARGET_TOKENIZER).is_file()
+    if source or target:
+        return None if source and target else (TARGET_TOKENIZER if source else SOURCE_TOKENIZER)
+    if (directory / JOINT_TOKENIZER).is_file():
+        return None
+    return f"{JOINT_TOKENIZER}, or {SOURCE_TOKENIZER} and {TARGET_TOKENIZER}"
+
+
 def load_translation_tokenizers(directory: str | Path) -> TranslationTokenizers:
     """Read what :func:`save_translation_tokenizers` wrote; per-language files win over a joint one."""
     directory = Path(directory)
+    missing = missing_translation_tokenizer(directory)
+    if missing:
+        raise DataError(f"{directory}: no translation tokenizer (missing {missing})")
     source, target, joint = (directory / n for n in (SOURCE_TOKENIZER, TARGET_TOKENIZER, JOINT_TOKENIZER))
-    if source.is_file() or target.is_file():
-        for path in (source, target):
-            if not path.is_file():
-                raise DataError(f"{directory}: {path.name} is missing (per-language tokenizers come in pairs)")
+    if source.is_file():
         return TranslationTokenizers(
             load_tokenizer(source.read_text()), load_tokenizer(target.read_text()), joint=False
         )
-    if joint.is_file():
-        tokenizer = load_tokenizer(joint.read_text())
-        return TranslationTokenizers(tokenizer, tokenizer, joint=True)
-    raise DataError(f"{directory}: no tokenizer ({JOINT_TOKENIZER}, or {SOURCE_TOKENIZER} and {TARGET_TOKENIZER})")
+    tokenizer = load_tokenizer(joint.read_text())
+    return TranslationTokenizers(tokenizer, tokenizer, joint=True)

@@ -27,7 +27,7 @@ import yaml
 
 from pipelines.config import DecodeConfig, recipe_from_dict
 from pipelines.errors import DataError
-from pipelines.tokenization import JOINT_TOKENIZER, SOURCE_TOKENIZER, TARGET_TOKENIZER
+from pipelines.tokenization import JOINT_TOKENIZER, missing_translation_tokenizer
 
 CHECKPOINT_FILES = ("config.yaml", "model.pt", "meta.json")
 """Files every checkpoint has; the tokenizer file(s) depend on the kind (:func:`missing_tokenizer`)."""
@@ -85,14 +85,9 @@ def read_card(checkpoint: str | Path) -> ModelCard:
 
 def missing_tokenizer(path: Path, kind: str) -> str | None:
     """What is missing of the tokenizer file(s) a ``kind`` checkpoint needs, else None."""
-    if kind != "seq2seq":
-        return None if (path / JOINT_TOKENIZER).is_file() else JOINT_TOKENIZER
-    source, target = (path / SOURCE_TOKENIZER).is_file(), (path / TARGET_TOKENIZER).is_file()
-    if source or target:  # per-language tokenizers come in pairs
-        return None if source and target else (TARGET_TOKENIZER if source else SOURCE_TOKENIZER)
-    if (path / JOINT_TOKENIZER).is_file():
-        return None
-    return f"{JOINT_TOKENIZER}, or {SOURCE_TOKENIZER} and {TARGET_TOKENIZER}"
+    if kind == "seq2seq":
+        return missing_translation_tokenizer(path)
+    return None if (path / JOINT_TOKENIZER).is_file() else JOINT_TOKENIZER
 
 
 def read_cards(checkpoints: Iterable[str | Path]) -> list[ModelCard]:

@@ -89,8 +89,12 @@ def test_translation_tokenizers_save_and_load(tmp_path, joint):
     assert loaded.joint is joint
     assert loaded.target.encode("zweiundvierzig").ids == tokenizers.target.encode("zweiundvierzig").ids
     assert decode(loaded.source, loaded.source.encode("forty-two").ids) == "forty-two"
-    with pytest.raises(DataError, match=r"no tokenizer \(tokenizer.json, or source_tokenizer.json"):
+    with pytest.raises(DataError, match=r"no translation tokenizer \(missing tokenizer.json, or source_tokenizer.json"):
         load_translation_tokenizers(tmp_path)
+    if not joint:  # half a pair is named, not silently replaced by nothing
+        (tmp_path / "ckpt" / "target_tokenizer.json").unlink()
+        with pytest.raises(DataError, match=r"no translation tokenizer \(missing target_tokenizer.json\)"):
+            load_translation_tokenizers(tmp_path / "ckpt")
 
 
 def test_plan_pair_batches_covers_every_pair_once_under_the_budget():
