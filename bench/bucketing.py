@@ -1,32 +1,48 @@
-"""Length bucketing vs. random batching: padding fraction and training tokens/s.
+"""Length bucketing vs. random batching: padding fraction and training tokens/s (text)
+or frames/s (audio).
 
-Acceptance item: on SST-2 and on Multi30k source sentences, padding fraction and
-training tokens/s with length bucketing vs. random batching, same model, one run.
-Goal: padding <= 5% with bucketing, and >= 1.5x tokens/s.
+Acceptance items: on SST-2 and on Multi30k source sentences, padding fraction and
+training tokens/s with length bucketing vs. random batching, same model, one run; and
+the same extended to audio frames (FSDD spoken digits: padding fraction, frames/s).
+Goal: padding <= 5% with bucketing, and >= 1.5x tokens/s (frames/s).
 
 For each dataset, in one process::
 
-    records --Ray Data--> tokenizer (trained on the split) --featurize--> rows {ids, length, label}
-        --bucket(sort=True)-->  bucketed batches  ┐  same token budget (max_tokens),
-        --bucket(sort=False)--> random batches    ┘  same pools, same seeds
+    text:  records --Ray Data--> tokenizer (trained on the split) --featurize--> rows {ids, length, label}
+    audio: audio folder --list_audio_folder--> featurize_audio (decode, log-mel; Ray Data)
+           --> rows {ids: frames (T, n_mels) float32, length: T frames, label}
+
+        --bucket(sort=True)-->  bucketed batches  ┐  same budget (text: max_tokens tokens,
+        --bucket(sort=False)--> random batches    ┘  audio: max_frames frames), same pools, same seeds
 
     then one seq2vec model per batching (same config, same init seed) trains in
     interleaved wall-clock windows  B R R B B R ...  (ABBA order, so a drift in machine
-    load hits both arms alike); tokens/s = real (non-pad) tokens / seconds of
+    load hits both arms alike); throughput = real (non-pad) units / seconds of
     forward + backward + clip + optimizer step, median over each arm's windows.
 
+The unit is the token for text and the log-mel frame (10 ms) for audio; padding is
+counted in the same unit. Audio batches go to the model as the training step feeds them
+(``pipelines.tasks.AudioClassificationTask.step_plan``): frames ``(B, 4 L, n_mels)``
+float32 with ``L = frames // 4`` (the convolutional front end subsamples 4x, so the LSTMs
+run ``L`` steps); frames/s counts the real frames, ``sum(frame lengths)``. The audio model
+is the recipe's (``recipes/fsdd_digits.yaml``: front end 32 channels -> 128, 2 LSTM layers
+of 128, bidirectional bottom, SpecAugment on), and so is the featurization (8 kHz,
+40 mel bands, recordings up to 3 s).
+
 Ray is used for the data path only (the project's own ``read_split`` / ``featurize`` /
-``bucket`` / ``padding_stats``); the batches are then pulled into this process and Ray
-is shut down before timing, so its idle workers do not share the CPU with the model.
+``list_audio_folder`` / ``featurize_audio`` / ``bucket`` / ``padding_stats``); the
+batches are then pulled into this process and Ray is shut down before timing, so its
+idle workers do not share the CPU with the model.
 
 Usage, from the repository root::
 
-    python bench/bucketing.py                 # full run (~5 min), writes bench/results/bucketing.{json,png}
-    python bench/bucketing.py --quick --out /tmp/b.json   # smoke run (~1 min), small subsets
+    python bench/bucketing.py                 # full run (~8 min), writes bench/results/bucketing.{json,png}
+    python bench/bucketing.py --quick --out /tmp/b.json   # smoke run (~1-2 min), small subsets
 
 Multi30k has no labels; its source sentences get a dummy label (``short``/``long`` by
 word count), which only gives the classifier head something to fit: the measurement is
-throughput. Padding is counted over every batch of the split; tokens/s over the steps run.
+throughput. FSDD's label is the spoken digit (the file name's first field). Padding is
+counted over every batch of the split; tokens/s and frames/s over the steps run.
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import ray
@@ -52,8 +68,10 @@ import torch.nn.functional as F
 
 from models import build_seq2vec
 from models.config import ModelConfig
+from models.frontend import SUBSAMPLING
+from pipelines.audio_data import featurize_audio, list_audio_folder
 from pipelines.bucketing import bucket, padding_stats
-from pipelines.config import BatchingConfig, DataConfig, TokenizerConfig, TrainConfig
+from pipelines.config import AudioConfig, BatchingConfig, DataConfig, TokenizerConfig, TrainConfig
 from pipelines.generate import write_sentiment
 from pipelines.optim import build_optimizer
 from pipelines.runtime import configure_logging
@@ -71,7 +89,10 @@ GOAL_SPEEDUP = 1.5
 @dataclass(kw_only=True)
 class Settings:
     max_tokens: int = 2048
-    """Token budget per batch, padding included (rows * longest <= max_tokens)."""
+    """Text: token budget per batch, padding included (rows * longest <= max_tokens)."""
+    max_frames: int = 4096
+    """Audio: frame budget per batch, padding included (as ``batching.max_tokens`` of
+    ``recipes/fsdd_digits.yaml``)."""
     max_batch_size: int = 4096
     """Large, so the token budget alone decides the batch size."""
     pool_size: int = 4096
@@ -80,7 +101,15 @@ class Settings:
     model: ModelConfig = field(
         default_factory=lambda: ModelConfig(cell="lstm", embed_dim=128, hidden_size=256, num_layers=2)
     )
-    """The seq2vec model both arms train (GNMT-style bidirectional bottom layer, mean pooling)."""
+    """The text seq2vec model both arms train (GNMT-style bidirectional bottom layer, mean pooling)."""
+    audio: AudioConfig = field(default_factory=lambda: AudioConfig(sample_rate=8000, n_mels=40, max_seconds=3.0))
+    """Audio featurization (``data.audio`` of ``recipes/fsdd_digits.yaml``)."""
+    audio_model: ModelConfig = field(default_factory=lambda: ModelConfig(
+        input="audio", cell="lstm", embed_dim=128, frontend_channels=32, hidden_size=128, num_layers=2,
+        bidirectional_bottom=True, dropout=0.2, pooling="mean",
+        spec_freq_masks=2, spec_freq_width=6, spec_time_masks=2, spec_time_width=8,
+    ))
+    """The audio seq2vec model both arms train (``model`` of ``recipes/fsdd_digits.yaml``)."""
     lr: float = 2e-3
     clip_norm: float = 1.0
     seed: int = 0
@@ -102,6 +131,10 @@ def quick_settings() -> Settings:
     return Settings(
         window_s=1.0, windows=1, warmup_steps=1, max_steps_per_window=3, subset=600,
         vocab_size=2000, model=ModelConfig(cell="lstm", embed_dim=32, hidden_size=64, num_layers=2),
+        audio_model=ModelConfig(
+            input="audio", cell="lstm", embed_dim=32, frontend_channels=8, hidden_size=64, num_layers=2,
+            dropout=0.2, spec_freq_masks=2, spec_freq_width=6, spec_time_masks=2, spec_time_width=8,
+        ),
     )
 
 
@@ -113,6 +146,8 @@ class Source:
     name: str
     path: Path
     note: str
+    kind: str = "text"
+    """``text`` (a file, read by ``READERS[name]``) or ``audio`` (an audio folder)."""
 
 
 def _sst2_records(path: Path) -> ray.data.Dataset:
@@ -147,10 +182,39 @@ def find_sources(data_root: Path) -> tuple[list[Source], list[str]]:
     wanted = [
         Source("sst2", data_root / "sst2" / "stsa.binary.train", "SST-2 train sentences (labeled)"),
         Source("multi30k-src", data_root / "multi30k" / "train.en", "Multi30k train.en, dummy labels"),
+        Source("fsdd-frames", data_root / "fsdd" / "recordings",
+               "FSDD training recordings (8 kHz WAV), log-mel frames, digit labels", kind="audio"),
     ]
-    found = [s for s in wanted if s.path.is_file()]
-    missing = [f"{s.name}: {s.path} not found, skipped" for s in wanted if not s.path.is_file()]
+
+    def present(source: Source) -> bool:
+        return source.path.is_dir() if source.kind == "audio" else source.path.is_file()
+
+    found = [s for s in wanted if present(s)]
+    missing = [f"{s.name}: {s.path} not found, skipped" for s in wanted if not present(s)]
     return found, missing
+
+
+# One batch as the timing loop feeds it: (model input, model lengths, labels,
+# real units (tokens or frames), padded slots in that unit).
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]
+
+
+def text_batch(row: dict[str, Any]) -> Batch:
+    """Token ids ``(B, T)`` int64 and token lengths, as the text training step feeds them."""
+    tokens = torch.tensor(np.asarray(row["tokens"]), dtype=torch.int64)
+    lengths = torch.tensor(np.asarray(row["lengths"]), dtype=torch.int64)
+    labels = torch.tensor(np.asarray(row["labels"]), dtype=torch.int64)
+    return tokens, lengths, labels, int(lengths.sum()), tokens.numel()
+
+
+def audio_batch(row: dict[str, Any]) -> Batch:
+    """Frames ``(B, 4 max(L), n_mels)`` float32 and subsampled lengths ``L = frames // 4``,
+    as ``AudioClassificationTask.step_plan`` feeds them; counts are in frames."""
+    frame_lengths = torch.tensor(np.asarray(row["lengths"]), dtype=torch.int64)
+    steps = frame_lengths // SUBSAMPLING
+    frames = torch.tensor(np.asarray(row["tokens"]), dtype=torch.float32)[:, : int(steps.max()) * SUBSAMPLING]
+    labels = torch.tensor(np.asarray(row["labels"]), dtype=torch.int64)
+    return frames, steps, labels, int(frame_lengths.sum()), frames.shape[0] * frames.shape[1]
 
 
 @dataclass
@@ -158,11 +222,39 @@ class Prepared:
     name: str
     note: str
     examples: int
-    vocab_size: int
     num_labels: int
     featurize_s: float
     arms: dict[str, dict[str, Any]]
     """``bucketed``/``random`` -> {"batches": [row dicts], "stats": PaddingStats, "bucket_s": float}."""
+    unit: str
+    """What lengths, padding and throughput count: ``tokens`` (text) or ``frames`` (audio)."""
+    model: ModelConfig
+    to_batch: Callable[[dict[str, Any]], Batch]
+    """Batch row -> what the model is fed (:func:`text_batch` / :func:`audio_batch`)."""
+    max_tokens: int
+    """The budget both batchings were cut under, in ``unit``."""
+    vocab_size: int = 0
+    """Text: the tokenizer's vocabulary."""
+    feature_dim: int = 0
+    """Audio: mel bands per frame."""
+
+
+def bucket_both(features: ray.data.Dataset, max_tokens: int, settings: Settings) -> dict[str, dict[str, Any]]:
+    """Bucket ``features`` twice under the same budget: sorted (bucketed) and not (random)."""
+    arms: dict[str, dict[str, Any]] = {}
+    for arm, sort in (("bucketed", True), ("random", False)):
+        tick = time.perf_counter()
+        config = BatchingConfig(
+            max_tokens=max_tokens,
+            max_batch_size=settings.max_batch_size,
+            pool_size=settings.pool_size,
+            sort=sort,
+        )
+        batches = bucket(features, config, seed=settings.seed)
+        stats = padding_stats(batches)
+        rows = list(batches.iter_rows())
+        arms[arm] = {"batches": rows, "stats": stats, "bucket_s": time.perf_counter() - tick}
+    return arms
 
 
 def prepare(source: Source, reader, settings: Settings) -> Prepared:
@@ -182,22 +274,36 @@ def prepare(source: Source, reader, settings: Settings) -> Prepared:
     features = featurize(checked.dataset, tokenizer, labels, settings.max_length).materialize()
     features = features.drop_columns(["truncated"]).materialize()
     featurize_s = time.perf_counter() - started
-
-    arms: dict[str, dict[str, Any]] = {}
-    for arm, sort in (("bucketed", True), ("random", False)):
-        tick = time.perf_counter()
-        config = BatchingConfig(
-            max_tokens=settings.max_tokens,
-            max_batch_size=settings.max_batch_size,
-            pool_size=settings.pool_size,
-            sort=sort,
-        )
-        batches = bucket(features, config, seed=settings.seed)
-        stats = padding_stats(batches)
-        rows = list(batches.iter_rows())
-        arms[arm] = {"batches": rows, "stats": stats, "bucket_s": time.perf_counter() - tick}
     return Prepared(
-        source.name, source.note, checked.rows, tokenizer.get_vocab_size(), len(labels), featurize_s, arms
+        source.name, source.note, checked.rows, len(labels), featurize_s,
+        bucket_both(features, settings.max_tokens, settings), unit="tokens", model=settings.model,
+        to_batch=text_batch, max_tokens=settings.max_tokens, vocab_size=tokenizer.get_vocab_size(),
+    )
+
+
+def prepare_audio(source: Source, settings: Settings) -> Prepared:
+    """List the folder, decode + log-mel in Ray Data, then bucket twice (sorted / random)
+    under the frame budget; rows as ``prepare_audio_classification`` makes them."""
+    started = time.perf_counter()
+    records = list_audio_folder(source.path, target="label")
+    if settings.subset and settings.subset < len(records):
+        # evenly spaced over the (name-sorted) files, so every digit and speaker stays in
+        picks = np.linspace(0, len(records) - 1, settings.subset).round().astype(int)
+        records = [records[i] for i in picks]
+    checked = featurize_audio(records, settings.audio, source.name, "error")
+    labels = sorted(checked.dataset.unique("label"))
+    ids = {name: i for i, name in enumerate(labels)}
+
+    def to_rows(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"ids": list(batch["features"]), "length": batch["length"],
+                "label": np.array([ids[lab] for lab in batch["label"]], dtype=np.int64)}
+
+    features = checked.dataset.map_batches(to_rows, batch_format="numpy", batch_size=256).materialize()
+    featurize_s = time.perf_counter() - started
+    return Prepared(
+        source.name, source.note, checked.rows, len(labels), featurize_s,
+        bucket_both(features, settings.max_frames, settings), unit="frames", model=settings.audio_model,
+        to_batch=audio_batch, max_tokens=settings.max_frames, feature_dim=settings.audio.n_mels,
     )
 
 
@@ -205,21 +311,19 @@ def prepare(source: Source, reader, settings: Settings) -> Prepared:
 
 
 class Arm:
-    """One model + optimizer training on one batching, batches taken in order, cycling."""
+    """One model + optimizer training on one batching, batches taken in order, cycling.
+
+    ``prepared.to_batch`` turns batch rows into model input (token ids, or frames with
+    subsampled lengths); counts are in ``prepared.unit`` (tokens or frames)."""
 
     def __init__(self, batches: list[dict[str, Any]], prepared: Prepared, settings: Settings) -> None:
-        self.batches = [
-            (
-                torch.tensor(np.asarray(b["tokens"]), dtype=torch.int64),
-                torch.tensor(np.asarray(b["lengths"]), dtype=torch.int64),
-                torch.tensor(np.asarray(b["labels"]), dtype=torch.int64),
-            )
-            for b in batches
-        ]
+        self.batches = [prepared.to_batch(b) for b in batches]
+        self.unit = prepared.unit
         self.next = 0
         torch.manual_seed(settings.seed)  # dropout masks draw from the global RNG
         self.model = build_seq2vec(  # the same initial weights for both arms
-            settings.model, vocab_size=prepared.vocab_size, num_labels=prepared.num_labels, seed=settings.seed
+            prepared.model, vocab_size=prepared.vocab_size, feature_dim=prepared.feature_dim,
+            num_labels=prepared.num_labels, seed=settings.seed,
         )
         self.model.train()
         train = TrainConfig(lr=settings.lr, warmup_steps=0, schedule="constant", clip_norm=settings.clip_norm)
@@ -228,17 +332,17 @@ class Arm:
         self.windows: list[dict[str, float]] = []
 
     def step(self) -> tuple[int, int]:
-        """One optimizer step on the next batch; returns (real tokens, padded slots)."""
-        tokens, lengths, labels = self.batches[self.next]
+        """One optimizer step on the next batch; returns (real tokens/frames, padded slots)."""
+        inputs, lengths, labels, n_real, n_slots = self.batches[self.next]
         self.next = (self.next + 1) % len(self.batches)
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model(tokens, lengths)
+        logits = self.model(inputs, lengths)
         loss = F.cross_entropy(logits, labels, reduction="sum") / len(labels)
         loss.backward()
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
         self.optimizer.step()
-        return int(lengths.sum()), tokens.numel()
+        return n_real, n_slots
 
     def window(self, seconds: float, max_steps: int) -> dict[str, float]:
         steps = real = slots = 0
@@ -250,14 +354,15 @@ class Arm:
             wall += time.perf_counter() - tick
             cpu += time.process_time() - cpu_tick
             steps, real, slots = steps + 1, real + n_real, slots + n_slots
+        unit = self.unit
         result = {
             "steps": steps,
-            "tokens": real,
+            unit: real,
             "padded_slots": slots,
             "seconds": round(wall, 3),
             "cpu_seconds": round(cpu, 3),
-            "tokens_per_s": real / wall if wall else 0.0,
-            "tokens_per_cpu_s": real / cpu if cpu else 0.0,
+            f"{unit}_per_s": real / wall if wall else 0.0,
+            f"{unit}_per_cpu_s": real / cpu if cpu else 0.0,
         }
         self.windows.append(result)
         return result
@@ -271,7 +376,13 @@ def abba_order(windows: int) -> list[str]:
     return order
 
 
+UNIT_ABBREV = {"tokens": "tok", "frames": "frm"}
+
+
 def measure(prepared: Prepared, settings: Settings) -> dict[str, Any]:
+    """Time both arms in ABBA windows; the result's throughput keys are named by the
+    unit: ``tokens_per_s`` etc. for text, ``frames_per_s`` etc. for audio."""
+    unit, abbrev = prepared.unit, UNIT_ABBREV[prepared.unit]
     arms = {name: Arm(prepared.arms[name]["batches"], prepared, settings) for name in ("bucketed", "random")}
     for arm in arms.values():
         for _ in range(settings.warmup_steps):
@@ -280,11 +391,14 @@ def measure(prepared: Prepared, settings: Settings) -> dict[str, Any]:
         w = arms[name].window(settings.window_s, settings.max_steps_per_window)
         print(
             f"  {prepared.name:<13} {name:<8} {w['steps']:>4} steps {w['seconds']:>6.1f}s "
-            f"{w['tokens_per_s']:>8,.0f} tok/s  ({w['tokens_per_cpu_s']:,.0f} tok/cpu-s)",
+            f"{w[f'{unit}_per_s']:>8,.0f} {abbrev}/s  ({w[f'{unit}_per_cpu_s']:,.0f} {abbrev}/cpu-s)",
             flush=True,
         )
-    result: dict[str, Any] = {"dataset": prepared.name, "note": prepared.note, "examples": prepared.examples,
-                              "vocab_size": prepared.vocab_size, "featurize_s": round(prepared.featurize_s, 2)}
+    sizes = {"vocab_size": prepared.vocab_size} if unit == "tokens" else {"feature_dim": prepared.feature_dim}
+    result: dict[str, Any] = {"dataset": prepared.name, "note": prepared.note, "unit": unit,
+                              "max_" + unit: prepared.max_tokens, "examples": prepared.examples,
+                              "num_labels": prepared.num_labels, **sizes,
+                              "featurize_s": round(prepared.featurize_s, 2)}
     for name, arm in arms.items():
         stats = prepared.arms[name]["stats"]
         lengths = [len(b[1]) for b in arm.batches]
@@ -294,14 +408,14 @@ def measure(prepared: Prepared, settings: Settings) -> dict[str, Any]:
             "mean_batch_size": round(stats.mean_batch_size, 2),
             "mean_padded_width": round(float(np.mean(widths)), 2),
             "rows_min_max": [int(min(lengths)), int(max(lengths))],
-            "tokens": stats.tokens,
+            unit: stats.tokens,
             "padded_slots": stats.padded_slots,
             "padding_fraction": round(stats.padding_fraction, 4),
             "bucket_s": round(prepared.arms[name]["bucket_s"], 2),
-            "tokens_per_s": round(statistics.median(w["tokens_per_s"] for w in arm.windows), 1),
-            "tokens_per_cpu_s": round(statistics.median(w["tokens_per_cpu_s"] for w in arm.windows), 1),
-            "tokens_per_s_pooled": round(
-                sum(w["tokens"] for w in arm.windows) / max(sum(w["seconds"] for w in arm.windows), 1e-9), 1
+            f"{unit}_per_s": round(statistics.median(w[f"{unit}_per_s"] for w in arm.windows), 1),
+            f"{unit}_per_cpu_s": round(statistics.median(w[f"{unit}_per_cpu_s"] for w in arm.windows), 1),
+            f"{unit}_per_s_pooled": round(
+                sum(w[unit] for w in arm.windows) / max(sum(w["seconds"] for w in arm.windows), 1e-9), 1
             ),
             "cpu_share": round(
                 sum(w["cpu_seconds"] for w in arm.windows) / max(sum(w["seconds"] for w in arm.windows), 1e-9), 3
@@ -309,8 +423,9 @@ def measure(prepared: Prepared, settings: Settings) -> dict[str, Any]:
             "windows": arm.windows,
         }
     b, r = result["bucketed"], result["random"]
-    result["speedup"] = round(b["tokens_per_s"] / r["tokens_per_s"], 3) if r["tokens_per_s"] else None
-    result["speedup_cpu"] = round(b["tokens_per_cpu_s"] / r["tokens_per_cpu_s"], 3) if r["tokens_per_cpu_s"] else None
+    per_s, per_cpu_s = f"{unit}_per_s", f"{unit}_per_cpu_s"
+    result["speedup"] = round(b[per_s] / r[per_s], 3) if r[per_s] else None
+    result["speedup_cpu"] = round(b[per_cpu_s] / r[per_cpu_s], 3) if r[per_cpu_s] else None
     # On a shared machine the wall-clock ratio also measures who got the CPU (see
     # ``cpu_share``); the goal counts as met only when both ratios reach it.
     both = [x for x in (result["speedup"], result["speedup_cpu"]) if x is not None]
@@ -325,12 +440,15 @@ def measure(prepared: Prepared, settings: Settings) -> dict[str, Any]:
 
 
 def table(results: list[dict[str, Any]]) -> str:
+    """One line per dataset and batching; ``unit`` says what ``mean T``, ``padding``,
+    ``per s`` and ``per cpu-s`` count: tokens (tok) or log-mel frames (frm)."""
     head = (
-        f"{'dataset':<14}{'batching':<10}{'batches':>8}{'mean B':>8}{'mean T':>8}"
-        f"{'padding':>9}{'tok/s':>9}{'tok/cpu-s':>11}{'cpu%':>6}{'speedup':>9}{'(cpu)':>7}  goal"
+        f"{'dataset':<14}{'unit':<5}{'batching':<10}{'batches':>8}{'mean B':>8}{'mean T':>8}"
+        f"{'padding':>9}{'per s':>9}{'per cpu-s':>11}{'cpu%':>6}{'speedup':>9}{'(cpu)':>7}  goal"
     )
     lines = [head, "-" * len(head)]
     for res in results:
+        unit = res["unit"]
         for name in ("bucketed", "random"):
             arm = res[name]
             if name == "bucketed":
@@ -343,12 +461,15 @@ def table(results: list[dict[str, Any]]) -> str:
                 )
             else:
                 speed, speed_cpu, goal = "", "", ""
+            first = name == "bucketed"
             lines.append(
-                f"{res['dataset'] if name == 'bucketed' else '':<14}{name:<10}{arm['batches']:>8}"
-                f"{arm['mean_batch_size']:>8.1f}{arm['mean_padded_width']:>8.1f}"
-                f"{arm['padding_fraction']:>8.1%}{arm['tokens_per_s']:>9,.0f}{arm['tokens_per_cpu_s']:>11,.0f}"
+                f"{res['dataset'] if first else '':<14}{UNIT_ABBREV[unit] if first else '':<5}{name:<10}"
+                f"{arm['batches']:>8}{arm['mean_batch_size']:>8.1f}{arm['mean_padded_width']:>8.1f}"
+                f"{arm['padding_fraction']:>8.1%}{arm[f'{unit}_per_s']:>9,.0f}{arm[f'{unit}_per_cpu_s']:>11,.0f}"
                 f"{arm['cpu_share']:>6.0%}{speed:>9}{speed_cpu:>7}  {goal}"
             )
+    lines.append("per s, per cpu-s: real (non-pad) tokens (tok) or log-mel frames (frm) per second of "
+                 "forward+backward+step; mean T and padding in the same unit")
     return "\n".join(lines)
 
 
@@ -359,17 +480,23 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [r["dataset"] for r in results]
+    units = [f"{r['dataset']}\n({r['unit']}/s)" for r in results]
+    per_s = [f"{r['unit']}_per_s" for r in results]
     x = np.arange(len(names))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(4 + 2.5 * len(names), 3.5))
     for offset, arm in ((-0.2, "bucketed"), (0.2, "random")):
         ax1.bar(x + offset, [100 * r[arm]["padding_fraction"] for r in results], 0.4, label=arm)
-        ax2.bar(x + offset, [r[arm]["tokens_per_s"] for r in results], 0.4, label=arm)
+        ax2.bar(x + offset, [r[arm][key] for r, key in zip(results, per_s)], 0.4, label=arm)
     ax1.axhline(100 * GOAL_PADDING, color="k", ls="--", lw=0.8)
-    ax1.set(title="padding (% of slots)", xticks=x, xticklabels=names)
-    ax2.set(title="training tokens/s (real tokens)", xticks=x, xticklabels=names)
-    for r, xi in zip(results, x):
-        ax2.annotate(f"{r['speedup']:.2f}x", (xi, max(r['bucketed']['tokens_per_s'], r['random']['tokens_per_s'])),
-                     ha="center", va="bottom")
+    ax1.set(title="padding (% of slots)", xticks=x, xticklabels=names, ylim=(0, 100))
+    ax2.set(title="training throughput (real tokens or frames /s)", xticks=x, xticklabels=units)
+    values = [r[arm][key] for r, key in zip(results, per_s) for arm in ("bucketed", "random") if r[arm][key] > 0]
+    if values and max(values) > 10 * min(values):  # frames/s and tokens/s differ in scale
+        ax2.set_yscale("log")
+    for r, key, xi in zip(results, per_s, x):
+        if r["speedup"]:
+            ax2.annotate(f"{r['speedup']:.2f}x", (xi, max(r["bucketed"][key], r["random"][key])),
+                         ha="center", va="bottom")
     ax1.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -404,7 +531,10 @@ def run_benchmark(data_root: Path, settings: Settings) -> dict[str, Any]:
         prepared = []
         for source in sources:
             print(f"preparing {source.name} ({source.path}) ...", flush=True)
-            prepared.append(prepare(source, readers[source.name], settings))
+            if source.kind == "audio":
+                prepared.append(prepare_audio(source, settings))
+            else:
+                prepared.append(prepare(source, readers[source.name], settings))
     finally:
         if started_ray:
             ray.shutdown()
@@ -439,23 +569,26 @@ def run_benchmark(data_root: Path, settings: Settings) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
-                        help="folder holding sst2/ and multi30k/ (default: ../shared/data from the repo root)")
+                        help="folder holding sst2/, multi30k/ and fsdd/recordings/ (default: ../shared/data "
+                             "from the repo root)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 600 examples, a tiny model, 3 timed steps per arm; writes only with --out")
+                        help="smoke run: 600 examples a dataset, tiny models, 3 timed steps per arm; writes only with --out")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"report JSON (default {DEFAULT_OUT.relative_to(ROOT)}; none with --quick); a .png goes beside it")
     parser.add_argument("--window-s", type=float, default=None, help="seconds per timing window (default 15)")
     parser.add_argument("--windows", type=int, default=None, help="timing windows per arm (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 1)")
     parser.add_argument("--max-tokens", type=int, default=None,
-                        help="token budget per batch, padding included, for both batchings (default 2048)")
+                        help="text: token budget per batch, padding included, for both batchings (default 2048)")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="audio: frame budget per batch, padding included, for both batchings (default 4096)")
     args = parser.parse_args(argv)
 
     configure_logging()
     # Ray Data re-reads this on every execution; otherwise it logs a line per dataset run.
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     settings = quick_settings() if args.quick else Settings()
-    for name in ("window_s", "windows", "threads", "max_tokens"):
+    for name in ("window_s", "windows", "threads", "max_tokens", "max_frames"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
     out = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
@@ -467,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in report["notes"]:
         print(f"note: {note}")
     if args.quick:
-        print("note: --quick smoke run (600 examples, tiny model, 3 steps): not the benchmark's numbers")
+        print("note: --quick smoke run (600 examples a dataset, tiny models, 3 steps): not the benchmark's numbers")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")

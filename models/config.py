@@ -8,6 +8,8 @@ KINDS = ("seq2vec", "seq2seq")
 CELLS = ("lstm", "gru")
 POOLINGS = ("last", "mean")
 ATTENTIONS = ("luong", "bahdanau")
+INPUTS = ("text", "audio")
+DECODERS = ("attention", "ctc")
 
 
 @dataclass(kw_only=True)
@@ -15,6 +17,19 @@ class ModelConfig:
     kind: str = "seq2vec"
     """Application shape: ``seq2vec`` (sequence -> label) or ``seq2seq`` (sequence ->
     sequence: encoder-decoder with attention)."""
+    input: str = "text"
+    """What the first layer reads: ``text`` (token ids -> embedding) or ``audio`` (log-mel
+    frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``)."""
+    frontend_channels: int = 32
+    """audio: channels of the subsampler's two stride-2 convolutions."""
+    spec_freq_masks: int = 0
+    """audio, training only: SpecAugment frequency masks per utterance (Park et al. 2019)."""
+    spec_freq_width: int = 8
+    """audio: widest frequency mask, in mel bands."""
+    spec_time_masks: int = 0
+    """audio, training only: SpecAugment time masks per utterance."""
+    spec_time_width: int = 10
+    """audio: widest time mask, in frames (each mask also stays under 20% of the utterance)."""
     cell: str = "lstm"
     """Recurrent cell of every layer: ``lstm`` or ``gru``."""
     embed_dim: int = 128
@@ -41,6 +56,10 @@ class ModelConfig:
     residual connection. Every decoder layer is ``hidden_size`` wide, so unlike the
     encoder they can start at 1: on the translation demo (1+2 layers) validation token
     accuracy after 200 steps goes 0.83 -> 0.97 against no residual."""
+    decoder: str = "attention"
+    """seq2seq: ``attention`` (an RNN decoder attending over the encoder, beam search) or
+    ``ctc`` (audio only: a per-step softmax over the encoder trained with CTC; no
+    decoder layers, ``decoder_layers``/``attention`` unused; see ``models.ctc``)."""
     attention: str = "luong"
     """seq2seq attention score: ``luong`` (general, ``h W m``) or ``bahdanau`` (additive,
     ``v . tanh(W h + U m)``). Both attend from the bottom decoder layer's current output."""
@@ -58,8 +77,21 @@ class ModelConfig:
             raise ValueError(f"model.kind: unknown kind {self.kind!r}; known: {', '.join(KINDS)}")
         if self.cell not in CELLS:
             raise ValueError(f"model.cell: {self.cell!r} is not one of {CELLS}")
+        if self.input not in INPUTS:
+            raise ValueError(f"model.input: {self.input!r} is not one of {INPUTS}")
+        for name in ("frontend_channels", "spec_freq_width", "spec_time_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("spec_freq_masks", "spec_time_masks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"model.{name} must be >= 0, got {getattr(self, name)}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling: {self.pooling!r} is not one of {POOLINGS}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"model.decoder: {self.decoder!r} is not one of {DECODERS}")
+        if self.decoder == "ctc" and (self.kind != "seq2seq" or self.input != "audio"):
+            raise ValueError("model.decoder=ctc is for speech recognition: it needs kind seq2seq and input audio "
+                             f"(got {self.kind}, {self.input})")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"model.attention: {self.attention!r} is not one of {ATTENTIONS}")
         for name in ("embed_dim", "hidden_size", "num_layers", "decoder_layers"):

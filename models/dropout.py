@@ -43,6 +43,16 @@ def _seed(key: tuple[int, ...], stream: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
+def keyed_generator(stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for ``stream``'s random draws: seeded by the ``dropout_key`` in force,
+    or, outside one, from the global RNG (plain PyTorch use)."""
+    key = _KEY.get()
+    generator = torch.Generator(device=device)
+    seed = _seed(key, stream) if key is not None else int(torch.randint(0, 2**62, (1,)))
+    generator.manual_seed(seed)
+    return generator
+
+
 class SeededDropout(nn.Module):
     """Inverted dropout with masks keyed by (``dropout_key``, ``stream``)."""
 

@@ -40,6 +40,7 @@ from torch import nn
 from models.attention import Attention
 from models.config import ModelConfig
 from models.dropout import SeededDropout
+from models.frontend import audio_frontend
 from models.layers import PAD_ID, RecurrentLayer, TokenEmbedding, padding_mask
 from models.stack import LayerStack, build_layers
 
@@ -73,6 +74,24 @@ class SourceEmbedding(nn.Module):
 
     def flops_per_token(self) -> float:
         return self.embedding.flops_per_token()
+
+
+class AudioSourceFrontEnd(nn.Module):
+    """``(features (B, 4S, F), tgt_in (B, T))`` -> ``(src_x (B, S, E), tgt_in)``: speech
+    recognition's encoder input (:class:`~models.frontend.ConvSubsampler`); ``lengths[0]``
+    are the subsampled source lengths ``S``."""
+
+    def __init__(self, config: ModelConfig, feature_dim: int) -> None:
+        super().__init__()
+        self.frontend = audio_frontend(config, feature_dim)
+        self.output_size = self.frontend.output_size
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
+        features, tgt_in = x
+        return self.frontend(features, lengths[0]), tgt_in
+
+    def flops_per_token(self) -> float:
+        return self.frontend.flops_per_token()
 
 
 class EncoderLayer(nn.Module):
@@ -242,7 +261,7 @@ class Seq2Seq(LayerStack):
     def _parts(self) -> tuple[list[nn.Module], TargetEmbedding, list[nn.Module], Generator]:
         """(encoder layers incl. source embedding, target embedding, decoder RNN layers, generator)."""
         layers = list(self.layers.values())
-        if not (isinstance(layers[0], SourceEmbedding) and isinstance(layers[-1], Generator)):
+        if not (isinstance(layers[0], (SourceEmbedding, AudioSourceFrontEnd)) and isinstance(layers[-1], Generator)):
             keys = list(self.layers.keys())
             raise RuntimeError(f"incremental decoding needs the whole model; this one holds layers {keys[0]}..{keys[-1]}")
         split = next(i for i, layer in enumerate(layers) if isinstance(layer, TargetEmbedding))
@@ -250,10 +269,11 @@ class Seq2Seq(LayerStack):
 
     @torch.no_grad()
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
-        """``src_tokens (B, S)``, ``src_lengths (B,)`` int64 CPU -> ``memory (B, S, H_mem)``."""
+        """``src_tokens (B, S)`` (audio: frames ``(B, 4S, F)``), ``src_lengths (B,)`` int64
+        CPU -> ``memory (B, S, H_mem)``."""
         encoder, _, _, _ = self._parts()
         batch = src_tokens.size(0)
-        x = (src_tokens, src_tokens.new_zeros(batch, 0))
+        x = (src_tokens, torch.zeros(batch, 0, dtype=torch.int64, device=src_tokens.device))
         lengths = (src_lengths, torch.zeros(batch, dtype=torch.int64))
         for layer in encoder:
             x = layer(x, lengths)
@@ -312,12 +332,14 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: 
 
 
 def seq2seq_layer_factories(
-    config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int
+    config: ModelConfig, *, tgt_vocab_size: int, src_vocab_size: int = 0, feature_dim: int = 0
 ) -> list[Callable[[], nn.Module]]:
-    """One constructor per layer, in order (widths are worked out without building)."""
+    """One constructor per layer, in order (widths are worked out without building).
+    Text sources need ``src_vocab_size``, audio sources (``config.input``) ``feature_dim``."""
     h = config.hidden_size
     factories: list[Callable[[], nn.Module]] = [
-        partial(SourceEmbedding, src_vocab_size, config.embed_dim, init_std=embedding_init_std(config.embed_dim, False))
+        partial(AudioSourceFrontEnd, config, feature_dim) if config.input == "audio"
+        else partial(SourceEmbedding, src_vocab_size, config.embed_dim, init_std=embedding_init_std(config.embed_dim, False))
     ]
     width = config.embed_dim
     for i in range(config.num_layers):
@@ -369,13 +391,15 @@ def tied_layer_indices(config: ModelConfig) -> tuple[int, int] | None:
 def build_seq2seq(
     config: ModelConfig,
     *,
-    src_vocab_size: int,
     tgt_vocab_size: int,
+    src_vocab_size: int = 0,
+    feature_dim: int = 0,
     seed: int = 0,
     keep: Iterable[int] | None = None,
 ) -> Seq2Seq:
     """The model, or with ``keep`` only those (contiguous) layers of it."""
-    factories = seq2seq_layer_factories(config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
+    factories = seq2seq_layer_factories(config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
+                                        feature_dim=feature_dim)
     layers = build_layers(factories, seed=seed, keep=keep)
     tied = tied_layer_indices(config)
     if tied is not None and tied[0] in layers and tied[1] in layers:

@@ -9,7 +9,8 @@ iterators::
 Each output row of the returned dataset is one padded batch:
 
     tokens   (rows, longest) int32, padded with 0
-    lengths  (rows,)         int64, valid tokens per row
+             (audio: frames (rows, longest, n_mels) float32, padded with 0)
+    lengths  (rows,)         int64, valid tokens (audio: frames) per row
     labels   (rows,)         int64
     index    (rows,)         int64, passed through when the input has an ``index`` column
 
@@ -99,7 +100,11 @@ def _greedy_cut(order: np.ndarray, lengths: np.ndarray, *, max_tokens: int, max_
 
 
 def pad_batch(ids: list[np.ndarray]) -> np.ndarray:
-    out = np.zeros((len(ids), max(len(x) for x in ids)), dtype=np.int32)
+    """Rows padded with zeros to the longest: token ids ``(rows, longest)`` int32, or
+    audio frames ``(rows, longest, n_mels)`` in their own (float) dtype."""
+    first = np.asarray(ids[0])
+    dtype = first.dtype if first.ndim > 1 else np.int32
+    out = np.zeros((len(ids), max(len(x) for x in ids), *first.shape[1:]), dtype=dtype)
     for row, x in enumerate(ids):
         out[row, : len(x)] = x
     return out

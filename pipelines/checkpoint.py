@@ -73,7 +73,10 @@ def export_inference(train_dir: Path, out_dir: Path, *, recipe: Recipe, files: d
     for name, text in files.items():
         (out_dir / name).write_text(text)
     route = task_for(recipe.model).route
-    (out_dir / "meta.json").write_text(json.dumps({"kind": recipe.model.kind, "task": route, **meta}, indent=2))
+    head = {"kind": recipe.model.kind, "input": recipe.model.input, "task": route}
+    if recipe.model.kind == "seq2seq":
+        head["decoder"] = recipe.model.decoder
+    (out_dir / "meta.json").write_text(json.dumps({**head, **meta}, indent=2))
     return out_dir
 
 
@@ -97,8 +100,9 @@ class InferenceCheckpoint:
     recipe: Recipe
     meta: dict[str, Any]
     tokenizer_json: str | None
-    """seq2vec's tokenizer; seq2seq checkpoints load theirs with
-    ``pipelines.tokenization.load_translation_tokenizers(path)``."""
+    """``tokenizer.json`` of a text classifier (its input) or a speech recognizer (its
+    output); translation checkpoints load theirs with
+    ``pipelines.tokenization.load_translation_tokenizers(path)``; audio classifiers have none."""
     model: torch.nn.Module
 
     @property
@@ -117,12 +121,14 @@ def load_inference(path: str | Path, *, device: str = "cpu") -> InferenceCheckpo
     task = task_of_checkpoint(path, meta)
     if task.kind != recipe.model.kind:
         raise DataError(f"{path}: meta.json says kind {task.kind!r} but config.yaml builds {recipe.model.kind!r}")
+    if task is not task_for(recipe.model):
+        raise DataError(f"{path}: meta.json and config.yaml disagree on the model's input or decoder")
     sizes = task.sizes_from_meta(path, meta)
-    tokenizer_json = None
-    if task.kind == "seq2vec":
-        if not (path / "tokenizer.json").is_file():
-            raise DataError(f"{path}: not a rayseq checkpoint (missing tokenizer.json)")
-        tokenizer_json = (path / "tokenizer.json").read_text()
+    missing = task.missing_files(path)
+    if missing:
+        raise DataError(f"{path}: not a rayseq checkpoint (missing {missing})")
+    single = path / "tokenizer.json"
+    tokenizer_json = single.read_text() if single.is_file() else None
     model = task.build(recipe.model, sizes)
     model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
     model.to(device).eval()

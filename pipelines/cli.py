@@ -3,6 +3,10 @@
     rayseq train RECIPE.yaml [--set KEY=VALUE ...] [--output DIR]
     rayseq eval CHECKPOINT --data PATH [--format FORMAT] [--set KEY=VALUE ...]
     rayseq serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000]
+    rayseq generate speech RECORDINGS OUT_DIR --count N --seed S [--takes 10-49]
+                           [--min-digits 1] [--max-digits 7] [--snr-db 30]
+    rayseq generate digits OUT_DIR [--speakers 3] [--takes 0-9]
+    rayseq generate {sentiment,translation} OUT_DIR [--size N] [--seed S]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def run_and_report(command: Callable[[], dict[str, Any] | None]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.audio_generate import add_generate_arguments
     from pipelines.evaluate import add_eval_arguments
     from pipelines.train import add_train_arguments
     from serving.cli import add_serve_arguments
@@ -44,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(commands.add_parser("train", help="train a recipe"))
     add_eval_arguments(commands.add_parser("eval", help="score a checkpoint on a dataset"))
     add_serve_arguments(commands.add_parser("serve", help="serve checkpoints over HTTP with Ray Serve"))
+    add_generate_arguments(commands.add_parser("generate", help="write a synthetic or derived dataset"))
     return parser
 
 
@@ -57,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.evaluate import eval_command
 
         return run_and_report(lambda: eval_command(args))
+    if args.command == "generate":
+        from pipelines.audio_generate import generate_command
+
+        return run_and_report(lambda: generate_command(args))
     from serving.cli import serve_command
 
     return run_and_report(lambda: serve_command(args))

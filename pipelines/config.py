@@ -20,32 +20,90 @@ from models.config import ModelConfig
 from pipelines.errors import ConfigError
 from pipelines.generate import TRANSLATION_NUMBERS
 
-FORMATS = ("auto", "labeled-lines", "csv", "tsv", "jsonl", "parquet", "parallel", "hf")
-GENERATORS = ("sentiment", "translation")
+FORMATS = ("auto", "labeled-lines", "csv", "tsv", "jsonl", "parquet", "parallel", "hf", "audio-folder")
+GENERATORS = ("sentiment", "translation", "digits", "speech")
 
 
 @dataclass(kw_only=True)
 class GenerateConfig:
     name: str = "sentiment"
-    """Built-in generator: ``sentiment`` (templated reviews with negation, labeled-lines) or
+    """Built-in generator: ``sentiment`` (templated reviews with negation, labeled-lines),
     ``translation`` (English sentences with a number in words -> German, ``parallel``
-    train/valid with languages ``en``/``de``)."""
+    train/valid with languages ``en``/``de``), ``digits`` (synthetic FSDD-style digit
+    recordings: ``train/`` and ``valid/`` audio folders) or ``speech`` (spoken digit
+    strings joined from the FSDD-style ``recordings``: ``train/`` and ``valid/`` audio
+    folders with transcripts, validation from ``valid_takes`` only)."""
     size: int = 4000
-    """Training examples to generate (validation gets a quarter as many)."""
+    """Training examples to generate (validation gets a quarter as many; ``digits``: takes
+    per speaker and digit)."""
     seed: int = 0
     """Generator seed: the same seed writes the same files."""
+    recordings: str = ""
+    """``speech``: the FSDD-style recordings folder (``{digit}_{speaker}_{take}.wav``)."""
+    valid_takes: str = "5-9"
+    """``speech``: takes (e.g. ``5-9``) the validation utterances are made of; training
+    utterances use every other take, so validation audio is never heard in training."""
 
     def __post_init__(self) -> None:
         if self.name not in GENERATORS:
             raise ConfigError(f"data.generate.name: {self.name!r} is not one of {GENERATORS}")
         if self.size < 10:
             raise ConfigError(f"data.generate.size must be >= 10, got {self.size}")
+        if self.name == "speech" and not self.recordings:
+            raise ConfigError("data.generate.recordings: the speech generator needs an FSDD-style recordings folder")
         if self.name == "translation" and self.size + self.size // 4 > len(TRANSLATION_NUMBERS):
             raise ConfigError(
                 f"data.generate.size: translation draws distinct numbers from {TRANSLATION_NUMBERS.start}.."
                 f"{TRANSLATION_NUMBERS.stop - 1}, so size + size // 4 must be <= {len(TRANSLATION_NUMBERS)} "
                 f"({self.size} + {self.size // 4})"
             )
+
+
+@dataclass(kw_only=True)
+class AudioConfig:
+    """How ``audio-folder`` recordings become model input (log-mel frames)."""
+
+    sample_rate: int = 16000
+    """Every recording (and upload) is resampled to this rate (soxr) before features."""
+    n_mels: int = 80
+    """Log-mel bands per frame: the model's input width."""
+    window_ms: float = 25.0
+    """Analysis window (Hann) of one frame."""
+    hop_ms: float = 10.0
+    """Frame shift: 100 frames per second at 10 ms."""
+    max_seconds: float = 20.0
+    """Longest recording kept whole; longer ones are cut (and counted), uploads refused."""
+    valid_takes: str = ""
+    """With ``data.valid`` empty: FSDD-style names ``{label}_{speaker}_{take}`` whose take is
+    in this range (e.g. ``5-9``) form the validation split and stay out of training."""
+
+    def __post_init__(self) -> None:
+        if self.sample_rate < 1000 or self.n_mels < 8:
+            raise ConfigError(f"data.audio.sample_rate must be >= 1000 and n_mels >= 8, got {self.sample_rate}, {self.n_mels}")
+        if not 0 < self.hop_ms <= self.window_ms:
+            raise ConfigError(f"data.audio: need 0 < hop_ms <= window_ms, got {self.hop_ms}, {self.window_ms}")
+        if self.max_seconds <= 0:
+            raise ConfigError(f"data.audio.max_seconds must be > 0, got {self.max_seconds}")
+        if self.valid_takes:
+            from pipelines.audio_generate import parse_takes
+
+            try:
+                parse_takes(self.valid_takes)
+            except ValueError as err:
+                raise ConfigError(f"data.audio.valid_takes: {err}") from err
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    @property
+    def window_length(self) -> int:
+        return int(round(self.sample_rate * self.window_ms / 1000))
+
+    @property
+    def max_frames(self) -> int:
+        """Frames of a ``max_seconds`` recording."""
+        return int(self.max_seconds * self.sample_rate) // self.hop_length + 1
 
 
 @dataclass(kw_only=True)
@@ -85,6 +143,8 @@ class DataConfig:
     decoder then runs ``max_target_length + 1`` steps); 0 means ``max_length``."""
     generate: GenerateConfig | None = None
     """When set, the training driver writes this generated dataset into ``root`` first."""
+    audio: AudioConfig = field(default_factory=lambda: AudioConfig())
+    """``audio-folder`` data: decoding, features and the validation carve-out."""
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -174,6 +234,11 @@ class TrainConfig:
     cluster a location every node reaches (``s3://bucket/prefix``, ``gs://...``, NFS)."""
     shuffle_buffer: int = 64
     """Batches shuffled together per epoch (seeded by seed and epoch)."""
+    init_from: str = ""
+    """An inference checkpoint folder whose parameters start this model wherever a name
+    and shape match (the rest keeps its seeded init): e.g. a spoken-digit classifier's
+    front end and encoder for a speech recognizer of the same widths. Workers read it, so
+    on a cluster it must be on shared storage. Ignored when resuming."""
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
@@ -285,10 +350,24 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.model.kind == "seq2seq" and self.parallel.schedule == "wavefront":
             raise ConfigError("parallel.schedule: wavefront runs seq2vec models for now; use gpipe or 1f1b for seq2seq")
-        if self.data.max_length > self.batching.max_tokens:
+        if self.model.input == "audio":
+            self._check_audio()
+        elif self.data.max_length > self.batching.max_tokens:
             raise ConfigError(
                 "data.max_length must fit the token budget: "
                 f"{self.data.max_length} > batching.max_tokens {self.batching.max_tokens}"
+            )
+
+    def _check_audio(self) -> None:
+        if self.data.format not in ("auto", "audio-folder"):
+            raise ConfigError(f"model.input=audio reads data.format audio-folder, got {self.data.format!r}")
+        if self.parallel.schedule == "wavefront":
+            raise ConfigError("parallel.schedule: wavefront needs time-streaming layers; the audio front end "
+                              "convolves over time, so use gpipe or 1f1b")
+        if self.data.audio.max_frames > self.batching.max_tokens:
+            raise ConfigError(
+                f"batching.max_tokens is a frame budget for audio: a data.audio.max_seconds recording has "
+                f"{self.data.audio.max_frames} frames > {self.batching.max_tokens}"
             )
 
     def to_dict(self) -> dict[str, Any]:

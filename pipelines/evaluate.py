@@ -1,10 +1,11 @@
 """Score an inference checkpoint on a dataset: ``rayseq eval CHECKPOINT --data PATH``.
 
-seq2vec: accuracy. seq2seq: sacrebleu BLEU and chrF on detokenized output, plus
-``bleu_tok_lc`` (lowercased, tokenized: how the Multi30k literature reports BLEU), with
-the recipe's ``decode`` settings (beam size, length penalty). Records are read and
-checked exactly as in training (same formats, same bad-record errors); prediction runs
-as Ray Data batch inference with the checkpoint loaded once per actor.
+seq2vec: accuracy (text or audio). seq2seq: sacrebleu BLEU and chrF on detokenized
+output, plus ``bleu_tok_lc`` (lowercased, tokenized: how the Multi30k literature reports
+BLEU); speech-to-text: WER and CER (``jiwer``) and exact matches. Decoding uses the
+recipe's ``decode`` settings (beam size, length penalty). Records are read and checked
+exactly as in training (same formats, same bad-record errors); prediction runs as Ray
+Data batch inference with the checkpoint loaded once per actor.
 """
 
 from __future__ import annotations
@@ -64,21 +65,85 @@ def score_translations(checkpoint: Path, recipe) -> dict[str, Any]:
     return {**scores, "beam_size": decode.beam_size, "skipped_records": records.skipped}
 
 
+class _ClassifyAudio:
+    def __init__(self, checkpoint: str) -> None:
+        from pipelines.audio_inference import AudioClassifier
+
+        self.classifier = AudioClassifier(checkpoint)
+        self.ids = {name: i for i, name in enumerate(self.classifier.labels)}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from pipelines.errors import DataError
+
+        unknown = [(o, lab) for o, lab in zip(batch["origin"], batch["label"]) if lab not in self.ids]
+        if unknown:
+            raise DataError(f"{unknown[0][0]}: label {unknown[0][1]!r} is not one of the model's labels "
+                            f"{self.classifier.labels}")
+        probs = self.classifier.probabilities(list(batch["features"]))
+        return {"predicted": probs.argmax(-1), "label": np.array([self.ids[lab] for lab in batch["label"]])}
+
+
+class _Transcribe:
+    def __init__(self, checkpoint: str, options: dict[str, Any]) -> None:
+        from pipelines.audio_inference import SpeechRecognizer
+
+        self.recognizer = SpeechRecognizer(checkpoint)
+        self.options = options
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.recognizer.transcribe_features(list(batch["features"]), **self.options)
+        return {"index": batch["index"], "hypothesis": np.array([o["text"] for o in outputs]),
+                "transcript": batch["transcript"]}
+
+
+def _featurized_validation(recipe, target: str):
+    from pipelines.audio_data import featurize_audio, validation_records
+
+    return featurize_audio(validation_records(recipe.data, target=target), recipe.data.audio, "eval",
+                           recipe.data.on_bad_record)
+
+
+def score_audio_classifications(checkpoint: Path, recipe) -> dict[str, Any]:
+    """Accuracy of an audio classifier on the recipe's validation recordings."""
+    records = _featurized_validation(recipe, "label")
+    scored = records.dataset.map_batches(
+        _ClassifyAudio, fn_constructor_kwargs={"checkpoint": str(checkpoint)}, batch_size=128,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+    )
+    return _accuracy(scored, records.skipped)
+
+
+def score_speech(checkpoint: Path, recipe) -> dict[str, Any]:
+    """WER, CER and exact-match rate of a speech recognizer on the recipe's validation
+    recordings, with the recipe's ``decode`` settings."""
+    from pipelines.speech_metrics import speech_scores
+
+    records = _featurized_validation(recipe, "transcript")
+    options = {"beam_size": recipe.decode.beam_size, "max_length": recipe.decode.max_length}
+    decoded = records.dataset.map_batches(
+        _Transcribe, fn_constructor_kwargs={"checkpoint": str(checkpoint), "options": options}, batch_size=128,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+    )
+    rows = sorted(decoded.iter_rows(), key=lambda r: int(r["index"]))
+    scores = speech_scores([r["hypothesis"] for r in rows], [r["transcript"] for r in rows])
+    return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped}
+
+
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", overrides: list[str] | None = None) -> dict[str, Any]:
     import yaml
 
     from pipelines.checkpoint import load_inference
     from pipelines.runtime import init_ray
+    from pipelines.tasks import task_of_checkpoint
 
     loaded = load_inference(checkpoint)
     raw = yaml.safe_load((Path(checkpoint) / "config.yaml").read_text())
     raw.setdefault("data", {}).update({"root": "", "valid": str(data), "format": fmt, "generate": None})
+    raw["data"].get("audio", {}).pop("valid_takes", None)
     recipe = recipe_from_dict(apply_overrides(raw, overrides or []))
 
     init_ray()
-    if loaded.meta["kind"] == "seq2seq":
-        return score_translations(Path(checkpoint), recipe)
-    return score_classifications(loaded, recipe)
+    return task_of_checkpoint(checkpoint, loaded.meta).scores(loaded, recipe)
 
 
 def score_classifications(loaded, recipe) -> dict[str, Any]:
@@ -93,6 +158,10 @@ def score_classifications(loaded, recipe) -> dict[str, Any]:
         _Score, fn_constructor_kwargs={"checkpoint": str(loaded.path)}, batch_size=512,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
+    return _accuracy(scored, records.skipped)
+
+
+def _accuracy(scored, skipped: int) -> dict[str, Any]:
     predicted, labels = [], []
     for part in scored.iter_batches(batch_size=None, batch_format="numpy"):
         predicted.append(part["predicted"])
@@ -101,7 +170,7 @@ def score_classifications(loaded, recipe) -> dict[str, Any]:
     return {
         "accuracy": round(float((predicted == labels).mean()), 4),
         "examples": int(len(labels)),
-        "skipped_records": records.skipped,
+        "skipped_records": skipped,
     }
 
 
@@ -109,8 +178,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="inference checkpoint folder (<run>/checkpoint)")
     parser.add_argument("--data", type=Path, required=True, help="file or folder to score")
     parser.add_argument("--format", default="auto",
-                        help="labeled-lines, csv, tsv, jsonl, parquet, parallel, hf (default: by extension; "
-                             "parallel when PATH.<source_lang> exists)")
+                        help="labeled-lines, csv, tsv, jsonl, parquet, parallel, hf, audio-folder (default: by "
+                             "extension; parallel when PATH.<source_lang> exists; audio-folder for audio models)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the checkpoint's recipe, e.g. data.text_column=sentence")
 

@@ -11,6 +11,10 @@ transport and the worker loop are the same for every kind.
     kind      first-stage input            lengths              targets         loss per
     seq2vec   tokens (B, T)                (B,)                 labels (B,)     example
     seq2seq   (src (B, S), tgt_in (B, T))  ((B,) src, (B,) tgt)  tgt_out (B, T)  target token
+
+Tasks are keyed by ``(model.kind, model.input)``. Audio tasks (``input: audio``) feed
+log-mel frames ``(B, 4T, n_mels)`` float32 where text tasks feed token ids, with lengths
+counted in the front end's subsampled steps ``T`` (``models.frontend``).
 """
 
 from __future__ import annotations
@@ -53,10 +57,36 @@ def _tensor(value: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(value, dtype=np.int64))
 
 
+def _frames(value: Any) -> torch.Tensor:
+    return torch.from_numpy(np.array(value, dtype=np.float32))
+
+
+def _steps(frames: Any) -> torch.Tensor:
+    """Frame counts -> the front end's output steps (frames are multiples of SUBSAMPLING)."""
+    from models.frontend import SUBSAMPLING
+
+    return _tensor(frames) // SUBSAMPLING
+
+
+def _checked_sizes(path, meta: dict[str, Any], names: tuple[str, ...]) -> dict[str, int]:
+    if not all(isinstance(meta.get(k), int) for k in names):
+        raise DataError(f"{path}/meta.json: needs integer {' and '.join(repr(k) for k in names)}")
+    return {k: meta[k] for k in names}
+
+
+def _labels_from_meta(path, meta: dict[str, Any]) -> int:
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2:
+        raise DataError(f"{path}/meta.json: needs 'labels' (2 or more)")
+    return len(labels)
+
+
 class ClassificationTask:
     """seq2vec: a label per sequence; loss summed per example."""
 
     kind = "seq2vec"
+    input = "text"
+    decoder = ""
     route = "classify"
     """The serving route (CONTRACT.md) its checkpoints answer; ``meta.json``'s ``task``."""
     metric = "val_accuracy"
@@ -73,13 +103,16 @@ class ClassificationTask:
     def layer_factories(self, config: ModelConfig, sizes: dict[str, int]) -> list[Callable[[], nn.Module]]:
         from models.seq2vec import seq2vec_layer_factories
 
-        return seq2vec_layer_factories(config, vocab_size=sizes["vocab_size"], num_labels=sizes["num_labels"])
+        return seq2vec_layer_factories(config, **sizes)
 
     def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int = 0, keep=None) -> nn.Module:
         from models.seq2vec import build_seq2vec
 
-        return build_seq2vec(config, vocab_size=sizes["vocab_size"], num_labels=sizes["num_labels"],
-                             seed=seed, keep=keep)
+        return build_seq2vec(config, **sizes, seed=seed, keep=keep)
+
+    def missing_files(self, path) -> str | None:
+        """What a checkpoint folder lacks of the files this task's inference needs, else None."""
+        return None if (path / "tokenizer.json").is_file() else "tokenizer.json"
 
     def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
         return split_batch(_tensor(row["tokens"]), _tensor(row["lengths"]), _tensor(row["labels"]), microbatches)
@@ -103,12 +136,15 @@ class ClassificationTask:
         """Scores beyond the engine's validation pass, for the end-of-training summary."""
         return {}
 
+    def scores(self, loaded, recipe) -> dict[str, Any]:
+        """``rayseq eval``: a loaded checkpoint scored on ``recipe.data.valid``."""
+        from pipelines.evaluate import score_classifications
+
+        return score_classifications(loaded, recipe)
+
     def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
         """The builder's size arguments from a checkpoint's ``meta.json``, checked."""
-        labels = meta.get("labels")
-        if not isinstance(labels, list) or len(labels) < 2 or not isinstance(meta.get("vocab_size"), int):
-            raise DataError(f"{path}/meta.json: needs 'labels' (2 or more) and an integer 'vocab_size'")
-        return {"vocab_size": meta["vocab_size"], "num_labels": len(labels)}
+        return {"num_labels": _labels_from_meta(path, meta), **_checked_sizes(path, meta, ("vocab_size",))}
 
 
 class TranslationTask:
@@ -116,6 +152,8 @@ class TranslationTask:
     ignored), as OpenNMT and fairseq normalise it."""
 
     kind = "seq2seq"
+    input = "text"
+    decoder = "attention"
     route = "generate"
     metric = "val_token_accuracy"
 
@@ -131,22 +169,29 @@ class TranslationTask:
     def layer_factories(self, config: ModelConfig, sizes: dict[str, int]) -> list[Callable[[], nn.Module]]:
         from models.seq2seq import seq2seq_layer_factories
 
-        return seq2seq_layer_factories(config, src_vocab_size=sizes["src_vocab_size"],
-                                       tgt_vocab_size=sizes["tgt_vocab_size"])
+        return seq2seq_layer_factories(config, **sizes)
 
     def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int = 0, keep=None) -> nn.Module:
         from models.seq2seq import build_seq2seq
 
-        return build_seq2seq(config, src_vocab_size=sizes["src_vocab_size"], tgt_vocab_size=sizes["tgt_vocab_size"],
-                             seed=seed, keep=keep)
+        return build_seq2seq(config, **sizes, seed=seed, keep=keep)
+
+    def missing_files(self, path) -> str | None:
+        from pipelines.tokenization import missing_translation_tokenizer
+
+        return missing_translation_tokenizer(path)
+
+    def source(self, row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(padded source, lengths in model steps, input positions per step)``."""
+        return _tensor(row["src_tokens"]), _tensor(row["src_lengths"]), 1
 
     def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
         """Row chunks, each trimmed to its own longest source and target (dynamic unrolling)."""
-        src, src_len = _tensor(row["src_tokens"]), _tensor(row["src_lengths"])
+        src, src_len, per_step = self.source(row)
         tgt_in, tgt_out, tgt_len = _tensor(row["tgt_in"]), _tensor(row["tgt_out"]), _tensor(row["tgt_lengths"])
         plan = StepPlan([], [], [])
         for rows in torch.arange(len(src_len)).tensor_split(min(microbatches, len(src_len))):
-            s, t = int(src_len[rows].max()), int(tgt_len[rows].max())
+            s, t = int(src_len[rows].max()) * per_step, int(tgt_len[rows].max())
             plan.tokens.append((src[rows, :s], tgt_in[rows, :t]))
             plan.lengths.append((src_len[rows], tgt_len[rows]))
             plan.labels.append(tgt_out[rows, :t])
@@ -181,21 +226,179 @@ class TranslationTask:
         return {f"val_{k}": scores[k] for k in ("bleu", "chrf", "bleu_tok_lc")}
 
     def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
-        if not all(isinstance(meta.get(k), int) for k in ("src_vocab_size", "tgt_vocab_size")):
-            raise DataError(f"{path}/meta.json: needs integer 'src_vocab_size' and 'tgt_vocab_size'")
-        return {"src_vocab_size": meta["src_vocab_size"], "tgt_vocab_size": meta["tgt_vocab_size"]}
+        return _checked_sizes(path, meta, ("src_vocab_size", "tgt_vocab_size"))
+
+    def scores(self, loaded, recipe) -> dict[str, Any]:
+        from pipelines.evaluate import score_translations
+
+        return score_translations(loaded.path, recipe)
 
 
-TASKS = {task.kind: task for task in (ClassificationTask(), TranslationTask())}
+class AudioClassificationTask(ClassificationTask):
+    """seq2vec on log-mel frames (spoken digits): no tokenizer; the features' width
+    (``n_mels``) sizes the front end."""
+
+    input = "audio"
+
+    def prepare(self, recipe) -> PreparedData:
+        from pipelines.audio_data import prepare_audio_classification
+
+        data = prepare_audio_classification(recipe)
+        sizes = {"feature_dim": data.feature_dim, "num_labels": len(data.labels)}
+        meta = {"labels": data.labels, "feature_dim": data.feature_dim}
+        return PreparedData(data.train, data.valid, sizes, {}, meta, data.train_stats.batches, data.report)
+
+    def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
+        from models.frontend import SUBSAMPLING
+
+        frames, steps, labels = _frames(row["tokens"]), _steps(row["lengths"]), _tensor(row["labels"])
+        plan = StepPlan([], [], [])
+        for rows in torch.arange(len(steps)).tensor_split(min(microbatches, len(steps))):
+            plan.tokens.append(frames[rows, : int(steps[rows].max()) * SUBSAMPLING])
+            plan.lengths.append(steps[rows])
+            plan.labels.append(labels[rows])
+        return plan
+
+    def missing_files(self, path) -> str | None:
+        return None
+
+    def scores(self, loaded, recipe) -> dict[str, Any]:
+        from pipelines.evaluate import score_audio_classifications
+
+        return score_audio_classifications(loaded.path, recipe)
+
+    def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
+        return {"num_labels": _labels_from_meta(path, meta), **_checked_sizes(path, meta, ("feature_dim",))}
 
 
-def task_for(config: ModelConfig) -> ClassificationTask | TranslationTask:
-    return TASKS[config.kind]
+class SpeechRecognitionTask(TranslationTask):
+    """seq2seq from log-mel frames to a transcript (speech-to-text): the translation
+    model with the audio front end in place of the source embedding; one target
+    tokenizer (``tokenizer.json``); scored by WER and CER."""
+
+    input = "audio"
+
+    def prepare(self, recipe) -> PreparedData:
+        from pipelines.audio_data import prepare_speech
+
+        data = prepare_speech(recipe)
+        vocab = data.tokenizer.get_vocab_size()
+        sizes = {"feature_dim": data.feature_dim, "tgt_vocab_size": vocab}
+        meta = {"feature_dim": data.feature_dim, "tgt_vocab_size": vocab}
+        return PreparedData(data.train, data.valid, sizes, {"tokenizer.json": data.tokenizer.to_str()}, meta,
+                            data.train_stats.batches, data.report)
+
+    def source(self, row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        from models.frontend import SUBSAMPLING
+
+        return _frames(row["src_tokens"]), _steps(row["src_lengths"]), SUBSAMPLING
+
+    def final_scores(self, checkpoint, recipe) -> dict[str, Any]:
+        """WER and CER of the decoded validation split (recipe's beam)."""
+        if not (recipe.data.valid or recipe.data.audio.valid_takes):
+            return {}
+        from pipelines.evaluate import score_speech
+
+        scores = score_speech(checkpoint, recipe)
+        print(f"validation: WER {scores['wer']:.4f}, CER {scores['cer']:.4f} (beam {scores['beam_size']}, "
+              f"{scores['examples']} utterances)", flush=True)
+        return {f"val_{k}": scores[k] for k in ("wer", "cer", "exact_match")}
+
+    def scores(self, loaded, recipe) -> dict[str, Any]:
+        from pipelines.evaluate import score_speech
+
+        return score_speech(loaded.path, recipe)
+
+    def missing_files(self, path) -> str | None:
+        return None if (path / "tokenizer.json").is_file() else "tokenizer.json"
+
+    def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
+        return _checked_sizes(path, meta, ("feature_dim", "tgt_vocab_size"))
 
 
-def task_of_checkpoint(path, meta: dict[str, Any]) -> ClassificationTask | TranslationTask:
-    """The task a checkpoint's ``meta.json`` names (its ``kind``)."""
-    kind = meta.get("kind") if isinstance(meta, dict) else None
-    if kind not in TASKS:
-        raise DataError(f"{path}/meta.json: 'kind' must be one of {', '.join(TASKS)}, got {kind!r}")
-    return TASKS[kind]
+class CTCSpeechTask(SpeechRecognitionTask):
+    """Speech-to-text with CTC (``model.decoder: ctc``): frames in, per-step token
+    log-probabilities out, no decoder. The last stage needs each row's step count for the
+    loss, so the labels carry it: ``labels = [steps | y (PAD-padded)]`` ``(B, 1 + L)``."""
+
+    decoder = "ctc"
+
+    def layer_factories(self, config: ModelConfig, sizes: dict[str, int]) -> list[Callable[[], nn.Module]]:
+        from models.ctc import ctc_layer_factories
+
+        return ctc_layer_factories(config, **sizes)
+
+    def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int = 0, keep=None) -> nn.Module:
+        from models.ctc import build_ctc
+
+        return build_ctc(config, **sizes, seed=seed, keep=keep)
+
+    def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
+        from models.frontend import SUBSAMPLING
+
+        frames, steps = _frames(row["src_tokens"]), _steps(row["src_lengths"])
+        targets, target_lengths = _tensor(row["tgt_in"])[:, 1:], _tensor(row["tgt_lengths"]) - 1  # y, no BOS/EOS
+        plan = StepPlan([], [], [])
+        for rows in torch.arange(len(steps)).tensor_split(min(microbatches, len(steps))):
+            plan.tokens.append(frames[rows, : int(steps[rows].max()) * SUBSAMPLING])
+            plan.lengths.append(steps[rows])
+            width = max(int(target_lengths[rows].max()), 1)
+            plan.labels.append(torch.cat([steps[rows, None], targets[rows, :width]], dim=1))
+        return plan
+
+    @staticmethod
+    def _unpack(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = targets[:, 1:]
+        return targets[:, 0].cpu(), y, (y != PAD_ID).sum(1).cpu()
+
+    def loss(self, out: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+        from models.ctc import ctc_loss
+
+        steps, y, lengths = self._unpack(targets)
+        return ctc_loss(out, steps, y, lengths)
+
+    def loss_units(self, plan: StepPlan) -> float:
+        return float(sum(int((labels[:, 1:] != PAD_ID).sum()) for labels in plan.labels))
+
+    def eval_counts(self, out: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
+        """``(loss, target tokens - edit distance of the greedy transcript (per utterance,
+        at least 0), target tokens)``: the token accuracy is 1 - token error rate."""
+        import jiwer
+
+        from models.ctc import ctc_greedy
+
+        steps, y, lengths = self._unpack(targets)
+        loss = float(self.loss(out, targets, 0.0))
+        correct = 0.0
+        for hyp, ref, n in zip(ctc_greedy(out, steps), y.tolist(), lengths.tolist()):
+            words = lambda ids: " ".join(str(i) for i in ids) or "_"  # noqa: E731 - ids as words for jiwer
+            edits = jiwer.process_words(words(ref[:n]), words(hyp[0].tokens))
+            correct += max(0, n - (edits.substitutions + edits.deletions + edits.insertions))
+        return loss, correct, float(lengths.sum())
+
+    def validation_metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
+        return {"val_loss": loss_sum / count, "val_token_accuracy": correct / count, "val_tokens": int(count)}
+
+
+Task = ClassificationTask | TranslationTask
+TASKS: dict[tuple[str, str, str], Task] = {
+    (task.kind, task.input, task.decoder): task
+    for task in (ClassificationTask(), TranslationTask(), AudioClassificationTask(), SpeechRecognitionTask(),
+                 CTCSpeechTask())
+}
+
+
+def task_for(config: ModelConfig) -> Task:
+    return TASKS[(config.kind, config.input, config.decoder if config.kind == "seq2seq" else "")]
+
+
+def task_of_checkpoint(path, meta: dict[str, Any]) -> Task:
+    """The task a checkpoint's ``meta.json`` names (its ``kind``, ``input`` and ``decoder``;
+    checkpoints from before audio have neither: text, attention)."""
+    meta = meta if isinstance(meta, dict) else {}
+    kind, source = meta.get("kind"), meta.get("input", "text")
+    key = (kind, source, meta.get("decoder", "attention") if kind == "seq2seq" else "")
+    if key not in TASKS:
+        known = ", ".join("/".join(filter(None, k)) for k in TASKS)
+        raise DataError(f"{path}/meta.json: kind/input/decoder must be one of {known}, got {'/'.join(map(str, key))}")
+    return TASKS[key]

@@ -20,10 +20,41 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import ParallelConfig, Recipe, load_recipe
+from pipelines.errors import ConfigError
 
 
 def default_output(recipe: Recipe) -> Path:
     return Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def generate_dataset(recipe: Recipe, output: Path) -> None:
+    """Write the recipe's generated dataset into ``data.root`` (default ``<output>/data``)
+    unless it is already there, and point ``data.root`` at it."""
+    from pipelines import audio_generate
+    from pipelines.generate import GENERATORS
+
+    gen, data = recipe.data.generate, recipe.data
+    root = Path(data.root or output / "data")
+    data.root = str(root)
+    marker = data.train + (f".{data.source_lang}" if data.format == "parallel" else "")
+    if (root / marker).exists():
+        return
+    if gen.name == "digits":  # FSDD-style synthetic recordings; data.audio.valid_takes carves validation
+        audio_generate.write_synthetic_recordings(root / data.train, speakers=3, takes=range(gen.size))
+    elif gen.name == "speech":
+        recordings = audio_generate.list_recordings(gen.recordings)
+        held_out = audio_generate.parse_takes(gen.valid_takes)
+        train_takes = ",".join(str(t) for t in sorted({r.take for r in recordings} - held_out))
+        if not train_takes:
+            raise ConfigError(f"data.generate.valid_takes={gen.valid_takes!r} leaves no take for training")
+        audio_generate.write_digit_utterances(gen.recordings, root / data.train, count=gen.size, seed=gen.seed,
+                                              takes=train_takes)
+        if data.valid:
+            audio_generate.write_digit_utterances(gen.recordings, root / data.valid, count=max(gen.size // 4, 1),
+                                                  seed=gen.seed + 1, takes=gen.valid_takes)
+    else:
+        GENERATORS[gen.name](root, size=gen.size, seed=gen.seed)
+    print(f"generated {gen.name} data ({gen.size} training examples) in {root}", flush=True)
 
 
 def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
@@ -32,7 +63,6 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
 
     from pipelines.checkpoint import export_inference, read_train_state
-    from pipelines.generate import GENERATORS
     from pipelines.ingest import ReplicaDataConfig
     from pipelines.metrics import plot_history, write_history
     from pipelines.runtime import init_ray
@@ -42,14 +72,13 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.yaml").write_text(recipe.to_yaml())
+    if recipe.train.init_from:
+        init = Path(recipe.train.init_from).expanduser().resolve()
+        if not (init / "model.pt").is_file():
+            raise ConfigError(f"train.init_from: {recipe.train.init_from} is not a checkpoint folder (no model.pt)")
+        recipe.train.init_from = str(init)
     if recipe.data.generate is not None:
-        gen = recipe.data.generate
-        root = Path(recipe.data.root or output / "data")
-        marker = recipe.data.train + (f".{recipe.data.source_lang}" if recipe.data.format == "parallel" else "")
-        if not (root / marker).exists():
-            GENERATORS[gen.name](root, size=gen.size, seed=gen.seed)
-            print(f"generated {gen.name} data ({gen.size} training examples) in {root}")
-        recipe.data.root = str(root)
+        generate_dataset(recipe, output)
 
     init_ray()
     started = time.perf_counter()

@@ -109,6 +109,17 @@ def _progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: 
     )
 
 
+def init_matching(model: torch.nn.Module, weights: Path) -> tuple[int, int]:
+    """Copy the tensors of ``weights`` (a ``model.pt``) whose names and shapes match
+    ``model``'s; returns ``(copied, model's tensors)``. Stages use the whole model's
+    parameter names, so each stage takes exactly its own layers' share."""
+    source = torch.load(weights, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matching, strict=False)
+    return len(matching), len(own)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     recipe: Recipe = recipe_from_dict(config["recipe"])
     train_cfg, parallel = recipe.train, recipe.parallel
@@ -124,7 +135,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if topology.rank == 0 and parallel.pp > 1:
         print(f"stage plan ({parallel.pp} stages, {parallel.schedule}, {parallel.microbatches} micro-batches):\n"
               + plan.describe(), flush=True)
-    model = build_stage(recipe, plan, topology.stage, sizes).to(device)
+    model = build_stage(recipe, plan, topology.stage, sizes)
+    if train_cfg.init_from and ray.train.get_checkpoint() is None:
+        loaded, total = init_matching(model, Path(train_cfg.init_from) / "model.pt")
+        print(f"stage {topology.stage}: {loaded} of {total} parameter tensors from {train_cfg.init_from}", flush=True)
+    model = model.to(device)
     optimizer, scheduler = build_optimizer(model.parameters(), train_cfg)
     runner = StageRunner(model, topology, device, label_smoothing=train_cfg.label_smoothing,
                          time_chunks=parallel.time_chunks, task=task_for(recipe.model))

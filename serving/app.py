@@ -2,14 +2,20 @@
 per checkpoint.
 
     HTTP -> Ingress (FastAPI: limits, validation, JSON errors, route -> model by task)
-              -> DeploymentHandle -> TextClassifierDeployment  /classify  (seq2vec: tokenize,
-                                                                          @serve.batch, model)
-              -> DeploymentHandle -> TranslatorDeployment      /generate  (seq2seq: tokenize,
-                                                                          @serve.batch, greedy/beam)
+              -> DeploymentHandle -> TextClassifierDeployment   /classify  (seq2vec: tokenize,
+                                                                           @serve.batch, model)
+              -> DeploymentHandle -> TranslatorDeployment       /generate  (seq2seq: tokenize,
+                                                                           @serve.batch, greedy/beam)
+              -> DeploymentHandle -> AudioClassifierDeployment  /classify  (seq2vec: decode, log-mel,
+                                                                           @serve.batch, model)
+              -> DeploymentHandle -> SpeechRecognizerDeployment /generate  (seq2seq: decode, log-mel,
+                                                                           @serve.batch, greedy/beam)
 
 One application serves any mix of checkpoints (``rayseq serve A B``); each model
 answers the route of its task (``meta.json``), and the other route is a 404 naming
-the right one.
+the right one. Text models take JSON ``{"inputs": [...]}``; audio models take the
+same routes as ``multipart/form-data`` with one ``file`` part per recording
+(``serving.bodies``), which the ingress ships, undecoded, to the model replica.
 
 Build it from Python with :func:`build_app`, from a Serve config with
 :func:`app_builder` (a full one: ``deploy/serve_config.yaml``)::
@@ -35,23 +41,21 @@ The FastAPI app is made per replica by :func:`create_app`, a plain function of t
 model table and the limits, so its routes and errors can be tested without Ray.
 """
 
-# No ``from __future__ import annotations``: FastAPI reads the request model of each
-# route from its annotation, and those models are local to ``create_app``.
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from pipelines.errors import ConfigError, DataError
+from serving.bodies import openapi_body, read_inputs
 from serving.body_limit import BodySizeLimit
 from serving.catalog import ModelCard, read_cards
 from serving.deployments import DEPLOYMENTS, with_options
-from serving.errors import install_error_handlers
+from serving.errors import client_error, install_error_handlers
 from serving.limits import ServeLimits
 from serving.schemas import ClassifyResponse, ErrorBody, GenerateResponse, Health, ModelList, request_models
 
@@ -59,9 +63,13 @@ APP_NAME = "rayseq"
 """Name of the Serve application that ``rayseq serve`` and the tests run."""
 
 _CLIENT_ERRORS = {
+    400: {"model": ErrorBody, "description": "Malformed JSON or multipart body"},
     404: {"model": ErrorBody, "description": "Unknown model, or a model that does not answer this route"},
-    413: {"model": ErrorBody, "description": "Body larger than max_body_bytes"},
-    422: {"model": ErrorBody, "description": "Body that breaks the request schema or a limit"},
+    413: {"model": ErrorBody, "description": "Body larger than max_body_bytes (JSON) or max_upload_bytes "
+                                             "(multipart), or a recording longer than the duration limit"},
+    415: {"model": ErrorBody, "description": "JSON sent to an audio model, or an upload to a text model"},
+    422: {"model": ErrorBody, "description": "Body that breaks the request schema or a limit, or a file that "
+                                             "is not readable audio (named in the message)"},
 }
 
 
@@ -75,7 +83,6 @@ class ServedModel:
 def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
     """The HTTP API of CONTRACT.md over ``models`` (keyed by name), enforcing ``limits``."""
     bodies = request_models(limits)
-    ClassifyBody, GenerateBody = bodies.classify, bodies.generate
 
     app = FastAPI(
         title="rayseq",
@@ -83,7 +90,7 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
         description="Errors are JSON `{\"error\": message}`; 4xx means the request is wrong, 5xx is a bug.",
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes, max_upload_bytes=limits.max_upload_bytes)
 
     def serving(task: str) -> Callable[[str], ServedModel]:
         """Dependency resolving ``{name}`` to a model that answers ``task``. It runs before
@@ -111,17 +118,38 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
     async def list_models() -> dict[str, Any]:
         return {"models": [model_info(model.card) for model in models.values()]}
 
-    @app.post("/v1/models/{name}/classify", response_model=ClassifyResponse, responses=_CLIENT_ERRORS)
-    async def classify(body: ClassifyBody, model: ServedModel = Depends(serving("classify"))) -> dict[str, Any]:
-        """Label each text; ``predictions[i]`` belongs to ``inputs[i]``."""
-        return {"predictions": await model.handle.classify.remote(body.inputs)}
+    async def answer(request: Request, model: ServedModel) -> list[dict[str, Any]]:
+        """The model's answers to the request's inputs, one per input, in order. A bad
+        upload is only found by the model replica; its error comes back as a 4xx."""
+        inputs, options = await read_inputs(request, model.card, bodies)
+        try:
+            return await getattr(model.handle, model.card.task).remote(inputs, **options)
+        except Exception as exc:  # noqa: BLE001 - anything that is not the client's is re-raised: a 500
+            error = client_error(exc)
+            if error is None:
+                raise
+            raise error from None
 
-    @app.post("/v1/models/{name}/generate", response_model=GenerateResponse, responses=_CLIENT_ERRORS)
-    async def generate(body: GenerateBody, model: ServedModel = Depends(serving("generate"))) -> dict[str, Any]:
-        """Decode an output text for each input; ``outputs[i]`` belongs to ``inputs[i]``.
-        ``beam_size`` / ``max_length`` left out take the checkpoint recipe's ``decode`` values."""
-        outputs = await model.handle.generate.remote(body.inputs, beam_size=body.beam_size, max_length=body.max_length)
-        return {"outputs": outputs}
+    @app.post("/v1/models/{name}/classify", response_model=ClassifyResponse, responses=_CLIENT_ERRORS,
+              openapi_extra=openapi_body(bodies, "classify"))
+    async def classify(request: Request, model: ServedModel = Depends(serving("classify"))) -> dict[str, Any]:
+        """Label each input; `predictions[i]` belongs to input `i`.
+
+        Text models (no `input` on `/v1/models`) take JSON `{"inputs": [text, ...]}`.
+        Audio models (`"input": "audio"`) take `multipart/form-data` with one `file` part
+        per recording (WAV, FLAC, ...; any sample rate, mono or stereo)."""
+        return {"predictions": await answer(request, model)}
+
+    @app.post("/v1/models/{name}/generate", response_model=GenerateResponse, responses=_CLIENT_ERRORS,
+              openapi_extra=openapi_body(bodies, "generate"))
+    async def generate(request: Request, model: ServedModel = Depends(serving("generate"))) -> dict[str, Any]:
+        """Decode an output text for each input; `outputs[i]` belongs to input `i`.
+
+        Text models take JSON `{"inputs": [...], "beam_size": 4, "max_length": 128}`; speech
+        models (`"input": "audio"`) take `multipart/form-data` with one `file` part per
+        recording and optional form fields `beam_size` and `max_length`. Options left out
+        take the checkpoint recipe's `decode` values."""
+        return {"outputs": await answer(request, model)}
 
     return app
 
@@ -131,6 +159,8 @@ def model_info(card: ModelCard) -> dict[str, Any]:
     info: dict[str, Any] = {"name": card.name, "kind": card.kind, "task": card.task}
     if card.labels is not None:
         info["labels"] = list(card.labels)
+    if card.input != "text":  # text models keep CONTRACT.md's original shape
+        info["input"] = card.input
     return info
 
 
@@ -161,9 +191,11 @@ def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = No
     limits = limits or ServeLimits()
     models = []
     for card in read_cards(checkpoints):
-        deployment = DEPLOYMENTS.get(card.task)
+        deployment = DEPLOYMENTS.get((card.task, card.input))
         if deployment is None:
-            raise DataError(f"{card.checkpoint}: task {card.task!r} cannot be served yet; servable tasks: {sorted(DEPLOYMENTS)}")
+            servable = ", ".join(f"{task} ({input})" for task, input in DEPLOYMENTS)
+            raise DataError(f"{card.checkpoint}: task {card.task!r} on {card.input} input cannot be served yet; "
+                            f"servable: {servable}")
         deployment.func_or_class.check_limits(card, limits)  # ConfigError naming the limit
         configured = with_options(deployment, name=f"{card.task}-{card.name}", options=deployment_options or {})
         models.append((card, configured.bind(str(card.checkpoint), limits)))

@@ -6,13 +6,16 @@ the serving limits, so a bad path fails on the command line with a clear message
 instead of as a replica that never starts::
 
     checkpoint/ config.yaml, meta.json, model.pt, tokenizer file(s)
-        -> ModelCard(name, kind, task, labels, max_length, decode)
-        -> DEPLOYMENTS[task]: classify -> TextClassifierDeployment (seq2vec)
-                              generate -> TranslatorDeployment (seq2seq)
+        -> ModelCard(name, kind, task, input, labels, max_length, decode, audio)
+        -> DEPLOYMENTS[task, input]: classify, text  -> TextClassifierDeployment  (seq2vec)
+                                     generate, text  -> TranslatorDeployment      (seq2seq)
+                                     classify, audio -> AudioClassifierDeployment (seq2vec)
+                                     generate, audio -> SpeechRecognizerDeployment (seq2seq)
 
-Tokenizer files depend on the kind: a classifier has ``tokenizer.json``; a seq2seq
-model has the joint ``tokenizer.json`` or the pair ``source_tokenizer.json`` +
-``target_tokenizer.json`` (``pipelines.tokenization``).
+Tokenizer files depend on the task (``pipelines.tasks``, ``missing_files``): a text
+classifier has ``tokenizer.json``; a translation model the joint ``tokenizer.json`` or
+the pair ``source_tokenizer.json`` + ``target_tokenizer.json``; a speech recognizer its
+transcript ``tokenizer.json``; an audio classifier none.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import DecodeConfig, recipe_from_dict
+from pipelines.config import AudioConfig, DecodeConfig, recipe_from_dict
 from pipelines.errors import DataError
-from pipelines.tokenization import JOINT_TOKENIZER, missing_translation_tokenizer
+from pipelines.tasks import task_of_checkpoint
 
 CHECKPOINT_FILES = ("config.yaml", "model.pt", "meta.json")
-"""Files every checkpoint has; the tokenizer file(s) depend on the kind (:func:`missing_tokenizer`)."""
+"""Files every checkpoint has; the tokenizer file(s) depend on the task (``Task.missing_files``)."""
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,17 @@ class ModelCard:
     checkpoint: Path
     """Absolute path: replicas may run in another working directory."""
     max_length: int
-    """Tokens kept per input (the recipe's ``data.max_length``)."""
+    """Tokens kept per text input (the recipe's ``data.max_length``)."""
+    input: str = "text"
+    """What a request sends: ``text`` (JSON ``inputs``) or ``audio`` (multipart ``file``
+    uploads); ``meta.json``'s ``input``, text on checkpoints from before audio."""
     decode: DecodeConfig | None = None
     """A generate model's decoding settings (the recipe's ``decode``): ``beam_size`` and
     ``max_length`` when a request leaves them out, ``alpha`` and ``max_length_ratio``
     always. None for classifiers."""
+    audio: AudioConfig | None = None
+    """An audio model's ``data.audio``: the sample rate uploads are resampled to and the
+    longest recording it takes (``max_seconds``). None for text models."""
 
 
 def read_card(checkpoint: str | Path) -> ModelCard:
@@ -68,7 +77,8 @@ def read_card(checkpoint: str | Path) -> ModelCard:
         raise DataError(f"{checkpoint}: unreadable checkpoint ({exc})") from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str) or not isinstance(meta.get("task"), str):
         raise DataError(f"{checkpoint}/meta.json: needs string fields 'kind' and 'task'")
-    missing = missing_tokenizer(path, meta["kind"])
+    task = task_of_checkpoint(path, meta)
+    missing = task.missing_files(path)
     if missing:
         raise DataError(f"{checkpoint}: not a rayseq checkpoint (missing {missing})")
     labels = meta.get("labels")
@@ -80,14 +90,9 @@ def read_card(checkpoint: str | Path) -> ModelCard:
         checkpoint=path,
         max_length=recipe.data.max_length,
         decode=recipe.decode if meta["task"] == "generate" else None,
+        input=task.input,
+        audio=recipe.data.audio if task.input == "audio" else None,
     )
-
-
-def missing_tokenizer(path: Path, kind: str) -> str | None:
-    """What is missing of the tokenizer file(s) a ``kind`` checkpoint needs, else None."""
-    if kind == "seq2seq":
-        return missing_translation_tokenizer(path)
-    return None if (path / JOINT_TOKENIZER).is_file() else JOINT_TOKENIZER
 
 
 def read_cards(checkpoints: Iterable[str | Path]) -> list[ModelCard]:

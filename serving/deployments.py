@@ -1,17 +1,26 @@
 """Model deployments: one replica holds one checkpoint and answers with plain Python
 objects. HTTP (validation, status codes, JSON errors) lives in the ingress, ``app.py``.
 
-A request's texts are tokenized as soon as it arrives, then its token id lists go
-through ``@serve.batch``, whose batch size is a *token count* (``batch_size_fn``):
-many short requests share one forward pass, and one batch never holds more than
+A request's inputs become model rows as soon as it arrives (texts -> token ids;
+uploaded recordings -> log-mel frames, ``serving.audio``), then they go through
+``@serve.batch``, whose batch size is a *token count* (``batch_size_fn``): many short
+requests share one forward pass, and one batch never holds more than
 ``max_batch_tokens`` tokens however the traffic looks. A request with more tokens than
 that is split into consecutive chunks that queue like separate requests, so Serve never
 sees an item larger than a batch::
 
-    classify:  texts -> encode -> [ids, ...] -> token_chunks -> score (batched) -> predictions
-    generate:  texts -> encode -> [ids, ...] -> token_chunks -> decode (batched) -> outputs
-                                                  (budget / beam_size)    |
-                          one Translator.generate_ids pass per (beam_size, max_length) group
+    classify:  inputs -> rows -> token_chunks -> score (batched)  -> predictions
+    generate:  inputs -> rows -> token_chunks -> decode (batched) -> outputs
+                                 (budget / beam_size)    |
+               one generate_ids pass per (beam_size, max_length) group
+
+    rows:      text:  texts   -> encode             -> [token ids, ...]        (a row's length: tokens)
+               audio: uploads -> UploadFeaturizer   -> [(T, n_mels) frames, ...] (length: frames,
+                      (in a worker thread)              SUBSAMPLING = 4 per token of the budget)
+
+One class per task (:class:`Classifier`, :class:`Generator`) does the batching, one per
+input (:class:`TextInputs`, :class:`AudioInputs`) makes the rows; each deployment
+combines one of each and loads its checkpoint.
 
 A generate item counts ``beam_size x`` its source tokens: every beam row holds a copy
 of its sentence's encoder memory, which each decoder step attends over, so that is
@@ -32,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +53,13 @@ from ray.serve import Deployment
 from ray.serve.config import AutoscalingConfig
 
 from models.decoding import Hypothesis
+from models.frontend import SUBSAMPLING
+from pipelines.audio import AudioFeaturizer
+from pipelines.audio_inference import AudioClassifier, SpeechRecognizer
 from pipelines.errors import ConfigError
 from pipelines.inference import TextClassifier, predictions
 from pipelines.translation import Translator
+from serving.audio import DurationLimit, Upload, UploadFeaturizer, most_frames
 from serving.limits import ServeLimits
 
 if TYPE_CHECKING:
@@ -56,13 +69,14 @@ _DEFAULT_LIMITS = ServeLimits()
 
 
 def total_tokens(requests: list[list[list[int]]]) -> int:
-    """``batch_size_fn``: the tokens in a batch of requests (each a list of id lists)."""
+    """``batch_size_fn``: the tokens in a batch of requests (each a list of rows: token id
+    lists, or frame arrays, whose ``len`` is what the budget counts)."""
     return sum(len(ids) for request in requests for ids in request)
 
 
 def token_chunks(ids: list[list[int]], budget: int) -> list[list[list[int]]]:
-    """Split ``ids`` into consecutive runs of at most ``budget`` tokens (a single list
-    longer than ``budget`` gets a run of its own)."""
+    """Split ``ids`` (rows: token id lists or frame arrays) into consecutive runs of at
+    most ``budget`` tokens (a single row longer than ``budget`` gets a run of its own)."""
     chunks: list[list[list[int]]] = []
     current: list[list[int]] = []
     size = 0
@@ -79,9 +93,10 @@ def token_chunks(ids: list[list[int]], budget: int) -> list[list[list[int]]]:
 
 @dataclass(frozen=True)
 class DecodeItem:
-    """One queued piece of a generate request: source id lists sharing decoding options."""
+    """One queued piece of a generate request: source rows sharing decoding options."""
 
     ids: list[list[int]]
+    """Source rows: token id lists, or ``(T, n_mels)`` frames of recordings."""
     beam_size: int
     max_length: int
     """Most output tokens per source."""
@@ -94,8 +109,9 @@ def decoder_tokens(items: list[DecodeItem]) -> int:
 
 def decode_grouped(translator: Translator, items: list[DecodeItem]) -> list[list[list[Hypothesis]]]:
     """Hypotheses for every source of every item (``[item][source] -> n-best list``),
-    from one ``generate_ids`` pass per ``(beam_size, max_length)`` group: a batch may mix
-    options, and a pass needs one. Inside a pass sources run sorted by length."""
+    from one ``translator.generate_ids`` pass per ``(beam_size, max_length)`` group: a
+    batch may mix options, and a pass needs one. Inside a pass sources run sorted by
+    length. (A speech recognizer comes as a ``_FrameDecoder``.)"""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, item in enumerate(items):
         groups.setdefault((item.beam_size, item.max_length), []).append(i)
@@ -137,91 +153,137 @@ class _TokenBatchWarningFilter(logging.Filter):
         return not ("max_batch_size" in message and "max_ongoing_requests" in message)
 
 
-def _start_replica(batched, limits: ServeLimits) -> None:
-    """What every model replica sets up first: one torch thread (replicas share the node's
-    cores; batching gives the throughput), the token-count warning filter, and its
-    ``@serve.batch`` method sized by the limits."""
-    torch.set_num_threads(1)
-    logging.getLogger("ray.serve").addFilter(_TokenBatchWarningFilter())
-    batched.set_max_batch_size(limits.max_batch_tokens)
-    batched.set_batch_wait_timeout_s(limits.batch_wait_timeout_s)
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
-class TextClassifierDeployment:
-    """Serves one seq2vec checkpoint: ``classify(texts) -> [prediction, ...]``.
+class _Replica:
+    """What every model replica shares: one torch thread (replicas share the node's
+    cores; batching gives the throughput), a batch budget in row units, batch stats.
 
     ``@serve.batch`` keeps its settings on the decorated function, i.e. per process;
     that is per replica here, since a replica is its own actor process.
     """
 
-    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        _start_replica(self.score, limits)
-        self.classifier = TextClassifier(checkpoint, max_tokens=limits.max_batch_tokens)
-        self.max_batch_tokens = limits.max_batch_tokens
+    unit = "tokens"
+    """What a row's length counts."""
+    per_token = 1
+    """Row units per token of ``max_batch_tokens``."""
+
+    def _start(self, batched, limits: ServeLimits) -> None:
+        """Set up the replica before its model loads; ``batched`` is its ``@serve.batch`` method."""
+        torch.set_num_threads(1)
+        logging.getLogger("ray.serve").addFilter(_TokenBatchWarningFilter())
+        self.budget = self.batch_budget(limits)
+        batched.set_max_batch_size(self.budget)
+        batched.set_batch_wait_timeout_s(limits.batch_wait_timeout_s)
         self._stats = BatchStats()
 
-    @staticmethod
-    def check_limits(card: ModelCard, limits: ServeLimits) -> None:
-        """One input (at most ``data.max_length`` tokens) must fit one batch."""
-        if card.max_length > limits.max_batch_tokens:
-            raise ConfigError(
-                f"{card.checkpoint}: one input may have {card.max_length} tokens (data.max_length), "
-                f"more than a whole batch: max_batch_tokens {limits.max_batch_tokens}"
-            )
+    @classmethod
+    def batch_budget(cls, limits: ServeLimits) -> int:
+        """Row units one batch may hold."""
+        return limits.max_batch_tokens * cls.per_token
 
-    async def classify(self, texts: list[str]) -> list[dict[str, Any]]:
-        """One prediction per text, in order."""
-        ids = self.classifier.encode(texts)
-        chunks = token_chunks(ids, self.max_batch_tokens)
+    @classmethod
+    def describe_budget(cls, limits: ServeLimits) -> str:
+        if cls.per_token == 1:
+            return f"max_batch_tokens {limits.max_batch_tokens}"
+        return (f"{cls.batch_budget(limits)} {cls.unit} (max_batch_tokens {limits.max_batch_tokens} "
+                f"x {cls.per_token})")
+
+    @classmethod
+    def largest_input(cls, card: ModelCard, limits: ServeLimits) -> tuple[int, str]:
+        """The longest row one input can make, and why (for ``check_limits``' messages)."""
+        raise NotImplementedError
+
+    def batch_stats(self) -> dict[str, int]:
+        """See :class:`BatchStats` (its tokens are this replica's row units)."""
+        return dict(self._stats.stats)
+
+
+class TextInputs(_Replica):
+    """Inputs are texts; rows are their token ids, cut to ``data.max_length``."""
+
+    @classmethod
+    def largest_input(cls, card: ModelCard, limits: ServeLimits) -> tuple[int, str]:
+        return card.max_length, "data.max_length"
+
+    async def _rows(self, texts: list[str]) -> list[list[int]]:
+        return self.model.encode(texts)
+
+
+class AudioInputs(_Replica):
+    """Inputs are uploads (``serving.audio.Upload``); rows are their ``(T, n_mels)``
+    log-mel frames. Decoding runs in a worker thread, so the event loop keeps taking
+    requests meanwhile."""
+
+    unit = "frames"
+    per_token = SUBSAMPLING
+
+    @classmethod
+    def largest_input(cls, card: ModelCard, limits: ServeLimits) -> tuple[int, str]:
+        assert card.audio is not None, "audio cards carry the recipe's data.audio"
+        limit = DurationLimit.of(card.audio, limits)
+        return most_frames(card.audio, limit.seconds), f"{limit.seconds:g} s, {limit.setting}"
+
+    def _take_uploads(self, featurizer: AudioFeaturizer, limits: ServeLimits) -> None:
+        """Read uploads with the checkpoint's own featurizer, under its duration limit."""
+        self.uploads = UploadFeaturizer(featurizer, DurationLimit.of(featurizer.config, limits))
+
+    async def _rows(self, uploads: list[Upload]) -> list[np.ndarray]:
+        return await asyncio.to_thread(self.uploads, uploads)
+
+
+class Classifier(_Replica):
+    """``classify(inputs) -> [{"label", "score", "scores"}, ...]``, one per input, in
+    order, from a model with ``probabilities(rows)`` and ``labels``."""
+
+    @classmethod
+    def check_limits(cls, card: ModelCard, limits: ServeLimits) -> None:
+        """One input (its longest row) must fit one batch."""
+        size, why = cls.largest_input(card, limits)
+        if size > cls.batch_budget(limits):
+            raise ConfigError(f"{card.checkpoint}: one input may have {size} {cls.unit} ({why}), "
+                              f"more than a whole batch: {cls.describe_budget(limits)}")
+
+    async def classify(self, inputs: list) -> list[dict[str, Any]]:
+        """One prediction per input, in order."""
+        chunks = token_chunks(await self._rows(inputs), self.budget)
         probs = await asyncio.gather(*(self.score(chunk) for chunk in chunks))
-        return predictions(np.concatenate(probs), self.classifier.labels)
+        return predictions(np.concatenate(probs), self.model.labels)
 
     @serve.batch(
         max_batch_size=_DEFAULT_LIMITS.max_batch_tokens,
         batch_wait_timeout_s=_DEFAULT_LIMITS.batch_wait_timeout_s,
         batch_size_fn=total_tokens,
     )
-    async def score(self, requests: list[list[list[int]]]) -> list[np.ndarray]:
+    async def score(self, requests: list[list]) -> list[np.ndarray]:
         """Probabilities ``(len(request), labels)`` for each queued request, from one
         pass over all their rows. The forward pass runs in a worker thread so the event
         loop keeps taking requests, which queue up for the next batch."""
-        rows = [ids for request in requests for ids in request]
-        probs = await asyncio.to_thread(self.classifier.probabilities, rows)
+        rows = [row for request in requests for row in request]
+        probs = await asyncio.to_thread(self.model.probabilities, rows)
         self._stats.record(len(requests), total_tokens(requests))
         return np.split(probs, np.cumsum([len(request) for request in requests])[:-1])
 
-    def batch_stats(self) -> dict[str, int]:
-        """See :class:`BatchStats`."""
-        return dict(self._stats.stats)
 
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
-class TranslatorDeployment:
-    """Serves one seq2seq checkpoint:
-    ``generate(texts, beam_size=, max_length=) -> [{"text", "score"}, ...]``.
+class Generator(_Replica):
+    """``generate(inputs, beam_size=, max_length=) -> [{"text", "score"}, ...]``, one per
+    input, in order (best hypothesis; ``score`` is GNMT's length-normalised
+    log-probability), from a model with ``recipe.decode`` and ``outputs(hypotheses)``
+    whose ``generate_ids`` is ``self.decoder``'s.
 
     A request's ``beam_size`` / ``max_length`` left as None take the recipe's ``decode``
-    values; ``alpha`` and ``max_length_ratio`` always come from there. ``@serve.batch``
-    settings are per replica, as for :class:`TextClassifierDeployment`.
+    values; ``alpha`` and ``max_length_ratio`` always come from there.
     """
 
-    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        _start_replica(self.decode, limits)
-        self.translator = Translator(checkpoint, max_tokens=limits.max_batch_tokens)
-        self.max_batch_tokens = limits.max_batch_tokens
-        self._stats = BatchStats()
-
-    @staticmethod
-    def check_limits(card: ModelCard, limits: ServeLimits) -> None:
+    @classmethod
+    def check_limits(cls, card: ModelCard, limits: ServeLimits) -> None:
         """One input at the largest beam must fit one batch, and the recipe's default
         beam size and output length must be requests the limits allow."""
         assert card.decode is not None, "generate cards carry the recipe's decode settings"
-        if card.max_length * limits.max_beam_size > limits.max_batch_tokens:
+        size, why = cls.largest_input(card, limits)
+        if size * limits.max_beam_size > cls.batch_budget(limits):
             raise ConfigError(
-                f"{card.checkpoint}: one input may have {card.max_length} tokens (data.max_length), which at "
-                f"max_beam_size {limits.max_beam_size} makes {card.max_length * limits.max_beam_size} decoder-row "
-                f"tokens, more than a whole batch: max_batch_tokens {limits.max_batch_tokens}"
+                f"{card.checkpoint}: one input may have {size} {cls.unit} ({why}), which at max_beam_size "
+                f"{limits.max_beam_size} makes {size * limits.max_beam_size} decoder-row {cls.unit}, more than "
+                f"a whole batch: {cls.describe_budget(limits)}"
             )
         for key, default, limit in (("beam_size", card.decode.beam_size, "max_beam_size"),
                                     ("max_length", card.decode.max_length, "max_generate_length")):
@@ -231,17 +293,15 @@ class TranslatorDeployment:
                     f"the serve limit {limit} {getattr(limits, limit)}"
                 )
 
-    async def generate(self, texts: list[str], *, beam_size: int | None = None,
+    async def generate(self, inputs: list, *, beam_size: int | None = None,
                        max_length: int | None = None) -> list[dict[str, Any]]:
-        """One ``{"text", "score"}`` per text, in order (best hypothesis; ``score`` is
-        GNMT's length-normalised log-probability)."""
-        defaults = self.translator.defaults
+        """One ``{"text", "score"}`` per input, in order."""
+        defaults = self.model.recipe.decode
         beam_size = defaults.beam_size if beam_size is None else beam_size
         max_length = defaults.max_length if max_length is None else max_length
-        ids = self.translator.encode(texts)
-        chunks = token_chunks(ids, self.max_batch_tokens // beam_size)
+        chunks = token_chunks(await self._rows(inputs), self.budget // beam_size)
         found = await asyncio.gather(*(self.decode(DecodeItem(chunk, beam_size, max_length)) for chunk in chunks))
-        return self.translator.outputs([hypotheses for part in found for hypotheses in part])
+        return self.model.outputs([hypotheses for part in found for hypotheses in part])
 
     @serve.batch(
         max_batch_size=_DEFAULT_LIMITS.max_batch_tokens,
@@ -251,18 +311,70 @@ class TranslatorDeployment:
     async def decode(self, items: list[DecodeItem]) -> list[list[list[Hypothesis]]]:
         """Hypotheses for each queued item's sources, decoded in a worker thread (the
         event loop keeps taking requests, which queue up for the next batch)."""
-        found = await asyncio.to_thread(decode_grouped, self.translator, items)
+        found = await asyncio.to_thread(decode_grouped, self.decoder, items)
         groups = len({(item.beam_size, item.max_length) for item in items})
         self._stats.record(len(items), decoder_tokens(items), groups)
         return found
 
-    def batch_stats(self) -> dict[str, int]:
-        """See :class:`BatchStats`."""
-        return dict(self._stats.stats)
+
+@dataclass(frozen=True)
+class _FrameDecoder:
+    """A :class:`SpeechRecognizer` as :func:`decode_grouped` sees a ``Translator``: its
+    source rows are feature frames, so its ``generate_ids`` is ``generate_features``."""
+
+    generate_ids: Callable[..., list[list[Hypothesis]]]
 
 
-DEPLOYMENTS = {"classify": TextClassifierDeployment, "generate": TranslatorDeployment}
-"""The deployment serving each task (``meta.json``'s ``task``); each class has a
+_OPTIONS = dict(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+
+
+@serve.deployment(**_OPTIONS)
+class TextClassifierDeployment(TextInputs, Classifier):
+    """Serves one seq2vec text checkpoint: ``classify(texts)``."""
+
+    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
+        self._start(self.score, limits)
+        self.model = TextClassifier(checkpoint, max_tokens=self.budget)
+
+
+@serve.deployment(**_OPTIONS)
+class TranslatorDeployment(TextInputs, Generator):
+    """Serves one seq2seq text checkpoint: ``generate(texts, beam_size=, max_length=)``."""
+
+    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
+        self._start(self.decode, limits)
+        self.model = self.decoder = Translator(checkpoint, max_tokens=self.budget)
+
+
+@serve.deployment(**_OPTIONS)
+class AudioClassifierDeployment(AudioInputs, Classifier):
+    """Serves one seq2vec audio checkpoint: ``classify(uploads)``."""
+
+    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
+        self._start(self.score, limits)
+        self.model = AudioClassifier(checkpoint, max_frames=self.budget)
+        self._take_uploads(self.model.featurizer, limits)
+
+
+@serve.deployment(**_OPTIONS)
+class SpeechRecognizerDeployment(AudioInputs, Generator):
+    """Serves one seq2seq audio checkpoint (speech to text):
+    ``generate(uploads, beam_size=, max_length=)``."""
+
+    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
+        self._start(self.decode, limits)
+        self.model = SpeechRecognizer(checkpoint, max_frames=self.budget)
+        self.decoder = _FrameDecoder(self.model.generate_features)
+        self._take_uploads(self.model.featurizer, limits)
+
+
+DEPLOYMENTS = {
+    ("classify", "text"): TextClassifierDeployment,
+    ("generate", "text"): TranslatorDeployment,
+    ("classify", "audio"): AudioClassifierDeployment,
+    ("generate", "audio"): SpeechRecognizerDeployment,
+}
+"""The deployment serving each ``(task, input)`` of ``meta.json``; each class has a
 ``check_limits(card, limits)`` the driver runs before deploying it."""
 
 

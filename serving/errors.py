@@ -3,6 +3,11 @@
 FastAPI's own error bodies (``{"detail": [...]}``) are replaced here, in one place, by
 one readable sentence that names what is wrong and where (``inputs[2]: must not be
 empty``). A 5xx only ever comes from the catch-all handler, and that is a bug.
+
+Some client mistakes only show in the model replica (an upload that is not audio, or
+too long): the replica raises :class:`~pipelines.errors.DataError` (or
+:class:`TooLarge`), Ray carries it back to the ingress, and :func:`client_error` turns
+it into the 422 (413) it is.
 """
 
 from __future__ import annotations
@@ -16,12 +21,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from pipelines.errors import DataError, user_error
+
 BODY_EXAMPLE = '{"inputs": ["some text"]}'
+NOT_JSON = f"the body must be JSON sent with 'Content-Type: application/json', e.g. {BODY_EXAMPLE}"
+UPLOAD_EXAMPLE = "one or more multipart/form-data parts named 'file' (WAV, FLAC or another format libsndfile reads)"
+
+_REQUIRED_HINTS = {"body": f"e.g. {BODY_EXAMPLE}", "file": f"send {UPLOAD_EXAMPLE}"}
 
 _EXPECTED = {
     "string_type": "a string",
     "list_type": "an array",
     "int_type": "an integer",
+    "int_parsing": "an integer",  # a form field's text that is not one
     "float_type": "a number",
     "bool_type": "a boolean",
     "dict_type": "a JSON object",
@@ -65,7 +77,7 @@ def describe_error(error: dict[str, Any]) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     where = field_path(error["loc"])
     if kind == "missing":
-        what = f"is required, e.g. {BODY_EXAMPLE}" if where == "body" else "is required"
+        what = f"is required, {_REQUIRED_HINTS[where]}" if where in _REQUIRED_HINTS else "is required"
     elif kind == "extra_forbidden":
         what = "is not a known field"
     elif kind == "too_short":
@@ -97,8 +109,22 @@ def validation_error_response(errors: Sequence[dict[str, Any]]) -> JSONResponse:
             reason = (error.get("ctx") or {}).get("error", "JSON decode error")
             return error_response(400, f"malformed JSON body: {reason} (at character {position})")
         if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), (bytes, bytearray)):
-            return error_response(415, f"the body must be JSON sent with 'Content-Type: application/json', e.g. {BODY_EXAMPLE}")
+            return error_response(415, NOT_JSON)
     return error_response(422, "; ".join(describe_error(e) for e in errors))
+
+
+class TooLarge(DataError):
+    """Client input over a size limit that only the model replica can measure (an
+    upload's duration): answered 413 like an oversized body, not 422."""
+
+
+def client_error(exc: BaseException) -> HTTPException | None:
+    """The HTTP error for a model replica's :class:`DataError` about the client's input,
+    found under Ray's wrapping; None for anything else (a bug: 500)."""
+    error = user_error(exc)
+    if not isinstance(error, DataError):
+        return None
+    return HTTPException(413 if isinstance(error, TooLarge) else 422, str(error))
 
 
 def http_error_message(request: Request, exc: HTTPException) -> str:

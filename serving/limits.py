@@ -1,9 +1,10 @@
 """What one Serve application accepts from a client, in one place.
 
-Every limit here is enforced at the HTTP edge and answered with a 4xx that names the
-limit; none of them may surface as a 500. The same object travels to the model
-deployments, where ``max_batch_tokens`` and ``batch_wait_timeout_s`` shape
-``@serve.batch``.
+Every limit here is answered with a 4xx that names the limit; none of them may surface
+as a 500. Most are enforced at the HTTP edge; an upload's duration is only known once
+the model replica reads its header, so ``max_audio_seconds`` is enforced there (and
+still answered 413). The same object travels to the model deployments, where
+``max_batch_tokens`` and ``batch_wait_timeout_s`` shape ``@serve.batch``.
 """
 
 from __future__ import annotations
@@ -16,16 +17,27 @@ from pipelines.errors import ConfigError
 @dataclass(frozen=True, kw_only=True)
 class ServeLimits:
     max_body_bytes: int = 1 << 20
-    """Largest request body, checked on ``Content-Length`` and on the bytes actually
-    received (chunked uploads included); larger answers 413 before JSON parsing."""
+    """Largest JSON (non-multipart) request body, checked on ``Content-Length`` and on the
+    bytes actually received (chunked uploads included); larger answers 413 before parsing."""
+    max_upload_bytes: int = 10 << 20
+    """Largest ``multipart/form-data`` body (all of one request's audio files together),
+    checked the same way. Uploads are buffered in the ingress and shipped to the model
+    replica, so this bounds the memory one request can hold."""
     max_inputs: int = 64
-    """Most texts in one request's ``inputs``; bounds the work a single call can ask for."""
+    """Most texts in one request's ``inputs``, or files in its ``file`` parts; bounds the
+    work a single call can ask for."""
+    max_audio_seconds: float = 30.0
+    """Longest upload in seconds, whatever the model's ``data.audio.max_seconds`` (the
+    lower of the two applies). Longer files answer 413 instead of being cut as training
+    data is: a client should know that the end of its recording went unheard."""
     max_chars: int = 2000
     """Longest text in characters; tokens past the model's ``data.max_length`` are cut
     anyway, so this only stops clients from shipping megabytes that get thrown away."""
     max_batch_tokens: int = 8192
     """Token budget of one model batch: ``@serve.batch`` sizes batches by the total
-    token count of the queued requests, not by how many requests there are."""
+    token count of the queued requests, not by how many requests there are. For audio
+    models a token is one step of the recurrent stack, i.e. ``SUBSAMPLING`` (4) feature
+    frames (40 ms), so a batch holds ``4 x max_batch_tokens`` frames."""
     batch_wait_timeout_s: float = 0.005
     """How long a partly filled batch waits for more requests before it runs."""
     max_beam_size: int = 16
@@ -37,8 +49,11 @@ class ServeLimits:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "batch_wait_timeout_s":
-                if not isinstance(value, (int, float)) or value < 0:
+                if not _is_number(value) or value < 0:
                     raise ConfigError(f"serve limit {f.name} must be a number >= 0, got {value!r}")
+            elif f.name == "max_audio_seconds":
+                if not _is_number(value) or value <= 0:
+                    raise ConfigError(f"serve limit {f.name} must be a number > 0, got {value!r}")
             elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"serve limit {f.name} must be an integer >= 1, got {value!r}")
 
@@ -50,3 +65,7 @@ class ServeLimits:
         if unknown:
             raise ConfigError(f"unknown serve limit(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

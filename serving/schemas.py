@@ -11,15 +11,21 @@ one application can serve models with different defaults.
 
 Requests are strict (no ``"4"`` -> ``4``, no ``true`` -> ``1``) and reject unknown
 fields, so a typo such as ``beam_szie`` is reported instead of silently ignored.
+
+Audio models take the same routes as ``multipart/form-data``: ``file`` parts in place of
+``inputs``, and generate's options as form fields, whose values are always text (so
+there ``"4"`` is 4). The upload models validate the parsed form (``serving.bodies``) and
+document it in ``/openapi.json``.
 """
 
 # No ``from __future__ import annotations``: the request models are built inside a
 # function and pydantic must see their real annotation objects.
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import UploadFile
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from serving.limits import ServeLimits
@@ -33,28 +39,67 @@ def _not_blank(text: str) -> str:
     return text
 
 
+def _file_part(value: Any) -> Any:
+    """A form part named ``file`` without a filename arrives as text, not as a file."""
+    if isinstance(value, str):
+        raise PydanticCustomError("file_part", "must be a file part (one with a filename), got a text field")
+    return value
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class _Form(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # not strict: form fields are text
+
+
+INPUT_FIELDS = {"text": "inputs", "audio": "file"}
+"""The field holding a request's inputs, by what the model takes (``ModelCard.input``);
+the other fields are options passed on to the model deployment."""
+
+
 @dataclass(frozen=True)
 class RequestModels:
-    """The request body models of one application (one set of limits)."""
+    """The request body models of one application (one set of limits): JSON bodies for
+    text models, multipart forms for audio models."""
 
     classify: type[BaseModel]
     generate: type[BaseModel]
+    classify_upload: type[BaseModel]
+    generate_upload: type[BaseModel]
+
+    def body(self, task: str, input: str) -> type[BaseModel]:
+        """The model of a ``task`` request to a model taking ``input`` (text or audio)."""
+        return getattr(self, task if input == "text" else f"{task}_upload")
 
 
 def request_models(limits: ServeLimits) -> RequestModels:
     """Request models that enforce ``limits``: 1..``max_inputs`` texts, each non-blank
-    and at most ``max_chars`` characters; generate's ``beam_size`` and ``max_length``
-    bounded by ``max_beam_size`` and ``max_generate_length``."""
+    and at most ``max_chars`` characters, or 1..``max_inputs`` files; generate's
+    ``beam_size`` and ``max_length`` bounded by ``max_beam_size`` and
+    ``max_generate_length``."""
     Text = Annotated[str, StringConstraints(max_length=limits.max_chars), AfterValidator(_not_blank)]
     Texts = Annotated[
         list[Text],
         Field(min_length=1, max_length=limits.max_inputs,
               description=f"1 to {limits.max_inputs} non-empty texts of at most {limits.max_chars} characters"),
     ]
+    Files = Annotated[
+        list[Annotated[UploadFile, BeforeValidator(_file_part)]],
+        Field(min_length=1, max_length=limits.max_inputs,
+              description=f"1 to {limits.max_inputs} recordings (WAV, FLAC, ...; any sample rate, mono or "
+                          f"stereo), at most {limits.max_audio_seconds:g} s each or the model's "
+                          "data.audio.max_seconds if lower; one part per file, all named 'file'"),
+    ]
+    BeamSize = Annotated[int | None, Field(
+        ge=1, le=limits.max_beam_size, examples=[4],
+        description=f"beams kept while decoding, 1 (greedy) to {limits.max_beam_size}; "
+                    "default: the model recipe's decode.beam_size (4 unless the recipe says otherwise)")]
+    MaxLength = Annotated[int | None, Field(
+        ge=1, le=limits.max_generate_length, examples=[128],
+        description=f"most output tokens per input, 1 to {limits.max_generate_length}; "
+                    "default: the model recipe's decode.max_length (128 unless the recipe says otherwise)")]
 
     class ClassifyRequest(_Request):
         """Texts to classify; one prediction comes back per text, in the same order."""
@@ -65,16 +110,23 @@ def request_models(limits: ServeLimits) -> RequestModels:
         """Source texts for a sequence-to-sequence model; one output per text, in order."""
 
         inputs: Texts = Field(examples=[["the cat sat on the mat"]])
-        beam_size: int | None = Field(
-            None, ge=1, le=limits.max_beam_size, examples=[4],
-            description=f"beams kept while decoding, 1 (greedy) to {limits.max_beam_size}; "
-                        "default: the model recipe's decode.beam_size (4 unless the recipe says otherwise)")
-        max_length: int | None = Field(
-            None, ge=1, le=limits.max_generate_length, examples=[128],
-            description=f"most output tokens per text, 1 to {limits.max_generate_length}; "
-                        "default: the model recipe's decode.max_length (128 unless the recipe says otherwise)")
+        beam_size: BeamSize = None
+        max_length: MaxLength = None
 
-    return RequestModels(classify=ClassifyRequest, generate=GenerateRequest)
+    class ClassifyUpload(_Form):
+        """Recordings to classify (an audio model); one prediction per file, in order."""
+
+        file: Files
+
+    class GenerateUpload(_Form):
+        """Recordings to transcribe (a speech model); one output per file, in order."""
+
+        file: Files
+        beam_size: BeamSize = None
+        max_length: MaxLength = None
+
+    return RequestModels(classify=ClassifyRequest, generate=GenerateRequest,
+                         classify_upload=ClassifyUpload, generate_upload=GenerateUpload)
 
 
 _DEFAULT_MODELS = request_models(ServeLimits())
@@ -115,6 +167,9 @@ class ModelInfo(BaseModel):
     """The route the model answers: ``classify`` or ``generate``."""
     labels: list[str] | None = None
     """Label names (classifiers only)."""
+    input: str | None = None
+    """``audio`` for models that take uploads (multipart ``file`` parts) on their route;
+    left out for text models, which take JSON ``inputs``."""
 
 
 class ModelList(BaseModel):

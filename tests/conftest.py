@@ -185,6 +185,73 @@ def tiny_translator(tmp_path_factory) -> Path:
     return out
 
 
+AUDIO_RECIPE = {"format": "audio-folder", "valid": "",
+                "audio": {"sample_rate": 8000, "n_mels": 16, "max_seconds": 4.0}}
+AUDIO_MODEL = {"input": "audio", "embed_dim": 16, "hidden_size": 16, "num_layers": 2, "frontend_channels": 4,
+               "dropout": 0.0}
+
+
+def _export(tmp_path_factory, name: str, model, recipe, files: dict, meta: dict) -> Path:
+    import torch
+
+    from pipelines.checkpoint import export_inference
+
+    shard_dir = tmp_path_factory.mktemp(f"{name}-train")
+    torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
+    out = tmp_path_factory.mktemp(name) / "checkpoint"
+    return export_inference(shard_dir, out, recipe=recipe, files=files, meta=meta)
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_classifier(tmp_path_factory) -> Path:
+    """A spoken-digit classifier checkpoint with random weights (8 kHz, 16 mel bands, at
+    most 4 s), made without Ray: for the upload routes, not for accuracy."""
+    from models import build_seq2vec
+    from pipelines.config import recipe_from_dict
+
+    recipe = recipe_from_dict({"name": "tiny_digits", "data": AUDIO_RECIPE, "model": AUDIO_MODEL})
+    labels = [str(d) for d in range(10)]
+    model = build_seq2vec(recipe.model, feature_dim=16, num_labels=len(labels))
+    return _export(tmp_path_factory, "tiny-digits", model, recipe, {}, {"labels": labels, "feature_dim": 16})
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_recognizer(tmp_path_factory) -> Path:
+    """A speech-to-text checkpoint with random weights and a word-level tokenizer of the
+    ten digit words (8 kHz, 16 mel bands, at most 4 s), made without Ray."""
+    from models import build_seq2seq
+    from pipelines.config import recipe_from_dict
+    from pipelines.tokenization import train_tokenizer
+
+    recipe = recipe_from_dict({
+        "name": "tiny_speech", "data": {**AUDIO_RECIPE, "max_target_length": 12},
+        "tokenizer": {"kind": "wordlevel", "vocab_size": 32, "min_frequency": 1},
+        "model": {**AUDIO_MODEL, "kind": "seq2seq", "decoder_layers": 1},
+        "decode": {"beam_size": 2, "max_length": 12},
+    })
+    words = "zero one two three four five six seven eight nine".split()
+    tokenizer = train_tokenizer([" ".join(words[i:] + words[:i]) for i in range(10)], recipe.tokenizer)
+    model = build_seq2seq(recipe.model, feature_dim=16, tgt_vocab_size=tokenizer.get_vocab_size())
+    meta = {"feature_dim": 16, "tgt_vocab_size": tokenizer.get_vocab_size()}
+    return _export(tmp_path_factory, "tiny-speech", model, recipe, {"tokenizer.json": tokenizer.to_str()}, meta)
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 8000, freq: float = 440.0, channels: int = 1,
+              subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    """An encoded tone (WAV or FLAC) with a little noise, for upload and ingest tests."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    buffer = io.BytesIO()
+    soundfile.write(buffer, data, rate, subtype=subtype, format=fmt)
+    return buffer.getvalue()
+
+
 @pytest.fixture
 def one_thread():
     """Tensors in model unit tests are tiny: a second intra-op thread only adds

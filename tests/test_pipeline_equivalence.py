@@ -7,7 +7,8 @@ relative, in float64, dropout on. The wavefront schedule also runs a unidirectio
 model, whose every layer streams over time chunks (embedding included). The
 encoder-decoder runs cut into 2, 3 and 5 stages, so the encoder's memory and the target
 tokens cross stage boundaries inside the encoder, between encoder and decoder, and
-inside the decoder.
+inside the decoder. Audio models (convolutional front end with SpecAugment, then the
+RNN stack) run as 2- and 3-stage pipelines, the front end a stage of its own.
 """
 
 from __future__ import annotations
@@ -39,12 +40,25 @@ UNIDIRECTIONAL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0
 SEQ2SEQ = ModelConfig(kind="seq2seq", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=3, dropout=0.2)
 INPUT_FED = ModelConfig(kind="seq2seq", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=3, dropout=0.2,
                         input_feeding=True)
+# Audio: the convolutional front end (with SpecAugment masks) is a stage like any other.
+AUDIO = ModelConfig(input="audio", embed_dim=6, hidden_size=6, num_layers=2, dropout=0.2, frontend_channels=2,
+                    spec_freq_masks=1, spec_freq_width=2, spec_time_masks=1, spec_time_width=4)
+SPEECH = ModelConfig(kind="seq2seq", input="audio", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=2,
+                     dropout=0.2, frontend_channels=2, spec_freq_masks=1, spec_freq_width=2, spec_time_masks=1)
+CTC = ModelConfig(kind="seq2seq", input="audio", decoder="ctc", embed_dim=6, hidden_size=6, num_layers=3,
+                  dropout=0.2, frontend_channels=2, spec_time_masks=1, spec_time_width=4)
 CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ,
-           "input_fed": INPUT_FED}
+           "input_fed": INPUT_FED, "audio": AUDIO, "speech": SPEECH, "ctc": CTC}
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
-VOCAB, LABELS, MICRO, STEPS = 40, 3, 3, 4
-SIZES = {"seq2vec": {"vocab_size": VOCAB, "num_labels": LABELS},
-         "seq2seq": {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB - 5}}
+VOCAB, LABELS, MICRO, STEPS, MELS = 40, 3, 3, 4, 5
+SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
+         ("seq2seq", "text"): {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB - 5},
+         ("seq2vec", "audio"): {"feature_dim": MELS, "num_labels": LABELS},
+         ("seq2seq", "audio"): {"feature_dim": MELS, "tgt_vocab_size": VOCAB - 5}}
+
+
+def sizes(config: ModelConfig) -> dict[str, int]:
+    return SIZES[(config.kind, config.input)]
 
 
 def _padded(g: torch.Generator, lengths: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -53,15 +67,38 @@ def _padded(g: torch.Generator, lengths: torch.Tensor, vocab: int) -> torch.Tens
     return tokens
 
 
-def batches(kind: str, replica: int, dp: int) -> list[dict[str, torch.Tensor]]:
+def _frames(g: torch.Generator, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Audio rows as bucketing makes them: frames ``(rows, 4 * longest, MELS)`` zero-padded,
+    lengths in frames (multiples of 4)."""
+    frames = steps * 4
+    x = torch.randn(len(steps), int(frames.max()), MELS, generator=g, dtype=torch.float32)
+    x[torch.arange(x.size(1)).unsqueeze(0) >= frames.unsqueeze(1)] = 0
+    return x, frames
+
+
+def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.Tensor]]:
     """Variable-length padded batch rows (as ``pipelines.bucketing`` makes them);
     replica ``r`` of ``dp`` gets every dp-th row of the global batch, so the union over
     replicas is the reference's batch."""
+    kind = config.kind
     out = []
     for step in range(STEPS):
         g = torch.Generator().manual_seed(100 + step)
         rows = 6 + step
         pick = torch.arange(replica, rows, dp)
+        if config.input == "audio":
+            ctc = config.decoder == "ctc"  # CTC needs more steps than target tokens
+            frames, frame_lengths = _frames(g, torch.randint(8 if ctc else 1, 13 if ctc else 7, (rows,), generator=g))
+            frames, frame_lengths = frames[pick][:, : int(frame_lengths[pick].max())], frame_lengths[pick]
+            if kind == "seq2vec":
+                out.append({"tokens": frames, "lengths": frame_lengths,
+                            "labels": torch.randint(0, LABELS, (rows,), generator=g)[pick]})
+                continue
+            tgt_len = torch.randint(2, 5 if ctc else 9, (rows,), generator=g)
+            tgt = _padded(g, tgt_len, VOCAB - 5)[pick]
+            out.append({"src_tokens": frames, "src_lengths": frame_lengths, "tgt_in": tgt, "tgt_out": tgt.roll(-1, 1),
+                        "tgt_lengths": tgt_len[pick]})
+            continue
         if kind == "seq2vec":
             lengths = torch.randint(1, 9, (rows,), generator=g)
             tokens = _padded(g, lengths, VOCAB)[pick]
@@ -79,10 +116,10 @@ def batches(kind: str, replica: int, dp: int) -> list[dict[str, torch.Tensor]]:
 def reference(model_config: ModelConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
     torch.set_default_dtype(torch.float64)
     task = task_for(model_config)
-    model = task.build(model_config, SIZES[model_config.kind], seed=TRAIN.seed).train()
+    model = task.build(model_config, sizes(model_config), seed=TRAIN.seed).train()
     optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
     losses = []
-    for step, row in enumerate(batches(model_config.kind, 0, 1)):
+    for step, row in enumerate(batches(model_config, 0, 1)):
         optimizer.zero_grad()
         plan = task.step_plan(row, MICRO)
         units, total = task.loss_units(plan), 0.0
@@ -106,14 +143,14 @@ def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, o
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         topology = Topology.create(rank, dp, pp)
-        task, sizes = task_for(model_config), SIZES[model_config.kind]
-        plan = plan_stages(task.build(model_config, sizes).layer_costs(), pp)
-        model = task.build(model_config, sizes, seed=TRAIN.seed, keep=plan.layers(topology.stage)).train()
+        task, model_sizes = task_for(model_config), sizes(model_config)
+        plan = plan_stages(task.build(model_config, model_sizes).layer_costs(), pp)
+        model = task.build(model_config, model_sizes, seed=TRAIN.seed, keep=plan.layers(topology.stage)).train()
         optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
         runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=3, task=task,
                              label_smoothing=TRAIN.label_smoothing)
         losses = []
-        for step, row in enumerate(batches(model_config.kind, topology.dp_rank, dp)):
+        for step, row in enumerate(batches(model_config, topology.dp_rank, dp)):
             step_plan = task.step_plan(row, MICRO) if topology.is_first else None
             step_plan = broadcast_plan(step_plan, topology, torch.device("cpu"))
             loss_sum = optimizer_step(runner, optimizer, scheduler, step_plan, schedule=schedule,
@@ -153,14 +190,14 @@ def expected():
      (1, 3, "1f1b", "dropout"), (2, 2, "1f1b", "no_dropout"), (1, 1, "wavefront", "dropout"),
      (1, 2, "wavefront", "dropout"), (1, 3, "wavefront", "dropout"), (1, 2, "wavefront", "unidirectional"),
      (2, 2, "wavefront", "no_dropout"), (1, 2, "1f1b", "seq2seq"), (1, 3, "gpipe", "input_fed"),
-     (1, 5, "1f1b", "seq2seq")],
+     (1, 5, "1f1b", "seq2seq"), (1, 2, "gpipe", "audio"), (1, 3, "1f1b", "speech"), (1, 2, "1f1b", "ctc")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     ref_losses, ref_state = expected[model]
     losses, state = run_parallel(dp, pp, schedule, CONFIGS[model])
     assert losses == pytest.approx(ref_losses, rel=1e-5)
     config = CONFIGS[model]
-    initial = task_for(config).build(config, SIZES[config.kind], seed=TRAIN.seed).state_dict()
+    initial = task_for(config).build(config, sizes(config), seed=TRAIN.seed).state_dict()
     name = next(k for k in initial if k.endswith("weight_hh_l0"))
     assert not torch.allclose(initial[name].double(), ref_state[name])
     assert set(state) == set(ref_state)

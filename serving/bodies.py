@@ -1,0 +1,123 @@
+"""A request's body, read by what its model takes: JSON texts or multipart uploads.
+
+Text and audio models answer the same two routes (CONTRACT.md), but FastAPI declares
+one body per route, so the classify and generate routes read their body here, after
+the ``{name}`` lookup (an unknown model is a 404 whatever the body says)::
+
+    text model   application/json     -> json.loads -> request model (strict)  -> (texts, options)
+                 anything else        -> 415 naming what the model takes
+    audio model  multipart/form-data  -> form -> upload model (file parts)     -> (uploads, options)
+                 anything else        -> 415 naming what the model takes
+
+Failures are raised as FastAPI raises them for a body it parsed itself (malformed JSON
+and pydantic errors as ``RequestValidationError`` with ``body`` locations), so
+``serving.errors`` words them all the same way. Both bodies are documented in
+``/openapi.json`` by :func:`openapi_body`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+
+from serving.audio import Upload
+from serving.body_limit import MULTIPART, media_type
+from serving.catalog import ModelCard
+from serving.errors import NOT_JSON, UPLOAD_EXAMPLE
+from serving.schemas import INPUT_FIELDS, RequestModels
+
+
+async def read_inputs(request: Request, card: ModelCard, models: RequestModels) -> tuple[list, dict[str, Any]]:
+    """``(inputs, options)`` of a request to the model of ``card``: its texts or
+    :class:`Upload` s, and the other fields of its request model (generate's
+    ``beam_size`` and ``max_length``) as keyword arguments for the model deployment."""
+    schema, field = models.body(card.task, card.input), INPUT_FIELDS[card.input]
+    if card.input == "audio":
+        body, inputs = await _read_uploads(request, card, schema)
+    else:
+        body = await _read_json(request, card, schema)
+        inputs = getattr(body, field)
+    return inputs, body.model_dump(exclude={field})
+
+
+async def _read_json(request: Request, card: ModelCard, schema: type[BaseModel]) -> BaseModel:
+    raw = await request.body()
+    if not raw:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    sent = media_type(request.headers)
+    if not _is_json(sent):
+        raise _unsupported(card, sent, "texts as JSON", NOT_JSON)
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {},
+                 "ctx": {"error": exc.msg}}
+        raise RequestValidationError([error]) from None
+    except UnicodeDecodeError as exc:
+        raise HTTPException(400) from exc  # serving.errors names the byte
+    return validated(schema, data)
+
+
+async def _read_uploads(request: Request, card: ModelCard, schema: type[BaseModel]) -> tuple[BaseModel, list[Upload]]:
+    sent = media_type(request.headers)
+    if sent != MULTIPART:
+        raise _unsupported(card, sent, "audio uploads", f"send {UPLOAD_EXAMPLE}")
+    try:
+        form = await request.form()
+    except HTTPException as exc:  # Starlette's 400 for a malformed multipart body
+        raise HTTPException(400, f"malformed multipart/form-data body: {exc.detail}") from None
+    try:
+        body = validated(schema, form_fields(form))
+        files = getattr(body, INPUT_FIELDS["audio"])
+        return body, [Upload(part_name(i, file.filename), await file.read()) for i, file in enumerate(files)]
+    finally:
+        await form.close()
+
+
+def _unsupported(card: ModelCard, sent: str, takes: str, how: str) -> HTTPException:
+    """415 saying what the model takes instead of what was sent, and how to send it."""
+    return HTTPException(415, f"model {card.name!r} takes {takes}, not {sent or 'a body without Content-Type'}: {how}")
+
+
+def _is_json(media: str) -> bool:
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def validated(schema: type[BaseModel], data: Any) -> BaseModel:
+    """``data`` as ``schema``; a ``RequestValidationError`` located in the body, as FastAPI raises."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
+
+
+def form_fields(form: FormData) -> dict[str, Any]:
+    """A parsed form as the upload models take it: the ``file`` parts as a list (one per
+    recording), any other field as its value, or as a list when it was sent more than
+    once (which the model then rejects as not an integer)."""
+    fields: dict[str, list[Any]] = {}
+    for key, value in form.multi_items():
+        fields.setdefault(key, []).append(value)
+    files = INPUT_FIELDS["audio"]
+    return {key: values if key == files or len(values) > 1 else values[0] for key, values in fields.items()}
+
+
+def part_name(index: int, filename: str | None) -> str:
+    """How errors name an upload: ``file[1] 'seven.wav'`` (``file[1]`` without a file name)."""
+    return f"file[{index}] {filename!r}" if filename else f"file[{index}]"
+
+
+def openapi_body(models: RequestModels, task: str) -> dict[str, Any]:
+    """The ``openapi_extra`` of a ``task`` route: both bodies it takes. FastAPI documents
+    only a body it parses itself; these models are flat (no ``$defs`` to resolve)."""
+    content = {
+        "application/json": {"schema": models.body(task, "text").model_json_schema()},
+        MULTIPART: {"schema": models.body(task, "audio").model_json_schema()},
+    }
+    return {"requestBody": {"required": True, "content": content}}
