@@ -8,7 +8,9 @@ An ``audio-folder`` (CONTRACT.md) is a folder of WAV/FLAC files with either
   ``_``-separated field (FSDD: ``7_theo_23.wav`` is a 7).
 
 With ``data.valid`` empty and ``data.audio.valid_takes`` set, FSDD-style files whose third
-field (the take) is in that range form the validation split and stay out of training.
+field (the take) is in that range form the validation split and stay out of training;
+with ``data.valid`` set, only those takes of it are scored (``rayseq eval CKPT --data
+recordings --set data.audio.valid_takes=5-9``).
 
 Listing happens in the driver (it is a directory walk); decoding, resampling and log-mel
 run in Ray Data tasks (:func:`featurize_batch`), one recording per row, so the files are
@@ -122,7 +124,7 @@ def read_audio_splits(data: DataConfig, *, target: str) -> tuple[list[dict[str, 
     """The train and validation records of the recipe's audio folders (valid may be [])."""
     train = list_audio_folder(resolve(data.root, data.train), target=target)
     if data.valid:
-        return train, list_audio_folder(resolve(data.root, data.valid), target=target)
+        return train, validation_records(data, target=target)
     if data.audio.valid_takes:
         from pipelines.audio_generate import parse_takes
 
@@ -136,10 +138,18 @@ def read_audio_splits(data: DataConfig, *, target: str) -> tuple[list[dict[str, 
 
 def validation_records(data: DataConfig, *, target: str) -> list[dict[str, str]]:
     """The validation records alone (``rayseq eval``, end-of-training scores): the
-    ``data.valid`` folder, else the ``valid_takes`` of the training folder."""
-    if data.valid:
-        return list_audio_folder(resolve(data.root, data.valid), target=target)
-    return read_audio_splits(data, target=target)[1]
+    ``data.valid`` folder (only its ``valid_takes`` when set), else the ``valid_takes`` of
+    the training folder."""
+    if not data.valid:
+        return read_audio_splits(data, target=target)[1]
+    records = list_audio_folder(resolve(data.root, data.valid), target=target)
+    if data.audio.valid_takes:
+        from pipelines.audio_generate import parse_takes
+
+        records = split_takes(records, parse_takes(data.audio.valid_takes))[1]
+        if not records:
+            raise DataError(f"{data.valid}: no recording of takes {data.audio.valid_takes}")
+    return records
 
 
 def featurize_batch(batch: dict[str, np.ndarray], audio: dict[str, Any]) -> dict[str, Any]:

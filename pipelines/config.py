@@ -74,8 +74,9 @@ class AudioConfig:
     max_seconds: float = 20.0
     """Longest recording kept whole; longer ones are cut (and counted), uploads refused."""
     valid_takes: str = ""
-    """With ``data.valid`` empty: FSDD-style names ``{label}_{speaker}_{take}`` whose take is
-    in this range (e.g. ``5-9``) form the validation split and stay out of training."""
+    """FSDD-style names ``{label}_{speaker}_{take}`` whose take is in this range (e.g.
+    ``5-9``) form the validation split: carved out of the training folder (and kept out of
+    training) when ``data.valid`` is empty, else the only files of ``data.valid`` scored."""
 
     def __post_init__(self) -> None:
         if self.sample_rate < 1000 or self.n_mels < 8:

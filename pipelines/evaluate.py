@@ -139,7 +139,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", over
     loaded = load_inference(checkpoint)
     raw = yaml.safe_load((Path(checkpoint) / "config.yaml").read_text())
     raw.setdefault("data", {}).update({"root": "", "valid": str(data), "format": fmt, "generate": None})
-    raw["data"].get("audio", {}).pop("valid_takes", None)
+    raw["data"].get("audio", {}).pop("valid_takes", None)  # the training carve-out; --set may choose takes
     recipe = recipe_from_dict(apply_overrides(raw, overrides or []))
 
     init_ray()

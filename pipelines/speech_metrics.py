@@ -35,3 +35,15 @@ def speech_scores(hypotheses: list[str], references: list[str]) -> dict[str, Any
         "examples": len(refs),
         "words": sum(len(r.split()) for r in refs),
     }
+
+
+def edit_distance(reference: list, hypothesis: list) -> int:
+    """Levenshtein distance (substitutions + deletions + insertions) between two token
+    lists: the training loop's token error count, where ids need no detokenizing."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, start=1):
+        current = [i]
+        for j, hyp in enumerate(hypothesis, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
+        previous = current
+    return previous[-1]

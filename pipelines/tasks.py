@@ -363,17 +363,14 @@ class CTCSpeechTask(SpeechRecognitionTask):
     def eval_counts(self, out: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
         """``(loss, target tokens - edit distance of the greedy transcript (per utterance,
         at least 0), target tokens)``: the token accuracy is 1 - token error rate."""
-        import jiwer
-
         from models.ctc import ctc_greedy
+        from pipelines.speech_metrics import edit_distance
 
         steps, y, lengths = self._unpack(targets)
         loss = float(self.loss(out, targets, 0.0))
         correct = 0.0
         for hyp, ref, n in zip(ctc_greedy(out, steps), y.tolist(), lengths.tolist()):
-            words = lambda ids: " ".join(str(i) for i in ids) or "_"  # noqa: E731 - ids as words for jiwer
-            edits = jiwer.process_words(words(ref[:n]), words(hyp[0].tokens))
-            correct += max(0, n - (edits.substitutions + edits.deletions + edits.insertions))
+            correct += max(0, n - edit_distance(ref[:n], hyp[0].tokens))
         return loss, correct, float(lengths.sum())
 
     def validation_metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:

@@ -322,3 +322,13 @@ def test_ctc_model_loss_ignores_padding(one_thread):
 def test_ctc_decoder_needs_speech():
     with pytest.raises(ValueError, match="needs kind seq2seq and input audio"):
         ModelConfig(kind="seq2seq", decoder="ctc")
+
+
+def test_edit_distance_counts_substitutions_deletions_and_insertions():
+    from pipelines.speech_metrics import edit_distance, speech_scores
+
+    assert edit_distance([1, 2, 3], [1, 2, 3]) == 0
+    assert edit_distance([1, 2, 3], [1, 4, 3, 5]) == 2
+    assert edit_distance([1, 2, 3], []) == 3 and edit_distance([], [7]) == 1
+    scores = speech_scores(["one two tree", "Four  five"], ["one two three", "four"])
+    assert scores["wer"] == pytest.approx(2 / 4) and scores["exact_match"] == 0.0 and scores["words"] == 4

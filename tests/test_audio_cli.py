@@ -58,6 +58,10 @@ def test_eval_reproduces_the_digit_accuracy_on_a_held_out_folder(digits_run, rec
     assert done.returncode == 0, done.stderr[-3000:]
     scores = last_json_line(done.stdout)
     assert scores["examples"] == 60 and scores["accuracy"] == pytest.approx(summary["val_accuracy"], abs=1e-4)
+    # the same takes chosen inside the whole recordings folder
+    done = rayseq("eval", str(out / "checkpoint"), "--data", str(recordings), "--set", "data.audio.valid_takes=8-9")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert last_json_line(done.stdout) == scores
 
 
 @pytest.fixture(scope="module")

@@ -96,8 +96,11 @@ def fake_cluster(tmp_path) -> Iterator[FakeCluster]:
 def fake_cluster_env() -> dict[str, str]:
     # Jobs run `python` from the head's PATH: make that this venv's.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    # Without RAY_ADDRESS: the session head's (conftest) would make this head's job
+    # supervisor run its jobs there, where no autoscaler ever adds a fake_gpu node.
+    inherited = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return {
-        **os.environ, "PATH": path,
+        **inherited, "PATH": path,
         "RAY_FAKE_CLUSTER": "1",  # the fake_multinode provider refuses to run without it
         "AUTOSCALER_UPDATE_INTERVAL_S": "1",  # default 5 s: decide faster, test faster
     }
