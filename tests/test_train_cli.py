@@ -107,6 +107,10 @@ def test_rerun_on_the_same_output_resumes_and_continues_the_step_count(trained_r
         (["train", "recipes/demo_sentiment.yaml", "--set", "train.max_stepz=3"], "unknown key 'train.max_stepz'"),
         (["train", "recipes/nope.yaml"], "recipe not found: recipes/nope.yaml"),
         (["eval", "/nonexistent/ckpt", "--data", "x.txt"], "/nonexistent/ckpt: not a rayseq checkpoint"),
+        (["train", "recipes/fsdd_speech.yaml", "--set", "train.init_from=/nonexistent/ckpt", "--output", "/tmp/x"],
+         "train.init_from: /nonexistent/ckpt is not a checkpoint folder (no model.pt)"),
+        (["train", "recipes/fsdd_digits.yaml", "--set", "data.audio.valid_takes=5-x"],
+         "data.audio.valid_takes: takes '5-x': cannot read '5-x'; expected e.g. '10-49' or '5,7,9-12'"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(args, message):
