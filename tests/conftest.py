@@ -27,6 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+OWN_CLUSTER_TESTS = ("test_autoscaling.py",)
+"""Test files that start their own Ray head. They run first, before the shared session
+head exists: with two clusters on one machine, Ray 2.60 ran the second head's job
+supervisors on the first cluster's node (measured: the autoscaling test's job never
+saw its fake_gpu nodes and hung)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in OWN_CLUSTER_TESTS)  # stable: order kept otherwise
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
