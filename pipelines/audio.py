@@ -21,7 +21,6 @@ FSDD speakers recorded on different equipment.
 from __future__ import annotations
 
 import io
-import math
 import re
 import struct
 from dataclasses import dataclass
@@ -108,7 +107,7 @@ class AudioFeaturizer:
 
     def frames(self, samples: np.ndarray) -> int:
         """Feature frames :meth:`features` gives for ``samples`` (before the multiple-of-4 cut)."""
-        return len(samples) // self.config.hop_length + 1
+        return self.config.frames_of(len(samples))
 
     def features(self, samples: np.ndarray, origin: str = "audio") -> np.ndarray:
         """``(T, n_mels)`` float32 normalised log-mel frames, ``T`` a multiple of
@@ -151,8 +150,3 @@ def wav_missing_bytes(data: bytes) -> int:
 def _first_line(err: BaseException) -> str:
     text = re.sub(r"Error opening <[^>]*>: ", "", str(err).strip())
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def subsampled_length(frames: int) -> int:
-    """Recurrent steps the front end makes of ``frames`` feature frames."""
-    return math.ceil(frames / SUBSAMPLING)

@@ -101,10 +101,14 @@ class AudioConfig:
     def window_length(self) -> int:
         return int(round(self.sample_rate * self.window_ms / 1000))
 
+    def frames_of(self, samples: int) -> int:
+        """Feature frames of ``samples`` samples: centred frames, ``samples // hop + 1``."""
+        return samples // self.hop_length + 1
+
     @property
     def max_frames(self) -> int:
         """Frames of a ``max_seconds`` recording."""
-        return int(self.max_seconds * self.sample_rate) // self.hop_length + 1
+        return self.frames_of(int(self.max_seconds * self.sample_rate))
 
 
 @dataclass(kw_only=True)

@@ -67,7 +67,7 @@ class DurationLimit:
 def most_frames(audio: AudioConfig, seconds: float) -> int:
     """Feature frames of a ``seconds`` long recording, as ``AudioFeaturizer.features``
     makes them (``samples // hop + 1``, cut to a multiple of ``SUBSAMPLING``)."""
-    return (int(seconds * audio.sample_rate) // audio.hop_length + 1) // SUBSAMPLING * SUBSAMPLING
+    return audio.frames_of(int(seconds * audio.sample_rate)) // SUBSAMPLING * SUBSAMPLING
 
 
 def header_seconds(data: bytes) -> float | None:
