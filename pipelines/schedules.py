@@ -70,13 +70,15 @@ class StepPlan:
         return int(sum(int(part.sum()) for x in self.lengths for part in _parts(x)))
 
 
-def split_batch(tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, microbatches: int) -> StepPlan:
+def split_batch(tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, microbatches: int,
+                per_step: int = 1) -> StepPlan:
     """Cut a padded batch into ``microbatches`` row chunks, each trimmed to its own
-    longest row (dynamic unrolling: no step runs over padding it does not need)."""
+    longest row (dynamic unrolling: no step runs over padding it does not need).
+    ``per_step``: input positions per model step (audio: frames per subsampled step)."""
     chunks = torch.arange(len(lengths)).tensor_split(min(microbatches, len(lengths)))
     plan = StepPlan([], [], [])
     for rows in chunks:
-        width = int(lengths[rows].max())
+        width = int(lengths[rows].max()) * per_step
         plan.tokens.append(tokens[rows, :width])
         plan.lengths.append(lengths[rows])
         plan.labels.append(labels[rows])

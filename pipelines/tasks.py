@@ -251,13 +251,8 @@ class AudioClassificationTask(ClassificationTask):
     def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
         from models.frontend import SUBSAMPLING
 
-        frames, steps, labels = _frames(row["tokens"]), _steps(row["lengths"]), _tensor(row["labels"])
-        plan = StepPlan([], [], [])
-        for rows in torch.arange(len(steps)).tensor_split(min(microbatches, len(steps))):
-            plan.tokens.append(frames[rows, : int(steps[rows].max()) * SUBSAMPLING])
-            plan.lengths.append(steps[rows])
-            plan.labels.append(labels[rows])
-        return plan
+        return split_batch(_frames(row["tokens"]), _steps(row["lengths"]), _tensor(row["labels"]), microbatches,
+                           per_step=SUBSAMPLING)
 
     def missing_files(self, path) -> str | None:
         return None
