@@ -48,11 +48,8 @@ counted over every batch of the split; tokens/s and frames/s over the steps run.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -80,6 +77,8 @@ from pipelines.text_data import featurize
 from pipelines.tokenization import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
+from bench.machine import run_info  # noqa: E402
 DEFAULT_DATA_ROOT = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "bench" / "results" / "bucketing.json"
 GOAL_PADDING = 0.05
@@ -548,17 +547,7 @@ def run_benchmark(data_root: Path, settings: Settings) -> dict[str, Any]:
     return {
         "name": "bucketing",
         "goal": {"padding_max": GOAL_PADDING, "speedup_min": GOAL_SPEEDUP},
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "ray": ray.__version__,
-            "load_avg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        },
+        **run_info(torch_threads=torch.get_num_threads(), load_avg_at_end=list(os.getloadavg()) if hasattr(os, "getloadavg") else None),
         "data_root": str(data_root),
         "notes": notes,
         "settings": settings_dict,

@@ -39,11 +39,8 @@ checkpoint or no source data, with what to run instead.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -62,6 +59,8 @@ from pipelines.sources import resolve
 from pipelines.translation import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
+from bench.machine import run_info  # noqa: E402
 DEFAULT_CHECKPOINT = ROOT / "runs" / "demo-translation" / "checkpoint"
 FALLBACK_DATA = ROOT.parent / "shared" / "data" / "multi30k" / "val.en"
 DEFAULT_OUT = ROOT / "bench" / "results" / "decode.json"
@@ -231,18 +230,7 @@ def run_benchmark(checkpoint: Path, data: Path, settings: Settings) -> dict[str,
                      "Its timings measure max-length decoding, not translation; do not publish them.")
     return {
         "name": "decode",
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": settings.device,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "load_avg_at_start": load_start,
-            "load_avg_at_end": list(os.getloadavg()),
-        },
+        **run_info(torch_threads=torch.get_num_threads(), device=settings.device, load_avg_at_start=load_start, load_avg_at_end=list(os.getloadavg())),
         "checkpoint": str(checkpoint),
         "model": {"recipe": translator.recipe.name, "model": asdict(translator.recipe.model),
                   "parameters": sum(p.numel() for p in translator.model.parameters()),

@@ -63,11 +63,8 @@ Usage, from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import socket
 import statistics
 import sys
@@ -86,6 +83,8 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
+from bench.machine import run_info  # noqa: E402
 if str(ROOT) not in sys.path:  # spawned workers import this file by path
     sys.path.insert(0, str(ROOT))
 
@@ -766,17 +765,7 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
         "name": "pipeline",
         "goal": {"pp2_vs_pp1_min": GOAL_PP_SPEEDUP, "vs_torch_fixed_min": GOAL_VS_TORCH_FIXED,
                  "vs_torch_bucketed_min": GOAL_VS_TORCH_BUCKETED, "bubble_max_points": GOAL_BUBBLE_POINTS},
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads_per_process": settings.threads,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "load_avg_at_start": load_start,
-            "load_avg_at_end": list(os.getloadavg()),
-        },
+        **run_info(torch_threads_per_process=settings.threads, load_avg_at_start=load_start, load_avg_at_end=list(os.getloadavg())),
         "elapsed_s": round(elapsed, 1),
         "warmup_s": round(raw["warmup_s"], 1),
         "settings": asdict(settings),

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("seq2vec", "seq2seq")
+KINDS = ("seq2vec", "seq2seq", "vec2seq")
 CELLS = ("lstm", "gru")
 POOLINGS = ("last", "mean")
 ATTENTIONS = ("luong", "bahdanau")
-INPUTS = ("text", "audio")
+INPUTS = ("text", "audio", "video")
 DECODERS = ("attention", "ctc")
 
 
 @dataclass(kw_only=True)
 class ModelConfig:
     kind: str = "seq2vec"
-    """Application shape: ``seq2vec`` (sequence -> label) or ``seq2seq`` (sequence ->
-    sequence: encoder-decoder with attention)."""
+    """Application shape: ``seq2vec`` (sequence -> label), ``seq2seq`` (sequence ->
+    sequence: encoder-decoder with attention) or ``vec2seq`` (the encoded sequence pooled
+    to one vector that conditions an RNN decoder: video captioning; ``models.vec2seq``)."""
     input: str = "text"
-    """What the first layer reads: ``text`` (token ids -> embedding) or ``audio`` (log-mel
-    frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``)."""
+    """What the first layer reads: ``text`` (token ids -> embedding), ``audio`` (log-mel
+    frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``) or
+    ``video`` (RGB frames -> a per-frame CNN, one step per frame; ``models.video``)."""
     frontend_channels: int = 32
-    """audio: channels of the subsampler's two stride-2 convolutions."""
+    """audio: channels of the subsampler's two stride-2 convolutions; video: channels of
+    the frame CNN's first block (doubling in each of the next two)."""
     spec_freq_masks: int = 0
     """audio, training only: SpecAugment frequency masks per utterance (Park et al. 2019)."""
     spec_freq_width: int = 8
@@ -37,7 +40,9 @@ class ModelConfig:
     hidden_size: int = 256
     """Hidden width of each recurrent layer (per direction)."""
     num_layers: int = 2
-    """Number of recurrent layers in the stack (for seq2seq: in the encoder)."""
+    """Number of recurrent layers in the stack (for seq2seq: in the encoder). seq2vec
+    takes 0: the head then pools the front end's per-step vectors, an order-blind
+    bag-of-frames (or bag-of-words) baseline for ablations."""
     bidirectional_bottom: bool = True
     """Make layer 0 bidirectional (GNMT): its output is ``2 * hidden_size`` wide."""
     residual_from: int = 2
@@ -94,7 +99,11 @@ class ModelConfig:
                              f"(got {self.kind}, {self.input})")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"model.attention: {self.attention!r} is not one of {ATTENTIONS}")
-        for name in ("embed_dim", "hidden_size", "num_layers", "decoder_layers"):
+        if self.kind == "vec2seq" and self.input != "video":
+            raise ValueError(f"model.kind=vec2seq captions videos: it needs input video, got {self.input}")
+        if self.num_layers < (0 if self.kind == "seq2vec" else 1):
+            raise ValueError(f"model.num_layers must be >= 1 (seq2vec: >= 0), got {self.num_layers}")
+        for name in ("embed_dim", "hidden_size", "decoder_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -108,6 +117,8 @@ class ModelConfig:
                 "model.decoder_residual_from must be >= 1 (decoder layer 0 reads the embedding), "
                 f"got {self.decoder_residual_from}"
             )
+        if self.tie_embeddings and self.kind != "seq2seq":
+            raise ValueError(f"model.tie_embeddings is for seq2seq models, not {self.kind}")
         if self.tie_embeddings and self.embed_dim != self.hidden_size:
             raise ValueError(
                 "model.tie_embeddings needs embed_dim == hidden_size "

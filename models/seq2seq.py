@@ -41,6 +41,7 @@ from models.attention import Attention
 from models.config import ModelConfig
 from models.dropout import SeededDropout
 from models.frontend import audio_frontend
+from models.video import video_frontend
 from models.layers import PAD_ID, RecurrentLayer, TokenEmbedding, padding_mask
 from models.stack import LayerStack, build_layers
 
@@ -76,15 +77,17 @@ class SourceEmbedding(nn.Module):
         return self.embedding.flops_per_token()
 
 
-class AudioSourceFrontEnd(nn.Module):
-    """``(features (B, 4S, F), tgt_in (B, T))`` -> ``(src_x (B, S, E), tgt_in)``: speech
-    recognition's encoder input (:class:`~models.frontend.ConvSubsampler`); ``lengths[0]``
-    are the subsampled source lengths ``S``."""
+class SourceFrontEnd(nn.Module):
+    """``(source (B, ...), tgt_in (B, T))`` -> ``(src_x (B, S, E), tgt_in)``: a modality's
+    front end as the encoder's input layer: log-mel frames ``(B, 4S, F)`` through
+    :class:`~models.frontend.ConvSubsampler` (speech recognition; ``lengths[0]`` are the
+    subsampled lengths ``S``) or RGB frames ``(B, S, size, size, 3)`` through
+    :class:`~models.video.FrameEncoder` (video captioning)."""
 
-    def __init__(self, config: ModelConfig, feature_dim: int) -> None:
+    def __init__(self, frontend: nn.Module) -> None:
         super().__init__()
-        self.frontend = audio_frontend(config, feature_dim)
-        self.output_size = self.frontend.output_size
+        self.frontend = frontend
+        self.output_size = frontend.output_size
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
         features, tgt_in = x
@@ -261,7 +264,7 @@ class Seq2Seq(LayerStack):
     def _parts(self) -> tuple[list[nn.Module], TargetEmbedding, list[nn.Module], Generator]:
         """(encoder layers incl. source embedding, target embedding, decoder RNN layers, generator)."""
         layers = list(self.layers.values())
-        if not (isinstance(layers[0], (SourceEmbedding, AudioSourceFrontEnd)) and isinstance(layers[-1], Generator)):
+        if not (isinstance(layers[0], (SourceEmbedding, SourceFrontEnd)) and isinstance(layers[-1], Generator)):
             keys = list(self.layers.keys())
             raise RuntimeError(f"incremental decoding needs the whole model; this one holds layers {keys[0]}..{keys[-1]}")
         split = next(i for i, layer in enumerate(layers) if isinstance(layer, TargetEmbedding))
@@ -331,16 +334,18 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: 
     )
 
 
-def seq2seq_layer_factories(
-    config: ModelConfig, *, tgt_vocab_size: int, src_vocab_size: int = 0, feature_dim: int = 0
-) -> list[Callable[[], nn.Module]]:
-    """One constructor per layer, in order (widths are worked out without building).
-    Text sources need ``src_vocab_size``, audio sources (``config.input``) ``feature_dim``."""
+def encoder_factories(config: ModelConfig, *, src_vocab_size: int = 0, feature_dim: int = 0,
+                      frame_size: int = 0) -> tuple[list[Callable[[], nn.Module]], int]:
+    """The source front end and the encoder layers' constructors, and the top one's
+    output width. Text sources need ``src_vocab_size``, audio sources (``config.input``)
+    ``feature_dim``, video sources ``frame_size``."""
     h = config.hidden_size
-    factories: list[Callable[[], nn.Module]] = [
-        partial(AudioSourceFrontEnd, config, feature_dim) if config.input == "audio"
-        else partial(SourceEmbedding, src_vocab_size, config.embed_dim, init_std=embedding_init_std(config.embed_dim, False))
-    ]
+    factories: list[Callable[[], nn.Module]] = [{
+        "audio": lambda: SourceFrontEnd(audio_frontend(config, feature_dim)),
+        "video": lambda: SourceFrontEnd(video_frontend(config, frame_size)),
+        "text": partial(SourceEmbedding, src_vocab_size, config.embed_dim,
+                        init_std=embedding_init_std(config.embed_dim, False)),
+    }[config.input]]
     width = config.embed_dim
     for i in range(config.num_layers):
         bidirectional = config.bidirectional_bottom and i == 0
@@ -349,14 +354,21 @@ def seq2seq_layer_factories(
             residual=i >= config.residual_from, dropout=config.dropout, stream=len(factories),
         ))
         width = h * (2 if bidirectional else 1)
-    memory_size = width
+    return factories, width
+
+
+def decoder_factories(config: ModelConfig, factories: list[Callable[[], nn.Module]], *, tgt_vocab_size: int,
+                      memory_size: int, bottom: Callable[..., nn.Module]) -> list[Callable[[], nn.Module]]:
+    """Append the target embedding, the ``bottom`` decoder layer (called with the
+    recurrent arguments and ``memory_size``), the decoder layers above it and the
+    generator to ``factories``; every layer's dropout stream is its index."""
+    h = config.hidden_size
     factories.append(partial(
         TargetEmbedding, tgt_vocab_size, config.embed_dim,
         init_std=embedding_init_std(config.embed_dim, config.tie_embeddings),
     ))
     factories.append(partial(
-        AttentionDecoderLayer, cell=config.cell, input_size=config.embed_dim, hidden_size=h,
-        memory_size=memory_size, attention=config.attention, input_feeding=config.input_feeding,
+        bottom, cell=config.cell, input_size=config.embed_dim, hidden_size=h, memory_size=memory_size,
         dropout=config.dropout, stream=len(factories),
     ))
     for i in range(1, config.decoder_layers):
@@ -369,6 +381,14 @@ def seq2seq_layer_factories(
         dropout=config.dropout, stream=len(factories),
     ))
     return factories
+
+
+def seq2seq_layer_factories(config: ModelConfig, *, tgt_vocab_size: int, **source_sizes: int) -> list[Callable[[], nn.Module]]:
+    """One constructor per layer, in order (widths are worked out without building);
+    ``source_sizes`` as :func:`encoder_factories` takes them."""
+    factories, memory_size = encoder_factories(config, **source_sizes)
+    bottom = partial(AttentionDecoderLayer, attention=config.attention, input_feeding=config.input_feeding)
+    return decoder_factories(config, factories, tgt_vocab_size=tgt_vocab_size, memory_size=memory_size, bottom=bottom)
 
 
 def seq2seq_num_layers(config: ModelConfig) -> int:
@@ -392,14 +412,13 @@ def build_seq2seq(
     config: ModelConfig,
     *,
     tgt_vocab_size: int,
-    src_vocab_size: int = 0,
-    feature_dim: int = 0,
     seed: int = 0,
     keep: Iterable[int] | None = None,
+    **source_sizes: int,
 ) -> Seq2Seq:
-    """The model, or with ``keep`` only those (contiguous) layers of it."""
-    factories = seq2seq_layer_factories(config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
-                                        feature_dim=feature_dim)
+    """The model, or with ``keep`` only those (contiguous) layers of it; ``source_sizes``
+    as :func:`encoder_factories` takes them (``src_vocab_size``, ``feature_dim``, ``frame_size``)."""
+    factories = seq2seq_layer_factories(config, tgt_vocab_size=tgt_vocab_size, **source_sizes)
     layers = build_layers(factories, seed=seed, keep=keep)
     tied = tied_layer_indices(config)
     if tied is not None and tied[0] in layers and tied[1] in layers:

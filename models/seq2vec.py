@@ -1,9 +1,12 @@
-"""seq2vec: token sequence -> label (sentiment, text classification), or log-mel frames
--> label (spoken digits) with ``model.input = audio``.
+"""seq2vec: token sequence -> label (sentiment, text classification), log-mel frames ->
+label (spoken digits) with ``model.input = audio``, or RGB frames -> label (video
+classification: a per-frame CNN, then the RNN stack) with ``model.input = video``.
 
 ::
 
-    tokens (B, T) -> TokenEmbedding (audio: frames (B, 4T, F) -> ConvSubsampler) -> RecurrentLayer 0 (bidirectional) -> ...
+    tokens (B, T) -> TokenEmbedding (audio: frames (B, 4T, F) -> ConvSubsampler;
+                                     video: frames (B, T, S, S, 3) -> FrameEncoder)
+                  -> RecurrentLayer 0 (bidirectional) -> ...
                   -> RecurrentLayer N-1 (residual from layer ``residual_from``)
                   -> PooledClassifier -> logits (B, num_labels)
 
@@ -21,6 +24,7 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.frontend import audio_frontend
+from models.video import video_frontend
 from models.layers import PooledClassifier, RecurrentLayer, TokenEmbedding
 from models.stack import LayerStack, build_layers
 
@@ -35,17 +39,19 @@ class SequenceClassifier(LayerStack):
 
 
 def seq2vec_layer_factories(config: ModelConfig, *, num_labels: int, vocab_size: int = 0,
-                            feature_dim: int = 0) -> list[Callable[[], nn.Module]]:
+                            feature_dim: int = 0, frame_size: int = 0) -> list[Callable[[], nn.Module]]:
     """One constructor per layer, in order (widths are worked out without building).
-    Text models need ``vocab_size``, audio models (``config.input``) ``feature_dim``."""
+    Text models need ``vocab_size``, audio models (``config.input``) ``feature_dim``,
+    video models ``frame_size``."""
     # Embeddings start at N(0, 1/dim), not PyTorch's N(0, 1): vectors that large barely
     # move at Adam's step size (~lr), so words keep their random start; SST-2 dev at step
     # 200 goes 68.7% -> 78.8%. (seq2seq measured the opposite: see models/seq2seq.py.)
     init_std = config.embed_dim**-0.5
-    factories: list[Callable[[], nn.Module]] = [
-        (lambda: audio_frontend(config, feature_dim)) if config.input == "audio"
-        else (lambda: TokenEmbedding(vocab_size, config.embed_dim, init_std=init_std))
-    ]
+    factories: list[Callable[[], nn.Module]] = [{
+        "audio": lambda: audio_frontend(config, feature_dim),
+        "video": lambda: video_frontend(config, frame_size),
+        "text": lambda: TokenEmbedding(vocab_size, config.embed_dim, init_std=init_std),
+    }[config.input]]
     width = recurrent_factories(config, factories, input_size=config.embed_dim)
     top_bidirectional = config.bidirectional_bottom and config.num_layers == 1
     stream = len(factories)
@@ -91,11 +97,13 @@ def build_seq2vec(
     num_labels: int,
     vocab_size: int = 0,
     feature_dim: int = 0,
+    frame_size: int = 0,
     seed: int = 0,
     keep: Iterable[int] | None = None,
 ) -> SequenceClassifier:
     """The model, or with ``keep`` only those (contiguous) layers of it."""
-    factories = seq2vec_layer_factories(config, vocab_size=vocab_size, num_labels=num_labels, feature_dim=feature_dim)
+    factories = seq2vec_layer_factories(config, vocab_size=vocab_size, num_labels=num_labels, feature_dim=feature_dim,
+                                        frame_size=frame_size)
     return SequenceClassifier(build_layers(factories, seed=seed, keep=keep))
 
 

@@ -24,11 +24,7 @@ batches carry token ids.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +32,16 @@ import numpy as np
 import ray
 
 from pipelines.audio import AudioFeaturizer
-from pipelines.bucketing import PaddingStats, bucket, bucket_pairs, padding_stats
 from pipelines.config import AudioConfig, DataConfig, Recipe
 from pipelines.errors import DataError
+from pipelines.manifests import MANIFESTS, find_manifest, read_manifest
+from pipelines.manifests import record as manifest_record
+from pipelines.media_data import MediaBatches, labelled_batches, sequence_batches
 from pipelines.sources import CheckedSplit, check_records, resolve
 
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
-MANIFESTS = ("manifest.csv", "manifest.jsonl")
-
-
-def _record(path: str, origin: str, *, label: str = "", transcript: str = "", error: str = "") -> dict[str, str]:
-    return {"path": path, "label": label, "transcript": transcript, "origin": origin, "error": error}
 
 
 def fsdd_fields(path: Path) -> list[str]:
@@ -57,55 +50,22 @@ def fsdd_fields(path: Path) -> list[str]:
 
 
 def list_audio_folder(folder: Path, *, target: str) -> list[dict[str, str]]:
-    """Records ``{path, label, transcript, origin, error}`` of an audio folder, in file order.
+    """Records ``{path, <target>, origin, error}`` of an audio folder, in file order.
 
     ``target`` is ``label`` or ``transcript``: the manifest column a record needs (a
     folder without a manifest only has labels, from file names).
     """
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder (audio-folder data is a folder of WAV/FLAC files)")
-    manifest = next((folder / name for name in MANIFESTS if (folder / name).is_file()), None)
+    manifest = find_manifest(folder)
     if manifest is not None:
-        return _read_manifest(manifest, target)
+        return read_manifest(manifest, target)
     if target != "label":
         raise DataError(f"{folder}: speech-to-text needs a {' or '.join(MANIFESTS)} with path,{target} columns")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
     if not files:
         raise DataError(f"{folder}: no {'/'.join(AUDIO_EXTENSIONS)} files and no manifest")
-    return [_record(str(p), str(p), label=fsdd_fields(p)[0]) for p in files]
-
-
-def _read_manifest(manifest: Path, target: str) -> list[dict[str, str]]:
-    try:
-        text = manifest.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{manifest}: not valid UTF-8 (byte {err.start})") from None
-    if manifest.suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        missing = {"path", target} - set(reader.fieldnames or [])
-        if missing:
-            raise DataError(f"{manifest}: needs columns path and {target}; missing {', '.join(sorted(missing))}")
-        rows = [(f"{manifest}:row {i}", row) for i, row in enumerate(reader, start=1)]
-    else:
-        rows = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                rows.append((f"{manifest}:{i}", {"__error__": f"not valid JSON ({err.msg})"}))
-                continue
-            rows.append((f"{manifest}:{i}", row if isinstance(row, dict) else {"__error__": "not a JSON object"}))
-    records = []
-    for origin, row in rows:
-        name, value = str(row.get("path") or "").strip(), str(row.get(target) or "").strip()
-        error = row.get("__error__", "") or ("missing path" if not name else f"missing {target}" if not value else "")
-        path = manifest.parent / name
-        if not error and not path.is_file():
-            error = f"no such file {path}"
-        records.append(_record(str(path), f"{origin} ({name})" if name else origin, error=error, **{target: value}))
-    return records
+    return [manifest_record(str(p), str(p), "label", fsdd_fields(p)[0]) for p in files]
 
 
 def split_takes(records: list[dict[str, str]], takes: set[int]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -183,87 +143,19 @@ def featurize_audio(records: list[dict[str, str]], audio: AudioConfig, which: st
     return check_records(ds, policy, which)
 
 
-@dataclass
-class PreparedAudio:
-    feature_dim: int
-    labels: list[str]
-    """Classification: label names (ids are positions); speech: empty."""
-    tokenizer: Any
-    """Speech: the transcript tokenizer; classification: None."""
-    train: ray.data.Dataset
-    valid: ray.data.Dataset | None
-    train_stats: PaddingStats
-    report: dict[str, Any] = field(default_factory=dict)
-
-
-def _report(train: CheckedSplit, valid: CheckedSplit | None) -> dict[str, Any]:
-    report = {"train_examples": train.rows, "skipped_records": train.skipped,
-              "truncated_examples": int(train.dataset.sum("cut") or 0)}
-    if valid is not None:
-        report["valid_examples"] = valid.rows
-        report["skipped_records"] += valid.skipped
-    return report
-
-
-def prepare_audio_classification(recipe: Recipe) -> PreparedAudio:
+def prepare_audio_classification(recipe: Recipe) -> MediaBatches:
     """Spoken-label classification (FSDD digits): frames + label id per recording."""
     data = recipe.data
     train_records, valid_records = read_audio_splits(data, target="label")
     train = featurize_audio(train_records, data.audio, "train", data.on_bad_record)
-    labels = sorted(train.dataset.unique("label"))
-    if len(labels) < 2:
-        raise DataError(f"data.train: need at least 2 distinct labels, found {labels}")
-    ids = {name: i for i, name in enumerate(labels)}
-
-    def to_rows(batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        unknown = [(o, lab) for o, lab in zip(batch["origin"], batch["label"]) if lab not in ids]
-        if unknown:
-            raise DataError(f"{unknown[0][0]}: label {unknown[0][1]!r} was not seen in training (labels: {labels})")
-        return {"ids": list(batch["features"]), "length": batch["length"],
-                "label": np.array([ids[lab] for lab in batch["label"]], dtype=np.int64)}
-
-    def batches(split: CheckedSplit, shuffle: bool) -> ray.data.Dataset:
-        rows = split.dataset.map_batches(to_rows, batch_format="numpy", batch_size=256)
-        return bucket(rows, recipe.batching, seed=recipe.train.seed, shuffle=shuffle)
-
     valid = featurize_audio(valid_records, data.audio, "valid", data.on_bad_record) if valid_records else None
-    train_batches = batches(train, True)
-    stats = padding_stats(train_batches)
-    report = {**_report(train, valid), **stats.report()}
-    return PreparedAudio(data.audio.n_mels, labels, None, train_batches,
-                         batches(valid, False) if valid else None, stats, report)
+    return labelled_batches(recipe, train, valid, inputs="features")
 
 
-def prepare_speech(recipe: Recipe) -> PreparedAudio:
-    """Speech-to-text: frames + ``[BOS] transcript [EOS]`` tokens per recording, bucketed
-    as pairs (``pipelines.bucketing.bucket_pairs``: frames against target tokens)."""
-    from pipelines.tokenization import encode_targets, load_tokenizer, train_tokenizer
-
+def prepare_speech(recipe: Recipe) -> MediaBatches:
+    """Speech-to-text: frames + ``[BOS] transcript [EOS]`` tokens per recording."""
     data = recipe.data
     train_records, valid_records = read_audio_splits(data, target="transcript")
     train = featurize_audio(train_records, data.audio, "train", data.on_bad_record)
-
-    def transcripts():
-        for batch in train.dataset.select_columns(["transcript"]).iter_batches(batch_size=4096, batch_format="pyarrow"):
-            yield from batch.column("transcript").to_pylist()
-
-    tokenizer = train_tokenizer(transcripts(), recipe.tokenizer)
-    tokenizer_json, max_target = tokenizer.to_str(), data.target_max_length
-
-    def to_pairs(batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        target, cut = encode_targets(load_tokenizer(tokenizer_json), list(batch["transcript"]), max_target)
-        return {"src_ids": list(batch["features"]), "src_length": batch["length"],
-                "tgt_ids": [np.asarray(t, dtype=np.int32) for t in target],
-                "tgt_length": np.array([len(t) - 1 for t in target], dtype=np.int64),
-                "index": batch["index"], "cut": np.logical_or(batch["cut"], cut)}
-
-    def batches(split: CheckedSplit, shuffle: bool) -> ray.data.Dataset:
-        rows = split.dataset.map_batches(to_pairs, batch_format="numpy", batch_size=256)
-        return bucket_pairs(rows.drop_columns(["cut"]), recipe.batching, seed=recipe.train.seed, shuffle=shuffle)
-
     valid = featurize_audio(valid_records, data.audio, "valid", data.on_bad_record) if valid_records else None
-    train_batches = batches(train, True)
-    stats = padding_stats(train_batches)
-    report = {**_report(train, valid), "target_vocab_size": tokenizer.get_vocab_size(), **stats.report()}
-    return PreparedAudio(data.audio.n_mels, [], tokenizer, train_batches,
-                         batches(valid, False) if valid else None, stats, report)
+    return sequence_batches(recipe, train, valid, inputs="features", target="transcript")

@@ -23,7 +23,7 @@ from models.ctc import ctc_decode
 from models.decoding import Hypothesis, generate
 from models.frontend import SUBSAMPLING
 from pipelines.audio import AudioFeaturizer
-from pipelines.bucketing import pad_batch, plan_batches
+from pipelines.bucketing import array_batches
 from pipelines.checkpoint import load_inference
 from pipelines.inference import predictions
 from pipelines.tokenization import decode, load_tokenizer
@@ -32,10 +32,8 @@ from pipelines.tokenization import decode, load_tokenizer
 def frame_batches(features: list[np.ndarray], max_frames: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """``(rows, frames (B, 4S, n_mels) float32, steps (B,) int64)`` batches sorted by length,
     ``rows * longest <= max_frames``; ``rows`` are positions in ``features``."""
-    lengths = np.array([len(x) for x in features], dtype=np.int64)
-    for rows in plan_batches(lengths, max_tokens=max_frames, max_batch_size=len(features), sort=True):
-        padded = pad_batch([features[r] for r in rows]).astype(np.float32)
-        yield rows, torch.from_numpy(padded), torch.from_numpy(lengths[rows] // SUBSAMPLING)
+    for rows, frames, steps in array_batches(features, max_frames, per_step=SUBSAMPLING):
+        yield rows, torch.from_numpy(frames.astype(np.float32, copy=False)), torch.from_numpy(steps)
 
 
 class _AudioModel:

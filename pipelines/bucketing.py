@@ -119,6 +119,18 @@ def length_sorted_batches(ids: list, max_tokens: int) -> Iterator[tuple[np.ndarr
         yield rows, pad_batch([np.asarray(ids[r]) for r in rows]).astype(np.int64), lengths[rows]
 
 
+def array_batches(arrays: list[np.ndarray], max_positions: int, *,
+                  per_step: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Inference batching of frames (audio features, video frames): ``(rows, padded
+    (B, longest, ...) in the arrays' dtype, steps (B,) int64)`` sorted by length with
+    ``rows * longest <= max_positions``; ``rows`` are positions in ``arrays``, ``steps``
+    the model steps (``len // per_step``: audio's front end takes 4 frames a step)."""
+    lengths = np.array([len(x) for x in arrays], dtype=np.int64)
+    for rows in plan_batches(lengths, max_tokens=max_positions, max_batch_size=len(arrays), sort=True):
+        padded = pad_batch([arrays[r] for r in rows])
+        yield rows, padded, lengths[rows] // per_step
+
+
 class _CutPool:
     """``map_batches`` function: one pool of examples in, its padded batches out."""
 

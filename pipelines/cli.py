@@ -6,6 +6,7 @@
     rayseq generate speech RECORDINGS OUT_DIR --count N --seed S [--takes 10-49]
                            [--min-digits 1] [--max-digits 7] [--snr-db 30]
     rayseq generate digits OUT_DIR [--speakers 3] [--takes 0-9]
+    rayseq generate video OUT_DIR --count N --seed S [--size 64] [--fps 10] [--images]
     rayseq generate {sentiment,translation} OUT_DIR [--size N] [--seed S]
 """
 
@@ -38,7 +39,7 @@ def run_and_report(command: Callable[[], dict[str, Any] | None]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.audio_generate import add_generate_arguments
+    from pipelines.generate_cli import add_generate_arguments
     from pipelines.evaluate import add_eval_arguments
     from pipelines.train import add_train_arguments
     from serving.cli import add_serve_arguments
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_and_report(lambda: eval_command(args))
     if args.command == "generate":
-        from pipelines.audio_generate import generate_command
+        from pipelines.generate_cli import generate_command
 
         return run_and_report(lambda: generate_command(args))
     from serving.cli import serve_command

@@ -20,8 +20,8 @@ from models.config import ModelConfig
 from pipelines.errors import ConfigError
 from pipelines.generate import TRANSLATION_NUMBERS
 
-FORMATS = ("auto", "labeled-lines", "csv", "tsv", "jsonl", "parquet", "parallel", "hf", "audio-folder")
-GENERATORS = ("sentiment", "translation", "digits", "speech")
+FORMATS = ("auto", "labeled-lines", "csv", "tsv", "jsonl", "parquet", "parallel", "hf", "audio-folder", "video-folder")
+GENERATORS = ("sentiment", "translation", "digits", "speech", "video")
 
 
 @dataclass(kw_only=True)
@@ -32,7 +32,9 @@ class GenerateConfig:
     train/valid with languages ``en``/``de``), ``digits`` (synthetic FSDD-style digit
     recordings: ``train/`` and ``valid/`` audio folders) or ``speech`` (spoken digit
     strings joined from the FSDD-style ``recordings``: ``train/`` and ``valid/`` audio
-    folders with transcripts, validation from ``valid_takes`` only)."""
+    folders with transcripts, validation from ``valid_takes`` only) or ``video`` (synthetic
+    moving-shape MP4 clips, ``train/`` and ``valid/`` video folders with labels and
+    captions, validation drawn from seed ``seed + 1``)."""
     size: int = 4000
     """Training examples to generate (validation gets a quarter as many; ``digits``: takes
     per speaker and digit)."""
@@ -112,6 +114,35 @@ class AudioConfig:
 
 
 @dataclass(kw_only=True)
+class VideoConfig:
+    """How ``video-folder`` clips (MP4 files or folders of frame images) become model
+    input: sampled, resized RGB frames ``(T, size, size, 3)`` uint8."""
+
+    size: int = 32
+    """Frames are resized to ``size x size`` pixels (the aspect ratio is not kept)."""
+    fps: float = 0.0
+    """Target frame rate: frames are sampled at this rate from the clip's timestamps
+    (0: every ``stride``-th frame). Frame-image folders have no timestamps: ``stride`` only."""
+    stride: int = 1
+    """Keep every ``stride``-th decoded frame (after ``fps`` sampling, if set)."""
+    max_frames: int = 64
+    """Frames kept per clip (after sampling): decoding stops there, and longer training
+    clips are cut (and counted); uploads with more are refused (413)."""
+    max_seconds: float = 60.0
+    """Uploads whose container declares a longer duration are refused before decoding (413)."""
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.size <= 512:
+            raise ConfigError(f"data.video.size must be in 8..512, got {self.size}")
+        if self.fps < 0:
+            raise ConfigError(f"data.video.fps must be >= 0 (0: every frame), got {self.fps}")
+        if self.stride < 1 or self.max_frames < 1:
+            raise ConfigError(f"data.video.stride and max_frames must be >= 1, got {self.stride}, {self.max_frames}")
+        if self.max_seconds <= 0:
+            raise ConfigError(f"data.video.max_seconds must be > 0, got {self.max_seconds}")
+
+
+@dataclass(kw_only=True)
 class DataConfig:
     root: str = ""
     """Folder the ``train``/``valid`` paths are relative to (absolute paths ignore it)."""
@@ -150,6 +181,8 @@ class DataConfig:
     """When set, the training driver writes this generated dataset into ``root`` first."""
     audio: AudioConfig = field(default_factory=lambda: AudioConfig())
     """``audio-folder`` data: decoding, features and the validation carve-out."""
+    video: VideoConfig = field(default_factory=lambda: VideoConfig())
+    """``video-folder`` data: frame sampling and size."""
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -353,10 +386,13 @@ class Recipe:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
-        if self.model.kind == "seq2seq" and self.parallel.schedule == "wavefront":
-            raise ConfigError("parallel.schedule: wavefront runs seq2vec models for now; use gpipe or 1f1b for seq2seq")
+        if self.model.kind != "seq2vec" and self.parallel.schedule == "wavefront":
+            raise ConfigError(f"parallel.schedule: wavefront runs seq2vec models for now; use gpipe or 1f1b for "
+                              f"{self.model.kind}")
         if self.model.input == "audio":
             self._check_audio()
+        elif self.model.input == "video":
+            self._check_video()
         elif self.data.max_length > self.batching.max_tokens:
             raise ConfigError(
                 "data.max_length must fit the token budget: "
@@ -374,6 +410,17 @@ class Recipe:
                 f"batching.max_tokens is a frame budget for audio: a data.audio.max_seconds recording has "
                 f"{self.data.audio.max_frames} frames > {self.batching.max_tokens}"
             )
+
+    def _check_video(self) -> None:
+        video = self.data.video
+        if self.data.format not in ("auto", "video-folder"):
+            raise ConfigError(f"model.input=video reads data.format video-folder, got {self.data.format!r}")
+        if video.size % 8:
+            raise ConfigError(f"data.video.size must be a multiple of 8 (the frame CNN halves it three times), "
+                              f"got {video.size}")
+        if video.max_frames > self.batching.max_tokens:
+            raise ConfigError(f"batching.max_tokens is a frame budget for video: data.video.max_frames "
+                              f"{video.max_frames} > {self.batching.max_tokens}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,8 +1,9 @@
 """Score an inference checkpoint on a dataset: ``rayseq eval CHECKPOINT --data PATH``.
 
-seq2vec: accuracy (text or audio). seq2seq: sacrebleu BLEU and chrF on detokenized
+seq2vec: accuracy (text, audio or video). seq2seq: sacrebleu BLEU and chrF on detokenized
 output, plus ``bleu_tok_lc`` (lowercased, tokenized: how the Multi30k literature reports
-BLEU); speech-to-text: WER and CER (``jiwer``) and exact matches. Decoding uses the
+BLEU); speech-to-text: WER and CER (``jiwer``) and exact matches; video captioning:
+exact matches, BLEU and chrF. Decoding uses the
 recipe's ``decode`` settings (beam size, length penalty). Records are read and checked
 exactly as in training (same formats, same bad-record errors); prediction runs as Ray
 Data batch inference with the checkpoint loaded once per actor.
@@ -18,6 +19,7 @@ import numpy as np
 import ray
 
 from pipelines.config import apply_overrides, recipe_from_dict
+from pipelines.errors import DataError
 
 
 class _Score:
@@ -65,21 +67,25 @@ def score_translations(checkpoint: Path, recipe) -> dict[str, Any]:
     return {**scores, "beam_size": decode.beam_size, "skipped_records": records.skipped}
 
 
-class _ClassifyAudio:
-    def __init__(self, checkpoint: str) -> None:
-        from pipelines.audio_inference import AudioClassifier
+class _ClassifyMedia:
+    """Ray Data actor: an audio or video classifier over featurized rows (``inputs`` column)."""
 
-        self.classifier = AudioClassifier(checkpoint)
+    def __init__(self, checkpoint: str, inputs: str) -> None:
+        if inputs == "frames":
+            from pipelines.video_inference import VideoClassifier as Classifier
+        else:
+            from pipelines.audio_inference import AudioClassifier as Classifier
+
+        self.classifier = Classifier(checkpoint)
+        self.inputs = inputs
         self.ids = {name: i for i, name in enumerate(self.classifier.labels)}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from pipelines.errors import DataError
-
         unknown = [(o, lab) for o, lab in zip(batch["origin"], batch["label"]) if lab not in self.ids]
         if unknown:
             raise DataError(f"{unknown[0][0]}: label {unknown[0][1]!r} is not one of the model's labels "
                             f"{self.classifier.labels}")
-        probs = self.classifier.probabilities(list(batch["features"]))
+        probs = self.classifier.probabilities(list(batch[self.inputs]))
         return {"predicted": probs.argmax(-1), "label": np.array([self.ids[lab] for lab in batch["label"]])}
 
 
@@ -105,12 +111,58 @@ def _featurized_validation(recipe, target: str):
 
 def score_audio_classifications(checkpoint: Path, recipe) -> dict[str, Any]:
     """Accuracy of an audio classifier on the recipe's validation recordings."""
-    records = _featurized_validation(recipe, "label")
+    return _media_accuracy(checkpoint, _featurized_validation(recipe, "label"), "features")
+
+
+def _media_accuracy(checkpoint: Path, records, inputs: str) -> dict[str, Any]:
     scored = records.dataset.map_batches(
-        _ClassifyAudio, fn_constructor_kwargs={"checkpoint": str(checkpoint)}, batch_size=128,
+        _ClassifyMedia, fn_constructor_kwargs={"checkpoint": str(checkpoint), "inputs": inputs}, batch_size=128,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
     return _accuracy(scored, records.skipped)
+
+
+def _validation_clips(recipe, target: str):
+    from pipelines.video_data import featurize_video, validation_records
+
+    records = validation_records(recipe.data, target=target)
+    if not records:
+        raise DataError("data.valid: no validation folder to score (set data.valid or pass --data)")
+    return featurize_video(records, recipe.data.video, "eval", recipe.data.on_bad_record)
+
+
+def score_video_classifications(checkpoint: Path, recipe) -> dict[str, Any]:
+    """Accuracy of a video classifier on the recipe's validation clips."""
+    return _media_accuracy(checkpoint, _validation_clips(recipe, "label"), "frames")
+
+
+class _Caption:
+    def __init__(self, checkpoint: str, options: dict[str, Any]) -> None:
+        from pipelines.video_inference import VideoCaptioner
+
+        self.captioner = VideoCaptioner(checkpoint)
+        self.options = options
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.captioner.caption_clips(list(batch["frames"]), **self.options)
+        return {"index": batch["index"], "hypothesis": np.array([o["text"] for o in outputs]),
+                "caption": batch["caption"]}
+
+
+def score_captions(checkpoint: Path, recipe) -> dict[str, Any]:
+    """Exact-match rate (whitespace- and case-normalised) and BLEU of a captioner on the
+    recipe's validation clips, with the recipe's ``decode`` settings."""
+    from pipelines.translation_metrics import caption_scores
+
+    records = _validation_clips(recipe, "caption")
+    options = {"beam_size": recipe.decode.beam_size, "max_length": recipe.decode.max_length}
+    decoded = records.dataset.map_batches(
+        _Caption, fn_constructor_kwargs={"checkpoint": str(checkpoint), "options": options}, batch_size=64,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+    )
+    rows = sorted(decoded.iter_rows(), key=lambda r: int(r["index"]))
+    scores = caption_scores([r["hypothesis"] for r in rows], [r["caption"] for r in rows])
+    return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped}
 
 
 def score_speech(checkpoint: Path, recipe) -> dict[str, Any]:
@@ -178,8 +230,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="inference checkpoint folder (<run>/checkpoint)")
     parser.add_argument("--data", type=Path, required=True, help="file or folder to score")
     parser.add_argument("--format", default="auto",
-                        help="labeled-lines, csv, tsv, jsonl, parquet, parallel, hf, audio-folder (default: by "
-                             "extension; parallel when PATH.<source_lang> exists; audio-folder for audio models)")
+                        help="labeled-lines, csv, tsv, jsonl, parquet, parallel, hf, audio-folder, video-folder (default: "
+                             "by extension; parallel when PATH.<source_lang> exists; audio-folder/video-folder for "
+                             "audio/video models)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the checkpoint's recipe, e.g. data.text_column=sentence")
 

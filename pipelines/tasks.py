@@ -12,9 +12,11 @@ transport and the worker loop are the same for every kind.
     seq2vec   tokens (B, T)                (B,)                 labels (B,)     example
     seq2seq   (src (B, S), tgt_in (B, T))  ((B,) src, (B,) tgt)  tgt_out (B, T)  target token
 
-Tasks are keyed by ``(model.kind, model.input)``. Audio tasks (``input: audio``) feed
-log-mel frames ``(B, 4T, n_mels)`` float32 where text tasks feed token ids, with lengths
-counted in the front end's subsampled steps ``T`` (``models.frontend``).
+Tasks are keyed by ``(model.kind, model.input, model.decoder)``. Audio tasks (``input:
+audio``) feed log-mel frames ``(B, 4T, n_mels)`` float32 where text tasks feed token
+ids, with lengths counted in the front end's subsampled steps ``T``
+(``models.frontend``); video tasks feed RGB frames ``(B, T, size, size, 3)`` uint8, one
+step per frame. vec2seq (captioning) trains and decodes like seq2seq.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.layers import PAD_ID
-from pipelines.errors import DataError
+from pipelines.errors import ConfigError, DataError
 from pipelines.schedules import StepPlan, split_batch
 
 
@@ -59,6 +61,11 @@ def _tensor(value: Any) -> torch.Tensor:
 
 def _frames(value: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(value, dtype=np.float32))
+
+
+def _pixels(value: Any) -> torch.Tensor:
+    """Video frames stay uint8 up to the front end, which scales them on its device."""
+    return torch.from_numpy(np.array(value, dtype=np.uint8))
 
 
 def _steps(frames: Any) -> torch.Tensor:
@@ -244,8 +251,9 @@ class AudioClassificationTask(ClassificationTask):
         from pipelines.audio_data import prepare_audio_classification
 
         data = prepare_audio_classification(recipe)
-        sizes = {"feature_dim": data.feature_dim, "num_labels": len(data.labels)}
-        meta = {"labels": data.labels, "feature_dim": data.feature_dim}
+        feature_dim = recipe.data.audio.n_mels
+        sizes = {"feature_dim": feature_dim, "num_labels": len(data.labels)}
+        meta = {"labels": data.labels, "feature_dim": feature_dim}
         return PreparedData(data.train, data.valid, sizes, {}, meta, data.train_stats.batches, data.report)
 
     def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
@@ -277,9 +285,9 @@ class SpeechRecognitionTask(TranslationTask):
         from pipelines.audio_data import prepare_speech
 
         data = prepare_speech(recipe)
-        vocab = data.tokenizer.get_vocab_size()
-        sizes = {"feature_dim": data.feature_dim, "tgt_vocab_size": vocab}
-        meta = {"feature_dim": data.feature_dim, "tgt_vocab_size": vocab}
+        vocab, feature_dim = data.tokenizer.get_vocab_size(), recipe.data.audio.n_mels
+        sizes = {"feature_dim": feature_dim, "tgt_vocab_size": vocab}
+        meta = {"feature_dim": feature_dim, "tgt_vocab_size": vocab}
         return PreparedData(data.train, data.valid, sizes, {"tokenizer.json": data.tokenizer.to_str()}, meta,
                             data.train_stats.batches, data.report)
 
@@ -372,16 +380,117 @@ class CTCSpeechTask(SpeechRecognitionTask):
         return {"val_loss": loss_sum / count, "val_token_accuracy": correct / count, "val_tokens": int(count)}
 
 
+class VideoClassificationTask(ClassificationTask):
+    """seq2vec on RGB frames (CNN+RNN video classification): no tokenizer; the frame
+    size sizes the front end."""
+
+    input = "video"
+
+    def prepare(self, recipe) -> PreparedData:
+        from pipelines.video_data import prepare_video_classification
+
+        data = prepare_video_classification(recipe)
+        size = recipe.data.video.size
+        meta = {"labels": data.labels, "frame_size": size}
+        return PreparedData(data.train, data.valid, {"frame_size": size, "num_labels": len(data.labels)}, {}, meta,
+                            data.train_stats.batches, data.report)
+
+    def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
+        return split_batch(_pixels(row["tokens"]), _tensor(row["lengths"]), _tensor(row["labels"]), microbatches)
+
+    def missing_files(self, path) -> str | None:
+        return None
+
+    def scores(self, loaded, recipe) -> dict[str, Any]:
+        from pipelines.evaluate import score_video_classifications
+
+        return score_video_classifications(loaded.path, recipe)
+
+    def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
+        return {"num_labels": _labels_from_meta(path, meta), **_checked_sizes(path, meta, ("frame_size",))}
+
+
+class CaptioningTask(TranslationTask):
+    """vec2seq video captioning: frames -> one video vector -> caption (``models.vec2seq``);
+    one target tokenizer (``tokenizer.json``); scored by exact match and BLEU."""
+
+    kind = "vec2seq"
+    input = "video"
+    decoder = ""
+
+    def prepare(self, recipe) -> PreparedData:
+        from pipelines.video_data import prepare_captions
+
+        data = prepare_captions(recipe)
+        vocab, size = data.tokenizer.get_vocab_size(), recipe.data.video.size
+        sizes = {"frame_size": size, "tgt_vocab_size": vocab}
+        return PreparedData(data.train, data.valid, sizes, {"tokenizer.json": data.tokenizer.to_str()}, dict(sizes),
+                            data.train_stats.batches, data.report)
+
+    def layer_factories(self, config: ModelConfig, sizes: dict[str, int]) -> list[Callable[[], nn.Module]]:
+        from models.vec2seq import vec2seq_layer_factories
+
+        return vec2seq_layer_factories(config, **sizes)
+
+    def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int = 0, keep=None) -> nn.Module:
+        from models.vec2seq import build_vec2seq
+
+        return build_vec2seq(config, **sizes, seed=seed, keep=keep)
+
+    def source(self, row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return _pixels(row["src_tokens"]), _tensor(row["src_lengths"]), 1
+
+    def final_scores(self, checkpoint, recipe) -> dict[str, Any]:
+        """Exact match and BLEU of the decoded validation captions (recipe's beam)."""
+        if not recipe.data.valid:
+            return {}
+        from pipelines.evaluate import score_captions
+
+        scores = score_captions(checkpoint, recipe)
+        print(f"validation: exact match {scores['exact_match']:.4f}, BLEU {scores['bleu']} "
+              f"(beam {scores['beam_size']}, {scores['examples']} clips)", flush=True)
+        return {f"val_{k}": scores[k] for k in ("exact_match", "bleu")}
+
+    def scores(self, loaded, recipe) -> dict[str, Any]:
+        from pipelines.evaluate import score_captions
+
+        return score_captions(loaded.path, recipe)
+
+    def missing_files(self, path) -> str | None:
+        return None if (path / "tokenizer.json").is_file() else "tokenizer.json"
+
+    def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
+        return _checked_sizes(path, meta, ("frame_size", "tgt_vocab_size"))
+
+
+class AttentionCaptioningTask(CaptioningTask):
+    """Video captioning with the seq2seq attention decoder over every frame's encoder
+    state (``model.kind: seq2seq``, ``input: video``): the alternative to one vector."""
+
+    kind = "seq2seq"
+    decoder = "attention"
+
+    def layer_factories(self, config: ModelConfig, sizes: dict[str, int]) -> list[Callable[[], nn.Module]]:
+        return TranslationTask.layer_factories(self, config, sizes)
+
+    def build(self, config: ModelConfig, sizes: dict[str, int], *, seed: int = 0, keep=None) -> nn.Module:
+        return TranslationTask.build(self, config, sizes, seed=seed, keep=keep)
+
+
 Task = ClassificationTask | TranslationTask
 TASKS: dict[tuple[str, str, str], Task] = {
     (task.kind, task.input, task.decoder): task
     for task in (ClassificationTask(), TranslationTask(), AudioClassificationTask(), SpeechRecognitionTask(),
-                 CTCSpeechTask())
+                 CTCSpeechTask(), VideoClassificationTask(), CaptioningTask(), AttentionCaptioningTask())
 }
 
 
 def task_for(config: ModelConfig) -> Task:
-    return TASKS[(config.kind, config.input, config.decoder if config.kind == "seq2seq" else "")]
+    key = (config.kind, config.input, config.decoder if config.kind == "seq2seq" else "")
+    if key not in TASKS:
+        known = ", ".join("/".join(filter(None, k)) for k in TASKS)
+        raise ConfigError(f"model kind/input/decoder {'/'.join(filter(None, key))} is not supported; known: {known}")
+    return TASKS[key]
 
 
 def task_of_checkpoint(path, meta: dict[str, Any]) -> Task:

@@ -52,6 +52,12 @@ def generate_dataset(recipe: Recipe, output: Path) -> None:
         if data.valid:
             audio_generate.write_digit_utterances(gen.recordings, root / data.valid, count=max(gen.size // 4, 1),
                                                   seed=gen.seed + 1, takes=gen.valid_takes)
+    elif gen.name == "video":  # moving-shape clips; validation from the next seed, so never seen in training
+        from pipelines.video_generate import write_moving_shapes
+
+        if data.valid:
+            write_moving_shapes(root / data.valid, count=max(gen.size // 4, 1), seed=gen.seed + 1)
+        write_moving_shapes(root / data.train, count=gen.size, seed=gen.seed)
     else:
         GENERATORS[gen.name](root, size=gen.size, seed=gen.seed)
     print(f"generated {gen.name} data ({gen.size} training examples) in {root}", flush=True)

@@ -60,3 +60,13 @@ def translation_scores(hypotheses: Sequence[str], references: Sequence[str]) -> 
         "bleu_tok_lc": round(bleu_tok_lc, 2),
         "examples": len(references),
     }
+
+
+def caption_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """Captioning: ``exact_match`` (the share of captions equal to their reference after
+    lowercasing and collapsing whitespace) besides :func:`translation_scores`' BLEU and
+    chrF. Same pairing check."""
+    scores = translation_scores(hypotheses, references)
+    normal = [(" ".join(str(h).lower().split()), " ".join(str(r).lower().split())) for h, r in zip(hypotheses, references)]
+    exact = sum(h == r for h, r in normal) / len(normal) if normal else 0.0
+    return {"exact_match": round(exact, 4), **scores}

@@ -10,12 +10,17 @@ per checkpoint.
                                                                            @serve.batch, model)
               -> DeploymentHandle -> SpeechRecognizerDeployment /generate  (seq2seq: decode, log-mel,
                                                                            @serve.batch, greedy/beam)
+              -> DeploymentHandle -> VideoClassifierDeployment  /classify  (seq2vec: decode, sample,
+                                                                           resize, @serve.batch, model)
+              -> DeploymentHandle -> VideoCaptionerDeployment   /generate  (vec2seq/seq2seq: decode,
+                                                                           sample, resize, @serve.batch,
+                                                                           greedy/beam)
 
 One application serves any mix of checkpoints (``rayseq serve A B``); each model
 answers the route of its task (``meta.json``), and the other route is a 404 naming
-the right one. Text models take JSON ``{"inputs": [...]}``; audio models take the
-same routes as ``multipart/form-data`` with one ``file`` part per recording
-(``serving.bodies``), which the ingress ships, undecoded, to the model replica.
+the right one. Text models take JSON ``{"inputs": [...]}``; audio and video models
+take the same routes as ``multipart/form-data`` with one ``file`` part per recording or
+video file (``serving.bodies``), which the ingress ships, undecoded, to the model replica.
 
 Build it from Python with :func:`build_app`, from a Serve config with
 :func:`app_builder` (a full one: ``deploy/serve_config.yaml``)::
@@ -66,10 +71,11 @@ _CLIENT_ERRORS = {
     400: {"model": ErrorBody, "description": "Malformed JSON or multipart body"},
     404: {"model": ErrorBody, "description": "Unknown model, or a model that does not answer this route"},
     413: {"model": ErrorBody, "description": "Body larger than max_body_bytes (JSON) or max_upload_bytes "
-                                             "(multipart), or a recording longer than the duration limit"},
-    415: {"model": ErrorBody, "description": "JSON sent to an audio model, or an upload to a text model"},
+                                             "(multipart), a recording or video longer than its duration "
+                                             "limit, or a video with more frames than data.video.max_frames"},
+    415: {"model": ErrorBody, "description": "JSON sent to an audio or video model, or an upload to a text model"},
     422: {"model": ErrorBody, "description": "Body that breaks the request schema or a limit, or a file that "
-                                             "is not readable audio (named in the message)"},
+                                             "is not readable audio or video (named in the message)"},
 }
 
 
@@ -137,7 +143,8 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
 
         Text models (no `input` on `/v1/models`) take JSON `{"inputs": [text, ...]}`.
         Audio models (`"input": "audio"`) take `multipart/form-data` with one `file` part
-        per recording (WAV, FLAC, ...; any sample rate, mono or stereo)."""
+        per recording (WAV, FLAC, ...; any sample rate, mono or stereo); video models
+        (`"input": "video"`) the same with one encoded video file (MP4, WebM, ...) per part."""
         return {"predictions": await answer(request, model)}
 
     @app.post("/v1/models/{name}/generate", response_model=GenerateResponse, responses=_CLIENT_ERRORS,
@@ -146,9 +153,10 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
         """Decode an output text for each input; `outputs[i]` belongs to input `i`.
 
         Text models take JSON `{"inputs": [...], "beam_size": 4, "max_length": 128}`; speech
-        models (`"input": "audio"`) take `multipart/form-data` with one `file` part per
-        recording and optional form fields `beam_size` and `max_length`. Options left out
-        take the checkpoint recipe's `decode` values."""
+        models (`"input": "audio"`) and video captioners (`"input": "video"`) take
+        `multipart/form-data` with one `file` part per recording or video file and optional
+        form fields `beam_size` and `max_length`. Options left out take the checkpoint
+        recipe's `decode` values."""
         return {"outputs": await answer(request, model)}
 
     return app

@@ -1,9 +1,9 @@
 """Uploaded recordings -> model input, in an audio model's replica (no Ray, no HTTP).
 
-The ingress only splits a multipart body into :class:`Upload` s (name and bytes; the
-body limit bounds them) and ships them to the replica, which reads them with the
-checkpoint's own :class:`~pipelines.audio.AudioFeaturizer`, so an upload is heard
-exactly as the training data was::
+The ingress ships each ``file`` part as an :class:`~serving.uploads.Upload` (name and
+bytes) to the replica, which reads it with the checkpoint's own
+:class:`~pipelines.audio.AudioFeaturizer`, so an upload is heard exactly as the training
+data was::
 
     Upload(name, bytes) --header: too long?--> 413 TooLarge (nothing decoded)
                         --AudioFeaturizer.decode--> samples at data.audio.sample_rate
@@ -18,7 +18,6 @@ declares, so checking the header bounds the decode too.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 import soundfile
@@ -26,42 +25,25 @@ import soundfile
 from models.frontend import SUBSAMPLING
 from pipelines.audio import AudioFeaturizer
 from pipelines.config import AudioConfig
-from serving.errors import TooLarge
+from serving import uploads
 from serving.limits import ServeLimits
+from serving.uploads import Upload
 
 _UNKNOWN_FRAMES = 1 << 62
 """libsndfile reports a stream of unknown length (a FLAC without a sample count) as
 ``SF_COUNT_MAX`` frames; reading it fails, and the decoder reports that."""
 
 
-@dataclass(frozen=True)
-class Upload:
-    """One ``file`` part of a request, as it crosses from the ingress to the replica."""
+class DurationLimit(uploads.DurationLimit):
+    """The longest recording an audio model takes: ``max_audio_seconds`` (the serve
+    limit) or ``the model's data.audio.max_seconds``, whichever is lower."""
 
-    name: str
-    """How messages name it: ``file[1] 'seven.wav'`` (part index and file name)."""
-    data: bytes
-
-
-@dataclass(frozen=True)
-class DurationLimit:
-    """The longest upload a model takes, and which setting says so."""
-
-    seconds: float
-    setting: str
-    """``max_audio_seconds`` (the serve limit) or ``data.audio.max_seconds`` (the model's)."""
+    medium = "audio"
 
     @classmethod
     def of(cls, audio: AudioConfig, limits: ServeLimits) -> "DurationLimit":
-        """The lower of the model's ``max_seconds`` (it never heard longer) and the
-        server's ``max_audio_seconds`` (the decoding work one file may ask for)."""
-        if limits.max_audio_seconds < audio.max_seconds:
-            return cls(limits.max_audio_seconds, "max_audio_seconds")
-        return cls(audio.max_seconds, "the model's data.audio.max_seconds")
-
-    def check(self, name: str, seconds: float) -> None:
-        if seconds > self.seconds:
-            raise TooLarge(f"{name}: {seconds:.2f} s of audio; the limit is {self.seconds:g} s ({self.setting})")
+        return cls.lower(model=(audio.max_seconds, "the model's data.audio.max_seconds"),
+                         server=(limits.max_audio_seconds, "max_audio_seconds"))
 
 
 def most_frames(audio: AudioConfig, seconds: float) -> int:

@@ -1,13 +1,16 @@
 """A request's body, read by what its model takes: JSON texts or multipart uploads.
 
-Text and audio models answer the same two routes (CONTRACT.md), but FastAPI declares
-one body per route, so the classify and generate routes read their body here, after
-the ``{name}`` lookup (an unknown model is a 404 whatever the body says)::
+Text, audio and video models answer the same two routes (CONTRACT.md), but FastAPI
+declares one body per route, so the classify and generate routes read their body here,
+after the ``{name}`` lookup (an unknown model is a 404 whatever the body says)::
 
-    text model   application/json     -> json.loads -> request model (strict)  -> (texts, options)
-                 anything else        -> 415 naming what the model takes
-    audio model  multipart/form-data  -> form -> upload model (file parts)     -> (uploads, options)
-                 anything else        -> 415 naming what the model takes
+    text model         application/json     -> json.loads -> request model (strict)  -> (texts, options)
+                       anything else        -> 415 naming what the model takes
+    audio/video model  multipart/form-data  -> form -> upload model (file parts)     -> (uploads, options)
+                       anything else        -> 415 naming what the model takes
+
+Uploads stay undecoded bytes here; the model replica reads them (``serving.audio``,
+``serving.video``).
 
 Failures are raised as FastAPI raises them for a body it parsed itself (malformed JSON
 and pydantic errors as ``RequestValidationError`` with ``body`` locations), so
@@ -26,11 +29,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
-from serving.audio import Upload
 from serving.body_limit import MULTIPART, media_type
 from serving.catalog import ModelCard
-from serving.errors import NOT_JSON, UPLOAD_EXAMPLE
-from serving.schemas import INPUT_FIELDS, RequestModels
+from serving.errors import NOT_JSON, UPLOAD_EXAMPLE, UPLOAD_FORMATS
+from serving.schemas import INPUT_FIELDS, UPLOAD_FIELD, RequestModels
+from serving.uploads import Upload
 
 
 async def read_inputs(request: Request, card: ModelCard, models: RequestModels) -> tuple[list, dict[str, Any]]:
@@ -38,7 +41,7 @@ async def read_inputs(request: Request, card: ModelCard, models: RequestModels) 
     :class:`Upload` s, and the other fields of its request model (generate's
     ``beam_size`` and ``max_length``) as keyword arguments for the model deployment."""
     schema, field = models.body(card.task, card.input), INPUT_FIELDS[card.input]
-    if card.input == "audio":
+    if card.input in UPLOAD_FORMATS:
         body, inputs = await _read_uploads(request, card, schema)
     else:
         body = await _read_json(request, card, schema)
@@ -67,14 +70,15 @@ async def _read_json(request: Request, card: ModelCard, schema: type[BaseModel])
 async def _read_uploads(request: Request, card: ModelCard, schema: type[BaseModel]) -> tuple[BaseModel, list[Upload]]:
     sent = media_type(request.headers)
     if sent != MULTIPART:
-        raise _unsupported(card, sent, "audio uploads", f"send {UPLOAD_EXAMPLE}")
+        how = f"send {UPLOAD_EXAMPLE} ({UPLOAD_FORMATS[card.input]})"
+        raise _unsupported(card, sent, f"{card.input} uploads", how)
     try:
         form = await request.form()
     except HTTPException as exc:  # Starlette's 400 for a malformed multipart body
         raise HTTPException(400, f"malformed multipart/form-data body: {exc.detail}") from None
     try:
         body = validated(schema, form_fields(form))
-        files = getattr(body, INPUT_FIELDS["audio"])
+        files = getattr(body, UPLOAD_FIELD)
         return body, [Upload(part_name(i, file.filename), await file.read()) for i, file in enumerate(files)]
     finally:
         await form.close()
@@ -99,13 +103,12 @@ def validated(schema: type[BaseModel], data: Any) -> BaseModel:
 
 def form_fields(form: FormData) -> dict[str, Any]:
     """A parsed form as the upload models take it: the ``file`` parts as a list (one per
-    recording), any other field as its value, or as a list when it was sent more than
+    file), any other field as its value, or as a list when it was sent more than
     once (which the model then rejects as not an integer)."""
     fields: dict[str, list[Any]] = {}
     for key, value in form.multi_items():
         fields.setdefault(key, []).append(value)
-    files = INPUT_FIELDS["audio"]
-    return {key: values if key == files or len(values) > 1 else values[0] for key, values in fields.items()}
+    return {key: values if key == UPLOAD_FIELD or len(values) > 1 else values[0] for key, values in fields.items()}
 
 
 def part_name(index: int, filename: str | None) -> str:
@@ -118,6 +121,6 @@ def openapi_body(models: RequestModels, task: str) -> dict[str, Any]:
     only a body it parses itself; these models are flat (no ``$defs`` to resolve)."""
     content = {
         "application/json": {"schema": models.body(task, "text").model_json_schema()},
-        MULTIPART: {"schema": models.body(task, "audio").model_json_schema()},
+        MULTIPART: {"schema": models.body(task, "video").model_json_schema()},  # audio's too
     }
     return {"requestBody": {"required": True, "content": content}}

@@ -8,9 +8,10 @@ sees a body larger than the limit. Two checks:
    ``Content-Length``) and clients that send more than they declared.
 
 The body is buffered (never more than the limit) and replayed to the app unchanged.
-``multipart/form-data`` bodies (audio uploads) have a limit of their own, larger than
-that of JSON bodies; which one applies is decided by the declared ``Content-Type``, so
-a request cannot get past the JSON limit without being parsed as a form.
+``multipart/form-data`` bodies (audio and video uploads) have a limit of their own,
+larger than that of JSON bodies; which one applies is decided by the declared
+``Content-Type``, so a request cannot get past the JSON limit without being parsed as a
+form.
 """
 
 from __future__ import annotations

@@ -6,16 +6,19 @@ the serving limits, so a bad path fails on the command line with a clear message
 instead of as a replica that never starts::
 
     checkpoint/ config.yaml, meta.json, model.pt, tokenizer file(s)
-        -> ModelCard(name, kind, task, input, labels, max_length, decode, audio)
-        -> DEPLOYMENTS[task, input]: classify, text  -> TextClassifierDeployment  (seq2vec)
-                                     generate, text  -> TranslatorDeployment      (seq2seq)
-                                     classify, audio -> AudioClassifierDeployment (seq2vec)
+        -> ModelCard(name, kind, task, input, labels, max_length, decode, audio, video)
+        -> DEPLOYMENTS[task, input]: classify, text  -> TextClassifierDeployment   (seq2vec)
+                                     generate, text  -> TranslatorDeployment       (seq2seq)
+                                     classify, audio -> AudioClassifierDeployment  (seq2vec)
                                      generate, audio -> SpeechRecognizerDeployment (seq2seq)
+                                     classify, video -> VideoClassifierDeployment  (seq2vec)
+                                     generate, video -> VideoCaptionerDeployment   (vec2seq, seq2seq)
 
 Tokenizer files depend on the task (``pipelines.tasks``, ``missing_files``): a text
 classifier has ``tokenizer.json``; a translation model the joint ``tokenizer.json`` or
 the pair ``source_tokenizer.json`` + ``target_tokenizer.json``; a speech recognizer its
-transcript ``tokenizer.json``; an audio classifier none.
+transcript ``tokenizer.json``; a video captioner its caption ``tokenizer.json``; audio
+and video classifiers none.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import AudioConfig, DecodeConfig, recipe_from_dict
+from pipelines.config import AudioConfig, DecodeConfig, VideoConfig, recipe_from_dict
 from pipelines.errors import DataError
 from pipelines.tasks import task_of_checkpoint
 
@@ -51,15 +54,20 @@ class ModelCard:
     max_length: int
     """Tokens kept per text input (the recipe's ``data.max_length``)."""
     input: str = "text"
-    """What a request sends: ``text`` (JSON ``inputs``) or ``audio`` (multipart ``file``
-    uploads); ``meta.json``'s ``input``, text on checkpoints from before audio."""
+    """What a request sends: ``text`` (JSON ``inputs``), ``audio`` or ``video``
+    (multipart ``file`` uploads); ``meta.json``'s ``input``, text on checkpoints from
+    before audio."""
     decode: DecodeConfig | None = None
     """A generate model's decoding settings (the recipe's ``decode``): ``beam_size`` and
     ``max_length`` when a request leaves them out, ``alpha`` and ``max_length_ratio``
     always. None for classifiers."""
     audio: AudioConfig | None = None
     """An audio model's ``data.audio``: the sample rate uploads are resampled to and the
-    longest recording it takes (``max_seconds``). None for text models."""
+    longest recording it takes (``max_seconds``). None for other models."""
+    video: VideoConfig | None = None
+    """A video model's ``data.video``: how uploads are sampled and resized, the longest
+    clip it takes (``max_seconds``) and the most frames (``max_frames``). None for other
+    models."""
 
 
 def read_card(checkpoint: str | Path) -> ModelCard:
@@ -92,6 +100,7 @@ def read_card(checkpoint: str | Path) -> ModelCard:
         decode=recipe.decode if meta["task"] == "generate" else None,
         input=task.input,
         audio=recipe.data.audio if task.input == "audio" else None,
+        video=recipe.data.video if task.input == "video" else None,
     )
 
 

@@ -51,7 +51,7 @@ def serve_command(args: argparse.Namespace) -> None:
         serve.run(app, name=APP_NAME, route_prefix="/")
         url = f"http://{args.host}:{args.port}"
         for card in cards:
-            takes = " (multipart 'file' uploads)" if card.input == "audio" else ""
+            takes = f" (multipart 'file' {card.input} uploads)" if card.input != "text" else ""
             print(f"serving {card.name} ({card.kind}): POST {url}/v1/models/{card.name}/{card.task}{takes}", flush=True)
         print(f"models at {url}/v1/models, API docs at {url}/docs; Ctrl-C to stop", flush=True)
         _wait_for_stop_signal()

@@ -2,7 +2,8 @@
 objects. HTTP (validation, status codes, JSON errors) lives in the ingress, ``app.py``.
 
 A request's inputs become model rows as soon as it arrives (texts -> token ids;
-uploaded recordings -> log-mel frames, ``serving.audio``), then they go through
+uploaded recordings -> log-mel frames, ``serving.audio``; uploaded video files -> RGB
+frames, ``serving.video``), then they go through
 ``@serve.batch``, whose batch size is a *token count* (``batch_size_fn``): many short
 requests share one forward pass, and one batch never holds more than
 ``max_batch_tokens`` tokens however the traffic looks. A request with more tokens than
@@ -17,10 +18,12 @@ sees an item larger than a batch::
     rows:      text:  texts   -> encode             -> [token ids, ...]        (a row's length: tokens)
                audio: uploads -> UploadFeaturizer   -> [(T, n_mels) frames, ...] (length: frames,
                       (in a worker thread)              SUBSAMPLING = 4 per token of the budget)
+               video: uploads -> UploadClips        -> [(T, S, S, 3) uint8 frames, ...] (length:
+                      (in a worker thread)              frames, one per token of the budget)
 
 One class per task (:class:`Classifier`, :class:`Generator`) does the batching, one per
-input (:class:`TextInputs`, :class:`AudioInputs`) makes the rows; each deployment
-combines one of each and loads its checkpoint.
+input (:class:`TextInputs`, :class:`AudioInputs`, :class:`VideoInputs`) makes the rows;
+each deployment combines one of each and loads its checkpoint.
 
 A generate item counts ``beam_size x`` its source tokens: every beam row holds a copy
 of its sentence's encoder memory, which each decoder step attends over, so that is
@@ -59,8 +62,12 @@ from pipelines.audio_inference import AudioClassifier, SpeechRecognizer
 from pipelines.errors import ConfigError
 from pipelines.inference import TextClassifier, predictions
 from pipelines.translation import Translator
-from serving.audio import DurationLimit, Upload, UploadFeaturizer, most_frames
+from pipelines.video import VideoFeaturizer
+from pipelines.video_inference import VideoCaptioner, VideoClassifier
+from serving import audio as audio_uploads
+from serving import video as video_uploads
 from serving.limits import ServeLimits
+from serving.uploads import Upload
 
 if TYPE_CHECKING:
     from serving.catalog import ModelCard
@@ -96,7 +103,8 @@ class DecodeItem:
     """One queued piece of a generate request: source rows sharing decoding options."""
 
     ids: list[list[int]]
-    """Source rows: token id lists, or ``(T, n_mels)`` frames of recordings."""
+    """Source rows: token id lists, ``(T, n_mels)`` frames of recordings or
+    ``(T, S, S, 3)`` frames of video clips."""
     beam_size: int
     max_length: int
     """Most output tokens per source."""
@@ -111,7 +119,7 @@ def decode_grouped(translator: Translator, items: list[DecodeItem]) -> list[list
     """Hypotheses for every source of every item (``[item][source] -> n-best list``),
     from one ``translator.generate_ids`` pass per ``(beam_size, max_length)`` group: a
     batch may mix options, and a pass needs one. Inside a pass sources run sorted by
-    length. (A speech recognizer comes as a ``_FrameDecoder``.)"""
+    length. (A speech recognizer or video captioner comes as a ``_FrameDecoder``.)"""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, item in enumerate(items):
         groups.setdefault((item.beam_size, item.max_length), []).append(i)
@@ -208,26 +216,47 @@ class TextInputs(_Replica):
         return self.model.encode(texts)
 
 
-class AudioInputs(_Replica):
-    """Inputs are uploads (``serving.audio.Upload``); rows are their ``(T, n_mels)``
-    log-mel frames. Decoding runs in a worker thread, so the event loop keeps taking
-    requests meanwhile."""
+class UploadInputs(_Replica):
+    """Inputs are uploads (``serving.uploads.Upload``), which ``self.uploads`` (the
+    medium's reader, set by ``_take_uploads``) decodes into frame rows. Decoding runs in
+    a worker thread, so the event loop keeps taking requests meanwhile."""
 
     unit = "frames"
+    uploads: Callable[[list[Upload]], list[np.ndarray]]
+
+    async def _rows(self, uploads: list[Upload]) -> list[np.ndarray]:
+        return await asyncio.to_thread(self.uploads, uploads)
+
+
+class AudioInputs(UploadInputs):
+    """Rows are the uploads' ``(T, n_mels)`` log-mel frames (``serving.audio``)."""
+
     per_token = SUBSAMPLING
 
     @classmethod
     def largest_input(cls, card: ModelCard, limits: ServeLimits) -> tuple[int, str]:
         assert card.audio is not None, "audio cards carry the recipe's data.audio"
-        limit = DurationLimit.of(card.audio, limits)
-        return most_frames(card.audio, limit.seconds), f"{limit.seconds:g} s, {limit.setting}"
+        limit = audio_uploads.DurationLimit.of(card.audio, limits)
+        return audio_uploads.most_frames(card.audio, limit.seconds), f"{limit.seconds:g} s, {limit.setting}"
 
     def _take_uploads(self, featurizer: AudioFeaturizer, limits: ServeLimits) -> None:
         """Read uploads with the checkpoint's own featurizer, under its duration limit."""
-        self.uploads = UploadFeaturizer(featurizer, DurationLimit.of(featurizer.config, limits))
+        limit = audio_uploads.DurationLimit.of(featurizer.config, limits)
+        self.uploads = audio_uploads.UploadFeaturizer(featurizer, limit)
 
-    async def _rows(self, uploads: list[Upload]) -> list[np.ndarray]:
-        return await asyncio.to_thread(self.uploads, uploads)
+
+class VideoInputs(UploadInputs):
+    """Rows are the uploads' sampled ``(T, size, size, 3)`` uint8 RGB frames
+    (``serving.video``); a frame is one step of the recurrent stack, so one token."""
+
+    @classmethod
+    def largest_input(cls, card: ModelCard, limits: ServeLimits) -> tuple[int, str]:
+        assert card.video is not None, "video cards carry the recipe's data.video"
+        return card.video.max_frames, "data.video.max_frames"
+
+    def _take_uploads(self, featurizer: VideoFeaturizer, limits: ServeLimits) -> None:
+        """Read uploads with the checkpoint's own featurizer, under its duration limit."""
+        self.uploads = video_uploads.UploadClips(featurizer, video_uploads.DurationLimit.of(featurizer.config, limits))
 
 
 class Classifier(_Replica):
@@ -319,8 +348,9 @@ class Generator(_Replica):
 
 @dataclass(frozen=True)
 class _FrameDecoder:
-    """A :class:`SpeechRecognizer` as :func:`decode_grouped` sees a ``Translator``: its
-    source rows are feature frames, so its ``generate_ids`` is ``generate_features``."""
+    """A :class:`SpeechRecognizer` or :class:`VideoCaptioner` as :func:`decode_grouped`
+    sees a ``Translator``: its source rows are frames, so its ``generate_ids`` is
+    ``generate_features`` (``generate_clips``)."""
 
     generate_ids: Callable[..., list[list[Hypothesis]]]
 
@@ -368,11 +398,35 @@ class SpeechRecognizerDeployment(AudioInputs, Generator):
         self._take_uploads(self.model.featurizer, limits)
 
 
+@serve.deployment(**_OPTIONS)
+class VideoClassifierDeployment(VideoInputs, Classifier):
+    """Serves one seq2vec video checkpoint: ``classify(uploads)``."""
+
+    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
+        self._start(self.score, limits)
+        self.model = VideoClassifier(checkpoint, max_frames=self.budget)
+        self._take_uploads(self.model.featurizer, limits)
+
+
+@serve.deployment(**_OPTIONS)
+class VideoCaptionerDeployment(VideoInputs, Generator):
+    """Serves one vec2seq or seq2seq video checkpoint (video to text):
+    ``generate(uploads, beam_size=, max_length=)``."""
+
+    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
+        self._start(self.decode, limits)
+        self.model = VideoCaptioner(checkpoint, max_frames=self.budget)
+        self.decoder = _FrameDecoder(self.model.generate_clips)
+        self._take_uploads(self.model.featurizer, limits)
+
+
 DEPLOYMENTS = {
     ("classify", "text"): TextClassifierDeployment,
     ("generate", "text"): TranslatorDeployment,
     ("classify", "audio"): AudioClassifierDeployment,
     ("generate", "audio"): SpeechRecognizerDeployment,
+    ("classify", "video"): VideoClassifierDeployment,
+    ("generate", "video"): VideoCaptionerDeployment,
 }
 """The deployment serving each ``(task, input)`` of ``meta.json``; each class has a
 ``check_limits(card, limits)`` the driver runs before deploying it."""

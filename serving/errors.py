@@ -4,8 +4,8 @@ FastAPI's own error bodies (``{"detail": [...]}``) are replaced here, in one pla
 one readable sentence that names what is wrong and where (``inputs[2]: must not be
 empty``). A 5xx only ever comes from the catch-all handler, and that is a bug.
 
-Some client mistakes only show in the model replica (an upload that is not audio, or
-too long): the replica raises :class:`~pipelines.errors.DataError` (or
+Some client mistakes only show in the model replica (an upload that is not audio or
+video, or too long): the replica raises :class:`~pipelines.errors.DataError` (or
 :class:`TooLarge`), Ray carries it back to the ingress, and :func:`client_error` turns
 it into the 422 (413) it is.
 """
@@ -25,7 +25,12 @@ from pipelines.errors import DataError, user_error
 
 BODY_EXAMPLE = '{"inputs": ["some text"]}'
 NOT_JSON = f"the body must be JSON sent with 'Content-Type: application/json', e.g. {BODY_EXAMPLE}"
-UPLOAD_EXAMPLE = "one or more multipart/form-data parts named 'file' (WAV, FLAC or another format libsndfile reads)"
+UPLOAD_EXAMPLE = "one or more multipart/form-data parts named 'file', one file per part"
+UPLOAD_FORMATS = {
+    "audio": "WAV, FLAC or another format libsndfile reads",
+    "video": "MP4, WebM or another video file FFmpeg reads; not frame images",
+}
+"""What an upload of each ``ModelCard.input`` may be, for messages that know the model."""
 
 _REQUIRED_HINTS = {"body": f"e.g. {BODY_EXAMPLE}", "file": f"send {UPLOAD_EXAMPLE}"}
 
@@ -115,7 +120,7 @@ def validation_error_response(errors: Sequence[dict[str, Any]]) -> JSONResponse:
 
 class TooLarge(DataError):
     """Client input over a size limit that only the model replica can measure (an
-    upload's duration): answered 413 like an oversized body, not 422."""
+    upload's duration, a clip's frames): answered 413 like an oversized body, not 422."""
 
 
 def client_error(exc: BaseException) -> HTTPException | None:

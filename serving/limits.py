@@ -2,9 +2,10 @@
 
 Every limit here is answered with a 4xx that names the limit; none of them may surface
 as a 500. Most are enforced at the HTTP edge; an upload's duration is only known once
-the model replica reads its header, so ``max_audio_seconds`` is enforced there (and
-still answered 413). The same object travels to the model deployments, where
-``max_batch_tokens`` and ``batch_wait_timeout_s`` shape ``@serve.batch``.
+the model replica reads its header, so ``max_audio_seconds`` and ``max_video_seconds``
+are enforced there (and still answered 413). The same object travels to the model
+deployments, where ``max_batch_tokens`` and ``batch_wait_timeout_s`` shape
+``@serve.batch``.
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ class ServeLimits:
     """Largest JSON (non-multipart) request body, checked on ``Content-Length`` and on the
     bytes actually received (chunked uploads included); larger answers 413 before parsing."""
     max_upload_bytes: int = 10 << 20
-    """Largest ``multipart/form-data`` body (all of one request's audio files together),
-    checked the same way. Uploads are buffered in the ingress and shipped to the model
-    replica, so this bounds the memory one request can hold."""
+    """Largest ``multipart/form-data`` body (all of one request's audio or video files
+    together), checked the same way. Uploads are buffered in the ingress and shipped to
+    the model replica, so this bounds the memory one request can hold."""
     max_inputs: int = 64
     """Most texts in one request's ``inputs``, or files in its ``file`` parts; bounds the
     work a single call can ask for."""
     max_audio_seconds: float = 30.0
-    """Longest upload in seconds, whatever the model's ``data.audio.max_seconds`` (the
-    lower of the two applies). Longer files answer 413 instead of being cut as training
-    data is: a client should know that the end of its recording went unheard."""
+    """Longest audio upload in seconds, whatever the model's ``data.audio.max_seconds``
+    (the lower of the two applies). Longer files answer 413 instead of being cut as
+    training data is: a client should know that the end of its recording went unheard."""
+    max_video_seconds: float = 60.0
+    """Longest video upload in seconds, whatever the model's ``data.video.max_seconds``
+    (the lower of the two applies), checked on the container's header before decoding and
+    on what was decoded; longer answers 413. (Its frames are bounded by the model's
+    ``data.video.max_frames``: more answers 413 too.)"""
     max_chars: int = 2000
     """Longest text in characters; tokens past the model's ``data.max_length`` are cut
     anyway, so this only stops clients from shipping megabytes that get thrown away."""
@@ -37,7 +43,8 @@ class ServeLimits:
     """Token budget of one model batch: ``@serve.batch`` sizes batches by the total
     token count of the queued requests, not by how many requests there are. For audio
     models a token is one step of the recurrent stack, i.e. ``SUBSAMPLING`` (4) feature
-    frames (40 ms), so a batch holds ``4 x max_batch_tokens`` frames."""
+    frames (40 ms), so a batch holds ``4 x max_batch_tokens`` frames; for video models a
+    token is one sampled frame."""
     batch_wait_timeout_s: float = 0.005
     """How long a partly filled batch waits for more requests before it runs."""
     max_beam_size: int = 16
@@ -51,7 +58,7 @@ class ServeLimits:
             if f.name == "batch_wait_timeout_s":
                 if not _is_number(value) or value < 0:
                     raise ConfigError(f"serve limit {f.name} must be a number >= 0, got {value!r}")
-            elif f.name == "max_audio_seconds":
+            elif f.name in ("max_audio_seconds", "max_video_seconds"):
                 if not _is_number(value) or value <= 0:
                     raise ConfigError(f"serve limit {f.name} must be a number > 0, got {value!r}")
             elif not isinstance(value, int) or isinstance(value, bool) or value < 1:

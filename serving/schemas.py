@@ -12,10 +12,10 @@ one application can serve models with different defaults.
 Requests are strict (no ``"4"`` -> ``4``, no ``true`` -> ``1``) and reject unknown
 fields, so a typo such as ``beam_szie`` is reported instead of silently ignored.
 
-Audio models take the same routes as ``multipart/form-data``: ``file`` parts in place of
-``inputs``, and generate's options as form fields, whose values are always text (so
-there ``"4"`` is 4). The upload models validate the parsed form (``serving.bodies``) and
-document it in ``/openapi.json``.
+Audio and video models take the same routes as ``multipart/form-data``: ``file`` parts
+in place of ``inputs``, and generate's options as form fields, whose values are always
+text (so there ``"4"`` is 4). The upload models validate the parsed form
+(``serving.bodies``) and document it in ``/openapi.json``.
 """
 
 # No ``from __future__ import annotations``: the request models are built inside a
@@ -54,7 +54,10 @@ class _Form(BaseModel):
     model_config = ConfigDict(extra="forbid")  # not strict: form fields are text
 
 
-INPUT_FIELDS = {"text": "inputs", "audio": "file"}
+UPLOAD_FIELD = "file"
+"""The form field of every upload, whatever its medium."""
+
+INPUT_FIELDS = {"text": "inputs", "audio": UPLOAD_FIELD, "video": UPLOAD_FIELD}
 """The field holding a request's inputs, by what the model takes (``ModelCard.input``);
 the other fields are options passed on to the model deployment."""
 
@@ -62,7 +65,7 @@ the other fields are options passed on to the model deployment."""
 @dataclass(frozen=True)
 class RequestModels:
     """The request body models of one application (one set of limits): JSON bodies for
-    text models, multipart forms for audio models."""
+    text models, multipart forms for audio and video models."""
 
     classify: type[BaseModel]
     generate: type[BaseModel]
@@ -70,7 +73,8 @@ class RequestModels:
     generate_upload: type[BaseModel]
 
     def body(self, task: str, input: str) -> type[BaseModel]:
-        """The model of a ``task`` request to a model taking ``input`` (text or audio)."""
+        """The model of a ``task`` request to a model taking ``input``: the JSON model for
+        ``text``, the form model for anything uploaded (``audio``, ``video``)."""
         return getattr(self, task if input == "text" else f"{task}_upload")
 
 
@@ -88,9 +92,11 @@ def request_models(limits: ServeLimits) -> RequestModels:
     Files = Annotated[
         list[Annotated[UploadFile, BeforeValidator(_file_part)]],
         Field(min_length=1, max_length=limits.max_inputs,
-              description=f"1 to {limits.max_inputs} recordings (WAV, FLAC, ...; any sample rate, mono or "
-                          f"stereo), at most {limits.max_audio_seconds:g} s each or the model's "
-                          "data.audio.max_seconds if lower; one part per file, all named 'file'"),
+              description=f"1 to {limits.max_inputs} files, one part per file, all named 'file': recordings "
+                          f"for audio models (WAV, FLAC, ...; any sample rate, mono or stereo; at most "
+                          f"{limits.max_audio_seconds:g} s each or the model's data.audio.max_seconds if lower), "
+                          f"video files for video models (MP4, WebM, ...; at most {limits.max_video_seconds:g} s "
+                          "each or the model's data.video.max_seconds if lower, and its data.video.max_frames)"),
     ]
     BeamSize = Annotated[int | None, Field(
         ge=1, le=limits.max_beam_size, examples=[4],
@@ -114,12 +120,14 @@ def request_models(limits: ServeLimits) -> RequestModels:
         max_length: MaxLength = None
 
     class ClassifyUpload(_Form):
-        """Recordings to classify (an audio model); one prediction per file, in order."""
+        """Recordings or video files to classify (an audio or video model); one prediction
+        per file, in order."""
 
         file: Files
 
     class GenerateUpload(_Form):
-        """Recordings to transcribe (a speech model); one output per file, in order."""
+        """Recordings to transcribe (a speech model) or video files to caption (a video
+        captioner); one output per file, in order."""
 
         file: Files
         beam_size: BeamSize = None
@@ -168,8 +176,8 @@ class ModelInfo(BaseModel):
     labels: list[str] | None = None
     """Label names (classifiers only)."""
     input: str | None = None
-    """``audio`` for models that take uploads (multipart ``file`` parts) on their route;
-    left out for text models, which take JSON ``inputs``."""
+    """``audio`` or ``video`` for models that take uploads (multipart ``file`` parts) on
+    their route; left out for text models, which take JSON ``inputs``."""
 
 
 class ModelList(BaseModel):

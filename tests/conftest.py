@@ -247,6 +247,69 @@ def tiny_speech_recognizer(tmp_path_factory) -> Path:
     return _export(tmp_path_factory, "tiny-speech", model, recipe, {"tokenizer.json": tokenizer.to_str()}, meta)
 
 
+VIDEO_RECIPE = {"format": "video-folder", "train": "train", "valid": "valid",
+                "video": {"size": 16, "max_frames": 24, "max_seconds": 10.0}}
+VIDEO_MODEL = {"input": "video", "embed_dim": 16, "hidden_size": 16, "num_layers": 1, "frontend_channels": 4,
+               "dropout": 0.0}
+
+
+@pytest.fixture(scope="session")
+def tiny_video_classifier(tmp_path_factory) -> Path:
+    """A moving-shape classifier checkpoint with random weights (16x16 frames, at most 24
+    frames and 10 s), made without Ray: for the upload routes, not for accuracy."""
+    from models import build_seq2vec
+    from pipelines.config import recipe_from_dict
+    from pipelines.video_generate import CLASSES
+
+    recipe = recipe_from_dict({"name": "tiny_video", "data": VIDEO_RECIPE, "model": VIDEO_MODEL})
+    model = build_seq2vec(recipe.model, frame_size=16, num_labels=len(CLASSES))
+    return _export(tmp_path_factory, "tiny-video", model, recipe, {}, {"labels": list(CLASSES), "frame_size": 16})
+
+
+@pytest.fixture(scope="session")
+def tiny_video_captioner(tmp_path_factory) -> Path:
+    """A vec2seq captioner checkpoint with random weights and a word-level tokenizer of
+    the moving-shape captions (16x16 frames), made without Ray."""
+    from models.vec2seq import build_vec2seq
+    from pipelines.config import recipe_from_dict
+    from pipelines.tokenization import train_tokenizer
+    from pipelines.video_generate import CLASSES, COLOURS, SHAPES, caption
+
+    recipe = recipe_from_dict({
+        "name": "tiny_caption", "data": {**VIDEO_RECIPE, "max_target_length": 16},
+        "tokenizer": {"kind": "wordlevel", "vocab_size": 64, "min_frequency": 1},
+        "model": {**VIDEO_MODEL, "kind": "vec2seq", "decoder_layers": 1},
+        "decode": {"beam_size": 2, "max_length": 14},
+    })
+    captions = [caption(label, shape, colour) for label in CLASSES for shape in SHAPES for colour in COLOURS]
+    tokenizer = train_tokenizer(captions, recipe.tokenizer)
+    model = build_vec2seq(recipe.model, frame_size=16, tgt_vocab_size=tokenizer.get_vocab_size())
+    meta = {"frame_size": 16, "tgt_vocab_size": tokenizer.get_vocab_size()}
+    return _export(tmp_path_factory, "tiny-caption", model, recipe, {"tokenizer.json": tokenizer.to_str()}, meta)
+
+
+def mp4_bytes(frames: int = 8, size: int = 32, fps: int = 10, seed: int = 0) -> bytes:
+    """An H.264 MP4 of a moving-shape clip (``pipelines.video_generate``), in memory."""
+    import io
+
+    import av
+    import numpy as np
+
+    from pipelines.video_generate import CLASSES, render_clip
+
+    clip, _ = render_clip(np.random.default_rng(seed), CLASSES[seed % len(CLASSES)], size=size)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(clip[i % len(clip)]), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
 def wav_bytes(seconds: float = 0.5, rate: int = 8000, freq: float = 440.0, channels: int = 1,
               subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
     """An encoded tone (WAV or FLAC) with a little noise, for upload and ingest tests."""

@@ -8,7 +8,9 @@ model, whose every layer streams over time chunks (embedding included). The
 encoder-decoder runs cut into 2, 3 and 5 stages, so the encoder's memory and the target
 tokens cross stage boundaries inside the encoder, between encoder and decoder, and
 inside the decoder. Audio models (convolutional front end with SpecAugment, then the
-RNN stack) run as 2- and 3-stage pipelines, the front end a stage of its own.
+RNN stack) run as 2- and 3-stage pipelines, the front end a stage of its own. Video
+models (a per-frame CNN over uint8 frames) run as a 2-stage GPipe classifier, under the
+wavefront schedule (the CNN streams over time chunks) and as a 3-stage vec2seq captioner.
 """
 
 from __future__ import annotations
@@ -47,14 +49,20 @@ SPEECH = ModelConfig(kind="seq2seq", input="audio", embed_dim=6, hidden_size=6, 
                      dropout=0.2, frontend_channels=2, spec_freq_masks=1, spec_freq_width=2, spec_time_masks=1)
 CTC = ModelConfig(kind="seq2seq", input="audio", decoder="ctc", embed_dim=6, hidden_size=6, num_layers=3,
                   dropout=0.2, frontend_channels=2, spec_time_masks=1, spec_time_width=4)
+# Video: uint8 frames through the per-frame CNN; the captioner pools to one vector.
+VIDEO = ModelConfig(input="video", embed_dim=6, hidden_size=6, num_layers=2, dropout=0.2, frontend_channels=2)
+CAPTION = ModelConfig(kind="vec2seq", input="video", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=2,
+                      dropout=0.2, frontend_channels=2)
 CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ,
-           "input_fed": INPUT_FED, "audio": AUDIO, "speech": SPEECH, "ctc": CTC}
+           "input_fed": INPUT_FED, "audio": AUDIO, "speech": SPEECH, "ctc": CTC, "video": VIDEO, "caption": CAPTION}
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
-VOCAB, LABELS, MICRO, STEPS, MELS = 40, 3, 3, 4, 5
+VOCAB, LABELS, MICRO, STEPS, MELS, PIXELS = 40, 3, 3, 4, 5, 8
 SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
          ("seq2seq", "text"): {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB - 5},
          ("seq2vec", "audio"): {"feature_dim": MELS, "num_labels": LABELS},
-         ("seq2seq", "audio"): {"feature_dim": MELS, "tgt_vocab_size": VOCAB - 5}}
+         ("seq2seq", "audio"): {"feature_dim": MELS, "tgt_vocab_size": VOCAB - 5},
+         ("seq2vec", "video"): {"frame_size": PIXELS, "num_labels": LABELS},
+         ("vec2seq", "video"): {"frame_size": PIXELS, "tgt_vocab_size": VOCAB - 5}}
 
 
 def sizes(config: ModelConfig) -> dict[str, int]:
@@ -76,6 +84,13 @@ def _frames(g: torch.Generator, steps: torch.Tensor) -> tuple[torch.Tensor, torc
     return x, frames
 
 
+def _clips(g: torch.Generator, lengths: torch.Tensor) -> torch.Tensor:
+    """Video rows: uint8 frames ``(rows, longest, PIXELS, PIXELS, 3)``, padding black."""
+    x = torch.randint(0, 256, (len(lengths), int(lengths.max()), PIXELS, PIXELS, 3), generator=g, dtype=torch.uint8)
+    x[torch.arange(x.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
+    return x
+
+
 def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.Tensor]]:
     """Variable-length padded batch rows (as ``pipelines.bucketing`` makes them);
     replica ``r`` of ``dp`` gets every dp-th row of the global batch, so the union over
@@ -86,6 +101,19 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
         g = torch.Generator().manual_seed(100 + step)
         rows = 6 + step
         pick = torch.arange(replica, rows, dp)
+        if config.input == "video":
+            lengths = torch.randint(1, 7, (rows,), generator=g)
+            clips, lengths = _clips(g, lengths)[pick], lengths[pick]
+            clips = clips[:, : int(lengths.max())]
+            if kind == "seq2vec":
+                out.append({"tokens": clips, "lengths": lengths,
+                            "labels": torch.randint(0, LABELS, (rows,), generator=g)[pick]})
+                continue
+            tgt_len = torch.randint(2, 9, (rows,), generator=g)
+            tgt = _padded(g, tgt_len, VOCAB - 5)[pick]
+            out.append({"src_tokens": clips, "src_lengths": lengths, "tgt_in": tgt, "tgt_out": tgt.roll(-1, 1),
+                        "tgt_lengths": tgt_len[pick]})
+            continue
         if config.input == "audio":
             ctc = config.decoder == "ctc"  # CTC needs more steps than target tokens
             frames, frame_lengths = _frames(g, torch.randint(8 if ctc else 1, 13 if ctc else 7, (rows,), generator=g))
@@ -190,7 +218,8 @@ def expected():
      (1, 3, "1f1b", "dropout"), (2, 2, "1f1b", "no_dropout"), (1, 1, "wavefront", "dropout"),
      (1, 2, "wavefront", "dropout"), (1, 3, "wavefront", "dropout"), (1, 2, "wavefront", "unidirectional"),
      (2, 2, "wavefront", "no_dropout"), (1, 2, "1f1b", "seq2seq"), (1, 3, "gpipe", "input_fed"),
-     (1, 5, "1f1b", "seq2seq"), (1, 2, "gpipe", "audio"), (1, 3, "1f1b", "speech"), (1, 2, "1f1b", "ctc")],
+     (1, 5, "1f1b", "seq2seq"), (1, 2, "gpipe", "audio"), (1, 3, "1f1b", "speech"), (1, 2, "1f1b", "ctc"),
+     (1, 2, "gpipe", "video"), (1, 2, "wavefront", "video"), (1, 3, "1f1b", "caption")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     ref_losses, ref_state = expected[model]
