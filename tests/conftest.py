@@ -288,9 +288,13 @@ def tiny_video_captioner(tmp_path_factory) -> Path:
     return _export(tmp_path_factory, "tiny-caption", model, recipe, {"tokenizer.json": tokenizer.to_str()}, meta)
 
 
-def mp4_bytes(frames: int = 8, size: int = 32, fps: int = 10, seed: int = 0) -> bytes:
-    """An H.264 MP4 of a moving-shape clip (``pipelines.video_generate``), in memory."""
+def mp4_bytes(frames: int = 8, size: int = 32, fps: int = 10, seed: int = 0, faststart: bool = False) -> bytes:
+    """An H.264 MP4 of a moving-shape clip (``pipelines.video_generate``). ``faststart``
+    puts the index first (as streaming sites serve MP4s): cut short, such a file opens but
+    its frames run out mid-stream. FFmpeg moves the index by rewriting the file, so that
+    one is written to a temporary file, the other in memory."""
     import io
+    import tempfile
 
     import av
     import numpy as np
@@ -298,16 +302,26 @@ def mp4_bytes(frames: int = 8, size: int = 32, fps: int = 10, seed: int = 0) -> 
     from pipelines.video_generate import CLASSES, render_clip
 
     clip, _ = render_clip(np.random.default_rng(seed), CLASSES[seed % len(CLASSES)], size=size)
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(clip[i % len(clip)]), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return buffer.getvalue()
+    handle, path = tempfile.mkstemp(suffix=".mp4") if faststart else (None, None)
+    if handle is not None:
+        os.close(handle)
+    target = path or io.BytesIO()
+    try:
+        with av.open(target, "w", format="mp4", options={"movflags": "faststart"} if faststart else {}) as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width = stream.height = size
+            stream.pix_fmt = "yuv420p"
+            for i in range(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(clip[i % len(clip)]), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        if path is None:
+            return target.getvalue()
+        with open(path, "rb") as file:
+            return file.read()
+    finally:
+        if path is not None:
+            os.remove(path)
 
 
 def wav_bytes(seconds: float = 0.5, rate: int = 8000, freq: float = 440.0, channels: int = 1,

@@ -12,8 +12,6 @@ body. Every response goes through :func:`no_server_error`: a 5xx fails the test 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import zipfile
 
 import httpx
@@ -59,33 +57,7 @@ def png_bytes(seed: int = 0, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def faststart_mp4(frames: int = 20, size: int = 32, fps: int = 10) -> bytes:
-    """An MP4 with its index first (``movflags=faststart``, as streaming sites serve them):
-    cut short, it opens but its frames run out mid-stream. FFmpeg rewrites the file to
-    move the index, so it needs a real file."""
-    import av
-
-    from pipelines.video_generate import CLASSES, render_clip
-
-    clip, _ = render_clip(np.random.default_rng(0), CLASSES[0], size=size)
-    handle, path = tempfile.mkstemp(suffix=".mp4")
-    os.close(handle)
-    try:
-        with av.open(path, "w", format="mp4", options={"movflags": "faststart"}) as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width = stream.height = size
-            stream.pix_fmt = "yuv420p"
-            for i in range(frames):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(clip[i % len(clip)]), format="rgb24")
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-        with open(path, "rb") as file:
-            return file.read()
-    finally:
-        os.remove(path)
-
-
-FASTSTART = faststart_mp4()
+FASTSTART = mp4_bytes(frames=20, faststart=True)
 CUT_MID_STREAM = FASTSTART[: len(FASTSTART) * 3 // 4]
 FRAMES = {f"frame_{i:03d}.png": png_bytes(i) for i in range(3)}
 """A clip as frame images: what training reads from a folder, but not an upload format."""
