@@ -89,17 +89,39 @@ class _ClassifyMedia:
         return {"predicted": probs.argmax(-1), "label": np.array([self.ids[lab] for lab in batch["label"]])}
 
 
-class _Transcribe:
-    def __init__(self, checkpoint: str, options: dict[str, Any]) -> None:
-        from pipelines.audio_inference import SpeechRecognizer
+class _DecodeMedia:
+    """Ray Data actor: a speech recognizer or video captioner decoding featurized rows
+    (``inputs`` column) with ``options``; returns hypotheses beside the ``target`` texts."""
 
-        self.recognizer = SpeechRecognizer(checkpoint)
-        self.options = options
+    def __init__(self, checkpoint: str, inputs: str, target: str, options: dict[str, Any]) -> None:
+        if inputs == "frames":
+            from pipelines.video_inference import VideoCaptioner
+
+            self.decode = VideoCaptioner(checkpoint).caption_clips
+        else:
+            from pipelines.audio_inference import SpeechRecognizer
+
+            self.decode = SpeechRecognizer(checkpoint).transcribe_features
+        self.inputs, self.target, self.options = inputs, target, options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.recognizer.transcribe_features(list(batch["features"]), **self.options)
+        outputs = self.decode(list(batch[self.inputs]), **self.options)
         return {"index": batch["index"], "hypothesis": np.array([o["text"] for o in outputs]),
-                "transcript": batch["transcript"]}
+                "reference": batch[self.target]}
+
+
+def _decoded(checkpoint: Path, records, recipe, *, inputs: str, target: str,
+             batch_size: int) -> tuple[list[str], list[str]]:
+    """``(hypotheses, references)`` of ``records`` in input order, decoded with the recipe's
+    ``decode`` beam size and length cap."""
+    options = {"beam_size": recipe.decode.beam_size, "max_length": recipe.decode.max_length}
+    decoded = records.dataset.map_batches(
+        _DecodeMedia, fn_constructor_kwargs={"checkpoint": str(checkpoint), "inputs": inputs, "target": target,
+                                             "options": options},
+        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+    )
+    rows = sorted(decoded.iter_rows(), key=lambda r: int(r["index"]))
+    return [r["hypothesis"] for r in rows], [r["reference"] for r in rows]
 
 
 def _featurized_validation(recipe, target: str):
@@ -136,32 +158,13 @@ def score_video_classifications(checkpoint: Path, recipe) -> dict[str, Any]:
     return _media_accuracy(checkpoint, _validation_clips(recipe, "label"), "frames")
 
 
-class _Caption:
-    def __init__(self, checkpoint: str, options: dict[str, Any]) -> None:
-        from pipelines.video_inference import VideoCaptioner
-
-        self.captioner = VideoCaptioner(checkpoint)
-        self.options = options
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.captioner.caption_clips(list(batch["frames"]), **self.options)
-        return {"index": batch["index"], "hypothesis": np.array([o["text"] for o in outputs]),
-                "caption": batch["caption"]}
-
-
 def score_captions(checkpoint: Path, recipe) -> dict[str, Any]:
     """Exact-match rate (whitespace- and case-normalised) and BLEU of a captioner on the
     recipe's validation clips, with the recipe's ``decode`` settings."""
     from pipelines.translation_metrics import caption_scores
 
     records = _validation_clips(recipe, "caption")
-    options = {"beam_size": recipe.decode.beam_size, "max_length": recipe.decode.max_length}
-    decoded = records.dataset.map_batches(
-        _Caption, fn_constructor_kwargs={"checkpoint": str(checkpoint), "options": options}, batch_size=64,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
-    )
-    rows = sorted(decoded.iter_rows(), key=lambda r: int(r["index"]))
-    scores = caption_scores([r["hypothesis"] for r in rows], [r["caption"] for r in rows])
+    scores = caption_scores(*_decoded(checkpoint, records, recipe, inputs="frames", target="caption", batch_size=64))
     return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped}
 
 
@@ -171,13 +174,8 @@ def score_speech(checkpoint: Path, recipe) -> dict[str, Any]:
     from pipelines.speech_metrics import speech_scores
 
     records = _featurized_validation(recipe, "transcript")
-    options = {"beam_size": recipe.decode.beam_size, "max_length": recipe.decode.max_length}
-    decoded = records.dataset.map_batches(
-        _Transcribe, fn_constructor_kwargs={"checkpoint": str(checkpoint), "options": options}, batch_size=128,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
-    )
-    rows = sorted(decoded.iter_rows(), key=lambda r: int(r["index"]))
-    scores = speech_scores([r["hypothesis"] for r in rows], [r["transcript"] for r in rows])
+    scores = speech_scores(*_decoded(checkpoint, records, recipe, inputs="features", target="transcript",
+                                     batch_size=128))
     return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped}
 
 
