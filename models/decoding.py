@@ -2,7 +2,9 @@
 
 Both drive a model's incremental decoder (:class:`IncrementalDecoder`, which
 ``models.seq2seq.Seq2Seq`` is) one token at a time, for a whole batch of sentences at
-once, on whatever device the model is on. :func:`generate` is the entry point.
+once, on whatever device the model is on. :func:`generate` is the entry point;
+:meth:`GreedySearch.steps` hands out greedy decoding step by step (for streaming), and
+``generate(..., beam_size=1)`` runs those same steps to the end.
 
 Scores are GNMT's (Wu et al. 2016, eq. 14, without the coverage term)::
 
@@ -16,7 +18,7 @@ larger ``alpha`` favours longer outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 
@@ -99,13 +101,58 @@ class DecodeStrategy:
         return torch.where(force_eos.to(log_probs.device).unsqueeze(1), eos_only, log_probs)
 
 
+@dataclass(frozen=True)
+class GreedyStep:
+    """One step of :meth:`GreedySearch.steps` for its ``B`` rows (tensors on the model's device).
+
+    ``tokens (B,)`` int64 is each row's token of this step: EOS where its output ends here
+    (at its max length EOS is forced), PAD for rows that ended before (they idle on).
+    ``running (B,)`` bool marks the rows that decoded this step (not ended before).
+    ``log_prob (B,)`` float and ``length (B,)`` int64 are each row's running sum of token
+    log-probabilities and count of tokens (EOS included once it came); neither changes
+    after a row ends, so ``scores`` at the step a row ends is its final score.
+    """
+
+    t: int
+    tokens: torch.Tensor
+    running: torch.Tensor
+    log_prob: torch.Tensor
+    length: torch.Tensor
+    length_penalty: Callable[[torch.Tensor], torch.Tensor]
+
+    @property
+    def finished(self) -> torch.Tensor:
+        """``(B,)`` bool: the rows whose output ended with this step's EOS."""
+        return self.tokens == EOS_ID
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """``(B,)`` GNMT scores so far: final for rows that have ended."""
+        return self.log_prob / self.length_penalty(self.length.to(self.log_prob.dtype))
+
+
 class GreedySearch(DecodeStrategy):
-    """The most probable next token, every step (``K = 1``): one row per sentence."""
+    """The most probable next token, every step (``K = 1``): one row per sentence.
+
+    :meth:`steps` is the search itself, one decoder step per item, so a caller can stream
+    tokens as they come; :meth:`search` runs it to the end.
+    """
 
     @torch.no_grad()
     def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
-        batch = src_tokens.size(0)
         memory = model.encode(src_tokens, src_lengths)
+        tokens, last = [], None
+        for last in self.steps(model, memory, src_lengths):
+            tokens.append(last.tokens)
+        rows = torch.stack(tokens, dim=1).tolist()
+        lengths, scores = last.length.tolist(), last.scores.tolist()
+        return [[Hypothesis(tokens=row[: n - 1], score=score)] for row, n, score in zip(rows, lengths, scores)]
+
+    @torch.no_grad()
+    def steps(self, model: IncrementalDecoder, memory: torch.Tensor, src_lengths: torch.Tensor) -> Iterator[GreedyStep]:
+        """Decode ``memory (B, S, H_mem)`` (``model.encode``'s) one step per item, until
+        every row has ended: with EOS, or at its max length (``src_lengths (B,)`` CPU)."""
+        batch = memory.size(0)
         device = memory.device
         state = model.init_decoder_state(batch)
         limits = self.max_lengths(src_lengths)
@@ -113,20 +160,19 @@ class GreedySearch(DecodeStrategy):
         log_prob = torch.zeros(batch, device=device)
         length = torch.zeros(batch, dtype=torch.int64, device=device)  # output tokens + EOS
         done = torch.zeros(batch, dtype=torch.bool, device=device)
-        steps = []
         for t in range(int(limits.max()) + 1):
             step_log_probs, state = model.decode_step(prev, state, memory, src_lengths)
             best_log_prob, best = self.restrict(step_log_probs, limits <= t).max(dim=-1)
-            log_prob += best_log_prob.masked_fill(done, 0.0)
-            length += (~done).long()
+            running = ~done
+            # Out of place: a step already handed out must not change under its reader.
+            log_prob = log_prob + best_log_prob.masked_fill(done, 0.0)
+            length = length + running.long()
             prev = best.masked_fill(done, PAD_ID)  # rows already done just idle
-            steps.append(prev)
-            done |= prev == EOS_ID
+            done = done | (prev == EOS_ID)
+            yield GreedyStep(t=t, tokens=prev, running=running, log_prob=log_prob, length=length,
+                             length_penalty=self.length_penalty)
             if bool(done.all()):
-                break
-        scores = (log_prob / self.length_penalty(length.to(log_prob.dtype))).tolist()
-        rows = torch.stack(steps, dim=1).tolist()
-        return [[Hypothesis(tokens=row[: n - 1], score=score)] for row, n, score in zip(rows, length.tolist(), scores)]
+                return
 
 
 class BeamSearch(DecodeStrategy):

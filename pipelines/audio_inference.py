@@ -9,10 +9,14 @@ the same way::
           -> classifier softmax | models.decoding.generate (attention: greedy or beam)
              | models.ctc.ctc_decode (CTC: best path or prefix beam search)
           -> {"label", "score", "scores"} | {"text", "score"}
+
+``SpeechRecognizer.stream_features`` streams greedy transcripts token by token
+(``pipelines.streaming``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +30,7 @@ from pipelines.audio import AudioFeaturizer
 from pipelines.bucketing import array_batches
 from pipelines.checkpoint import load_inference
 from pipelines.inference import predictions
+from pipelines.streaming import Pass, stream_greedy
 from pipelines.tokenization import decode, load_tokenizer
 
 
@@ -85,24 +90,44 @@ class SpeechRecognizer(_AudioModel):
         super().__init__(checkpoint, **kwargs)
         self.tokenizer = load_tokenizer(self.loaded.tokenizer_json)
 
+    @property
+    def ctc(self) -> bool:
+        return self.recipe.model.decoder == "ctc"
+
+    def limits(self, max_length: int | None = None) -> dict[str, Any]:
+        """The attention decoder's search limits: the recipe's ``decode``, ``max_length`` if given."""
+        d = self.recipe.decode
+        return dict(alpha=d.alpha, max_length_ratio=d.max_length_ratio,
+                    max_length=d.max_length if max_length is None else max_length)
+
+    def passes(self, features: list[np.ndarray], rows_per_source: int) -> Iterator[Pass]:
+        """:func:`frame_batches` on the device, under ``max_frames / rows_per_source``
+        (the beam: each beam row holds a copy of its recording's encoder memory)."""
+        budget = max(self.max_frames // rows_per_source, max((len(x) for x in features), default=1))
+        for rows, frames, steps in frame_batches(features, budget):
+            yield rows, frames.to(self.device), steps
+
     @torch.inference_mode()
     def generate_features(self, features: list[np.ndarray], *, beam_size: int | None = None,
                           max_length: int | None = None) -> list[list[Hypothesis]]:
         """Best hypotheses per recording, in input order; options default to the recipe's ``decode``."""
-        d = self.recipe.decode
-        beam_size = d.beam_size if beam_size is None else beam_size
-        options = dict(beam_size=beam_size, alpha=d.alpha, max_length_ratio=d.max_length_ratio,
-                       max_length=d.max_length if max_length is None else max_length)
+        beam_size = self.recipe.decode.beam_size if beam_size is None else beam_size
         out: list[list[Hypothesis]] = [[] for _ in features]
-        ctc = self.recipe.model.decoder == "ctc"
-        budget = max(self.max_frames // (1 if ctc else beam_size), max((len(x) for x in features), default=1))
-        for rows, frames, steps in frame_batches(features, budget):
-            frames = frames.to(self.device)
-            found = (ctc_decode(self.model, frames, steps, beam_size=beam_size) if ctc
-                     else generate(self.model, frames, steps, **options))
+        for rows, frames, steps in self.passes(features, 1 if self.ctc else beam_size):
+            found = (ctc_decode(self.model, frames, steps, beam_size=beam_size) if self.ctc
+                     else generate(self.model, frames, steps, beam_size=beam_size, **self.limits(max_length)))
             for r, hypotheses in zip(rows, found):
-                out[r] = hypotheses[:1] if ctc else hypotheses
+                out[r] = hypotheses[:1] if self.ctc else hypotheses
         return out
+
+    def stream_features(self, features: list[np.ndarray], *, max_length: int | None = None) -> Iterator[dict[str, Any]]:
+        """Greedy decoding as it goes: ``pipelines.streaming`` items, equal to
+        ``generate_features(features, beam_size=1)``'s results. Attention decoders only:
+        CTC has no step-by-step decoder to stream from."""
+        if self.ctc:
+            raise ValueError("streaming needs an attention decoder; this checkpoint's model.decoder is ctc")
+        detokenize = partial(decode, self.tokenizer)
+        return stream_greedy(self.model, self.passes(features, 1), detokenize, **self.limits(max_length))
 
     def outputs(self, found: list[list[Hypothesis]]) -> list[dict[str, Any]]:
         return [{"text": decode(self.tokenizer, h[0].tokens), "score": float(h[0].score)} for h in found]

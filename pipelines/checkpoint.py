@@ -14,11 +14,18 @@ Inference checkpoint (``<output>/checkpoint``, what ``eval`` and ``serve`` load)
                            the joint one, or source_tokenizer.json + target_tokenizer.json)
     meta.json              kind, task, the builder's sizes (``vocab_size`` and ``labels``,
                            or ``src_vocab_size`` and ``tgt_vocab_size``)
+
+A checkpoint is data, never code: ``config.yaml`` is read with ``yaml.safe_load`` into the
+validated recipe, ``meta.json`` is checked key by key and against the recipe, and
+``model.pt`` with ``torch.load(weights_only=True)``, which refuses (never runs) a pickle
+that would call anything. Whatever is wrong is a :class:`DataError` naming the file;
+:func:`load_inference` returns a fully loaded model or raises, never half of one.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +34,13 @@ import torch
 import yaml
 
 from pipelines.config import Recipe, recipe_from_dict
-from pipelines.errors import DataError
-from pipelines.tasks import task_for, task_of_checkpoint
+from pipelines.errors import DataError, RayseqError
+from pipelines.tasks import Task, task_for, task_of_checkpoint
 
 TRAIN_STATE = "train_state.json"
+META_KEYS = frozenset({"kind", "input", "task", "decoder", "labels", "vocab_size", "src_vocab_size", "tgt_vocab_size",
+                       "source_lang", "target_lang", "feature_dim", "frame_size"})
+"""Every key :func:`export_inference` writes into ``meta.json``; any other is refused."""
 
 
 def model_file(stage: int) -> str:
@@ -116,20 +126,108 @@ def load_inference(path: str | Path, *, device: str = "cpu") -> InferenceCheckpo
     for name in ("config.yaml", "model.pt", "meta.json"):
         if not (path / name).is_file():
             raise DataError(f"{path}: not a rayseq checkpoint (missing {name})")
-    recipe = recipe_from_dict(yaml.safe_load((path / "config.yaml").read_text()))
-    meta = json.loads((path / "meta.json").read_text())
-    task = task_of_checkpoint(path, meta)
-    if task.kind != recipe.model.kind:
-        raise DataError(f"{path}: meta.json says kind {task.kind!r} but config.yaml builds {recipe.model.kind!r}")
-    if task is not task_for(recipe.model):
-        raise DataError(f"{path}: meta.json and config.yaml disagree on the model's input or decoder")
-    sizes = task.sizes_from_meta(path, meta)
-    missing = task.missing_files(path)
+    config = read_checkpoint_config(path)
+    missing = config.task.missing_files(path)
     if missing:
         raise DataError(f"{path}: not a rayseq checkpoint (missing {missing})")
     single = path / "tokenizer.json"
     tokenizer_json = single.read_text() if single.is_file() else None
-    model = task.build(recipe.model, sizes)
-    model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
+    state = read_state_dict(path, device=device)
+    try:
+        model = config.task.build(config.recipe.model, config.sizes)
+    except (RuntimeError, ValueError, OverflowError, MemoryError) as exc:  # sizes no tensor can have
+        raise DataError(f"{path}: config.yaml and meta.json describe a model that cannot be built "
+                        f"({_one_line(exc)})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing or unexpected keys, shape mismatches
+        raise DataError(f"{path / 'model.pt'}: does not fit the model config.yaml and meta.json describe "
+                        f"({_one_line(exc, limit=400)})") from None
     model.to(device).eval()
-    return InferenceCheckpoint(path, recipe, meta, tokenizer_json, model)
+    return InferenceCheckpoint(path, config.recipe, config.meta, tokenizer_json, model)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """What ``config.yaml`` and ``meta.json`` say, validated and consistent."""
+
+    recipe: Recipe
+    meta: dict[str, Any]
+    task: Task
+    sizes: dict[str, int]
+    """The model builder's size arguments (``task.sizes_from_meta``)."""
+
+
+def read_checkpoint_config(path: Path) -> CheckpointConfig:
+    """``config.yaml`` and ``meta.json`` of the checkpoint in ``path``, each validated and
+    checked against the other; :class:`DataError` names the file at fault."""
+    recipe = _read_recipe(path / "config.yaml")
+    meta = _read_meta(path / "meta.json")
+    task = task_of_checkpoint(path, meta)
+    if meta["task"] != task.route:
+        raise DataError(f"{path / 'meta.json'}: task {meta['task']!r}, but a {task.kind} {task.input} model "
+                        f"answers {task.route!r}")
+    if task.kind != recipe.model.kind:
+        raise DataError(f"{path}: meta.json says kind {task.kind!r} but config.yaml builds {recipe.model.kind!r}")
+    if task is not task_for(recipe.model):
+        raise DataError(f"{path}: meta.json and config.yaml disagree on the model's input or decoder")
+    return CheckpointConfig(recipe, meta, task, task.sizes_from_meta(path, meta))
+
+
+def read_state_dict(path: Path, *, device: str = "cpu", mmap: bool = False) -> dict[str, torch.Tensor]:
+    """``model.pt`` of the checkpoint in ``path``: a ``torch.save`` archive of named tensors,
+    loaded with ``weights_only=True``. ``mmap`` leaves the tensors on disk (the driver's
+    check before deploying)."""
+    file = path / "model.pt"
+    if not zipfile.is_zipfile(file):  # torch.save's format since 1.6; a bare pickle is refused unread
+        raise DataError(f"{file}: not a torch.save archive")
+    try:
+        state = torch.load(file, map_location=device, weights_only=True, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; each means "refused"
+        raise DataError(f"{file}: refused by torch.load(weights_only=True), it holds more than tensors "
+                        f"or is damaged ({_torch_reason(exc)})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise DataError(f"{file}: must hold a state dict (parameter name -> tensor), got {type(state).__name__}")
+    return state
+
+
+def _read_recipe(file: Path) -> Recipe:
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))  # plain data: no !!python tags
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file}: not valid YAML ({_one_line(exc)})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{file}: must be a YAML mapping (the resolved recipe), got {type(raw).__name__}")
+    try:
+        return recipe_from_dict(raw)
+    except RayseqError as exc:  # ConfigError naming the key
+        raise DataError(f"{file}: {exc}") from None
+
+
+def _read_meta(file: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(key), str) for key in ("kind", "task")):
+        raise DataError(f"{file}: needs a JSON object with string fields 'kind' and 'task'")
+    unknown = sorted(set(meta) - META_KEYS)
+    if unknown:
+        raise DataError(f"{file}: unknown key(s) {unknown}; known: {sorted(META_KEYS)}")
+    return meta
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """What a ``torch.load`` error found, without its advice to retry with
+    ``weights_only=False`` or to allowlist the global: exactly what must not happen here."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and "Weights only load failed" in lines[0]:
+        found = next((line for line in lines if "GLOBAL" in line), "weights-only load failed")
+        return found.split(". ")[0]
+    return _one_line(exc) or type(exc).__name__

@@ -458,7 +458,7 @@ def build(cls: type, raw: dict[str, Any] | None, prefix: str = "") -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in known:
-            raise ConfigError(f"unknown key {prefix + key!r}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown key {prefix + str(key)!r}; known: {', '.join(sorted(known))}")
     kwargs = {}
     for name, value in raw.items():
         sub = _dataclass_type(hints[name])

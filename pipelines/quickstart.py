@@ -49,10 +49,13 @@ def _valid_path(recipe) -> Path:
 def run(recipe_paths: list[str], output: Path, overrides: list[str]) -> dict:
     import httpx
     import ray
+
+    from pipelines.runtime import init_ray, use_serve_throughput_mode
+
+    use_serve_throughput_mode()  # before ray.serve is imported: what `rayseq serve` runs
     from ray import serve
 
     from pipelines.evaluate import evaluate_checkpoint
-    from pipelines.runtime import init_ray
     from pipelines.train import run_training
     from serving.app import APP_NAME, build_app
 

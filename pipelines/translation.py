@@ -8,6 +8,9 @@ end-of-training BLEU and ``bench/decode.py``, so all of them decode the same way
           -> models.decoding.generate (greedy or beam) -> Hypothesis lists, input order
           -> target tokenizer -> {"text", "score"} per text
 
+``stream`` / ``stream_ids`` run the same passes greedily and hand out each output token
+and the text it adds as it is decoded (``pipelines.streaming``), for streamed responses.
+
 Decoding options a call leaves out come from the checkpoint recipe's ``decode`` section
 (beam size, GNMT length penalty ``alpha``, output length caps), so eval, serving and
 benchmarks decode a checkpoint the way its recipe says unless told otherwise.
@@ -16,7 +19,7 @@ benchmarks decode a checkpoint the way its recipe says unless told otherwise.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -24,6 +27,7 @@ from models.decoding import Hypothesis, generate
 from pipelines.bucketing import length_sorted_batches
 from pipelines.checkpoint import load_inference
 from pipelines.config import DecodeConfig
+from pipelines.streaming import Pass, stream_greedy
 from pipelines.tokenization import decode, encode_batch, load_translation_tokenizers
 
 
@@ -57,37 +61,53 @@ class Translator:
         that tokenizes to nothing becomes ``[UNK]``, so every source has a step)."""
         return encode_batch(self.tokenizers.source, texts, self.max_length)[0]
 
+    def limits(self, *, alpha: float | None = None, max_length: int | None = None,
+               max_length_ratio: float | None = None) -> dict[str, Any]:
+        """The search's ``alpha`` and output length caps, those left as None from the recipe."""
+        d = self.defaults
+        return dict(alpha=d.alpha if alpha is None else alpha,
+                    max_length=d.max_length if max_length is None else max_length,
+                    max_length_ratio=d.max_length_ratio if max_length_ratio is None else max_length_ratio)
+
+    def passes(self, ids: list[list[int]], beam_size: int) -> Iterator[Pass]:
+        """``(rows, src_tokens (B, S) on the device, src_lengths (B,))`` sorted by length,
+        at most ``max_tokens / beam_size`` padded source tokens a pass (each beam holds a
+        copy of its sentence's encoder memory); ``rows`` are positions in ``ids``."""
+        if not ids:
+            return
+        budget = max(self.max_tokens // beam_size, max(len(x) for x in ids))
+        for rows, tokens, lengths in length_sorted_batches(ids, budget):
+            yield rows, torch.from_numpy(tokens).to(self.device), torch.from_numpy(lengths)
+
     @torch.inference_mode()
     def generate_ids(self, ids: list[list[int]], *, beam_size: int | None = None, alpha: float | None = None,
                      max_length: int | None = None, max_length_ratio: float | None = None,
                      n_best: int = 1) -> list[list[Hypothesis]]:
         """``n_best`` hypotheses per source (best first), in input order.
 
-        Sources run sorted by length in batches of at most ``max_tokens / beam_size``
-        padded source tokens (each beam holds a copy of its sentence's encoder memory);
-        sorting keeps padding, and the steps a short sentence waits for a long one, small.
+        Sources run in the length-sorted :meth:`passes`: sorting keeps padding, and the
+        steps a short sentence waits for a long one, small.
         ``max_length`` caps output tokens, as does ``max_length_ratio * source length + 10``.
         Options left as None take the recipe's ``decode`` values.
         """
-        d = self.defaults
-        beam_size = d.beam_size if beam_size is None else beam_size
+        beam_size = self.defaults.beam_size if beam_size is None else beam_size
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-        options = dict(
-            beam_size=beam_size, n_best=n_best,
-            alpha=d.alpha if alpha is None else alpha,
-            max_length=d.max_length if max_length is None else max_length,
-            max_length_ratio=d.max_length_ratio if max_length_ratio is None else max_length_ratio,
-        )
+        options = dict(beam_size=beam_size, n_best=n_best,
+                       **self.limits(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio))
         out: list[list[Hypothesis]] = [[] for _ in ids]
-        if not ids:
-            return out
-        budget = max(self.max_tokens // beam_size, max(len(x) for x in ids))
-        for rows, tokens, lengths in length_sorted_batches(ids, budget):
-            found = generate(self.model, torch.from_numpy(tokens).to(self.device), torch.from_numpy(lengths), **options)
-            for r, hypotheses in zip(rows, found):
+        for rows, src_tokens, src_lengths in self.passes(ids, beam_size):
+            for r, hypotheses in zip(rows, generate(self.model, src_tokens, src_lengths, **options)):
                 out[r] = hypotheses
         return out
+
+    def stream_ids(self, ids: list[list[int]], *, alpha: float | None = None, max_length: int | None = None,
+                   max_length_ratio: float | None = None) -> Iterator[dict[str, Any]]:
+        """Greedy decoding of ``ids`` as it goes: ``pipelines.streaming`` items (each output
+        token with the text it adds, then ``{"text", "score"}`` per source), equal to
+        ``generate_ids(ids, beam_size=1)``'s results. Options as for :meth:`generate_ids`."""
+        limits = self.limits(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio)
+        return stream_greedy(self.model, self.passes(ids, beam_size=1), self.detokenize, **limits)
 
     def detokenize(self, tokens: list[int]) -> str:
         return decode(self.tokenizers.target, tokens)
@@ -100,3 +120,9 @@ class Translator:
     def translate(self, texts: list[str], **options: Any) -> list[dict[str, Any]]:
         """``{"text", "score"}`` per text, in order; ``options`` as for :meth:`generate_ids`."""
         return self.outputs(self.generate_ids(self.encode(texts), **options))
+
+    def stream(self, texts: list[str], **options: Any) -> Iterator[dict[str, Any]]:
+        """:meth:`translate` with greedy search, streamed: items as :meth:`stream_ids`
+        gives them (``index`` is the text's position); joined, an index's ``delta`` values
+        give its greedy ``text``."""
+        return self.stream_ids(self.encode(texts), **options)

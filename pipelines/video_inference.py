@@ -8,10 +8,14 @@ decode the same way::
           -> length-sorted batches under a frame budget, zero-padded (B, T, S, S, 3) uint8
           -> classifier softmax | models.decoding.generate (greedy or beam search)
           -> {"label", "score", "scores"} | {"text", "score"}
+
+``VideoCaptioner.stream_clips`` streams greedy captions token by token
+(``pipelines.streaming``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,6 +26,7 @@ from models.decoding import Hypothesis, generate
 from pipelines.bucketing import array_batches
 from pipelines.checkpoint import load_inference
 from pipelines.inference import predictions
+from pipelines.streaming import Pass, stream_greedy
 from pipelines.tokenization import decode, load_tokenizer
 from pipelines.video import VideoFeaturizer
 
@@ -85,20 +90,36 @@ class VideoCaptioner(_VideoModel):
         super().__init__(checkpoint, **kwargs)
         self.tokenizer = load_tokenizer(self.loaded.tokenizer_json)
 
+    def limits(self, max_length: int | None = None) -> dict[str, Any]:
+        """The search limits: the recipe's ``decode``, ``max_length`` if given."""
+        d = self.recipe.decode
+        return dict(alpha=d.alpha, max_length_ratio=d.max_length_ratio,
+                    max_length=d.max_length if max_length is None else max_length)
+
+    def passes(self, clips: list[np.ndarray], beam_size: int) -> Iterator[Pass]:
+        """:func:`clip_batches` on the device, under ``max_frames / beam_size`` (each beam
+        row holds a copy of its clip's encoder memory)."""
+        budget = max(self.max_frames // beam_size, max((len(x) for x in clips), default=1))
+        for rows, frames, lengths in clip_batches(clips, budget):
+            yield rows, frames.to(self.device), lengths
+
     @torch.inference_mode()
     def generate_clips(self, clips: list[np.ndarray], *, beam_size: int | None = None,
                        max_length: int | None = None) -> list[list[Hypothesis]]:
         """Hypotheses per clip, best first, in input order; options default to the recipe's ``decode``."""
-        d = self.recipe.decode
-        beam_size = d.beam_size if beam_size is None else beam_size
-        options = dict(beam_size=beam_size, alpha=d.alpha, max_length_ratio=d.max_length_ratio,
-                       max_length=d.max_length if max_length is None else max_length)
+        beam_size = self.recipe.decode.beam_size if beam_size is None else beam_size
+        options = dict(beam_size=beam_size, **self.limits(max_length))
         out: list[list[Hypothesis]] = [[] for _ in clips]
-        budget = max(self.max_frames // beam_size, max((len(x) for x in clips), default=1))
-        for rows, frames, lengths in clip_batches(clips, budget):
-            for r, hypotheses in zip(rows, generate(self.model, frames.to(self.device), lengths, **options)):
+        for rows, frames, lengths in self.passes(clips, beam_size):
+            for r, hypotheses in zip(rows, generate(self.model, frames, lengths, **options)):
                 out[r] = hypotheses
         return out
+
+    def stream_clips(self, clips: list[np.ndarray], *, max_length: int | None = None) -> Iterator[dict[str, Any]]:
+        """Greedy decoding as it goes: ``pipelines.streaming`` items, equal to
+        ``generate_clips(clips, beam_size=1)``'s results."""
+        detokenize = partial(decode, self.tokenizer)
+        return stream_greedy(self.model, self.passes(clips, 1), detokenize, **self.limits(max_length))
 
     def outputs(self, found: list[list[Hypothesis]]) -> list[dict[str, Any]]:
         return [{"text": decode(self.tokenizer, h[0].tokens), "score": float(h[0].score)} for h in found]

@@ -1,26 +1,30 @@
-"""The rayseq Serve application: a FastAPI ingress in front of one model deployment
-per checkpoint.
+"""The rayseq Serve application: a FastAPI ingress that holds the models (default) or
+fronts one model deployment per checkpoint (``separate_models``).
 
-    HTTP -> Ingress (FastAPI: limits, validation, JSON errors, route -> model by task)
-              -> DeploymentHandle -> TextClassifierDeployment   /classify  (seq2vec: tokenize,
-                                                                           @serve.batch, model)
-              -> DeploymentHandle -> TranslatorDeployment       /generate  (seq2seq: tokenize,
-                                                                           @serve.batch, greedy/beam)
-              -> DeploymentHandle -> AudioClassifierDeployment  /classify  (seq2vec: decode, log-mel,
-                                                                           @serve.batch, model)
-              -> DeploymentHandle -> SpeechRecognizerDeployment /generate  (seq2seq: decode, log-mel,
-                                                                           @serve.batch, greedy/beam)
-              -> DeploymentHandle -> VideoClassifierDeployment  /classify  (seq2vec: decode, sample,
-                                                                           resize, @serve.batch, model)
-              -> DeploymentHandle -> VideoCaptionerDeployment   /generate  (vec2seq/seq2seq: decode,
-                                                                           sample, resize, @serve.batch,
-                                                                           greedy/beam)
+    default:           HTTP -> Ingress replica (FastAPI: limits, validation, JSON errors;
+                                LocalModel per checkpoint: rows, @serve.batch, model)
+    separate_models:   HTTP -> Ingress replica (FastAPI) -> DeploymentHandle -> model replica
+
+    model servers (``serving.deployments``), in the ingress or as deployments of their own:
+        TextClassifierDeployment    /classify  (seq2vec: tokenize, @serve.batch, model)
+        TranslatorDeployment        /generate  (seq2seq: tokenize, @serve.batch, greedy/beam; stream)
+        AudioClassifierDeployment   /classify  (seq2vec: decode, log-mel, @serve.batch, model)
+        SpeechRecognizerDeployment  /generate  (seq2seq: decode, log-mel, @serve.batch, greedy/beam; stream)
+        VideoClassifierDeployment   /classify  (seq2vec: decode, sample, resize, @serve.batch, model)
+        VideoCaptionerDeployment    /generate  (vec2seq/seq2seq: decode, sample, resize, @serve.batch,
+                                                greedy/beam; stream)
+
+One hop is the default because on a small node a second hop (a Serve handle call to
+another process) costs more CPU per request than batching saves (bench/serve.py measures
+both). In Serve's high-throughput mode (``pipelines.runtime.use_serve_throughput_mode``,
+what ``rayseq serve`` runs) HAProxy holds the HTTP port and forwards to the ingress
+replicas, which serve HTTP themselves.
 
 One application serves any mix of checkpoints (``rayseq serve A B``); each model
 answers the route of its task (``meta.json``), and the other route is a 404 naming
 the right one. Text models take JSON ``{"inputs": [...]}``; audio and video models
 take the same routes as ``multipart/form-data`` with one ``file`` part per recording or
-video file (``serving.bodies``), which the ingress ships, undecoded, to the model replica.
+video file (``serving.bodies``), decoded by the model server.
 
 Build it from Python with :func:`build_app`, from a Serve config with
 :func:`app_builder` (a full one: ``deploy/serve_config.yaml``)::
@@ -32,35 +36,43 @@ Build it from Python with :func:`build_app`, from a Serve config with
         args:
           checkpoints: [runs/demo/checkpoint]
           limits: {max_inputs: 32}
-          deployment_options:      # Serve options for every model deployment
+          separate_models: true    # optional: a deployment per model
+          deployment_options:      # Serve options for what holds the models
             autoscaling_config: {min_replicas: 1, max_replicas: 4, target_ongoing_requests: 32}
         deployments:               # Serve's own per-deployment overrides, by name
           - name: Ingress
             num_replicas: 2
 
-Model deployments are named ``<task>-<model name>`` (``classify-demo_sentiment``), the
-ingress ``Ingress``; Serve applies a config's ``deployments:`` entries over what the
+The ingress is named ``Ingress``, separate model deployments ``<task>-<model name>``
+(``classify-demo_sentiment``); Serve applies a config's ``deployments:`` entries over what the
 builder set.
 
 The FastAPI app is made per replica by :func:`create_app`, a plain function of the
 model table and the limits, so its routes and errors can be tested without Ray.
 """
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import StreamingResponse
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from pipelines.errors import ConfigError, DataError
+from serving.auth import ApiToken, require_token
 from serving.bodies import openapi_body, read_inputs
 from serving.body_limit import BodySizeLimit
 from serving.catalog import ModelCard, read_cards
 from serving.deployments import DEPLOYMENTS, with_options
-from serving.errors import client_error, install_error_handlers
+from serving.errors import client_error, error_response, install_error_handlers
 from serving.limits import ServeLimits
 from serving.schemas import ClassifyResponse, ErrorBody, GenerateResponse, Health, ModelList, request_models
 
@@ -79,15 +91,28 @@ _CLIENT_ERRORS = {
 }
 
 
+HEALTH_TIMEOUT_S = 2.0
+"""How long ``/healthz`` waits for each model's no-op call."""
+
+
+_GENERATE_RESPONSES = {
+    **_CLIENT_ERRORS,
+    200: {"description": "The outputs; with `\"stream\": true`, JSON lines while decoding",
+          "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+}
+
+
 @dataclass(frozen=True)
 class ServedModel:
     card: ModelCard
-    handle: DeploymentHandle
-    """Handle of the model's deployment; it has a method named after ``card.task``."""
+    handle: Any
+    """Whatever answers ``handle.<card.task>.remote(inputs, **options)`` (awaited): the
+    ``DeploymentHandle`` of the model's deployment, or a :class:`LocalModel`."""
 
 
-def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
-    """The HTTP API of CONTRACT.md over ``models`` (keyed by name), enforcing ``limits``."""
+def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiToken | None = None) -> FastAPI:
+    """The HTTP API of CONTRACT.md over ``models`` (keyed by name), enforcing ``limits``;
+    with a ``token``, every route but /healthz asks for it (``serving.auth``)."""
     bodies = request_models(limits)
 
     app = FastAPI(
@@ -97,6 +122,7 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes, max_upload_bytes=limits.max_upload_bytes)
+    require_token(app, token)  # added last, so it runs first: no body is read for a client without it
 
     def serving(task: str) -> Callable[[str], ServedModel]:
         """Dependency resolving ``{name}`` to a model that answers ``task``. It runs before
@@ -116,25 +142,49 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
 
         return lookup
 
-    @app.get("/healthz", response_model=Health)
-    async def healthz() -> dict[str, str]:
+    @app.get("/healthz", response_model=Health, responses={503: {"model": ErrorBody, "description": "A model "
+                                                                 "has no replica ready to answer"}})
+    async def healthz() -> Any:
+        """Ready to answer every route: each model answers a no-op call within
+        ``HEALTH_TIMEOUT_S`` (a model in its own deployment may have no live replica)."""
+        for name, model in models.items():
+            try:
+                await asyncio.wait_for(model.handle.ready.remote(), HEALTH_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                timed_out = isinstance(exc, asyncio.TimeoutError)
+                reason = f"no answer within {HEALTH_TIMEOUT_S:g} s" if timed_out else type(exc).__name__
+                return error_response(503, f"model {name!r} is not ready ({reason})")
         return {"status": "ok"}
 
     @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
     async def list_models() -> dict[str, Any]:
         return {"models": [model_info(model.card) for model in models.values()]}
 
-    async def answer(request: Request, model: ServedModel) -> list[dict[str, Any]]:
-        """The model's answers to the request's inputs, one per input, in order. A bad
-        upload is only found by the model replica; its error comes back as a 4xx."""
-        inputs, options = await read_inputs(request, model.card, bodies)
-        try:
-            return await getattr(model.handle, model.card.task).remote(inputs, **options)
-        except Exception as exc:  # noqa: BLE001 - anything that is not the client's is re-raised: a 500
-            error = client_error(exc)
-            if error is None:
-                raise
-            raise error from None
+    async def answer(model: ServedModel, inputs: list, options: dict[str, Any]) -> list[dict[str, Any]]:
+        """The model's answers to ``inputs``, one per input, in order. A bad upload is only
+        found by the model replica; its error comes back as a 4xx."""
+        async with client_errors():
+            return await once_more_if_replica_lost(
+                lambda: getattr(model.handle, model.card.task).remote(inputs, **options))
+
+    async def streamed(model: ServedModel, inputs: list, options: dict[str, Any]) -> StreamingResponse:
+        """JSON lines of the model's greedy decoding as it goes. The first item is awaited
+        before the response starts, so a bad upload still gets its 4xx status (and a lost
+        replica a second try; once lines are sent, a lost replica cuts the stream short)."""
+
+        async def start() -> tuple[AsyncIterator[dict[str, Any]], dict[str, Any]]:
+            items = model.handle.options(stream=True).stream.remote(inputs, **options)
+            return items, await anext(items)
+
+        async with client_errors():
+            items, first = await once_more_if_replica_lost(start)
+
+        async def lines() -> AsyncIterator[bytes]:
+            yield json_line(first)
+            async for item in items:
+                yield json_line(item)
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.post("/v1/models/{name}/classify", response_model=ClassifyResponse, responses=_CLIENT_ERRORS,
               openapi_extra=openapi_body(bodies, "classify"))
@@ -145,21 +195,69 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits) -> FastAPI:
         Audio models (`"input": "audio"`) take `multipart/form-data` with one `file` part
         per recording (WAV, FLAC, ...; any sample rate, mono or stereo); video models
         (`"input": "video"`) the same with one encoded video file (MP4, WebM, ...) per part."""
-        return {"predictions": await answer(request, model)}
+        inputs, options = await read_inputs(request, model.card, bodies)
+        return {"predictions": await answer(model, inputs, options)}
 
-    @app.post("/v1/models/{name}/generate", response_model=GenerateResponse, responses=_CLIENT_ERRORS,
+    @app.post("/v1/models/{name}/generate", response_model=GenerateResponse, responses=_GENERATE_RESPONSES,
               openapi_extra=openapi_body(bodies, "generate"))
-    async def generate(request: Request, model: ServedModel = Depends(serving("generate"))) -> dict[str, Any]:
+    async def generate(request: Request, model: ServedModel = Depends(serving("generate"))) -> Any:
         """Decode an output text for each input; `outputs[i]` belongs to input `i`.
 
         Text models take JSON `{"inputs": [...], "beam_size": 4, "max_length": 128}`; speech
         models (`"input": "audio"`) and video captioners (`"input": "video"`) take
         `multipart/form-data` with one `file` part per recording or video file and optional
         form fields `beam_size` and `max_length`. Options left out take the checkpoint
-        recipe's `decode` values."""
-        return {"outputs": await answer(request, model)}
+        recipe's `decode` values.
+
+        With `"stream": true` (greedy decoding) the answer is JSON lines
+        (`application/x-ndjson`) sent while decoding: one line per output token, then a
+        final line per input with its `text` and `score`."""
+        inputs, options = await read_inputs(request, model.card, bodies)
+        if options.pop("stream", False):
+            return await streamed(model, inputs, {"max_length": options["max_length"]})
+        return {"outputs": await answer(model, inputs, options)}
 
     return app
+
+
+@asynccontextmanager
+async def client_errors() -> AsyncIterator[None]:
+    """A model's error that is the client's (``serving.errors.client_error``) as the
+    HTTP error it is; anything else goes on up: a 500."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the client's
+        error = client_error(exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+REPLICA_LOST = (RayActorError, ReplicaUnavailableError)
+"""What a handle call raises when the model replica serving it died or cannot be reached
+(Ray's ``ActorDiedError`` and ``ActorUnavailableError`` are both ``RayActorError``)."""
+
+T = TypeVar("T")
+
+
+async def once_more_if_replica_lost(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, sent once more if the model replica it went to was lost meanwhile.
+
+    Serve re-sends a request its replica had not yet accepted, but one it had accepted
+    fails with the replica (``ActorDiedError``; ``ActorUnavailableError`` when handles
+    call over gRPC, as in throughput mode): without this, a 500 for each request a
+    killed replica was working on (tests/test_serving_resilience.py). Inference is
+    idempotent, so sending it again, to a replica that is alive, costs only time. Once
+    only: a second loss means the model has no live replica, and retrying would hide
+    that outage. A client error or a bug in the model is never retried."""
+    try:
+        return await call()
+    except REPLICA_LOST:
+        return await call()
+
+
+def json_line(item: dict[str, Any]) -> bytes:
+    return json.dumps(item, ensure_ascii=False).encode() + b"\n"
 
 
 def model_info(card: ModelCard) -> dict[str, Any]:
@@ -172,31 +270,90 @@ def model_info(card: ModelCard) -> dict[str, Any]:
     return info
 
 
+class LocalMethod:
+    """A model's method called the way a ``DeploymentHandle`` is (``.remote(...)``,
+    awaited), for a model living in the calling process."""
+
+    def __init__(self, method: Callable[..., Awaitable[Any]]) -> None:
+        self.method = method
+
+    def remote(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        return self.method(*args, **kwargs)
+
+
+class LocalModel:
+    """A model server (``serving.deployments``) built inside the ingress replica, behind
+    the handle interface the routes call: ``model.<task>.remote(...)``."""
+
+    def __init__(self, card: ModelCard, limits: ServeLimits, batching: bool) -> None:
+        self.server = DEPLOYMENTS[card.task, card.input].func_or_class(str(card.checkpoint), limits, batching)
+        for method in (card.task, "ready", "stream"):
+            if hasattr(self.server, method):
+                setattr(self, method, LocalMethod(getattr(self.server, method)))
+
+    def options(self, **_: Any) -> "LocalModel":
+        """As ``DeploymentHandle.options``; in-process calls need none (``stream=True``
+        included: calling an async generator method gives its items already)."""
+        return self
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 @serve.ingress()
 class Ingress:
-    """Holds a handle per model and builds the FastAPI app in the replica, where the
-    handles exist (``__serve_build_asgi_app__`` runs after ``__init__``). Its routes
-    only validate and forward, so it is cheap and allows many requests in flight:
-    they must reach the model replicas together to be batched."""
+    """Builds the FastAPI app in the replica (``__serve_build_asgi_app__`` runs after
+    ``__init__``) over each model: loaded right here (``None`` for its handle: the
+    default, one hop per request) or reached through the handle of its own deployment
+    (``separate_models``). Either way the replica allows many requests in flight: they
+    must reach a model together to be batched."""
 
-    def __init__(self, models: list[tuple[ModelCard, DeploymentHandle]], limits: ServeLimits) -> None:
-        self.models = {card.name: ServedModel(card, handle) for card, handle in models}
+    def __init__(self, models: list[tuple[ModelCard, DeploymentHandle | None]], limits: ServeLimits,
+                 token: ApiToken | None = None, *, batching: bool = True) -> None:
+        self.models = {card.name: ServedModel(card, LocalModel(card, limits, batching) if handle is None else handle)
+                       for card, handle in models}
         self.limits = limits
+        self.token = token
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.models, self.limits)
+        return create_app(self.models, self.limits, self.token)
+
+    async def batch_stats(self, name: str) -> dict[str, int]:
+        """Model ``name``'s batching so far (``serving.deployments.BatchStats``): this
+        replica's, or one replica's of its own deployment."""
+        handle = self.models[name].handle
+        if isinstance(handle, LocalModel):
+            return handle.server.batch_stats()
+        return await handle.batch_stats.remote()
+
+
+INGRESS_OPTIONS = {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 32}
+"""Serve options of an ingress that holds the models: a model replica's share of a node,
+and at most 32 requests in flight. More wait in front of it (in HAProxy's queue, in
+throughput mode), where waiting costs no Python: with 128 clients and 256 allowed, one
+2-core replica served 104 classify req/s (p99 1.6 s); with 32 allowed, 208 (p99 0.63 s)
+(bench/serve.py, 6 s runs). 32 requests still fill a batch of short texts."""
 
 
 def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = None,
-              deployment_options: Mapping[str, Any] | None = None) -> serve.Application:
+              deployment_options: Mapping[str, Any] | None = None, *, batching: bool = True,
+              separate_models: bool = False) -> serve.Application:
     """The Serve application for ``checkpoints``; model names come from each recipe's
-    ``name`` (made unique). ``deployment_options`` (Serve options such as
-    ``autoscaling_config``; see ``serving.deployments.DEPLOYMENT_OPTIONS``) apply to
-    every model deployment. Bad checkpoints raise :class:`DataError`, and limits a
-    model cannot run under or options Serve rejects :class:`ConfigError`, here, on the
-    driver, before anything is deployed."""
+    ``name`` (made unique).
+
+    By default every ingress replica loads the models itself and answers in one hop
+    (HTTP proxy -> ingress replica): on a small node, a second hop to a model replica
+    costs more CPU per request than batching saves. ``separate_models`` gives each
+    model deployments of its own behind a thin ingress, so models scale (and are
+    placed, e.g. on GPU nodes) independently. ``deployment_options`` (Serve options
+    such as ``autoscaling_config``; see ``serving.deployments.DEPLOYMENT_OPTIONS``)
+    apply to whatever holds the models: the ingress, or every model deployment.
+    ``batching=False`` runs each request alone (``rayseq serve --no-batching``: the
+    serving benchmark's comparison).
+
+    Bad checkpoints raise :class:`DataError`, and limits a model cannot run under or
+    options Serve rejects :class:`ConfigError`, here, on the driver, before anything
+    is deployed."""
     limits = limits or ServeLimits()
+    options = deployment_options or {}
     models = []
     for card in read_cards(checkpoints):
         deployment = DEPLOYMENTS.get((card.task, card.input))
@@ -205,19 +362,25 @@ def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = No
             raise DataError(f"{card.checkpoint}: task {card.task!r} on {card.input} input cannot be served yet; "
                             f"servable: {servable}")
         deployment.func_or_class.check_limits(card, limits)  # ConfigError naming the limit
-        configured = with_options(deployment, name=f"{card.task}-{card.name}", options=deployment_options or {})
-        models.append((card, configured.bind(str(card.checkpoint), limits)))
-    return Ingress.bind(models, limits)
+        if separate_models:
+            configured = with_options(deployment, name=f"{card.task}-{card.name}", options=options)
+            models.append((card, configured.bind(str(card.checkpoint), limits, batching)))
+        else:
+            models.append((card, None))
+    ingress = Ingress if separate_models else with_options(Ingress, name="Ingress",
+                                                           options={**INGRESS_OPTIONS, **options})
+    return ingress.bind(models, limits, ApiToken.from_env(), batching=batching)  # the token as an argument: the replica's env is not ours
 
 
-APP_ARGS = ("checkpoints", "limits", "deployment_options")
+APP_ARGS = ("checkpoints", "limits", "deployment_options", "batching", "separate_models")
 """The ``args`` of a Serve config application whose ``import_path`` is :func:`app_builder`."""
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """Serve config ``import_path`` entry: ``args`` are ``{"checkpoints": [...]}`` and,
     optionally, ``{"limits": {<ServeLimits field>: value}}`` and
-    ``{"deployment_options": {<Serve option>: value}}`` (see :func:`build_app`)."""
+    ``{"deployment_options": {<Serve option>: value}}``, ``{"batching": false}`` and
+    ``{"separate_models": true}`` (see :func:`build_app`)."""
     unknown = sorted(set(args) - set(APP_ARGS))
     if unknown:
         raise ConfigError(f"serve args: unknown key(s) {unknown}; known: {list(APP_ARGS)}")
@@ -231,4 +394,8 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
         raise ConfigError("serve args: 'limits' must be a mapping of ServeLimits fields")
     if not isinstance(options, dict):
         raise ConfigError("serve args: 'deployment_options' must be a mapping of Serve deployment options")
-    return build_app(checkpoints, ServeLimits.from_dict(limits), options)
+    switches = {key: args.get(key, default) for key, default in (("batching", True), ("separate_models", False))}
+    for key, value in switches.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"serve args: {key!r} must be true or false, got {value!r}")
+    return build_app(checkpoints, ServeLimits.from_dict(limits), options, **switches)

@@ -21,6 +21,7 @@ and pydantic errors as ``RequestValidationError`` with ``body`` locations), so
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from fastapi import Request
@@ -64,6 +65,11 @@ async def _read_json(request: Request, card: ModelCard, schema: type[BaseModel])
         raise RequestValidationError([error]) from None
     except UnicodeDecodeError as exc:
         raise HTTPException(400) from exc  # serving.errors names the byte
+    except RecursionError:  # json recurses per [ or {: a few kB of them exhaust the stack (was a 500)
+        raise HTTPException(400, "malformed JSON body: arrays or objects nested too deeply") from None
+    except ValueError:  # not a JSONDecodeError: Python refuses to convert such long integers (was a 500)
+        limit = sys.get_int_max_str_digits()
+        raise HTTPException(400, f"malformed JSON body: an integer with more than {limit} digits") from None
     return validated(schema, data)
 
 

@@ -1,9 +1,11 @@
 """What the driver learns about each checkpoint before anything is deployed.
 
-Reading ``config.yaml`` and ``meta.json`` (no weights, no torch model) is enough to
-name the model, list it on ``/v1/models``, pick its deployment and check it against
-the serving limits, so a bad path fails on the command line with a clear message
-instead of as a replica that never starts::
+Reading ``config.yaml`` and ``meta.json`` (no torch model) is enough to name the
+model, list it on ``/v1/models``, pick its deployment and check it against the serving
+limits, so a bad path fails on the command line with a clear message instead of as a
+replica that never starts. Both are validated as the replica will (``pipelines.checkpoint``),
+and ``model.pt`` is opened the same way, ``weights_only`` and memory-mapped (its tensors
+stay on disk), so a tampered checkpoint is refused here, before anything is deployed::
 
     checkpoint/ config.yaml, meta.json, model.pt, tokenizer file(s)
         -> ModelCard(name, kind, task, input, labels, max_length, decode, audio, video)
@@ -23,17 +25,14 @@ and video classifiers none.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
-from pipelines.config import AudioConfig, DecodeConfig, VideoConfig, recipe_from_dict
+from pipelines.checkpoint import read_checkpoint_config, read_state_dict
+from pipelines.config import AudioConfig, DecodeConfig, VideoConfig
 from pipelines.errors import DataError
-from pipelines.tasks import task_of_checkpoint
 
 CHECKPOINT_FILES = ("config.yaml", "model.pt", "meta.json")
 """Files every checkpoint has; the tokenizer file(s) depend on the task (``Task.missing_files``)."""
@@ -78,17 +77,12 @@ def read_card(checkpoint: str | Path) -> ModelCard:
     for name in CHECKPOINT_FILES:
         if not (path / name).is_file():
             raise DataError(f"{checkpoint}: not a rayseq checkpoint (missing {name})")
-    try:
-        recipe = recipe_from_dict(yaml.safe_load((path / "config.yaml").read_text()) or {})
-        meta = json.loads((path / "meta.json").read_text())
-    except (ValueError, yaml.YAMLError) as exc:  # ConfigError and JSONDecodeError are ValueErrors
-        raise DataError(f"{checkpoint}: unreadable checkpoint ({exc})") from exc
-    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str) or not isinstance(meta.get("task"), str):
-        raise DataError(f"{checkpoint}/meta.json: needs string fields 'kind' and 'task'")
-    task = task_of_checkpoint(path, meta)
+    config = read_checkpoint_config(path)
+    recipe, meta, task = config.recipe, config.meta, config.task
     missing = task.missing_files(path)
     if missing:
         raise DataError(f"{checkpoint}: not a rayseq checkpoint (missing {missing})")
+    read_state_dict(path, mmap=True)  # a tampered model.pt is refused here, not in a replica
     labels = meta.get("labels")
     return ModelCard(
         name=url_safe(recipe.name),

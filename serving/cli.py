@@ -4,24 +4,57 @@ Checks the checkpoints, deploys the Serve application on the Ray cluster in
 ``RAY_ADDRESS`` (or a local one), prints where it listens, and serves until Ctrl-C or
 SIGTERM. The same application runs from a Serve config through
 ``serving.app:app_builder``.
+
+It listens on 127.0.0.1 unless ``--host`` says otherwise. Beyond loopback it wants a
+token in ``RAYSEQ_API_TOKEN``, which every client must then send (``serving.auth``); it
+refuses to start without one unless ``--allow-unauthenticated`` says something in front
+(a proxy, a private network) already decides who may call it.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import sys
 import signal
 import threading
 from dataclasses import fields, replace
+from typing import TYPE_CHECKING
 
+from pipelines.errors import ConfigError
 from serving.limits import ServeLimits
+
+if TYPE_CHECKING:  # serving.auth imports FastAPI: too slow for every rayseq command's parser
+    from serving.auth import ApiToken
+
+TOKEN_ENV = "RAYSEQ_API_TOKEN"
+"""``serving.auth.TOKEN_ENV``, for the help text without importing FastAPI."""
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                         help="inference checkpoint folder(s) written by 'rayseq train'")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help=f"address to listen on (default: %(default)s, this machine only); any other address "
+                             f"needs {TOKEN_ENV} set (clients send 'Authorization: Bearer <token>') or "
+                             "--allow-unauthenticated")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help=f"serve a non-loopback --host without {TOKEN_ENV}: only where something in front "
+                             "(an authenticating proxy, a private network) decides who may call the API")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
+    parser.add_argument("--no-batching", dest="batching", action="store_false",
+                        help="run every request alone instead of batching concurrent ones (for comparison)")
+    parser.add_argument("--request-timeout-s", type=float, default=60.0, metavar="SECONDS",
+                        help="a request not answered in time gets 408 from Serve's proxy instead of hanging "
+                             "(default: %(default)s)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log every request in Serve's replica and proxy logs (off by default: it costs "
+                             "CPU on every request)")
+    parser.add_argument("--separate-models", action="store_true",
+                        help="serve each model from deployments of its own behind a thin ingress (models scale "
+                             "and are placed independently; one more hop per request) instead of loading them "
+                             "in every ingress replica")
     limits = parser.add_argument_group("request limits (see serving/limits.py)")
     for f in fields(ServeLimits):
         limits.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
@@ -36,24 +69,32 @@ def limits_from_args(args: argparse.Namespace) -> ServeLimits:
 
 def serve_command(args: argparse.Namespace) -> None:
     """Serve until interrupted; bad checkpoints fail first, with ``DataError``."""
+    from pipelines.runtime import init_ray, use_serve_throughput_mode
+
+    use_serve_throughput_mode()  # before ray.serve is imported
     from ray import serve
 
-    from pipelines.runtime import init_ray
     from serving.app import APP_NAME, build_app
+    from serving.auth import ApiToken
     from serving.catalog import read_cards
 
     limits = limits_from_args(args)
+    warning = check_exposure(args.host, ApiToken.from_env(), allow_unauthenticated=args.allow_unauthenticated)
     cards = read_cards(args.checkpoints)  # DataError naming the bad folder, before Ray starts
-    app = build_app(args.checkpoints, limits)
+    app = build_app(args.checkpoints, limits, batching=args.batching, separate_models=args.separate_models)
     init_ray()
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(app, name=APP_NAME, route_prefix="/")
+        logging = {"enable_access_log": args.access_log}
+        serve.start(http_options={"host": args.host, "port": args.port, "request_timeout_s": args.request_timeout_s},
+                    logging_config=logging)
+        serve.run(app, name=APP_NAME, route_prefix="/", logging_config=logging)
         url = f"http://{args.host}:{args.port}"
         for card in cards:
             takes = f" (multipart 'file' {card.input} uploads)" if card.input != "text" else ""
             print(f"serving {card.name} ({card.kind}): POST {url}/v1/models/{card.name}/{card.task}{takes}", flush=True)
         print(f"models at {url}/v1/models, API docs at {url}/docs; Ctrl-C to stop", flush=True)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         _wait_for_stop_signal()
     finally:
         # Also when Ctrl-C comes while replicas are still starting. On a shared cluster
@@ -62,6 +103,32 @@ def serve_command(args: argparse.Namespace) -> None:
             serve.delete(APP_NAME)
         else:
             serve.shutdown()
+
+
+def check_exposure(host: str, token: ApiToken | None, *, allow_unauthenticated: bool) -> str | None:
+    """Refuse (:class:`ConfigError`) to serve an open API beyond loopback unless allowed;
+    return a warning to print, if one is due."""
+    if is_loopback(host):
+        return None
+    if token is not None:
+        return (f"note: {host} is reachable beyond this machine and HTTP carries the bearer token in clear text; "
+                "put TLS in front (a load balancer or reverse proxy) outside a trusted network")
+    if not allow_unauthenticated:
+        raise ConfigError(f"--host {host} serves beyond this machine: set {TOKEN_ENV} so clients must send "
+                          "'Authorization: Bearer <token>', or pass --allow-unauthenticated if something in front "
+                          "already authenticates them")
+    return f"warning: serving without authentication on {host}: anyone who reaches it can use every model"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (a name other than localhost
+    may resolve anywhere, so it is not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _wait_for_stop_signal() -> None:

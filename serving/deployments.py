@@ -1,5 +1,7 @@
-"""Model deployments: one replica holds one checkpoint and answers with plain Python
-objects. HTTP (validation, status codes, JSON errors) lives in the ingress, ``app.py``.
+"""Model servers: one instance holds one checkpoint and answers with plain Python
+objects. It runs inside each ingress replica (``serving.app.LocalModel``, the default)
+or as a Serve deployment of its own (``separate_models``); HTTP (validation, status
+codes, JSON errors) lives in the ingress, ``app.py``.
 
 A request's inputs become model rows as soon as it arrives (texts -> token ids;
 uploaded recordings -> log-mel frames, ``serving.audio``; uploaded video files -> RGB
@@ -44,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +61,7 @@ from models.decoding import Hypothesis
 from models.frontend import SUBSAMPLING
 from pipelines.audio import AudioFeaturizer
 from pipelines.audio_inference import AudioClassifier, SpeechRecognizer
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, DataError
 from pipelines.inference import TextClassifier, predictions
 from pipelines.translation import Translator
 from pipelines.video import VideoFeaturizer
@@ -71,8 +73,6 @@ from serving.uploads import Upload
 
 if TYPE_CHECKING:
     from serving.catalog import ModelCard
-
-_DEFAULT_LIMITS = ServeLimits()
 
 
 def total_tokens(requests: list[list[list[int]]]) -> int:
@@ -163,10 +163,13 @@ class _TokenBatchWarningFilter(logging.Filter):
 
 class _Replica:
     """What every model replica shares: one torch thread (replicas share the node's
-    cores; batching gives the throughput), a batch budget in row units, batch stats.
+    cores; batching gives the throughput), a batch budget in row units, batch stats,
+    and its batcher.
 
-    ``@serve.batch`` keeps its settings on the decorated function, i.e. per process;
-    that is per replica here, since a replica is its own actor process.
+    The batcher is made per instance (``serve.batch`` over a bound method) rather than
+    by decorating the class: ``@serve.batch`` keeps one queue per decorated function,
+    i.e. per class and process, and two models of one class served from the same
+    ingress replica must not share a queue.
     """
 
     unit = "tokens"
@@ -174,14 +177,23 @@ class _Replica:
     per_token = 1
     """Row units per token of ``max_batch_tokens``."""
 
-    def _start(self, batched, limits: ServeLimits) -> None:
-        """Set up the replica before its model loads; ``batched`` is its ``@serve.batch`` method."""
+    def _start(self, run_batch, batch_size_fn, limits: ServeLimits, batching: bool) -> None:
+        """Set up the replica before its model loads. ``run_batch(items) -> results``
+        runs queued items together; ``self._batched(item)`` queues one, or, without
+        ``batching``, runs it alone (as a server without Serve's batching would: the
+        benchmark's comparison)."""
         torch.set_num_threads(1)
         logging.getLogger("ray.serve").addFilter(_TokenBatchWarningFilter())
         self.budget = self.batch_budget(limits)
-        batched.set_max_batch_size(self.budget)
-        batched.set_batch_wait_timeout_s(limits.batch_wait_timeout_s)
         self._stats = BatchStats()
+        if batching:
+            self._batched = serve.batch(max_batch_size=self.budget, batch_wait_timeout_s=limits.batch_wait_timeout_s,
+                                        batch_size_fn=batch_size_fn)(run_batch)
+        else:
+            async def alone(item):
+                return (await run_batch([item]))[0]
+
+            self._batched = alone
 
     @classmethod
     def batch_budget(cls, limits: ServeLimits) -> int:
@@ -199,6 +211,10 @@ class _Replica:
     def largest_input(cls, card: ModelCard, limits: ServeLimits) -> tuple[int, str]:
         """The longest row one input can make, and why (for ``check_limits``' messages)."""
         raise NotImplementedError
+
+    async def ready(self) -> bool:
+        """A no-op for ``/healthz``: answering at all means the model is loaded."""
+        return True
 
     def batch_stats(self) -> dict[str, int]:
         """See :class:`BatchStats` (its tokens are this replica's row units)."""
@@ -274,14 +290,9 @@ class Classifier(_Replica):
     async def classify(self, inputs: list) -> list[dict[str, Any]]:
         """One prediction per input, in order."""
         chunks = token_chunks(await self._rows(inputs), self.budget)
-        probs = await asyncio.gather(*(self.score(chunk) for chunk in chunks))
+        probs = await asyncio.gather(*(self._batched(chunk) for chunk in chunks))
         return predictions(np.concatenate(probs), self.model.labels)
 
-    @serve.batch(
-        max_batch_size=_DEFAULT_LIMITS.max_batch_tokens,
-        batch_wait_timeout_s=_DEFAULT_LIMITS.batch_wait_timeout_s,
-        batch_size_fn=total_tokens,
-    )
     async def score(self, requests: list[list]) -> list[np.ndarray]:
         """Probabilities ``(len(request), labels)`` for each queued request, from one
         pass over all their rows. The forward pass runs in a worker thread so the event
@@ -329,14 +340,23 @@ class Generator(_Replica):
         beam_size = defaults.beam_size if beam_size is None else beam_size
         max_length = defaults.max_length if max_length is None else max_length
         chunks = token_chunks(await self._rows(inputs), self.budget // beam_size)
-        found = await asyncio.gather(*(self.decode(DecodeItem(chunk, beam_size, max_length)) for chunk in chunks))
+        found = await asyncio.gather(*(self._batched(DecodeItem(chunk, beam_size, max_length)) for chunk in chunks))
         return self.model.outputs([hypotheses for part in found for hypotheses in part])
 
-    @serve.batch(
-        max_batch_size=_DEFAULT_LIMITS.max_batch_tokens,
-        batch_wait_timeout_s=_DEFAULT_LIMITS.batch_wait_timeout_s,
-        batch_size_fn=decoder_tokens,
-    )
+    async def stream(self, inputs: list, *, max_length: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Greedy decoding of ``inputs`` as it goes (``pipelines.streaming`` items: each
+        token with the text it adds, then a final item per input). One stream decodes its
+        own inputs, outside the batches: its client waits on every step. Steps run in a
+        worker thread, one at a time, so the event loop keeps serving meanwhile."""
+        rows = await self._rows(inputs)  # a bad upload fails here, before the first item
+        try:
+            items = self.streamer(rows, max_length=max_length)  # None: the recipe's decode.max_length
+        except ValueError as exc:  # a checkpoint that cannot stream (CTC): the request asks too much
+            raise DataError(f"stream: {exc}") from None
+        done = object()
+        while (item := await asyncio.to_thread(next, items, done)) is not done:
+            yield item
+
     async def decode(self, items: list[DecodeItem]) -> list[list[list[Hypothesis]]]:
         """Hypotheses for each queued item's sources, decoded in a worker thread (the
         event loop keeps taking requests, which queue up for the next batch)."""
@@ -362,8 +382,8 @@ _OPTIONS = dict(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
 class TextClassifierDeployment(TextInputs, Classifier):
     """Serves one seq2vec text checkpoint: ``classify(texts)``."""
 
-    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        self._start(self.score, limits)
+    def __init__(self, checkpoint: str, limits: ServeLimits, batching: bool = True) -> None:
+        self._start(self.score, total_tokens, limits, batching)
         self.model = TextClassifier(checkpoint, max_tokens=self.budget)
 
 
@@ -371,17 +391,18 @@ class TextClassifierDeployment(TextInputs, Classifier):
 class TranslatorDeployment(TextInputs, Generator):
     """Serves one seq2seq text checkpoint: ``generate(texts, beam_size=, max_length=)``."""
 
-    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        self._start(self.decode, limits)
+    def __init__(self, checkpoint: str, limits: ServeLimits, batching: bool = True) -> None:
+        self._start(self.decode, decoder_tokens, limits, batching)
         self.model = self.decoder = Translator(checkpoint, max_tokens=self.budget)
+        self.streamer = self.model.stream_ids
 
 
 @serve.deployment(**_OPTIONS)
 class AudioClassifierDeployment(AudioInputs, Classifier):
     """Serves one seq2vec audio checkpoint: ``classify(uploads)``."""
 
-    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        self._start(self.score, limits)
+    def __init__(self, checkpoint: str, limits: ServeLimits, batching: bool = True) -> None:
+        self._start(self.score, total_tokens, limits, batching)
         self.model = AudioClassifier(checkpoint, max_frames=self.budget)
         self._take_uploads(self.model.featurizer, limits)
 
@@ -391,10 +412,11 @@ class SpeechRecognizerDeployment(AudioInputs, Generator):
     """Serves one seq2seq audio checkpoint (speech to text):
     ``generate(uploads, beam_size=, max_length=)``."""
 
-    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        self._start(self.decode, limits)
+    def __init__(self, checkpoint: str, limits: ServeLimits, batching: bool = True) -> None:
+        self._start(self.decode, decoder_tokens, limits, batching)
         self.model = SpeechRecognizer(checkpoint, max_frames=self.budget)
         self.decoder = _FrameDecoder(self.model.generate_features)
+        self.streamer = self.model.stream_features
         self._take_uploads(self.model.featurizer, limits)
 
 
@@ -402,8 +424,8 @@ class SpeechRecognizerDeployment(AudioInputs, Generator):
 class VideoClassifierDeployment(VideoInputs, Classifier):
     """Serves one seq2vec video checkpoint: ``classify(uploads)``."""
 
-    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        self._start(self.score, limits)
+    def __init__(self, checkpoint: str, limits: ServeLimits, batching: bool = True) -> None:
+        self._start(self.score, total_tokens, limits, batching)
         self.model = VideoClassifier(checkpoint, max_frames=self.budget)
         self._take_uploads(self.model.featurizer, limits)
 
@@ -413,10 +435,11 @@ class VideoCaptionerDeployment(VideoInputs, Generator):
     """Serves one vec2seq or seq2seq video checkpoint (video to text):
     ``generate(uploads, beam_size=, max_length=)``."""
 
-    def __init__(self, checkpoint: str, limits: ServeLimits) -> None:
-        self._start(self.decode, limits)
+    def __init__(self, checkpoint: str, limits: ServeLimits, batching: bool = True) -> None:
+        self._start(self.decode, decoder_tokens, limits, batching)
         self.model = VideoCaptioner(checkpoint, max_frames=self.budget)
         self.decoder = _FrameDecoder(self.model.generate_clips)
+        self.streamer = self.model.stream_clips
         self._take_uploads(self.model.featurizer, limits)
 
 

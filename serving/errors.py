@@ -129,6 +129,12 @@ def client_error(exc: BaseException) -> HTTPException | None:
     error = user_error(exc)
     if not isinstance(error, DataError):
         return None
+    # Ray re-raises a replica's error as a RayTaskError that is also an instance of its
+    # class, but whose str() is the remote traceback (file paths, pid, node IP): the
+    # client gets the original's message.
+    original = getattr(error, "cause", None)
+    if isinstance(original, DataError):
+        error = original
     return HTTPException(413 if isinstance(error, TooLarge) else 422, str(error))
 
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import UploadFile
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from serving.limits import ServeLimits
@@ -44,6 +45,15 @@ def _file_part(value: Any) -> Any:
     if isinstance(value, str):
         raise PydanticCustomError("file_part", "must be a file part (one with a filename), got a text field")
     return value
+
+
+def _stream_is_greedy(request: Any) -> Any:
+    """Streaming shows the one hypothesis greedy search keeps; a beam's best is only known
+    at the end."""
+    if request.stream and request.beam_size not in (None, 1):
+        raise PydanticCustomError("stream_beam", "stream decodes greedily: beam_size must be 1 or left out, got "
+                                                 "{beam_size}", {"beam_size": request.beam_size})
+    return request
 
 
 class _Request(BaseModel):
@@ -107,6 +117,12 @@ def request_models(limits: ServeLimits) -> RequestModels:
         description=f"most output tokens per input, 1 to {limits.max_generate_length}; "
                     "default: the model recipe's decode.max_length (128 unless the recipe says otherwise)")]
 
+    Stream = Annotated[bool, Field(
+        description="answer as JSON lines (application/x-ndjson) while decoding: a line "
+                    '{"type": "token", "index", "token", "delta"} per output token, then '
+                    '{"type": "final", "index", "delta", "text", "score", "tokens"} per input; '
+                    "an input's deltas joined are its text. Greedy decoding: beam_size must be 1 or left out")]
+
     class ClassifyRequest(_Request):
         """Texts to classify; one prediction comes back per text, in the same order."""
 
@@ -118,6 +134,9 @@ def request_models(limits: ServeLimits) -> RequestModels:
         inputs: Texts = Field(examples=[["the cat sat on the mat"]])
         beam_size: BeamSize = None
         max_length: MaxLength = None
+        stream: Stream = False
+
+        _greedy_stream = model_validator(mode="after")(_stream_is_greedy)
 
     class ClassifyUpload(_Form):
         """Recordings or video files to classify (an audio or video model); one prediction
@@ -132,6 +151,9 @@ def request_models(limits: ServeLimits) -> RequestModels:
         file: Files
         beam_size: BeamSize = None
         max_length: MaxLength = None
+        stream: Stream = False
+
+        _greedy_stream = model_validator(mode="after")(_stream_is_greedy)
 
     return RequestModels(classify=ClassifyRequest, generate=GenerateRequest,
                          classify_upload=ClassifyUpload, generate_upload=GenerateUpload)

@@ -22,6 +22,10 @@ import pytest
 # Ray 2.60 turns token auth on for clusters started here, but a client given an explicit
 # address only sends the token in token mode; Ray reads this when it is imported.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# Serve's high-throughput mode, as `rayseq serve` runs it; the session head inherits it.
+from pipelines.runtime import use_serve_throughput_mode  # noqa: E402
+
+use_serve_throughput_mode()
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -356,3 +360,56 @@ def last_json_line(stdout: str) -> dict:
     lines = [line for line in stdout.strip().splitlines() if line.strip()]
     assert lines, "no output"
     return json.loads(lines[-1])
+
+
+@contextlib.contextmanager
+def serve_app(ray_head: dict, app, name: str = "rayseq"):
+    """Deploy the Serve ``app`` on the session's head as ``name``; yields its base URL and
+    deletes it afterwards. Serve keeps the HTTP port it first started with, so the port
+    is read back; a Serve instance this call started is shut down again at the end."""
+    from ray import serve
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    serve_was_running = bool(serve.status().proxies)
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # ignored if Serve runs already
+    try:
+        serve.run(app, name=name, route_prefix="/")
+        port = ServeSubmissionClient(ray_head["dashboard"]).get_serve_details()["http_options"]["port"]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.delete(name)
+        if not serve_was_running and not serve.status().applications:
+            serve.shutdown()
+
+
+_HANDLE_LOOP = None
+
+
+def call_deployment(deployment: str, method: str, *args, app_name: str = "rayseq"):
+    """``deployment.method(*args)`` through a Serve handle, from sync test code. In Serve's
+    throughput mode a handle routes on the event loop it was first used in (no router
+    thread), and Serve caches handles: every call runs on one loop, kept in a thread."""
+    import asyncio
+    import threading
+
+    from ray import serve
+
+    global _HANDLE_LOOP
+    if _HANDLE_LOOP is None:
+        _HANDLE_LOOP = asyncio.new_event_loop()
+        threading.Thread(target=_HANDLE_LOOP.run_forever, daemon=True, name="serve-handles").start()
+
+    async def call():
+        handle = serve.get_deployment_handle(deployment, app_name=app_name)
+        return await getattr(handle, method).remote(*args)
+
+    return asyncio.run_coroutine_threadsafe(call(), _HANDLE_LOOP).result(timeout=120)
+
+
+def assert_error(response, status: int, *fragments: str) -> None:
+    """An HTTP error answer: ``status``, JSON ``{"error": message}`` naming every fragment."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    message = response.json()["error"]
+    for fragment in fragments:
+        assert fragment in message, message

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from conftest import free_port
+from conftest import assert_error, call_deployment, free_port
 from pipelines.errors import ConfigError, DataError
 from serving.catalog import read_cards
 from serving.deployments import DecodeItem, decode_grouped, decoder_tokens, token_chunks, total_tokens
@@ -257,14 +257,6 @@ def translations(tiny_translator):
     return lookup
 
 
-def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    message = response.json()["error"]
-    for fragment in fragments:
-        assert fragment in message, message
-
-
 def assert_same_prediction(got: dict, want: dict) -> None:
     assert got["label"] == want["label"]
     assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
@@ -315,8 +307,6 @@ def test_classify_answers_each_input_in_order(client, reference):
 
 @pytest.mark.ray
 def test_concurrent_requests_share_token_budgeted_batches(client, reference):
-    from ray import serve
-
     from serving.app import APP_NAME
 
     texts = [TEXTS[i % len(TEXTS)] for i in range(16)]
@@ -330,8 +320,7 @@ def test_concurrent_requests_share_token_budgeted_batches(client, reference):
         assert response.status_code == 200, response.text
         [prediction] = response.json()["predictions"]
         assert_same_prediction(prediction, reference[text])
-    model = serve.get_deployment_handle("classify-tiny_sentiment", app_name=APP_NAME)
-    stats = model.batch_stats.remote().result()
+    stats = call_deployment("Ingress", "batch_stats", "tiny_sentiment", app_name=APP_NAME)
     assert stats["largest_batch_requests"] > 1, stats  # requests shared a forward pass ...
     assert stats["largest_batch_tokens"] <= LIMITS.max_batch_tokens, stats  # ... within the token budget
 
@@ -377,8 +366,6 @@ def test_generate_defaults_come_from_the_recipe(client, translations):
 
 @pytest.mark.ray
 def test_concurrent_generate_requests_with_mixed_options_share_batches(client, translations):
-    from ray import serve
-
     from serving.app import APP_NAME
 
     options = [{"beam_size": beam, "max_length": length} for beam, length in [(1, 20), (2, 30), (4, 30), (1, 40)]]
@@ -394,8 +381,7 @@ def test_concurrent_generate_requests_with_mixed_options_share_batches(client, t
         assert response.status_code == 200, response.text
         [output] = response.json()["outputs"]
         assert_same_output(output, translations(option["beam_size"], option["max_length"])[source])
-    model = serve.get_deployment_handle("generate-tiny_translation", app_name=APP_NAME)
-    stats = model.batch_stats.remote().result()
+    stats = call_deployment("Ingress", "batch_stats", "tiny_translation", app_name=APP_NAME)
     assert stats["largest_batch_requests"] > 1, stats  # requests shared a batch ...
     assert stats["largest_batch_groups"] > 1, stats  # ... with different options ...
     assert stats["largest_batch_tokens"] <= LIMITS.max_batch_tokens, stats  # ... within the token budget

@@ -19,7 +19,7 @@ from fastapi import UploadFile
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from conftest import free_port, wav_bytes
+from conftest import assert_error, call_deployment, serve_app, wav_bytes
 from pipelines.audio import AudioFeaturizer
 from pipelines.config import AudioConfig
 from pipelines.errors import ConfigError, DataError
@@ -199,25 +199,11 @@ def test_app_builder_checks_audio_models_against_the_limits(tiny_audio_classifie
 @pytest.fixture(scope="module")
 def client(ray_head, tiny_audio_classifier, tiny_speech_recognizer, tiny_checkpoint):
     """An HTTP client for the deployed application (deleted again after the module)."""
-    from ray import serve
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from serving.app import build_app
 
-    from serving.app import APP_NAME, build_app
-
-    serve_was_running = bool(serve.status().proxies)
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # ignored if Serve runs already
-    try:
-        serve.run(build_app([tiny_audio_classifier, tiny_speech_recognizer, tiny_checkpoint], LIMITS),
-                  name=APP_NAME, route_prefix="/")
-        port = ServeSubmissionClient(ray_head["dashboard"]).get_serve_details()["http_options"]["port"]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            yield http
-    finally:
-        serve.delete(APP_NAME)
-        # Serve keeps the HTTP port it started with: stop it again if this module started
-        # it, so a later serve.start() gets the port it asks for.
-        if not serve_was_running and not serve.status().applications:
-            serve.shutdown()
+    app = build_app([tiny_audio_classifier, tiny_speech_recognizer, tiny_checkpoint], LIMITS)
+    with serve_app(ray_head, app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        yield http
 
 
 @pytest.fixture(scope="module")
@@ -240,14 +226,6 @@ def post(client: httpx.Client, model: str, task: str, files: list[tuple[str, byt
     parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
     parts += [(key, (None, str(value))) for key, value in fields.items()]
     return client.post(f"/v1/models/{model}/{task}", files=parts)
-
-
-def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    message = response.json()["error"]
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 @pytest.mark.ray
@@ -300,8 +278,6 @@ def test_generate_transcribes_each_upload(client, recognizer):
 
 @pytest.mark.ray
 def test_concurrent_uploads_share_batches(client):
-    from ray import serve
-
     from serving.app import APP_NAME
 
     names = [list(RECORDINGS)[i % len(RECORDINGS)] for i in range(8)]
@@ -312,7 +288,7 @@ def test_concurrent_uploads_share_batches(client):
                                                     files=[("file", (n, RECORDINGS[n]))]) for n in names))
 
     assert [r.status_code for r in asyncio.run(send_all())] == [200] * len(names)
-    stats = serve.get_deployment_handle(f"classify-{DIGITS}", app_name=APP_NAME).batch_stats.remote().result()
+    stats = call_deployment("Ingress", "batch_stats", DIGITS, app_name=APP_NAME)
     assert stats["largest_batch_requests"] > 1, stats
     assert stats["largest_batch_tokens"] <= LIMITS.max_batch_tokens * 4, stats  # frames: 4 per token
 

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import free_port, mp4_bytes, wav_bytes
+from conftest import assert_error, mp4_bytes, serve_app, wav_bytes
 from pipelines.config import VideoConfig
 from pipelines.errors import ConfigError, DataError
 from pipelines.video import Probe, VideoFeaturizer
@@ -216,26 +216,12 @@ def no_server_error(response: httpx.Response) -> None:
 @pytest.fixture(scope="module")
 def client(ray_head, tiny_video_classifier, tiny_video_captioner, tiny_checkpoint):
     """An HTTP client for the deployed application (deleted again after the module)."""
-    from ray import serve
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from serving.app import build_app
 
-    from serving.app import APP_NAME, build_app
-
-    serve_was_running = bool(serve.status().proxies)
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # ignored if Serve runs already
-    try:
-        serve.run(build_app([tiny_video_classifier, tiny_video_captioner, tiny_checkpoint], LIMITS),
-                  name=APP_NAME, route_prefix="/")
-        port = ServeSubmissionClient(ray_head["dashboard"]).get_serve_details()["http_options"]["port"]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                          event_hooks={"response": [no_server_error]}) as http:
-            yield http
-    finally:
-        serve.delete(APP_NAME)
-        # Serve keeps the HTTP port it started with: stop it again if this module started
-        # it, so a later serve.start() gets the port it asks for.
-        if not serve_was_running and not serve.status().applications:
-            serve.shutdown()
+    app = build_app([tiny_video_classifier, tiny_video_captioner, tiny_checkpoint], LIMITS)
+    with serve_app(ray_head, app) as url, httpx.Client(base_url=url, timeout=60,
+                                                       event_hooks={"response": [no_server_error]}) as http:
+        yield http
 
 
 @pytest.fixture(scope="module")
@@ -258,14 +244,6 @@ def post(client: httpx.Client, model: str, task: str, files: list[tuple[str, byt
     parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
     parts += [(key, (None, str(value))) for key, value in fields.items()]
     return client.post(f"/v1/models/{model}/{task}", files=parts)
-
-
-def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    message = response.json()["error"]
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 @pytest.mark.ray
