@@ -1,4 +1,4 @@
-"""Serving under load: rayseq's Ray Serve app (batched and unbatched) vs. a plain FastAPI process.
+"""Serving under load: rayseq's Ray Serve app (batched, separate, unbatched) vs. a plain FastAPI process.
 
 Acceptance items (issue 8): "closed-loop load generator (bounded count and time,
 loopback only) with a concurrency sweep (1, 8, 32, 128), reporting req/s, p50/p95/p99
@@ -14,6 +14,7 @@ unbatched.
 attention), one arm at a time, on the same loopback port range::
 
     batched    rayseq serve SENTIMENT TRANSLATION              (local Ray, the defaults)
+    separate   rayseq serve ... --separate-models              (a deployment per model)
     unbatched  rayseq serve ... --no-batching                  (each request alone)
     peer       python bench/serve_peer.py SENTIMENT TRANSLATION  (one uvicorn process)
 
@@ -26,7 +27,7 @@ the rest of Ray), so the table also says where the time goes.
 
 Usage, from the repository root::
 
-    python bench/serve.py                 # ~12 min on 2 cores (trains the two demos first if needed)
+    python bench/serve.py                 # ~10 min on 2 cores (trains the two demos first if needed)
     python bench/serve.py --quick --out /tmp/serve.json   # smoke run
 
 Writes ``bench/results/serve.json`` and ``serve.png``; ``--quick`` writes only with ``--out``.

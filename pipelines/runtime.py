@@ -33,13 +33,17 @@ process; this mode is what lets rayseq's app beat one (bench/serve.py, bench/REA
 
 
 def use_serve_throughput_mode() -> None:
-    """Turn :data:`SERVE_THROUGHPUT_MODE` on unless the environment says otherwise. Serve
+    """Turn :data:`SERVE_THROUGHPUT_MODE` on for a local Ray this process is about to start
+    (not when joining ``RAY_ADDRESS``), unless the environment says otherwise. Serve
     reads these when ``ray.serve`` is first imported, in every process: call this before
     that import and before starting a local Ray, whose processes inherit it. A cluster
-    joined through ``RAY_ADDRESS`` needs them in its nodes' environment (cluster.yaml,
-    deploy/kuberay)."""
+    runs the mode its nodes were started with: HAProxy forwards to replicas on other
+    nodes only if they listen beyond loopback (Serve ``http_options.host``), so the
+    cluster configs leave it off (README "Serving")."""
     import sys
 
+    if os.environ.get("RAY_ADDRESS"):
+        return  # joining a cluster: its nodes were started in one mode or the other
     if "ray.serve" in sys.modules and not all(os.environ.get(k) for k in SERVE_THROUGHPUT_MODE):
         raise RuntimeError("use_serve_throughput_mode() must run before ray.serve is imported")
     for key, value in SERVE_THROUGHPUT_MODE.items():

@@ -63,7 +63,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import ReplicaUnavailableError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from pipelines.errors import ConfigError, DataError
@@ -153,7 +153,8 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
             except Exception as exc:  # noqa: BLE001 - any failure means not ready
                 timed_out = isinstance(exc, asyncio.TimeoutError)
                 reason = f"no answer within {HEALTH_TIMEOUT_S:g} s" if timed_out else type(exc).__name__
-                return error_response(503, f"model {name!r} is not ready ({reason})")
+                who = "a model" if token else f"model {name!r}"  # /healthz is open: names only when /v1/models is
+                return error_response(503, f"{who} is not ready ({reason})")
         return {"status": "ok"}
 
     @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
@@ -181,8 +182,12 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
 
         async def lines() -> AsyncIterator[bytes]:
             yield json_line(first)
-            async for item in items:
-                yield json_line(item)
+            try:
+                async for item in items:
+                    yield json_line(item)
+            except Exception as exc:  # noqa: BLE001 - the status is sent: say so in the stream itself
+                yield json_line({"type": "error", "error": f"decoding stopped: {type(exc).__name__}"})
+                raise
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -223,9 +228,13 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
 @asynccontextmanager
 async def client_errors() -> AsyncIterator[None]:
     """A model's error that is the client's (``serving.errors.client_error``) as the
-    HTTP error it is; anything else goes on up: a 500."""
+    HTTP error it is; a model with no replica to answer (lost twice, none running, its
+    queue full) as a 503 the client may retry; anything else goes on up: a 500."""
     try:
         yield
+    except UNAVAILABLE as exc:
+        raise HTTPException(503, f"the model is unavailable right now ({type(exc).__name__}); retry shortly",
+                            headers={"Retry-After": "1"}) from None
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is the client's
         error = client_error(exc)
         if error is None:
@@ -236,6 +245,9 @@ async def client_errors() -> AsyncIterator[None]:
 REPLICA_LOST = (RayActorError, ReplicaUnavailableError)
 """What a handle call raises when the model replica serving it died or cannot be reached
 (Ray's ``ActorDiedError`` and ``ActorUnavailableError`` are both ``RayActorError``)."""
+
+UNAVAILABLE = (*REPLICA_LOST, BackPressureError, DeploymentUnavailableError)
+"""What a handle call raises when no replica can take the request now: a 503, not a bug."""
 
 T = TypeVar("T")
 

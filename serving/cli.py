@@ -46,7 +46,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-batching", dest="batching", action="store_false",
                         help="run every request alone instead of batching concurrent ones (for comparison)")
     parser.add_argument("--request-timeout-s", type=float, default=60.0, metavar="SECONDS",
-                        help="a request not answered in time gets 408 from Serve's proxy instead of hanging "
+                        help="a request not answered in time gets 408 from Serve instead of hanging (a stream too) "
                              "(default: %(default)s)")
     parser.add_argument("--access-log", action="store_true",
                         help="log every request in Serve's replica and proxy logs (off by default: it costs "
@@ -84,10 +84,10 @@ def serve_command(args: argparse.Namespace) -> None:
     app = build_app(args.checkpoints, limits, batching=args.batching, separate_models=args.separate_models)
     init_ray()
     try:
-        logging = {"enable_access_log": args.access_log}
+        log_config = {"enable_access_log": args.access_log}
         serve.start(http_options={"host": args.host, "port": args.port, "request_timeout_s": args.request_timeout_s},
-                    logging_config=logging)
-        serve.run(app, name=APP_NAME, route_prefix="/", logging_config=logging)
+                    logging_config=log_config)
+        serve.run(app, name=APP_NAME, route_prefix="/", logging_config=log_config)
         url = f"http://{args.host}:{args.port}"
         for card in cards:
             takes = f" (multipart 'file' {card.input} uploads)" if card.input != "text" else ""

@@ -161,6 +161,13 @@ class _TokenBatchWarningFilter(logging.Filter):
         return not ("max_batch_size" in message and "max_ongoing_requests" in message)
 
 
+def _quiet_token_batch_warning() -> None:
+    """Install :class:`_TokenBatchWarningFilter` once per process (models share ingress replicas)."""
+    serve_log = logging.getLogger("ray.serve")
+    if not any(isinstance(f, _TokenBatchWarningFilter) for f in serve_log.filters):
+        serve_log.addFilter(_TokenBatchWarningFilter())
+
+
 class _Replica:
     """What every model replica shares: one torch thread (replicas share the node's
     cores; batching gives the throughput), a batch budget in row units, batch stats,
@@ -183,7 +190,7 @@ class _Replica:
         ``batching``, runs it alone (as a server without Serve's batching would: the
         benchmark's comparison)."""
         torch.set_num_threads(1)
-        logging.getLogger("ray.serve").addFilter(_TokenBatchWarningFilter())
+        _quiet_token_batch_warning()
         self.budget = self.batch_budget(limits)
         self._stats = BatchStats()
         if batching:
@@ -348,11 +355,11 @@ class Generator(_Replica):
         token with the text it adds, then a final item per input). One stream decodes its
         own inputs, outside the batches: its client waits on every step. Steps run in a
         worker thread, one at a time, so the event loop keeps serving meanwhile."""
+        if getattr(self.model, "ctc", False):
+            raise DataError("stream: this speech model decodes with CTC, which has no step-by-step decoder to "
+                            "stream from; send the request without 'stream'")
         rows = await self._rows(inputs)  # a bad upload fails here, before the first item
-        try:
-            items = self.streamer(rows, max_length=max_length)  # None: the recipe's decode.max_length
-        except ValueError as exc:  # a checkpoint that cannot stream (CTC): the request asks too much
-            raise DataError(f"stream: {exc}") from None
+        items = self.streamer(rows, max_length=max_length)  # None: the recipe's decode.max_length
         done = object()
         while (item := await asyncio.to_thread(next, items, done)) is not done:
             yield item

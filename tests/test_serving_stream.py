@@ -120,3 +120,36 @@ def test_serve_streams_tokens_as_they_are_decoded(served, greedy):
         refused = http.post("/v1/models/tiny_translation/generate",
                             json={"inputs": SOURCES, "stream": True, "beam_size": 2})
         assert refused.status_code == 422, refused.text
+
+
+def test_a_stream_that_breaks_after_its_first_line_ends_with_an_error_line(tiny_translator):
+    """The 200 is already sent, so the stream itself must say it stopped early."""
+    from serving.app import ServedModel, create_app
+    from serving.catalog import read_cards
+
+    class Breaking:
+        def options(self, **_):
+            return self
+
+        class stream:  # noqa: N801 - stands in for a handle method
+            @staticmethod
+            def remote(inputs, **options):
+                async def items():
+                    yield {"type": "token", "index": 0, "token": 5, "delta": "ein"}
+                    raise RuntimeError("replica lost mid-stream")
+
+                return items()
+
+    (card,) = read_cards([tiny_translator])
+    app = create_app({card.name: ServedModel(card, Breaking())}, LIMITS)
+
+    async def send():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # as a server logs and goes on
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await http.post("/v1/models/tiny_translation/generate", json={"inputs": SOURCES[:1], "stream": True})
+
+    response = asyncio.run(send())
+    assert response.status_code == 200
+    *tokens, last = [json.loads(line) for line in response.text.splitlines()]
+    assert [t["type"] for t in tokens] == ["token"]
+    assert last == {"type": "error", "error": "decoding stopped: RuntimeError"}
