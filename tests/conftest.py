@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 # address only sends the token in token mode; Ray reads this when it is imported.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 # Serve's high-throughput mode, as `rayseq serve` runs it; the session head inherits it.
-from pipelines.runtime import use_serve_throughput_mode  # noqa: E402
+from pipelines.runtime import free_port, use_serve_throughput_mode  # noqa: E402
 
 use_serve_throughput_mode()
 
@@ -40,12 +39,6 @@ saw its fake_gpu nodes and hung)."""
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.path.name not in OWN_CLUSTER_TESTS)  # stable: order kept otherwise
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -413,3 +406,11 @@ def assert_error(response, status: int, *fragments: str) -> None:
     message = response.json()["error"]
     for fragment in fragments:
         assert fragment in message, message
+
+
+def post_files(client, model: str, task: str, files: list[tuple[str, bytes]], **fields):
+    """POST ``files`` ((file name, bytes) pairs) as ``file`` parts of a multipart body to a
+    model's route, with ``fields`` as plain form fields (an audio or video model's request)."""
+    parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
+    parts += [(key, (None, str(value))) for key, value in fields.items()]
+    return client.post(f"/v1/models/{model}/{task}", files=parts)

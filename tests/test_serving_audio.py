@@ -19,7 +19,7 @@ from fastapi import UploadFile
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from conftest import assert_error, call_deployment, serve_app, wav_bytes
+from conftest import assert_error, call_deployment, post_files as post, serve_app, wav_bytes
 from pipelines.audio import AudioFeaturizer
 from pipelines.config import AudioConfig
 from pipelines.errors import ConfigError, DataError
@@ -219,13 +219,6 @@ def recognizer(tiny_speech_recognizer):
     from pipelines.audio_inference import SpeechRecognizer
 
     return SpeechRecognizer(tiny_speech_recognizer)
-
-
-def post(client: httpx.Client, model: str, task: str, files: list[tuple[str, bytes]], **fields) -> httpx.Response:
-    """``files``: (file name, bytes) sent as ``file`` parts; ``fields``: plain form fields."""
-    parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
-    parts += [(key, (None, str(value))) for key, value in fields.items()]
-    return client.post(f"/v1/models/{model}/{task}", files=parts)
 
 
 @pytest.mark.ray

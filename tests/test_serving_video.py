@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import assert_error, mp4_bytes, serve_app, wav_bytes
+from conftest import assert_error, mp4_bytes, post_files as post, serve_app, wav_bytes
 from pipelines.config import VideoConfig
 from pipelines.errors import ConfigError, DataError
 from pipelines.video import Probe, VideoFeaturizer
@@ -237,13 +237,6 @@ def captioner(tiny_video_captioner):
     from pipelines.video_inference import VideoCaptioner
 
     return VideoCaptioner(tiny_video_captioner)
-
-
-def post(client: httpx.Client, model: str, task: str, files: list[tuple[str, bytes]], **fields) -> httpx.Response:
-    """``files``: (file name, bytes) sent as ``file`` parts; ``fields``: plain form fields."""
-    parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
-    parts += [(key, (None, str(value))) for key, value in fields.items()]
-    return client.post(f"/v1/models/{model}/{task}", files=parts)
 
 
 @pytest.mark.ray
