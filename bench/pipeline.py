@@ -65,7 +65,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -85,6 +84,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
 from bench.machine import run_info  # noqa: E402
+from pipelines.runtime import free_port  # noqa: E402
 if str(ROOT) not in sys.path:  # spawned workers import this file by path
     sys.path.insert(0, str(ROOT))
 
@@ -746,19 +746,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------------------- run
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_benchmark(settings: Settings) -> dict[str, Any]:
     """Spawn the two workers, time every arm, return the report."""
     load_start = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="rayseq-bench-") as tmp:
         raw_path = Path(tmp) / "raw.json"
         started = time.perf_counter()
-        mp.spawn(_worker, args=(settings, _free_port(), str(raw_path)), nprocs=2, join=True)
+        mp.spawn(_worker, args=(settings, free_port(), str(raw_path)), nprocs=2, join=True)
         elapsed = time.perf_counter() - started
         raw = json.loads(raw_path.read_text())
     return {

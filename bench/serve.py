@@ -42,7 +42,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -55,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.load import run_load  # noqa: E402
 from bench.machine import run_info  # noqa: E402
+from pipelines.runtime import free_port  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "serve.json"
 RECIPES = {"classify": "recipes/demo_sentiment.yaml", "generate": "recipes/demo_translation.yaml"}
@@ -103,17 +103,11 @@ def _without_ray_address() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """One arm's server process (and, for Serve, the local Ray it starts) on a free port."""
 
     def __init__(self, arm: str, ckpts: dict[str, Path], serve_args: list[str] | None = None) -> None:
-        self.arm, self.port = arm, _free_port()
+        self.arm, self.port = arm, free_port()
         paths = [str(p) for p in ckpts.values()]
         if arm == "peer":
             command = [sys.executable, "bench/serve_peer.py", *paths]

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import time
 from pathlib import Path
 
 from pipelines.config import load_recipe
+from pipelines.runtime import free_port
 
 RECIPES = ("recipes/demo_sentiment.yaml", "recipes/demo_translation.yaml")
 EXAMPLES = {
@@ -34,12 +34,6 @@ EXAMPLES = {
     "generate": ["We have forty-two cats.", "She sells three thousand, nine hundred and seventy-one books.",
                  "They see eight hundred and sixteen birds."],
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _valid_path(recipe) -> Path:
@@ -83,7 +77,7 @@ def run(recipe_paths: list[str], output: Path, overrides: list[str]) -> dict:
             "train_wall_s": trained["wall_s"],
         }
 
-    port = _free_port()
+    port = free_port()
     print(f"== 4/4 serve both models on http://127.0.0.1:{port}", flush=True)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -52,18 +52,19 @@ def use_serve_throughput_mode() -> None:
         # HAProxy's stats and Prometheus listeners have fixed default ports (8404, 9101):
         # a second Serve instance on the machine would fail to start on them.
         for key in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-            os.environ.setdefault(key, str(_free_port()))
+            os.environ.setdefault(key, str(free_port("")))  # HAProxy binds them on every interface
         # A stopping ingress replica stays open this long so load balancers can forget it:
         # Ray's 30 s suits external ones, but HAProxy here hears of it within ~0.1 s, and
         # 30 s would hold up every Ctrl-C, redeploy and scale-down.
         os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 
 
-def _free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now ("" for every interface)."""
     import socket
 
     with socket.socket() as s:
-        s.bind(("", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
