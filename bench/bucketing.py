@@ -48,7 +48,6 @@ counted over every batch of the split; tokens/s and frames/s over the steps run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -78,7 +77,7 @@ from pipelines.tokenization import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
-from bench.machine import run_info  # noqa: E402
+from bench.machine import run_info, write_report  # noqa: E402
 DEFAULT_DATA_ROOT = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "bench" / "results" / "bucketing.json"
 GOAL_PADDING = 0.05
@@ -591,9 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print("note: --quick smoke run (600 examples a dataset, tiny models, 3 steps): not the benchmark's numbers")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+        write_report(out, report)
         if report["results"]:
             plot(report["results"], out.with_suffix(".png"))
             print(f"wrote {out.with_suffix('.png')}")

@@ -60,7 +60,7 @@ from pipelines.translation import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
-from bench.machine import run_info  # noqa: E402
+from bench.machine import run_info, write_report  # noqa: E402
 DEFAULT_CHECKPOINT = ROOT / "runs" / "demo-translation" / "checkpoint"
 FALLBACK_DATA = ROOT.parent / "shared" / "data" / "multi30k" / "val.en"
 DEFAULT_OUT = ROOT / "bench" / "results" / "decode.json"
@@ -302,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not writing {out.relative_to(ROOT)}: see the note above (pass --out to write anyway)")
         out = None
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+        write_report(out, report)
     return 0
 
 

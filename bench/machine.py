@@ -1,12 +1,14 @@
-"""What every benchmark report records about where it ran."""
+"""What every benchmark report records about where it ran, and how it is written."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -33,3 +35,10 @@ def run_info(**machine: Any) -> dict[str, Any]:
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "machine": {**info, **machine},
     }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """``report`` as indented JSON at ``path`` (folders made), and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path}")

@@ -83,7 +83,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
-from bench.machine import run_info  # noqa: E402
+from bench.machine import run_info, write_report  # noqa: E402
 from pipelines.runtime import free_port  # noqa: E402
 if str(ROOT) not in sys.path:  # spawned workers import this file by path
     sys.path.insert(0, str(ROOT))
@@ -794,9 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print("note: --quick smoke run (tiny model, 1 round): not the benchmark's numbers")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+        write_report(out, report)
         plot(report["results"], out.with_suffix(".png"))
         print(f"wrote {out.with_suffix('.png')}")
     return 0

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import run_load  # noqa: E402
-from bench.machine import run_info  # noqa: E402
+from bench.machine import run_info, write_report  # noqa: E402
 from pipelines.runtime import free_port  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "serve.json"
@@ -338,16 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=1))
     out = Path(args.out) if args.out else (None if args.quick else DEFAULT_OUT)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         report = {**info, "settings": {"levels": levels, "seconds": args.seconds, "warmup_s": args.warmup,
                                        "serve_args": args.serve_args,
                                        "beam_size": BEAM_SIZE, "inputs_per_request": 1,
                                        "checkpoints": {t: str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
                                                        for t, p in ckpts.items()}},
                   "goals": summary, "rows": rows}
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        write_report(out, report)
         plot(rows, out.with_suffix(".png"))
-        print(f"wrote {out} and {out.with_suffix('.png')}")
+        print(f"wrote {out.with_suffix('.png')}")
     return 0
 
 

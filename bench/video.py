@@ -51,7 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import run_info  # noqa: E402
+from bench.machine import run_info, write_report  # noqa: E402
 from pipelines.config import VideoConfig  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "video.json"
@@ -269,10 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         report = run(settings, args.work or Path(tmp), args.part, previous)
     print(table(report))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
+        write_report(out, report)
         plot(report, out.with_suffix(".png"))
-        print(f"wrote {out} and {out.with_suffix('.png')}")
+        print(f"wrote {out.with_suffix('.png')}")
     return 0
 
 

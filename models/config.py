@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 KINDS = ("seq2vec", "seq2seq", "vec2seq")
 CELLS = ("lstm", "gru")
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean", "max")
 ATTENTIONS = ("luong", "bahdanau")
 INPUTS = ("text", "audio", "video")
 DECODERS = ("attention", "ctc")
@@ -52,7 +52,8 @@ class ModelConfig:
     """Dropout on each recurrent layer's input and on the head's input (pooled features
     for seq2vec, the attentional vector for seq2seq)."""
     pooling: str = "mean"
-    """seq2vec pooling: ``last`` state or masked ``mean`` over valid steps."""
+    """seq2vec pooling: ``last`` state, or ``mean`` or per-feature ``max`` over valid
+    steps (``max`` over a bidirectional layer is Conneau et al. 2017's BiLSTM-max)."""
     decoder_layers: int = 2
     """seq2seq: recurrent layers in the decoder; the bottom one attends over the encoder
     output and its context feeds every layer above (GNMT)."""

@@ -7,6 +7,7 @@ import torch
 
 from models import ModelConfig, build_seq2vec
 from models.dropout import SeededDropout, dropout_key
+from models import layers
 from models.layers import PooledClassifier, RecurrentLayer
 
 
@@ -16,10 +17,16 @@ def small_config(**overrides) -> ModelConfig:
     return ModelConfig(**values)
 
 
+# DENSE_MAX_PADDING -1: every padded batch packed; 1: every batch dense over its padding.
+RNN_PATHS = pytest.mark.parametrize("dense_max_padding", [-1.0, 1.0], ids=["packed", "dense"])
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
 @pytest.mark.parametrize("num_layers", [1, 3])
-def test_padding_does_not_change_outputs(cell, pooling, num_layers):
+@RNN_PATHS
+def test_padding_does_not_change_outputs(cell, pooling, num_layers, dense_max_padding, monkeypatch):
+    monkeypatch.setattr(layers, "DENSE_MAX_PADDING", dense_max_padding)
     torch.manual_seed(0)
     model = build_seq2vec(small_config(cell=cell, pooling=pooling, num_layers=num_layers), vocab_size=30, num_labels=3).eval()
     tokens = torch.randint(4, 30, (3, 7))
@@ -38,13 +45,54 @@ def test_padding_does_not_change_outputs(cell, pooling, num_layers):
     torch.testing.assert_close(model(noisy, lengths), batched)
 
 
-def test_recurrent_layer_zeroes_padded_steps_and_adds_residual():
+@RNN_PATHS
+def test_recurrent_layer_zeroes_padded_steps_and_adds_residual(dense_max_padding, monkeypatch):
+    monkeypatch.setattr(layers, "DENSE_MAX_PADDING", dense_max_padding)
     layer = RecurrentLayer(cell="lstm", input_size=4, hidden_size=4, bidirectional=False, residual=True, dropout=0.0, stream=1)
     x = torch.randn(2, 5, 4)
     lengths = torch.tensor([5, 3])
     y = layer(x, lengths)
     torch.testing.assert_close(y[1, 3:], x[1, 3:])  # residual only: the RNN part is zero there
     assert y.shape == (2, 5, 4)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("lengths", [[6, 5, 6, 3], [2, 6, 1, 6], [4, 4, 3, 4]])
+def test_dense_and_packed_runs_agree_in_values_and_gradients(cell, bidirectional, lengths, monkeypatch):
+    """The dense path over padding (bucketed batches) is the packed computation: same
+    outputs, same gradients for inputs and weights, with keyed dropout on and the batch
+    wider than its longest row (a micro-batch of a wider batch)."""
+    torch.manual_seed(0)
+    layer = RecurrentLayer(cell=cell, input_size=5, hidden_size=4, bidirectional=bidirectional,
+                           residual=False, dropout=0.3, stream=2).double().train()
+    x = torch.randn(4, 8, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(4, 8, layer.output_size, dtype=torch.float64)
+    runs = []
+    for dense_max_padding in (-1.0, 1.0):
+        monkeypatch.setattr(layers, "DENSE_MAX_PADDING", dense_max_padding)
+        x.grad = None
+        layer.zero_grad()
+        with dropout_key(3, 1):
+            y = layer(x, torch.tensor(lengths))
+        (y * weights).sum().backward()
+        runs.append((y.detach(), x.grad.clone(), [p.grad.clone() for p in layer.parameters()]))
+    (y_packed, dx_packed, dw_packed), (y_dense, dx_dense, dw_dense) = runs
+    torch.testing.assert_close(y_dense, y_packed)
+    torch.testing.assert_close(dx_dense, dx_packed)
+    for dense, packed in zip(dw_dense, dw_packed):
+        torch.testing.assert_close(dense, packed)
+
+
+def test_a_nearly_full_cpu_batch_runs_dense_and_a_ragged_one_packed(monkeypatch):
+    layer = RecurrentLayer(cell="lstm", input_size=3, hidden_size=3, bidirectional=True, residual=False, dropout=0.0, stream=0)
+    calls = []
+    monkeypatch.setattr(layers, "pack_padded_sequence", lambda *a, **k: calls.append("packed") or torch.nn.utils.rnn.pack_padded_sequence(*a, **k))
+    x = torch.randn(4, 10, 3)
+    layer(x, torch.tensor([10, 10, 9, 10]))  # 2.5% padding
+    assert calls == []
+    layer(x, torch.tensor([10, 3, 2, 4]))  # 52.5% padding
+    assert calls == ["packed"]
 
 
 def test_residual_needs_matching_width():
@@ -81,6 +129,12 @@ def test_mean_pooling_ignores_padding():
     torch.testing.assert_close(head.pool(x, torch.tensor([2])), torch.tensor([[2.0, 3.0]]))
 
 
+def test_max_pooling_ignores_padding_even_when_valid_steps_are_negative():
+    head = PooledClassifier(input_size=2, num_labels=2, pooling="max", bidirectional_input=False, dropout=0.0, stream=0)
+    x = torch.tensor([[[-3.0, 2.0], [-1.0, -4.0], [0.0, 100.0]]])  # step 2 is padding
+    torch.testing.assert_close(head.pool(x, torch.tensor([2])), torch.tensor([[-1.0, 2.0]]))
+
+
 def test_seeded_dropout_depends_only_on_key_and_stream():
     drop = SeededDropout(0.5, stream=3).train()
     x = torch.ones(4, 6)
@@ -104,7 +158,7 @@ def test_seeded_dropout_depends_only_on_key_and_stream():
     "overrides, message",
     [
         ({"cell": "rnn"}, r"model.cell: 'rnn' is not one of"),
-        ({"pooling": "max"}, r"model.pooling"),
+        ({"pooling": "sum"}, r"model.pooling"),
         ({"dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
         ({"num_layers": -1}, r"model.num_layers must be >= 1 \(seq2vec: >= 0\)"),
         ({"num_layers": 0, "kind": "seq2seq"}, r"model.num_layers must be >= 1"),
