@@ -13,8 +13,9 @@ Layers that are causal in time (``time_streaming = True``) also offer::
     y_chunk, state = layer.forward_chunk(x_chunk, lengths, offset, state)
 
 over steps ``offset .. offset + w`` of the sequence, carrying their recurrent state from
-chunk to chunk; concatenating the chunks gives exactly ``layer(x, lengths)``. The
-wavefront pipeline schedule relies on it.
+chunk to chunk; concatenating the chunks gives ``layer(x, lengths)`` (up to float
+rounding: ``forward`` may run dense, chunks are packed). The wavefront pipeline schedule
+relies on it.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from models.dropout import SeededDropout
 PAD_ID = 0
 
 # A batch with at most this share of padded steps runs as one dense RNN call instead of
-# a packed one: CPU kernels then compute every step's input projection in one matrix
-# product (packed sequences go step by step). bench/rnn_dense.py (bi + uni layer, 256
-# wide, 1 thread): dense 1.48x packed at 5.5% padding (LSTM; GRU 1.41x), about even at
-# 35%, 0.88x at 50%, where skipping the padded work wins.
+# a packed one: PyTorch's dense CPU kernels (oneDNN for LSTM, one input projection for
+# all steps for GRU) beat the packed step-by-step path. bench/rnn_dense.py (bi + uni
+# layer, 256 wide, 1 thread): dense faster up to about 35% padding, slower from 40%,
+# where skipping the padded work wins (figures in bench/README.md).
 DENSE_MAX_PADDING = 0.25
 
 
@@ -108,6 +109,8 @@ class RecurrentLayer(nn.Module):
         return not self.bidirectional
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if int(lengths.min()) < 1:
+            raise ValueError(f"every row needs at least one step, got lengths {lengths.tolist()}")
         steps = int(lengths.max())
         x_in = self.dropout(x, steps=steps)
         if self._runs_dense(x, lengths, steps):
@@ -136,19 +139,22 @@ class RecurrentLayer(nn.Module):
         steps = x.size(1)
         if bool((lengths == steps).all()):
             return self.rnn(x)[0]
+        valid = padding_mask(lengths.to(x.device), steps).unsqueeze(-1)
+        x = x.masked_fill(~valid, 0.0)  # whatever padding holds (NaN too) stays out of gradients
         if not self.bidirectional:
             y = self.rnn(x)[0]
         else:
             order = _reversed_within(lengths, steps).to(x.device)
             back = self._one_direction(_gather_steps(x, order), reverse=True)
             y = torch.cat([self._one_direction(x, reverse=False), _gather_steps(back, order)], dim=-1)
-        return y * padding_mask(lengths.to(x.device), steps).unsqueeze(-1).to(y.dtype)
+        return y.masked_fill(~valid, 0.0)
 
     def _one_direction(self, x: torch.Tensor, *, reverse: bool) -> torch.Tensor:
         """One direction of the bidirectional ``self.rnn`` as a unidirectional pass."""
         # nn.LSTM/GRU keep [w_ih, w_hh, b_ih, b_hh] per direction, forward first.
         weights = self.rnn._flat_weights[4:] if reverse else self.rnn._flat_weights[:4]
         h0 = x.new_zeros(1, x.size(0), self.rnn.hidden_size)
+        # positional: has_biases, num_layers, dropout, train, bidirectional, batch_first
         if isinstance(self.rnn, nn.LSTM):
             return torch.lstm(x, (h0, h0), weights, True, 1, 0.0, self.training, False, True)[0]
         return torch.gru(x, h0, weights, True, 1, 0.0, self.training, False, True)[0]

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import ModelConfig, build_seq2vec
+from models import ModelConfig, build_seq2vec, layers
 from models.dropout import SeededDropout, dropout_key
-from models import layers
 from models.layers import PooledClassifier, RecurrentLayer
 
 
@@ -59,15 +58,17 @@ def test_recurrent_layer_zeroes_padded_steps_and_adds_residual(dense_max_padding
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("lengths", [[6, 5, 6, 3], [2, 6, 1, 6], [4, 4, 3, 4]])
-def test_dense_and_packed_runs_agree_in_values_and_gradients(cell, bidirectional, lengths, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dense_and_packed_runs_agree_in_values_and_gradients(cell, bidirectional, lengths, dtype, monkeypatch):
     """The dense path over padding (bucketed batches) is the packed computation: same
     outputs, same gradients for inputs and weights, with keyed dropout on and the batch
-    wider than its longest row (a micro-batch of a wider batch)."""
+    wider than its longest row (a micro-batch of a wider batch). float32 is what trains,
+    and on CPU its dense LSTM call runs a different kernel (oneDNN) than packing does."""
     torch.manual_seed(0)
     layer = RecurrentLayer(cell=cell, input_size=5, hidden_size=4, bidirectional=bidirectional,
-                           residual=False, dropout=0.3, stream=2).double().train()
-    x = torch.randn(4, 8, 5, dtype=torch.float64, requires_grad=True)
-    weights = torch.randn(4, 8, layer.output_size, dtype=torch.float64)
+                           residual=False, dropout=0.3, stream=2).to(dtype).train()
+    x = torch.randn(4, 8, 5, dtype=dtype, requires_grad=True)
+    weights = torch.randn(4, 8, layer.output_size, dtype=dtype)
     runs = []
     for dense_max_padding in (-1.0, 1.0):
         monkeypatch.setattr(layers, "DENSE_MAX_PADDING", dense_max_padding)
@@ -82,6 +83,25 @@ def test_dense_and_packed_runs_agree_in_values_and_gradients(cell, bidirectional
     torch.testing.assert_close(dx_dense, dx_packed)
     for dense, packed in zip(dw_dense, dw_packed):
         torch.testing.assert_close(dense, packed)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_nan_in_padding_reaches_no_output_or_gradient_on_the_dense_path(bidirectional, monkeypatch):
+    monkeypatch.setattr(layers, "DENSE_MAX_PADDING", 1.0)
+    layer = RecurrentLayer(cell="lstm", input_size=3, hidden_size=3, bidirectional=bidirectional, residual=False,
+                           dropout=0.0, stream=0)
+    x = torch.randn(2, 5, 3)
+    x[1, 3:] = float("nan")
+    x.requires_grad_(True)
+    layer(x, torch.tensor([5, 3])).sum().backward()
+    assert torch.isfinite(x.grad).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+def test_a_row_without_steps_is_refused_on_both_paths():
+    layer = RecurrentLayer(cell="gru", input_size=3, hidden_size=3, bidirectional=True, residual=False, dropout=0.0, stream=0)
+    for lengths in ([4, 4, 4, 0], [4, 1, 0, 2]):  # 25% padding (dense), 56% (packed)
+        with pytest.raises(ValueError, match=r"every row needs at least one step, got lengths \[4, "):
+            layer(torch.randn(4, 4, 3), torch.tensor(lengths))
 
 
 def test_a_nearly_full_cpu_batch_runs_dense_and_a_ragged_one_packed(monkeypatch):
