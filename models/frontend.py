@@ -8,7 +8,7 @@
 Two stride-2 convolutions over (time, frequency), as in ESPnet's ``Conv2dSubsampling``
 and Deep Speech 2: the recurrent layers then run a quarter of the steps (40 ms per step at
 a 10 ms hop), which is where an RNN's time goes. ``lengths`` are already the *subsampled*
-lengths ``L`` (the data pipeline cuts every utterance to a multiple of :data:`SUBSAMPLING`
+lengths ``L`` (the data pipeline pads every utterance to a multiple of :data:`SUBSAMPLING`
 frames), so this layer follows the stack's convention unchanged: every layer sees the
 same ``lengths``. Frames past a row's ``4 L`` are zeroed before each convolution, so
 padding never reaches a valid output: an utterance scores the same alone or padded in a

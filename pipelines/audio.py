@@ -1,9 +1,10 @@
 """One recording's bytes -> model input: decode, resample, log-mel, normalise.
 
     bytes --soundfile--> samples (mono float32) --soxr--> data.audio.sample_rate
+          [--soxr from rate * f--> training copies at speed f (data.audio.speed_perturb)]
           --cut to max_seconds--> |STFT|^2 (Hann window, 10 ms hop) --mel filterbank-->
           log --per-band mean/variance normalisation--> frames (T, n_mels) float32
-          --cut to a multiple of 4 frames (the front end's subsampling)
+          --padded with 0 frames to a multiple of 4 (the front end's subsampling)
 
 The same :class:`AudioFeaturizer` runs in Ray Data (training and ``rayseq eval``) and in
 the Serve replicas (uploads), so a model hears an upload exactly as it heard its training
@@ -59,7 +60,7 @@ class Waveform:
     samples: np.ndarray
     """Mono float32 at the featurizer's sample rate."""
     seconds: float
-    """Duration before any cut."""
+    """Duration before any cut (after a speed change)."""
     cut: bool
     """True when longer than ``max_seconds`` and cut."""
 
@@ -77,9 +78,9 @@ class AudioFeaturizer:
     def feature_dim(self) -> int:
         return self.config.n_mels
 
-    def decode(self, data: bytes, origin: str) -> Waveform:
-        """Samples of an encoded recording; :class:`DataError` naming ``origin`` when it is
-        empty, not audio, truncated to nothing or silent-length."""
+    def decode(self, data: bytes, origin: str, speed: float = 1.0) -> Waveform:
+        """Samples of an encoded recording (played ``speed`` times faster); :class:`DataError`
+        naming ``origin`` when it is empty, not audio, truncated to nothing or silent-length."""
         if not data:
             raise DataError(f"{origin}: empty file")
         missing = wav_missing_bytes(data)
@@ -94,41 +95,44 @@ class AudioFeaturizer:
         samples = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
         if not np.isfinite(samples).all():
             raise DataError(f"{origin}: audio contains NaN or infinite samples")
-        return self.prepare(samples, rate)
+        return self.prepare(samples, rate, speed)
 
-    def prepare(self, samples: np.ndarray, rate: int) -> Waveform:
-        """Mono samples at ``rate`` -> the configured rate, cut to ``max_seconds``."""
-        seconds = len(samples) / rate
-        if rate != self.config.sample_rate:
-            samples = soxr.resample(samples, rate, self.config.sample_rate, quality="HQ").astype(np.float32)
+    def prepare(self, samples: np.ndarray, rate: int, speed: float = 1.0) -> Waveform:
+        """Mono samples at ``rate`` -> the configured rate, played ``speed`` times faster,
+        cut to ``max_seconds`` (after the speed change, which changes the duration)."""
+        seconds = len(samples) / rate / speed
+        if rate * speed != self.config.sample_rate:
+            # At speed f the samples are taken as recorded at rate * f: len / f samples, every
+            # frequency times f (sox's `speed` effect, which Ko et al. 2015 used); one pass.
+            samples = soxr.resample(samples, rate * speed, self.config.sample_rate, quality="HQ").astype(np.float32)
         limit = int(self.config.max_seconds * self.config.sample_rate)
         cut = len(samples) > limit
         return Waveform(np.ascontiguousarray(samples[:limit], dtype=np.float32), seconds, cut)
 
-    def frames(self, samples: np.ndarray) -> int:
-        """Feature frames :meth:`features` gives for ``samples`` (before the multiple-of-4 cut)."""
-        return self.config.frames_of(len(samples))
-
     def features(self, samples: np.ndarray, origin: str = "audio") -> np.ndarray:
-        """``(T, n_mels)`` float32 normalised log-mel frames, ``T`` a multiple of
-        :data:`~models.frontend.SUBSAMPLING` (up to 3 trailing frames, 30 ms, dropped)."""
-        usable = self.frames(samples) // SUBSAMPLING * SUBSAMPLING
-        if usable == 0:
+        """``(T, n_mels)`` float32 normalised log-mel frames, ``T`` padded up to a multiple
+        of :data:`~models.frontend.SUBSAMPLING` with 0 frames (each band's mean after
+        normalisation). Padding, not cutting: the last 30 ms of a tightly trimmed word can
+        hold its final consonant (FSDD's "eight"; README, Results, spoken digits)."""
+        frames = self.config.centred_frames(len(samples))
+        if frames < SUBSAMPLING:
             raise DataError(f"{origin}: too short ({len(samples) / self.config.sample_rate * 1000:.0f} ms); needs "
-                            f"{SUBSAMPLING} frames ({SUBSAMPLING * self.config.hop_ms:.0f} ms)")
+                            f"{SUBSAMPLING} frames ({(SUBSAMPLING - 1) * self.config.hop_ms:.0f} ms)")
         wave = torch.from_numpy(samples)
         half = self.n_fft // 2
         wave = torch.nn.functional.pad(wave, (half, half))  # centred frames: 1 + len // hop
         spec = torch.stft(wave, self.n_fft, hop_length=self.config.hop_length, win_length=len(self.window),
                           window=self.window, center=False, return_complex=True)
-        power = spec.abs().pow(2).T[:usable]  # (T, freqs)
+        power = spec.abs().pow(2).T  # (frames, freqs)
         logmel = torch.log(power @ self.filterbank + 1e-6)
         mean, std = logmel.mean(0, keepdim=True), logmel.std(0, keepdim=True, unbiased=False)
-        return ((logmel - mean) / std.clamp_min(1e-3)).numpy().astype(np.float32)
+        normalised = (logmel - mean) / std.clamp_min(1e-3)
+        padded = torch.nn.functional.pad(normalised, (0, 0, 0, self.config.frames_of(len(samples)) - frames))
+        return padded.numpy().astype(np.float32)
 
-    def __call__(self, data: bytes, origin: str) -> tuple[np.ndarray, Waveform]:
-        """Encoded bytes -> ``(features, waveform)``."""
-        wave = self.decode(data, origin)
+    def __call__(self, data: bytes, origin: str, speed: float = 1.0) -> tuple[np.ndarray, Waveform]:
+        """Encoded bytes -> ``(features, waveform)``; ``speed``: a speed-perturbed training copy."""
+        wave = self.decode(data, origin, speed)
         return self.features(wave.samples, origin), wave
 
 

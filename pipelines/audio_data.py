@@ -12,6 +12,10 @@ field (the take) is in that range form the validation split and stay out of trai
 with ``data.valid`` set, only those takes of it are scored (``rayseq eval CKPT --data
 recordings --set data.audio.valid_takes=5-9``).
 
+With ``data.audio.speed_perturb`` set, each training record is listed once per speed
+factor (a ``speed`` column) before featurizing, so :func:`featurize_batch` makes the
+perturbed copies in the same Ray Data pass; validation records never get one.
+
 Listing happens in the driver (it is a directory walk); decoding, resampling and log-mel
 run in Ray Data tasks (:func:`featurize_batch`), one recording per row, so the files are
 read in parallel where the cluster has CPUs. A file that cannot be decoded becomes a bad
@@ -112,22 +116,32 @@ def validation_records(data: DataConfig, *, target: str) -> list[dict[str, str]]
     return records
 
 
+def speed_copies(records: list[dict[str, str]], speeds: list[float]) -> list[dict[str, Any]]:
+    """Each record once per ``data.audio.speed_perturb`` factor (a ``speed`` column), a
+    recording's copies together; ``records`` themselves when the option is off."""
+    return [{**r, "speed": s} for r in records for s in speeds] if speeds else records
+
+
 def featurize_batch(batch: dict[str, np.ndarray], audio: dict[str, Any]) -> dict[str, Any]:
     """``map_batches`` function: records -> ``{features (T, n_mels), length, cut}`` plus the
     record's columns; a recording that fails to decode keeps its row with ``error`` set
     (and a placeholder of 4 zero frames) for ``check_records`` to stop on or count.
+    Rows with a ``speed`` column (:func:`speed_copies`) are played that much faster.
     A plain function (Ray tasks, not actors): the featurizer is cheap to build, and tasks
     give their CPUs back between batches, which a 2-CPU node needs for the next stage."""
     featurizer = AudioFeaturizer(AudioConfig(**audio))
+    speeds = batch["speed"] if "speed" in batch else np.ones(len(batch["path"]))
     features, lengths, cut, errors = [], [], [], []
-    for path, origin, error in zip(batch["path"], batch["origin"], batch["error"]):
+    for path, origin, error, speed in zip(batch["path"], batch["origin"], batch["error"], speeds):
         x, was_cut = np.zeros((4, featurizer.feature_dim), np.float32), False
         if not error:
             try:
-                x, wave = featurizer(Path(path).read_bytes(), origin)
+                x, wave = featurizer(Path(path).read_bytes(), origin, float(speed))
                 was_cut = wave.cut
             except (DataError, OSError) as err:
                 error = str(err).removeprefix(f"{origin}: ")
+                if speed != 1.0:
+                    error = f"{error} (speed {speed:g} copy)"  # e.g. too short only once sped up
         features.append(x)
         lengths.append(len(x))
         cut.append(was_cut)
@@ -143,19 +157,32 @@ def featurize_audio(records: list[dict[str, str]], audio: AudioConfig, which: st
     return check_records(ds, policy, which)
 
 
-def prepare_audio_classification(recipe: Recipe) -> MediaBatches:
-    """Spoken-label classification (FSDD digits): frames + label id per recording."""
-    data = recipe.data
-    train_records, valid_records = read_audio_splits(data, target="label")
+def featurize_splits(data: DataConfig, *, target: str) -> tuple[CheckedSplit, CheckedSplit | None]:
+    """The recipe's featurized train split (speed-perturbed copies included) and
+    validation split (never perturbed; None when there is none)."""
+    train_records, valid_records = read_audio_splits(data, target=target)
+    train_records = speed_copies(train_records, data.audio.speed_perturb)
     train = featurize_audio(train_records, data.audio, "train", data.on_bad_record)
     valid = featurize_audio(valid_records, data.audio, "valid", data.on_bad_record) if valid_records else None
-    return labelled_batches(recipe, train, valid, inputs="features")
+    return train, valid
+
+
+def with_speed_report(batches: MediaBatches, audio: AudioConfig) -> MediaBatches:
+    """Name the speed perturbation in the data line (``train_examples`` counts the copies)."""
+    if audio.speed_perturb:
+        factors = ", ".join(map(str, audio.speed_perturb))
+        batches.report["speed_perturb"] = f"x{len(audio.speed_perturb)} ({factors})"
+    return batches
+
+
+def prepare_audio_classification(recipe: Recipe) -> MediaBatches:
+    """Spoken-label classification (FSDD digits): frames + label id per recording."""
+    train, valid = featurize_splits(recipe.data, target="label")
+    return with_speed_report(labelled_batches(recipe, train, valid, inputs="features"), recipe.data.audio)
 
 
 def prepare_speech(recipe: Recipe) -> MediaBatches:
     """Speech-to-text: frames + ``[BOS] transcript [EOS]`` tokens per recording."""
-    data = recipe.data
-    train_records, valid_records = read_audio_splits(data, target="transcript")
-    train = featurize_audio(train_records, data.audio, "train", data.on_bad_record)
-    valid = featurize_audio(valid_records, data.audio, "valid", data.on_bad_record) if valid_records else None
-    return sequence_batches(recipe, train, valid, inputs="features", target="transcript")
+    train, valid = featurize_splits(recipe.data, target="transcript")
+    batches = sequence_batches(recipe, train, valid, inputs="features", target="transcript")
+    return with_speed_report(batches, recipe.data.audio)

@@ -8,6 +8,7 @@ dotted path; values are parsed as YAML scalars; an unknown key is an error namin
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from models.config import ModelConfig
+from models.frontend import SUBSAMPLING
 from pipelines.errors import ConfigError
 from pipelines.generate import TRANSLATION_NUMBERS
 
@@ -79,8 +81,15 @@ class AudioConfig:
     """FSDD-style names ``{label}_{speaker}_{take}`` whose take is in this range (e.g.
     ``5-9``) form the validation split: carved out of the training folder (and kept out of
     training) when ``data.valid`` is empty, else the only files of ``data.valid`` scored."""
+    speed_perturb: list[float] = field(default_factory=list)
+    """Speed perturbation (Ko et al. 2015), training split only: each training recording is
+    featurized once per factor ``f``, resampled to play ``f`` times faster (tempo and
+    pitch), e.g. ``[0.9, 1.0, 1.1]`` triples the training set; without ``1.0`` the
+    originals are not used. Empty: off. Validation, ``rayseq eval`` and serving never
+    perturb."""
 
     def __post_init__(self) -> None:
+        self._check_speed_perturb()
         if self.sample_rate < 1000 or self.n_mels < 8:
             raise ConfigError(f"data.audio.sample_rate must be >= 1000 and n_mels >= 8, got {self.sample_rate}, {self.n_mels}")
         if not 0 < self.hop_ms <= self.window_ms:
@@ -95,6 +104,21 @@ class AudioConfig:
             except ValueError as err:
                 raise ConfigError(f"data.audio.valid_takes: {err}") from err
 
+    def _check_speed_perturb(self) -> None:
+        speeds = self.speed_perturb
+        if not isinstance(speeds, (list, tuple)):
+            raise ConfigError(f"data.audio.speed_perturb: expected a list of speed factors such as "
+                              f"[0.9, 1.0, 1.1] ([] for off), got {speeds!r}")
+        for speed in speeds:
+            if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.5 <= speed <= 2.0:
+                raise ConfigError(f"data.audio.speed_perturb: each factor must be a number in [0.5, 2.0], "
+                                  f"got {speed!r}")
+        speeds = [float(s) for s in speeds]
+        repeated = sorted({s for s in speeds if speeds.count(s) > 1})
+        if repeated:
+            raise ConfigError(f"data.audio.speed_perturb: factor {repeated[0]:g} is listed twice in {speeds}")
+        self.speed_perturb = speeds
+
     @property
     def hop_length(self) -> int:
         return int(round(self.sample_rate * self.hop_ms / 1000))
@@ -103,9 +127,14 @@ class AudioConfig:
     def window_length(self) -> int:
         return int(round(self.sample_rate * self.window_ms / 1000))
 
-    def frames_of(self, samples: int) -> int:
-        """Feature frames of ``samples`` samples: centred frames, ``samples // hop + 1``."""
+    def centred_frames(self, samples: int) -> int:
+        """STFT frames centred on every hop of ``samples`` samples: ``samples // hop + 1``."""
         return samples // self.hop_length + 1
+
+    def frames_of(self, samples: int) -> int:
+        """Feature frames the featurizer gives ``samples`` samples: the centred frames
+        padded up to a multiple of the front end's subsampling."""
+        return math.ceil(self.centred_frames(samples) / SUBSAMPLING) * SUBSAMPLING
 
     @property
     def max_frames(self) -> int:

@@ -74,9 +74,21 @@ def sequence_batches(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | 
     (``pipelines.bucketing.bucket_pairs``)."""
     from pipelines.tokenization import encode_targets, load_tokenizer, train_tokenizer
 
+    # Speed-perturbed copies (pipelines.audio_data.speed_copies) repeat their recording's
+    # text: the tokenizer counts each recording once, as without copies.
+    copies = "speed" in train.dataset.schema().names
+    columns = [target, "origin"] if copies else [target]
+
     def texts():
-        for batch in train.dataset.select_columns([target]).iter_batches(batch_size=4096, batch_format="pyarrow"):
-            yield from batch.column(target).to_pylist()
+        seen: set[str] = set()
+        for batch in train.dataset.select_columns(columns).iter_batches(batch_size=4096, batch_format="pyarrow"):
+            if not copies:
+                yield from batch.column(target).to_pylist()
+                continue
+            for origin, text in zip(batch.column("origin").to_pylist(), batch.column(target).to_pylist()):
+                if origin not in seen:
+                    seen.add(origin)
+                    yield text
 
     tokenizer = train_tokenizer(texts(), recipe.tokenizer)
     tokenizer_json, max_target = tokenizer.to_str(), recipe.data.target_max_length

@@ -8,7 +8,7 @@ data was::
     Upload(name, bytes) --header: too long?--> 413 TooLarge (nothing decoded)
                         --AudioFeaturizer.decode--> samples at data.audio.sample_rate
                         --AudioFeaturizer.features--> (T, n_mels) float32 frames
-    bad bytes (empty, not audio, truncated WAV, under 40 ms): DataError naming the part -> 422
+    bad bytes (empty, not audio, truncated WAV, under 30 ms): DataError naming the part -> 422
 
 The duration is read from the file's header before decoding: a FLAC of silence packs
 an hour into a few kilobytes, and ``soundfile`` decodes no more frames than the header
@@ -22,7 +22,6 @@ import io
 import numpy as np
 import soundfile
 
-from models.frontend import SUBSAMPLING
 from pipelines.audio import AudioFeaturizer
 from pipelines.config import AudioConfig
 from serving import uploads
@@ -48,8 +47,8 @@ class DurationLimit(uploads.DurationLimit):
 
 def most_frames(audio: AudioConfig, seconds: float) -> int:
     """Feature frames of a ``seconds`` long recording, as ``AudioFeaturizer.features``
-    makes them (``samples // hop + 1``, cut to a multiple of ``SUBSAMPLING``)."""
-    return audio.frames_of(int(seconds * audio.sample_rate)) // SUBSAMPLING * SUBSAMPLING
+    makes them (``AudioConfig.frames_of``)."""
+    return audio.frames_of(int(seconds * audio.sample_rate))
 
 
 def header_seconds(data: bytes) -> float | None:

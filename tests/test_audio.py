@@ -51,12 +51,29 @@ def test_a_tone_lands_in_the_band_around_its_frequency():
     assert raw.shape[1] == 40 and raw.dtype == np.float32
 
 
-def test_features_are_normalised_frames_in_multiples_of_the_subsampling():
+def test_features_are_normalised_frames_padded_to_multiples_of_the_subsampling():
     featurizer = AudioFeaturizer(CONFIG)
     features, wave = featurizer(wav_bytes(0.503), "tone.wav")
-    assert features.shape == (50 // SUBSAMPLING * SUBSAMPLING, 40)  # 1 + 4024 // 80 = 51 -> 48
-    assert abs(float(features.mean())) < 1e-4 and features.std(0).mean() == pytest.approx(1.0, abs=0.05)
+    assert features.shape == (52, 40) and 52 % SUBSAMPLING == 0  # 1 + 4024 // 80 = 51 -> 52
+    real = features[:51]
+    assert abs(float(real.mean())) < 1e-4 and real.std(0).mean() == pytest.approx(1.0, abs=0.05)
+    assert not features[51:].any()  # the padding frame is each band's mean: 0
     assert wave.seconds == pytest.approx(0.503, abs=1e-3) and not wave.cut
+
+
+def test_the_last_frames_of_a_recording_are_kept():
+    """A word's final consonant can sit in its last 30 ms (FSDD's "eight"): what happens
+    there must reach the features, not be cut to a multiple of 4 frames."""
+    rate, seconds = 8000, 0.503  # 51 frames: 3 over a multiple of 4
+    t = np.arange(int(rate * seconds)) / rate
+    quiet = 0.3 * np.sin(2 * np.pi * 300 * t)
+    burst = quiet.copy()
+    burst[-160:] += 0.3 * np.random.default_rng(0).standard_normal(160)  # a "t" in the last 20 ms
+    featurizer = AudioFeaturizer(CONFIG)
+    a = featurizer.features(quiet.astype(np.float32))
+    b = featurizer.features(burst.astype(np.float32))
+    assert len(a) == len(b) == 52
+    assert np.abs(b[48:51] - a[48:51]).max() > 1.0  # frames 48-50 hear the burst
 
 
 def _chirp(rate: int, channels: int = 1, fmt: str = "WAV") -> bytes:
@@ -82,7 +99,7 @@ def test_other_rates_and_stereo_are_resampled_to_the_same_frames():
 def test_long_recordings_are_cut_and_flagged():
     features, wave = AudioFeaturizer(CONFIG)(wav_bytes(3.0), "long.wav")
     assert wave.cut and wave.seconds == pytest.approx(3.0)
-    assert len(features) == (2 * 8000 // 80 + 1) // 4 * 4
+    assert len(features) == 204  # 2 s: 1 + 16000 // 80 = 201 frames, padded to 204
 
 
 @pytest.mark.parametrize("data, message", [

@@ -93,9 +93,9 @@ def test_upload_featurizer_reads_every_format_at_the_model_rate():
     read = UploadFeaturizer(featurizer, DurationLimit.of(AUDIO, LIMITS))
     frames = read(uploads(*RECORDINGS))
     assert [x.shape[1] for x in frames] == [16] * len(RECORDINGS)
-    assert [len(x) for x in frames] == [48, 68, 60, 120]  # 100 frames/s whatever the rate, multiples of 4
+    assert [len(x) for x in frames] == [52, 72, 64, 124]  # 100 frames/s whatever the rate, padded to multiples of 4
     longest = read([Upload("file[0]", wav_bytes(3.0))])[0]
-    assert len(longest) == most_frames(AUDIO, 3.0) == 300  # what check_limits reckons with
+    assert len(longest) == most_frames(AUDIO, 3.0) == 304  # 301 frames padded to 304: what check_limits reckons with
 
 
 def test_upload_featurizer_refuses_long_files_from_their_header(monkeypatch):
@@ -185,11 +185,11 @@ def test_app_builder_checks_audio_models_against_the_limits(tiny_audio_classifie
 
     both = [str(tiny_audio_classifier), str(tiny_speech_recognizer)]
     assert isinstance(app_builder({"checkpoints": both}), Application)
-    with pytest.raises(ConfigError, match=r"one input may have 400 frames \(4 s, the model's data.audio.max_seconds\), "
+    with pytest.raises(ConfigError, match=r"one input may have 404 frames \(4 s, the model's data.audio.max_seconds\), "
                                           r"more than a whole batch: 320 frames \(max_batch_tokens 80 x 4\)"):
         app_builder({"checkpoints": both[:1], "limits": {"max_batch_tokens": 80}})
-    with pytest.raises(ConfigError, match=r"300 frames \(3 s, max_audio_seconds\), which at max_beam_size 16 makes "
-                                          r"4800 decoder-row frames, more than a whole batch: 4096 frames"):
+    with pytest.raises(ConfigError, match=r"304 frames \(3 s, max_audio_seconds\), which at max_beam_size 16 makes "
+                                          r"4864 decoder-row frames, more than a whole batch: 4096 frames"):
         app_builder({"checkpoints": both[1:], "limits": {"max_batch_tokens": 1024, "max_audio_seconds": 3}})
 
 
