@@ -2,6 +2,7 @@
 
     bytes --soundfile--> samples (mono float32) --soxr--> data.audio.sample_rate
           [--soxr from rate * f--> training copies at speed f (data.audio.speed_perturb)]
+          [--last fraction c dropped--> training copies cut short (data.audio.tail_cut_copies)]
           --cut to max_seconds--> |STFT|^2 (Hann window, 10 ms hop) --mel filterbank-->
           log --per-band mean/variance normalisation--> frames (T, n_mels) float32
           --padded with 0 frames to a multiple of 4 (the front end's subsampling)
@@ -22,6 +23,7 @@ FSDD speakers recorded on different equipment.
 from __future__ import annotations
 
 import io
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -78,9 +80,10 @@ class AudioFeaturizer:
     def feature_dim(self) -> int:
         return self.config.n_mels
 
-    def decode(self, data: bytes, origin: str, speed: float = 1.0) -> Waveform:
-        """Samples of an encoded recording (played ``speed`` times faster); :class:`DataError`
-        naming ``origin`` when it is empty, not audio, truncated to nothing or silent-length."""
+    def decode(self, data: bytes, origin: str, speed: float = 1.0, tail_cut: float = 0.0) -> Waveform:
+        """Samples of an encoded recording (played ``speed`` times faster, the last
+        ``tail_cut`` of it dropped); :class:`DataError` naming ``origin`` when it is empty,
+        not audio, truncated to nothing or silent-length."""
         if not data:
             raise DataError(f"{origin}: empty file")
         missing = wav_missing_bytes(data)
@@ -95,16 +98,20 @@ class AudioFeaturizer:
         samples = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
         if not np.isfinite(samples).all():
             raise DataError(f"{origin}: audio contains NaN or infinite samples")
-        return self.prepare(samples, rate, speed)
+        return self.prepare(samples, rate, speed, tail_cut)
 
-    def prepare(self, samples: np.ndarray, rate: int, speed: float = 1.0) -> Waveform:
+    def prepare(self, samples: np.ndarray, rate: int, speed: float = 1.0, tail_cut: float = 0.0) -> Waveform:
         """Mono samples at ``rate`` -> the configured rate, played ``speed`` times faster,
-        cut to ``max_seconds`` (after the speed change, which changes the duration)."""
+        the last ``tail_cut`` fraction dropped (never below 30 ms), cut to ``max_seconds``
+        (after the speed change, which changes the duration)."""
         seconds = len(samples) / rate / speed
         if rate * speed != self.config.sample_rate:
             # At speed f the samples are taken as recorded at rate * f: len / f samples, every
             # frequency times f (sox's `speed` effect, which Ko et al. 2015 used); one pass.
             samples = soxr.resample(samples, rate * speed, self.config.sample_rate, quality="HQ").astype(np.float32)
+        if tail_cut:
+            shortest = min(len(samples), (SUBSAMPLING - 1) * self.config.hop_length)  # 4 centred frames
+            samples = samples[: max(math.ceil(len(samples) * (1.0 - tail_cut)), shortest)]
         limit = int(self.config.max_seconds * self.config.sample_rate)
         cut = len(samples) > limit
         return Waveform(np.ascontiguousarray(samples[:limit], dtype=np.float32), seconds, cut)
@@ -130,9 +137,11 @@ class AudioFeaturizer:
         padded = torch.nn.functional.pad(normalised, (0, 0, 0, self.config.frames_of(len(samples)) - frames))
         return padded.numpy().astype(np.float32)
 
-    def __call__(self, data: bytes, origin: str, speed: float = 1.0) -> tuple[np.ndarray, Waveform]:
-        """Encoded bytes -> ``(features, waveform)``; ``speed``: a speed-perturbed training copy."""
-        wave = self.decode(data, origin, speed)
+    def __call__(self, data: bytes, origin: str, speed: float = 1.0,
+                 tail_cut: float = 0.0) -> tuple[np.ndarray, Waveform]:
+        """Encoded bytes -> ``(features, waveform)``; ``speed``, ``tail_cut``: a training copy
+        played faster or slower, or cut short."""
+        wave = self.decode(data, origin, speed, tail_cut)
         return self.features(wave.samples, origin), wave
 
 

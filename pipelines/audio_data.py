@@ -12,9 +12,10 @@ field (the take) is in that range form the validation split and stay out of trai
 with ``data.valid`` set, only those takes of it are scored (``rayseq eval CKPT --data
 recordings --set data.audio.valid_takes=5-9``).
 
-With ``data.audio.speed_perturb`` set, each training record is listed once per speed
-factor (a ``speed`` column) before featurizing, so :func:`featurize_batch` makes the
-perturbed copies in the same Ray Data pass; validation records never get one.
+With ``data.audio.speed_perturb`` or ``tail_cut_copies`` set, each training record is
+listed once per copy (``speed`` and ``tail_cut`` columns) before featurizing, so
+:func:`featurize_batch` makes the augmented copies in the same Ray Data pass; validation
+records never get one.
 
 Listing happens in the driver (it is a directory walk); decoding, resampling and log-mel
 run in Ray Data tasks (:func:`featurize_batch`), one recording per row, so the files are
@@ -29,6 +30,7 @@ batches carry token ids.
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -116,32 +118,52 @@ def validation_records(data: DataConfig, *, target: str) -> list[dict[str, str]]
     return records
 
 
-def speed_copies(records: list[dict[str, str]], speeds: list[float]) -> list[dict[str, Any]]:
-    """Each record once per ``data.audio.speed_perturb`` factor (a ``speed`` column), a
-    recording's copies together; ``records`` themselves when the option is off."""
-    return [{**r, "speed": s} for r in records for s in speeds] if speeds else records
+def tail_cut_fractions(origin: str, audio: AudioConfig) -> list[float]:
+    """The fractions a recording's tail-cut copies lose: uniform in ``(0, tail_cut_max]``,
+    drawn from the file name, so every run (and every worker) cuts the same."""
+    rng = np.random.default_rng(zlib.crc32(origin.encode()))
+    return [round(audio.tail_cut_max * (1.0 - rng.random()), 4) for _ in range(audio.tail_cut_copies)]
+
+
+def training_copies(records: list[dict[str, str]], audio: AudioConfig) -> list[dict[str, Any]]:
+    """The training records with their augmented copies (``speed`` and ``tail_cut``
+    columns: one per ``speed_perturb`` factor, then ``tail_cut_copies`` cut short at full
+    speed), a recording's copies together; ``records`` themselves when both are off."""
+    if not audio.speed_perturb and not audio.tail_cut_copies:
+        return records
+    out = []
+    for record in records:
+        out += [{**record, "speed": s, "tail_cut": 0.0} for s in audio.speed_perturb or [1.0]]
+        out += [{**record, "speed": 1.0, "tail_cut": c} for c in tail_cut_fractions(record["origin"], audio)]
+    return out
+
+
+def _copy_name(speed: float, tail_cut: float) -> str:
+    return "speed %g copy" % speed if tail_cut == 0 else "copy cut by %.0f%%" % (100 * tail_cut)
 
 
 def featurize_batch(batch: dict[str, np.ndarray], audio: dict[str, Any]) -> dict[str, Any]:
     """``map_batches`` function: records -> ``{features (T, n_mels), length, cut}`` plus the
     record's columns; a recording that fails to decode keeps its row with ``error`` set
     (and a placeholder of 4 zero frames) for ``check_records`` to stop on or count.
-    Rows with a ``speed`` column (:func:`speed_copies`) are played that much faster.
+    Rows with a ``speed`` or ``tail_cut`` column (:func:`training_copies`) are played that
+    much faster or cut that much shorter.
     A plain function (Ray tasks, not actors): the featurizer is cheap to build, and tasks
     give their CPUs back between batches, which a 2-CPU node needs for the next stage."""
     featurizer = AudioFeaturizer(AudioConfig(**audio))
     speeds = batch["speed"] if "speed" in batch else np.ones(len(batch["path"]))
+    tail_cuts = batch["tail_cut"] if "tail_cut" in batch else np.zeros(len(batch["path"]))
     features, lengths, cut, errors = [], [], [], []
-    for path, origin, error, speed in zip(batch["path"], batch["origin"], batch["error"], speeds):
+    for path, origin, error, speed, tail_cut in zip(batch["path"], batch["origin"], batch["error"], speeds, tail_cuts):
         x, was_cut = np.zeros((4, featurizer.feature_dim), np.float32), False
         if not error:
             try:
-                x, wave = featurizer(Path(path).read_bytes(), origin, float(speed))
+                x, wave = featurizer(Path(path).read_bytes(), origin, float(speed), float(tail_cut))
                 was_cut = wave.cut
             except (DataError, OSError) as err:
                 error = str(err).removeprefix(f"{origin}: ")
-                if speed != 1.0:
-                    error = f"{error} (speed {speed:g} copy)"  # e.g. too short only once sped up
+                if speed != 1.0 or tail_cut:
+                    error = f"{error} ({_copy_name(speed, tail_cut)})"  # e.g. too short only once sped up
         features.append(x)
         lengths.append(len(x))
         cut.append(was_cut)
@@ -158,31 +180,33 @@ def featurize_audio(records: list[dict[str, str]], audio: AudioConfig, which: st
 
 
 def featurize_splits(data: DataConfig, *, target: str) -> tuple[CheckedSplit, CheckedSplit | None]:
-    """The recipe's featurized train split (speed-perturbed copies included) and
-    validation split (never perturbed; None when there is none)."""
+    """The recipe's featurized train split (augmented copies included) and validation
+    split (never augmented; None when there is none)."""
     train_records, valid_records = read_audio_splits(data, target=target)
-    train_records = speed_copies(train_records, data.audio.speed_perturb)
+    train_records = training_copies(train_records, data.audio)
     train = featurize_audio(train_records, data.audio, "train", data.on_bad_record)
     valid = featurize_audio(valid_records, data.audio, "valid", data.on_bad_record) if valid_records else None
     return train, valid
 
 
-def with_speed_report(batches: MediaBatches, audio: AudioConfig) -> MediaBatches:
-    """Name the speed perturbation in the data line (``train_examples`` counts the copies)."""
+def with_copies_report(batches: MediaBatches, audio: AudioConfig) -> MediaBatches:
+    """Name the augmented copies in the data line (``train_examples`` counts them)."""
     if audio.speed_perturb:
         factors = ", ".join(map(str, audio.speed_perturb))
         batches.report["speed_perturb"] = f"x{len(audio.speed_perturb)} ({factors})"
+    if audio.tail_cut_copies:
+        batches.report["tail_cut"] = f"+{audio.tail_cut_copies} per recording (up to {audio.tail_cut_max:.0%} cut)"
     return batches
 
 
 def prepare_audio_classification(recipe: Recipe) -> MediaBatches:
     """Spoken-label classification (FSDD digits): frames + label id per recording."""
     train, valid = featurize_splits(recipe.data, target="label")
-    return with_speed_report(labelled_batches(recipe, train, valid, inputs="features"), recipe.data.audio)
+    return with_copies_report(labelled_batches(recipe, train, valid, inputs="features"), recipe.data.audio)
 
 
 def prepare_speech(recipe: Recipe) -> MediaBatches:
     """Speech-to-text: frames + ``[BOS] transcript [EOS]`` tokens per recording."""
     train, valid = featurize_splits(recipe.data, target="transcript")
     batches = sequence_batches(recipe, train, valid, inputs="features", target="transcript")
-    return with_speed_report(batches, recipe.data.audio)
+    return with_copies_report(batches, recipe.data.audio)

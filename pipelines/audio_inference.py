@@ -94,12 +94,6 @@ class SpeechRecognizer(_AudioModel):
     def ctc(self) -> bool:
         return self.recipe.model.decoder == "ctc"
 
-    def limits(self, max_length: int | None = None) -> dict[str, Any]:
-        """The attention decoder's search limits: the recipe's ``decode``, ``max_length`` if given."""
-        d = self.recipe.decode
-        return dict(alpha=d.alpha, max_length_ratio=d.max_length_ratio,
-                    max_length=d.max_length if max_length is None else max_length)
-
     def passes(self, features: list[np.ndarray], rows_per_source: int) -> Iterator[Pass]:
         """:func:`frame_batches` on the device, under ``max_frames / rows_per_source``
         (the beam: each beam row holds a copy of its recording's encoder memory)."""
@@ -115,7 +109,7 @@ class SpeechRecognizer(_AudioModel):
         out: list[list[Hypothesis]] = [[] for _ in features]
         for rows, frames, steps in self.passes(features, 1 if self.ctc else beam_size):
             found = (ctc_decode(self.model, frames, steps, beam_size=beam_size) if self.ctc
-                     else generate(self.model, frames, steps, beam_size=beam_size, **self.limits(max_length)))
+                     else generate(self.model, frames, steps, beam_size=beam_size, **self.recipe.decode.limits(max_length=max_length)))
             for r, hypotheses in zip(rows, found):
                 out[r] = hypotheses[:1] if self.ctc else hypotheses
         return out
@@ -127,7 +121,7 @@ class SpeechRecognizer(_AudioModel):
         if self.ctc:
             raise ValueError("streaming needs an attention decoder; this checkpoint's model.decoder is ctc")
         detokenize = partial(decode, self.tokenizer)
-        return stream_greedy(self.model, self.passes(features, 1), detokenize, **self.limits(max_length))
+        return stream_greedy(self.model, self.passes(features, 1), detokenize, **self.recipe.decode.limits(max_length=max_length))
 
     def outputs(self, found: list[list[Hypothesis]]) -> list[dict[str, Any]]:
         return [{"text": decode(self.tokenizer, h[0].tokens), "score": float(h[0].score)} for h in found]

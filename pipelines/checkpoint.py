@@ -2,8 +2,10 @@
 
 Training checkpoints (written through ``ray.train.report``, one directory per report):
 
-    model.stage<S>.pt      model state of pipeline stage S (written by its dp rank 0)
-    optim.stage<S>.pt      optimizer + LR scheduler state of that stage
+    model.stage<S>.pt      model state of pipeline stage S (written by its dp rank 0); with
+                           train.ema_decay, the stage's parameter average
+    optim.stage<S>.pt      optimizer + LR scheduler state of that stage (with ema_decay,
+                           also its raw weights and the average's update count)
     train_state.json       step, epoch and the metric history so far
 
 Inference checkpoint (``<output>/checkpoint``, what ``eval`` and ``serve`` load):
@@ -12,8 +14,9 @@ Inference checkpoint (``<output>/checkpoint``, what ``eval`` and ``serve`` load)
     model.pt               the whole model's state dict (``weights_only`` loadable)
     tokenizer.json         ``tokenizers`` tokenizer trained on the training split (seq2seq:
                            the joint one, or source_tokenizer.json + target_tokenizer.json)
-    meta.json              kind, task, the builder's sizes (``vocab_size`` and ``labels``,
-                           or ``src_vocab_size`` and ``tgt_vocab_size``)
+    meta.json              format (CHECKPOINT_FORMAT), kind, task, the builder's sizes
+                           (``vocab_size`` and ``labels``, or ``src_vocab_size`` and
+                           ``tgt_vocab_size``)
 
 A checkpoint is data, never code: ``config.yaml`` is read with ``yaml.safe_load`` into the
 validated recipe, ``meta.json`` is checked key by key and against the recipe, and
@@ -33,12 +36,17 @@ from typing import Any
 import torch
 import yaml
 
+from pipelines.averaging import ParameterAverage
 from pipelines.config import Recipe, recipe_from_dict
 from pipelines.errors import DataError, RayseqError
 from pipelines.tasks import Task, task_for, task_of_checkpoint
 
 TRAIN_STATE = "train_state.json"
-META_KEYS = frozenset({"kind", "input", "task", "decoder", "labels", "vocab_size", "src_vocab_size", "tgt_vocab_size",
+CHECKPOINT_FORMAT = 1
+"""``meta.json``'s ``format``: raised when a change would make an older rayseq misread a
+checkpoint (files absent before the field are format 1, the same layout)."""
+
+META_KEYS = frozenset({"format", "kind", "input", "task", "decoder", "labels", "vocab_size", "src_vocab_size", "tgt_vocab_size",
                        "source_lang", "target_lang", "feature_dim", "frame_size"})
 """Every key :func:`export_inference` writes into ``meta.json``; any other is refused."""
 
@@ -51,14 +59,32 @@ def optim_file(stage: int) -> str:
     return f"optim.stage{stage}.pt"
 
 
-def save_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimizer, scheduler) -> None:
-    torch.save(model.state_dict(), directory / model_file(stage))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, directory / optim_file(stage))
+def save_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimizer, scheduler,
+                     average: ParameterAverage | None = None) -> None:
+    """The stage's model file holds the weights to serve: the parameter average when
+    ``train.ema_decay`` is on (the raw weights then go beside the optimizer state)."""
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    if average is None:
+        torch.save(model.state_dict(), directory / model_file(stage))
+    else:
+        state.update(raw_model=model.state_dict(), average_updates=average.updates)
+        with average.swapped_in():
+            torch.save(model.state_dict(), directory / model_file(stage))
+    torch.save(state, directory / optim_file(stage))
 
 
-def load_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimizer, scheduler) -> None:
+def load_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimizer, scheduler,
+                     average: ParameterAverage | None = None) -> None:
+    """Resume a stage: raw weights into ``model``, the average into ``average`` (restarted
+    from the weights when the checkpoint was saved without one)."""
     model.load_state_dict(torch.load(directory / model_file(stage), weights_only=True))
     state = torch.load(directory / optim_file(stage), weights_only=True)
+    if "raw_model" in state:
+        if average is not None:
+            average.restart_from_module(state["average_updates"])  # the model file is the average
+        model.load_state_dict(state["raw_model"])
+    elif average is not None:
+        average.restart_from_module()
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
 
@@ -83,7 +109,7 @@ def export_inference(train_dir: Path, out_dir: Path, *, recipe: Recipe, files: d
     for name, text in files.items():
         (out_dir / name).write_text(text)
     route = task_for(recipe.model).route
-    head = {"kind": recipe.model.kind, "input": recipe.model.input, "task": route}
+    head = {"format": CHECKPOINT_FORMAT, "kind": recipe.model.kind, "input": recipe.model.input, "task": route}
     if recipe.model.kind == "seq2seq":
         head["decoder"] = recipe.model.decoder
     (out_dir / "meta.json").write_text(json.dumps({**head, **meta}, indent=2))
@@ -212,6 +238,12 @@ def _read_meta(file: Path) -> dict[str, Any]:
         raise DataError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or not all(isinstance(meta.get(key), str) for key in ("kind", "task")):
         raise DataError(f"{file}: needs a JSON object with string fields 'kind' and 'task'")
+    version = meta.get("format", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DataError(f"{file}: 'format' must be a positive integer, got {version!r}")
+    if version > CHECKPOINT_FORMAT:
+        raise DataError(f"{file}: checkpoint format {version} was written by a newer rayseq; this one reads "
+                        f"format {CHECKPOINT_FORMAT} and older (upgrade rayseq to load it)")
     unknown = sorted(set(meta) - META_KEYS)
     if unknown:
         raise DataError(f"{file}: unknown key(s) {unknown}; known: {sorted(META_KEYS)}")

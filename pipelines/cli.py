@@ -1,7 +1,7 @@
 """``rayseq``: train, evaluate and serve recurrent sequence models on Ray.
 
     rayseq train RECIPE.yaml [--set KEY=VALUE ...] [--output DIR]
-    rayseq eval CHECKPOINT --data PATH [--format FORMAT] [--set KEY=VALUE ...]
+    rayseq eval CHECKPOINT --data PATH [--format FORMAT] [--set KEY=VALUE ...] [--predictions FILE]
     rayseq serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000]
     rayseq generate speech RECORDINGS OUT_DIR --count N --seed S [--takes 10-49]
                            [--min-digits 1] [--max-digits 7] [--snr-db 30]

@@ -87,9 +87,24 @@ class AudioConfig:
     pitch), e.g. ``[0.9, 1.0, 1.1]`` triples the training set; without ``1.0`` the
     originals are not used. Empty: off. Validation, ``rayseq eval`` and serving never
     perturb."""
+    tail_cut_copies: int = 0
+    """Truncation augmentation, training split only: each training recording is also
+    featurized this many times with its end cut off, each copy losing a fraction drawn
+    uniformly from ``(0, tail_cut_max]`` (seeded by the file name, so reruns match). Teaches
+    a classifier a word whose end was clipped (a late start of a recording's next take, a
+    push-to-talk released early), instead of keying on its last sound; 0: off."""
+    tail_cut_max: float = 0.4
+    """Largest fraction of a recording a tail-cut copy loses (at least 30 ms are kept)."""
 
     def __post_init__(self) -> None:
         self._check_speed_perturb()
+        if isinstance(self.tail_cut_copies, bool) or not isinstance(self.tail_cut_copies, int) \
+                or not 0 <= self.tail_cut_copies <= 16:
+            raise ConfigError(f"data.audio.tail_cut_copies must be an integer in 0..16, got {self.tail_cut_copies!r}")
+        if isinstance(self.tail_cut_max, bool) or not isinstance(self.tail_cut_max, (int, float)) \
+                or not 0 < self.tail_cut_max < 1:
+            raise ConfigError(f"data.audio.tail_cut_max must be a fraction in (0, 1), got {self.tail_cut_max!r}")
+        self.tail_cut_max = float(self.tail_cut_max)
         if self.sample_rate < 1000 or self.n_mels < 8:
             raise ConfigError(f"data.audio.sample_rate must be >= 1000 and n_mels >= 8, got {self.sample_rate}, {self.n_mels}")
         if not 0 < self.hop_ms <= self.window_ms:
@@ -289,6 +304,10 @@ class TrainConfig:
     """LR after warm-up: ``linear`` or ``cosine`` decay to 0, or ``constant``."""
     clip_norm: float = 1.0
     """Clip gradients to this global L2 norm (0 disables)."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the parameters (Polyak averaging; e.g.
+    0.999, about the last 1,000 steps): validation scores it and the exported checkpoint
+    holds it, while training continues from the raw weights. 0: off."""
     label_smoothing: float = 0.0
     seed: int = 0
     log_every: int = 50
@@ -314,6 +333,8 @@ class TrainConfig:
             raise ConfigError(f"train.schedule: {self.schedule!r} is not linear, cosine or constant")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         for name in ("log_every", "eval_every", "keep_checkpoints", "shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -400,6 +421,14 @@ class DecodeConfig:
         if self.alpha < 0 or self.max_length_ratio <= 0:
             raise ConfigError(f"decode.alpha must be >= 0 and decode.max_length_ratio > 0, got {self.alpha}, "
                               f"{self.max_length_ratio}")
+
+    def limits(self, *, alpha: float | None = None, max_length: int | None = None,
+               max_length_ratio: float | None = None) -> dict[str, Any]:
+        """A search's ``alpha`` and output length caps (``models.decoding.generate``
+        keywords): these settings, overridden by those given (not None)."""
+        return dict(alpha=self.alpha if alpha is None else alpha,
+                    max_length=self.max_length if max_length is None else max_length,
+                    max_length_ratio=self.max_length_ratio if max_length_ratio is None else max_length_ratio)
 
 
 @dataclass(kw_only=True)

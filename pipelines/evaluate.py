@@ -12,6 +12,7 @@ Data batch inference with the checkpoint loaded once per actor.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,29 @@ from pipelines.config import apply_overrides, recipe_from_dict
 from pipelines.errors import DataError
 
 
+def _scored_labels(probs: np.ndarray, batch: dict[str, np.ndarray], ids: dict[str, int]) -> dict[str, np.ndarray]:
+    """A classifier actor's output rows: predicted and true label ids, the predicted
+    label's probability, and the record's ``origin`` and ``index`` (for ``--predictions``)."""
+    return {"index": batch["index"], "origin": batch["origin"], "predicted": probs.argmax(-1),
+            "score": probs.max(-1), "label": np.array([ids[label] for label in batch["label"]])}
+
+
 class _Score:
-    def __init__(self, checkpoint: str) -> None:
+    """Ray Data actor: a text classifier over ``{text, label, origin, index}`` records."""
+
+    def __init__(self, checkpoint: str, max_length: int) -> None:
         from pipelines.inference import TextClassifier
 
         self.classifier = TextClassifier(checkpoint)
+        self.classifier.max_length = max_length  # the eval recipe's (``--set data.max_length``)
+        self.ids = {name: i for i, name in enumerate(self.classifier.labels)}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        probs = self.classifier.probabilities([list(x) for x in batch["ids"]])
-        return {"predicted": probs.argmax(-1), "label": batch["label"]}
+        for label, origin in zip(batch["label"], batch["origin"]):
+            if label not in self.ids:
+                raise DataError(f"{origin}: label {label!r} was not seen in training (labels: {sorted(self.ids)})")
+        probs = self.classifier.probabilities(self.classifier.encode([str(t) for t in batch["text"]]))
+        return _scored_labels(probs, batch, self.ids)
 
 
 class _Translate:
@@ -43,18 +58,19 @@ class _Translate:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sources = [str(x) for x in batch["source"]]
         found = self.translator.generate_ids(self.translator.encode(sources), **self.options)
-        return {"index": batch["index"], "hypothesis": np.array([self.translator.detokenize(h[0].tokens) for h in found]),
-                "target": batch["target"]}
+        return {"index": batch["index"], "origin": batch["origin"],
+                "hypothesis": np.array([self.translator.detokenize(h[0].tokens) for h in found]),
+                "reference": batch["target"]}
 
 
-def score_translations(checkpoint: Path, recipe) -> dict[str, Any]:
+def score_translations(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
     """BLEU, chrF and ``bleu_tok_lc`` of the checkpoint on ``recipe.data.valid``."""
     from pipelines.sources import check_records, read_pairs
     from pipelines.translation_data import with_index
     from pipelines.translation_metrics import translation_scores
 
     records = check_records(read_pairs(recipe.data, "valid"), recipe.data.on_bad_record, "eval")
-    indexed = with_index(records.dataset.select_columns(["source", "target"]), records.rows)
+    indexed = with_index(records.dataset.select_columns(["source", "target", "origin"]), records.rows)
     decode = recipe.decode
     options = {"beam_size": decode.beam_size, "alpha": decode.alpha, "max_length": decode.max_length,
                "max_length_ratio": decode.max_length_ratio}
@@ -62,9 +78,10 @@ def score_translations(checkpoint: Path, recipe) -> dict[str, Any]:
         _Translate, fn_constructor_kwargs={"checkpoint": str(checkpoint), "options": options}, batch_size=256,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
-    rows = sorted(translated.iter_rows(), key=lambda r: int(r["index"]))
-    scores = translation_scores([r["hypothesis"] for r in rows], [r["target"] for r in rows])
-    return {**scores, "beam_size": decode.beam_size, "skipped_records": records.skipped}
+    rows = _in_order(translated)
+    scores = translation_scores([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
+    return {**scores, "beam_size": decode.beam_size, "skipped_records": records.skipped,
+            **write_predictions(predictions, rows, ("origin", "reference", "hypothesis"))}
 
 
 class _ClassifyMedia:
@@ -85,8 +102,7 @@ class _ClassifyMedia:
         if unknown:
             raise DataError(f"{unknown[0][0]}: label {unknown[0][1]!r} is not one of the model's labels "
                             f"{self.classifier.labels}")
-        probs = self.classifier.probabilities(list(batch[self.inputs]))
-        return {"predicted": probs.argmax(-1), "label": np.array([self.ids[lab] for lab in batch["label"]])}
+        return _scored_labels(self.classifier.probabilities(list(batch[self.inputs])), batch, self.ids)
 
 
 class _DecodeMedia:
@@ -106,22 +122,41 @@ class _DecodeMedia:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.decode(list(batch[self.inputs]), **self.options)
-        return {"index": batch["index"], "hypothesis": np.array([o["text"] for o in outputs]),
-                "reference": batch[self.target]}
+        return {"index": batch["index"], "origin": batch["origin"],
+                "hypothesis": np.array([o["text"] for o in outputs]), "reference": batch[self.target]}
 
 
-def _decoded(checkpoint: Path, records, recipe, *, inputs: str, target: str,
-             batch_size: int) -> tuple[list[str], list[str]]:
-    """``(hypotheses, references)`` of ``records`` in input order, decoded with the recipe's
-    ``decode`` beam size and length cap."""
+def _decoded(checkpoint: Path, records, recipe, *, inputs: str, target: str, batch_size: int) -> list[dict[str, Any]]:
+    """``{origin, reference, hypothesis}`` rows of ``records`` in input order, decoded with
+    the recipe's ``decode`` beam size and length cap."""
     options = {"beam_size": recipe.decode.beam_size, "max_length": recipe.decode.max_length}
     decoded = records.dataset.map_batches(
         _DecodeMedia, fn_constructor_kwargs={"checkpoint": str(checkpoint), "inputs": inputs, "target": target,
                                              "options": options},
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
-    rows = sorted(decoded.iter_rows(), key=lambda r: int(r["index"]))
-    return [r["hypothesis"] for r in rows], [r["reference"] for r in rows]
+    return _in_order(decoded)
+
+
+def _in_order(dataset) -> list[dict[str, Any]]:
+    """The rows of a scored dataset in input order (``index``; actors may finish out of order)."""
+    return sorted(dataset.iter_rows(), key=lambda r: int(r["index"]))
+
+
+def write_predictions(path: Path | None, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, str]:
+    """``--predictions``: ``columns`` of each scored record as one JSON line, in input
+    order; ``{"predictions": path}`` for the summary ({} when not asked)."""
+    if path is None:
+        return {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps({c: _plain(row[c]) for c in columns}, ensure_ascii=False) + "\n")
+    return {"predictions": str(path)}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _featurized_validation(recipe, target: str):
@@ -131,17 +166,17 @@ def _featurized_validation(recipe, target: str):
                            recipe.data.on_bad_record)
 
 
-def score_audio_classifications(checkpoint: Path, recipe) -> dict[str, Any]:
+def score_audio_classifications(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
     """Accuracy of an audio classifier on the recipe's validation recordings."""
-    return _media_accuracy(checkpoint, _featurized_validation(recipe, "label"), "features")
+    return _media_accuracy(checkpoint, _featurized_validation(recipe, "label"), "features", predictions)
 
 
-def _media_accuracy(checkpoint: Path, records, inputs: str) -> dict[str, Any]:
+def _media_accuracy(checkpoint: Path, records, inputs: str, predictions: Path | None) -> dict[str, Any]:
     scored = records.dataset.map_batches(
         _ClassifyMedia, fn_constructor_kwargs={"checkpoint": str(checkpoint), "inputs": inputs}, batch_size=128,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
-    return _accuracy(scored, records.skipped)
+    return _accuracy(scored, records.skipped, _labels_of(checkpoint), predictions)
 
 
 def _validation_clips(recipe, target: str):
@@ -153,33 +188,39 @@ def _validation_clips(recipe, target: str):
     return featurize_video(records, recipe.data.video, "eval", recipe.data.on_bad_record)
 
 
-def score_video_classifications(checkpoint: Path, recipe) -> dict[str, Any]:
+def score_video_classifications(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
     """Accuracy of a video classifier on the recipe's validation clips."""
-    return _media_accuracy(checkpoint, _validation_clips(recipe, "label"), "frames")
+    return _media_accuracy(checkpoint, _validation_clips(recipe, "label"), "frames", predictions)
 
 
-def score_captions(checkpoint: Path, recipe) -> dict[str, Any]:
+def score_captions(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
     """Exact-match rate (whitespace- and case-normalised) and BLEU of a captioner on the
     recipe's validation clips, with the recipe's ``decode`` settings."""
     from pipelines.translation_metrics import caption_scores
 
     records = _validation_clips(recipe, "caption")
-    scores = caption_scores(*_decoded(checkpoint, records, recipe, inputs="frames", target="caption", batch_size=64))
-    return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped}
+    rows = _decoded(checkpoint, records, recipe, inputs="frames", target="caption", batch_size=64)
+    scores = caption_scores([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
+    return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped,
+            **write_predictions(predictions, rows, ("origin", "reference", "hypothesis"))}
 
 
-def score_speech(checkpoint: Path, recipe) -> dict[str, Any]:
+def score_speech(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
     """WER, CER and exact-match rate of a speech recognizer on the recipe's validation
     recordings, with the recipe's ``decode`` settings."""
     from pipelines.speech_metrics import speech_scores
 
     records = _featurized_validation(recipe, "transcript")
-    scores = speech_scores(*_decoded(checkpoint, records, recipe, inputs="features", target="transcript",
-                                     batch_size=128))
-    return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped}
+    rows = _decoded(checkpoint, records, recipe, inputs="features", target="transcript", batch_size=128)
+    scores = speech_scores([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
+    return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped,
+            **write_predictions(predictions, rows, ("origin", "reference", "hypothesis"))}
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", overrides: list[str] | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", overrides: list[str] | None = None,
+                        predictions: Path | None = None) -> dict[str, Any]:
+    """``rayseq eval``: the checkpoint's task scores on ``data``; ``predictions``: also
+    write each record's prediction there (JSON lines, input order)."""
     import yaml
 
     from pipelines.checkpoint import load_inference
@@ -193,34 +234,37 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", over
     recipe = recipe_from_dict(apply_overrides(raw, overrides or []))
 
     init_ray()
-    return task_of_checkpoint(checkpoint, loaded.meta).scores(loaded, recipe)
+    return task_of_checkpoint(checkpoint, loaded.meta).scores(loaded, recipe, predictions)
 
 
-def score_classifications(loaded, recipe) -> dict[str, Any]:
+def score_classifications(loaded, recipe, predictions: Path | None = None) -> dict[str, Any]:
     """Accuracy of a loaded seq2vec checkpoint on ``recipe.data.valid``."""
     from pipelines.sources import check_records, read_split
-    from pipelines.text_data import featurize
-    from pipelines.tokenization import load_tokenizer
+    from pipelines.translation_data import with_index
 
     records = check_records(read_split(recipe.data, "valid"), recipe.data.on_bad_record, "eval")
-    features = featurize(records.dataset, load_tokenizer(loaded.tokenizer_json), loaded.labels, recipe.data.max_length)
-    scored = features.map_batches(
-        _Score, fn_constructor_kwargs={"checkpoint": str(loaded.path)}, batch_size=512,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+    indexed = with_index(records.dataset.select_columns(["text", "label", "origin"]), records.rows)
+    scored = indexed.map_batches(
+        _Score, fn_constructor_kwargs={"checkpoint": str(loaded.path), "max_length": recipe.data.max_length},
+        batch_size=512, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
-    return _accuracy(scored, records.skipped)
+    return _accuracy(scored, records.skipped, loaded.labels, predictions)
 
 
-def _accuracy(scored, skipped: int) -> dict[str, Any]:
-    predicted, labels = [], []
-    for part in scored.iter_batches(batch_size=None, batch_format="numpy"):
-        predicted.append(part["predicted"])
-        labels.append(part["label"])
-    predicted, labels = np.concatenate(predicted), np.concatenate(labels)
+def _labels_of(checkpoint: Path) -> list[str]:
+    return list(json.loads((Path(checkpoint) / "meta.json").read_text())["labels"])
+
+
+def _accuracy(scored, skipped: int, labels: list[str], predictions: Path | None) -> dict[str, Any]:
+    rows = _in_order(scored)
+    correct = sum(int(r["predicted"]) == int(r["label"]) for r in rows)
+    named = [{"origin": r["origin"], "label": labels[int(r["label"])], "predicted": labels[int(r["predicted"])],
+              "score": round(float(r["score"]), 4)} for r in rows]
     return {
-        "accuracy": round(float((predicted == labels).mean()), 4),
-        "examples": int(len(labels)),
+        "accuracy": round(correct / len(rows), 4) if rows else 0.0,
+        "examples": len(rows),
         "skipped_records": skipped,
+        **write_predictions(predictions, named, ("origin", "label", "predicted", "score")),
     }
 
 
@@ -233,7 +277,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "audio/video models)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the checkpoint's recipe, e.g. data.text_column=sentence")
+    parser.add_argument("--predictions", type=Path, metavar="FILE.jsonl",
+                        help="also write every scored record's prediction, one JSON line each in input order: "
+                             "origin, label, predicted, score (classifiers) or origin, reference, hypothesis")
 
 
 def eval_command(args: argparse.Namespace) -> dict[str, Any]:
-    return evaluate_checkpoint(args.checkpoint, args.data, fmt=args.format, overrides=args.overrides)
+    return evaluate_checkpoint(args.checkpoint, args.data, fmt=args.format, overrides=args.overrides,
+                               predictions=args.predictions)

@@ -74,7 +74,7 @@ def sequence_batches(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | 
     (``pipelines.bucketing.bucket_pairs``)."""
     from pipelines.tokenization import encode_targets, load_tokenizer, train_tokenizer
 
-    # Speed-perturbed copies (pipelines.audio_data.speed_copies) repeat their recording's
+    # Augmented copies (pipelines.audio_data.training_copies) repeat their recording's
     # text: the tokenizer counts each recording once, as without copies.
     copies = "speed" in train.dataset.schema().names
     columns = [target, "origin"] if copies else [target]

@@ -146,11 +146,12 @@ class ClassificationTask:
         """Scores beyond the engine's validation pass, for the end-of-training summary."""
         return {}
 
-    def scores(self, loaded, recipe) -> dict[str, Any]:
-        """``rayseq eval``: a loaded checkpoint scored on ``recipe.data.valid``."""
+    def scores(self, loaded, recipe, predictions=None) -> dict[str, Any]:
+        """``rayseq eval``: a loaded checkpoint scored on ``recipe.data.valid``; with
+        ``predictions`` (a path), every record's prediction written there too."""
         from pipelines.evaluate import score_classifications
 
-        return score_classifications(loaded, recipe)
+        return score_classifications(loaded, recipe, predictions)
 
     def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
         """The builder's size arguments from a checkpoint's ``meta.json``, checked."""
@@ -238,10 +239,10 @@ class TranslationTask:
     def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
         return _checked_sizes(path, meta, ("src_vocab_size", "tgt_vocab_size"))
 
-    def scores(self, loaded, recipe) -> dict[str, Any]:
+    def scores(self, loaded, recipe, predictions=None) -> dict[str, Any]:
         from pipelines.evaluate import score_translations
 
-        return score_translations(loaded.path, recipe)
+        return score_translations(loaded.path, recipe, predictions)
 
 
 class AudioClassificationTask(ClassificationTask):
@@ -268,10 +269,10 @@ class AudioClassificationTask(ClassificationTask):
     def missing_files(self, path) -> str | None:
         return None
 
-    def scores(self, loaded, recipe) -> dict[str, Any]:
+    def scores(self, loaded, recipe, predictions=None) -> dict[str, Any]:
         from pipelines.evaluate import score_audio_classifications
 
-        return score_audio_classifications(loaded.path, recipe)
+        return score_audio_classifications(loaded.path, recipe, predictions)
 
     def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
         return {"num_labels": _labels_from_meta(path, meta), **_checked_sizes(path, meta, ("feature_dim",))}
@@ -310,10 +311,10 @@ class SpeechRecognitionTask(TranslationTask):
               f"{scores['examples']} utterances)", flush=True)
         return {f"val_{k}": scores[k] for k in ("wer", "cer", "exact_match")}
 
-    def scores(self, loaded, recipe) -> dict[str, Any]:
+    def scores(self, loaded, recipe, predictions=None) -> dict[str, Any]:
         from pipelines.evaluate import score_speech
 
-        return score_speech(loaded.path, recipe)
+        return score_speech(loaded.path, recipe, predictions)
 
     def missing_files(self, path) -> str | None:
         return None if (path / "tokenizer.json").is_file() else "tokenizer.json"
@@ -404,10 +405,10 @@ class VideoClassificationTask(ClassificationTask):
     def missing_files(self, path) -> str | None:
         return None
 
-    def scores(self, loaded, recipe) -> dict[str, Any]:
+    def scores(self, loaded, recipe, predictions=None) -> dict[str, Any]:
         from pipelines.evaluate import score_video_classifications
 
-        return score_video_classifications(loaded.path, recipe)
+        return score_video_classifications(loaded.path, recipe, predictions)
 
     def sizes_from_meta(self, path, meta: dict[str, Any]) -> dict[str, int]:
         return {"num_labels": _labels_from_meta(path, meta), **_checked_sizes(path, meta, ("frame_size",))}
@@ -454,10 +455,10 @@ class CaptioningTask(TranslationTask):
               f"(beam {scores['beam_size']}, {scores['examples']} clips)", flush=True)
         return {f"val_{k}": scores[k] for k in ("exact_match", "bleu")}
 
-    def scores(self, loaded, recipe) -> dict[str, Any]:
+    def scores(self, loaded, recipe, predictions=None) -> dict[str, Any]:
         from pipelines.evaluate import score_captions
 
-        return score_captions(loaded.path, recipe)
+        return score_captions(loaded.path, recipe, predictions)
 
     def missing_files(self, path) -> str | None:
         return None if (path / "tokenizer.json").is_file() else "tokenizer.json"

@@ -61,14 +61,6 @@ class Translator:
         that tokenizes to nothing becomes ``[UNK]``, so every source has a step)."""
         return encode_batch(self.tokenizers.source, texts, self.max_length)[0]
 
-    def limits(self, *, alpha: float | None = None, max_length: int | None = None,
-               max_length_ratio: float | None = None) -> dict[str, Any]:
-        """The search's ``alpha`` and output length caps, those left as None from the recipe."""
-        d = self.defaults
-        return dict(alpha=d.alpha if alpha is None else alpha,
-                    max_length=d.max_length if max_length is None else max_length,
-                    max_length_ratio=d.max_length_ratio if max_length_ratio is None else max_length_ratio)
-
     def passes(self, ids: list[list[int]], beam_size: int) -> Iterator[Pass]:
         """``(rows, src_tokens (B, S) on the device, src_lengths (B,))`` sorted by length,
         at most ``max_tokens / beam_size`` padded source tokens a pass (each beam holds a
@@ -94,7 +86,7 @@ class Translator:
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         options = dict(beam_size=beam_size, n_best=n_best,
-                       **self.limits(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio))
+                       **self.defaults.limits(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio))
         out: list[list[Hypothesis]] = [[] for _ in ids]
         for rows, src_tokens, src_lengths in self.passes(ids, beam_size):
             for r, hypotheses in zip(rows, generate(self.model, src_tokens, src_lengths, **options)):
@@ -106,7 +98,7 @@ class Translator:
         """Greedy decoding of ``ids`` as it goes: ``pipelines.streaming`` items (each output
         token with the text it adds, then ``{"text", "score"}`` per source), equal to
         ``generate_ids(ids, beam_size=1)``'s results. Options as for :meth:`generate_ids`."""
-        limits = self.limits(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio)
+        limits = self.defaults.limits(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio)
         return stream_greedy(self.model, self.passes(ids, beam_size=1), self.detokenize, **limits)
 
     def detokenize(self, tokens: list[int]) -> str:

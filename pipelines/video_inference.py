@@ -90,12 +90,6 @@ class VideoCaptioner(_VideoModel):
         super().__init__(checkpoint, **kwargs)
         self.tokenizer = load_tokenizer(self.loaded.tokenizer_json)
 
-    def limits(self, max_length: int | None = None) -> dict[str, Any]:
-        """The search limits: the recipe's ``decode``, ``max_length`` if given."""
-        d = self.recipe.decode
-        return dict(alpha=d.alpha, max_length_ratio=d.max_length_ratio,
-                    max_length=d.max_length if max_length is None else max_length)
-
     def passes(self, clips: list[np.ndarray], beam_size: int) -> Iterator[Pass]:
         """:func:`clip_batches` on the device, under ``max_frames / beam_size`` (each beam
         row holds a copy of its clip's encoder memory)."""
@@ -108,7 +102,7 @@ class VideoCaptioner(_VideoModel):
                        max_length: int | None = None) -> list[list[Hypothesis]]:
         """Hypotheses per clip, best first, in input order; options default to the recipe's ``decode``."""
         beam_size = self.recipe.decode.beam_size if beam_size is None else beam_size
-        options = dict(beam_size=beam_size, **self.limits(max_length))
+        options = dict(beam_size=beam_size, **self.recipe.decode.limits(max_length=max_length))
         out: list[list[Hypothesis]] = [[] for _ in clips]
         for rows, frames, lengths in self.passes(clips, beam_size):
             for r, hypotheses in zip(rows, generate(self.model, frames, lengths, **options)):
@@ -119,7 +113,7 @@ class VideoCaptioner(_VideoModel):
         """Greedy decoding as it goes: ``pipelines.streaming`` items, equal to
         ``generate_clips(clips, beam_size=1)``'s results."""
         detokenize = partial(decode, self.tokenizer)
-        return stream_greedy(self.model, self.passes(clips, 1), detokenize, **self.limits(max_length))
+        return stream_greedy(self.model, self.passes(clips, 1), detokenize, **self.recipe.decode.limits(max_length=max_length))
 
     def outputs(self, found: list[list[Hypothesis]]) -> list[dict[str, Any]]:
         return [{"text": decode(self.tokenizer, h[0].tokens), "score": float(h[0].score)} for h in found]

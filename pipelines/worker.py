@@ -23,6 +23,7 @@ from typing import Any
 import ray.train
 import torch
 
+from pipelines.averaging import ParameterAverage
 from pipelines.checkpoint import load_train_shard, read_train_state, save_train_shard, write_train_state
 from pipelines.config import Recipe, recipe_from_dict
 from pipelines.ingest import shuffled_epochs
@@ -65,7 +66,7 @@ def build_stage(recipe: Recipe, plan: StagePlan, stage: int, sizes: dict[str, in
 
 
 def optimizer_step(runner: StageRunner, optimizer, scheduler, plan, *, schedule: str, key: tuple[int, ...],
-                   clip_norm: float) -> float:
+                   clip_norm: float, average: ParameterAverage | None = None) -> float:
     """One optimizer step of this stage; the summed loss on the last stage, else 0."""
     topology = runner.topology
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -77,12 +78,18 @@ def optimizer_step(runner: StageRunner, optimizer, scheduler, plan, *, schedule:
     clip_global_norm(params, clip_norm, topology)
     optimizer.step()
     scheduler.step()
+    if average is not None:
+        average.update()
     return loss_sum
 
 
-def evaluate(runner: StageRunner, topology: Topology, iterator, microbatches: int) -> dict[str, float]:
+def evaluate(runner: StageRunner, topology: Topology, iterator, microbatches: int,
+             average: ParameterAverage | None = None) -> dict[str, float]:
     """Validation loss and accuracy (seq2seq: per target token, and perplexity) over every
-    replica's share of the validation split."""
+    replica's share of the validation split; of the parameter average when there is one."""
+    if average is not None:
+        with average.swapped_in():
+            return evaluate(runner, topology, iterator, microbatches)
     runner.module.eval()
     totals = torch.zeros(3, dtype=torch.float64)
     rows = iter(iterator.iter_rows()) if topology.is_first and iterator is not None else iter(())
@@ -141,6 +148,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         print(f"stage {topology.stage}: {loaded} of {total} parameter tensors from {train_cfg.init_from}", flush=True)
     model = model.to(device)
     optimizer, scheduler = build_optimizer(model.parameters(), train_cfg)
+    average = ParameterAverage(model, train_cfg.ema_decay) if train_cfg.ema_decay else None
     runner = StageRunner(model, topology, device, label_smoothing=train_cfg.label_smoothing,
                          time_chunks=parallel.time_chunks, task=task_for(recipe.model))
 
@@ -148,7 +156,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            load_train_shard(Path(directory), topology.stage, model, optimizer, scheduler)
+            load_train_shard(Path(directory), topology.stage, model, optimizer, scheduler, average)
             state = read_train_state(Path(directory))
             step, epoch, history = state["step"], state["epoch"], state["history"]
         if topology.rank == 0:
@@ -174,7 +182,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         runner.timeline.step = step
         lr = scheduler.get_last_lr()[0]
         loss_sum = optimizer_step(runner, optimizer, scheduler, step_plan, schedule=parallel.schedule,
-                                  key=(train_cfg.seed, step), clip_norm=train_cfg.clip_norm)
+                                  key=(train_cfg.seed, step), clip_norm=train_cfg.clip_norm, average=average)
         runner.timeline.enabled = False  # evaluation forwards are not part of the step
         step += 1
         if topology.is_last:
@@ -198,7 +206,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                       flush=True)
             window.zero_()
             if evaluate_now:
-                entry.update(evaluate(runner, topology, valid_iterator, parallel.microbatches))
+                entry.update(evaluate(runner, topology, valid_iterator, parallel.microbatches, average))
                 metric = runner.task.metric
                 if topology.rank == 0 and metric in entry:
                     print(f"step {step} | val_loss {entry['val_loss']:.4f} | {metric} {entry[metric]:.4f}", flush=True)
@@ -206,10 +214,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if evaluate_now:
                 metrics = {**entry, "run_tokens_per_s": run_totals[0] / run_totals[1] if run_totals[1] else 0.0}
                 _report(topology, {"step": step, "epoch": epoch, "history": history}, runner, optimizer, scheduler,
-                        metrics)
+                        metrics, average)
 
 
-def _report(topology: Topology, state, runner: StageRunner, optimizer, scheduler, metrics) -> None:
+def _report(topology: Topology, state, runner: StageRunner, optimizer, scheduler, metrics,
+            average: ParameterAverage | None) -> None:
     """Every worker reports (it is a barrier); dp rank 0 of each stage writes that
     stage's shard (and timeline, if recorded), world rank 0 the step, epoch and history."""
     if topology.dp_rank != 0:
@@ -217,7 +226,7 @@ def _report(topology: Topology, state, runner: StageRunner, optimizer, scheduler
         return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        save_train_shard(directory, topology.stage, runner.module, optimizer, scheduler)
+        save_train_shard(directory, topology.stage, runner.module, optimizer, scheduler, average)
         if runner.timeline.spans:
             (directory / f"timeline.stage{topology.stage}.json").write_text(runner.timeline.to_json())
         if topology.rank == 0:

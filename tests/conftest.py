@@ -355,6 +355,21 @@ def last_json_line(stdout: str) -> dict:
     return json.loads(lines[-1])
 
 
+def read_predictions(scores: dict) -> list[dict]:
+    """The ``rayseq eval --predictions`` file named in ``scores``: one row per scored
+    record, agreeing with the scores (classifiers: the accuracy is the rows' hit rate)."""
+    rows = [json.loads(line) for line in Path(scores["predictions"]).read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == scores["examples"]
+    if "accuracy" in scores:
+        assert set(rows[0]) == {"origin", "label", "predicted", "score"}
+        hits = sum(r["label"] == r["predicted"] for r in rows)
+        assert hits / len(rows) == pytest.approx(scores["accuracy"], abs=1e-4)
+        assert all(0.0 < r["score"] <= 1.0 for r in rows)
+    else:
+        assert set(rows[0]) == {"origin", "reference", "hypothesis"}
+    return rows
+
+
 @contextlib.contextmanager
 def serve_app(ray_head: dict, app, name: str = "rayseq"):
     """Deploy the Serve ``app`` on the session's head as ``name``; yields its base URL and

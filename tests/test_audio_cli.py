@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import last_json_line
+from conftest import last_json_line, read_predictions
 from test_train_cli import rayseq, sets
 
 pytestmark = pytest.mark.ray
@@ -54,10 +54,14 @@ def test_eval_reproduces_the_digit_accuracy_on_a_held_out_folder(digits_run, rec
     held_out.mkdir()
     for path in recordings.glob("*_[89].wav"):
         (held_out / path.name).write_bytes(path.read_bytes())
-    done = rayseq("eval", str(out / "checkpoint"), "--data", str(held_out))
+    done = rayseq("eval", str(out / "checkpoint"), "--data", str(held_out), "--predictions", str(tmp_path / "p.jsonl"))
     assert done.returncode == 0, done.stderr[-3000:]
     scores = last_json_line(done.stdout)
     assert scores["examples"] == 60 and scores["accuracy"] == pytest.approx(summary["val_accuracy"], abs=1e-4)
+    rows = read_predictions(scores)  # each recording by name, labelled by its name, in file order
+    assert [Path(r["origin"]).name for r in rows] == sorted(p.name for p in held_out.iterdir())
+    assert all(Path(r["origin"]).name.split("_")[0] == r["label"] for r in rows)
+    del scores["predictions"]
     # the same takes chosen inside the whole recordings folder
     done = rayseq("eval", str(out / "checkpoint"), "--data", str(recordings), "--set", "data.audio.valid_takes=8-9")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -88,11 +92,14 @@ def test_speech_recognizer_reports_wer_and_cer_that_eval_reproduces(speech_run):
     manifest = (out / "data" / "valid" / "manifest.csv").read_text().splitlines()
     assert manifest[0] == "path,transcript,speaker,sources" and len(manifest) == 61
     assert all(s.split("_")[-1].split(".")[0] in ("8", "9") for row in manifest[1:] for s in row.split(",")[3].split(";"))
-    done = rayseq("eval", summary["checkpoint"], "--data", str(out / "data" / "valid"))
+    done = rayseq("eval", summary["checkpoint"], "--data", str(out / "data" / "valid"),
+                  "--predictions", str(out / "valid.jsonl"))
     assert done.returncode == 0, done.stderr[-3000:]
     scores = last_json_line(done.stdout)
     assert scores["examples"] == 60
     assert scores["wer"] == pytest.approx(summary["val_wer"]) and scores["cer"] == pytest.approx(summary["val_cer"])
+    rows = read_predictions(scores)  # the manifest's transcripts, in its order
+    assert [r["reference"] for r in rows] == [row.split(",")[1] for row in manifest[1:]]
 
 
 def test_eval_names_a_bad_recording(digits_run, tmp_path):

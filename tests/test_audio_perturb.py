@@ -1,6 +1,8 @@
-"""Speed perturbation (``data.audio.speed_perturb``): a copy at speed ``f`` is ``1/f`` as
-long and ``f`` times higher, cut to ``max_seconds`` afterwards; only the training split
-gets copies; off, nothing changes. Audio is made by the tests (tones, synthetic digits)."""
+"""Training copies of recordings: speed perturbation (``data.audio.speed_perturb``: a copy
+at speed ``f`` is ``1/f`` as long and ``f`` times higher, cut to ``max_seconds``
+afterwards) and truncation (``data.audio.tail_cut_copies``: a copy is the recording's
+beginning). Only the training split gets copies; off, nothing changes. Audio is made by
+the tests (tones, synthetic digits)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import soundfile
 
 from conftest import wav_bytes
 from pipelines.audio import AudioFeaturizer
-from pipelines.audio_data import featurize_batch, speed_copies
+from pipelines.audio_data import featurize_batch, training_copies
 from pipelines.config import AudioConfig, ConfigError, recipe_from_dict
 
 CONFIG = AudioConfig(sample_rate=8000, n_mels=40, max_seconds=2.0)
@@ -23,6 +25,10 @@ def _tone(seconds: float, freq: float = 1000.0, rate: int = 8000) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, 0.4 * np.sin(2 * np.pi * freq * t), rate, format="WAV")
     return buffer.getvalue()
+
+
+def _speeds(*factors: float) -> AudioConfig:
+    return AudioConfig(sample_rate=8000, n_mels=40, max_seconds=2.0, speed_perturb=list(factors))
 
 
 def _peak_hz(samples: np.ndarray, rate: int = 8000) -> float:
@@ -64,13 +70,13 @@ def test_max_seconds_applies_after_the_speed_change():
 def test_speed_one_and_no_speed_column_give_the_same_features(tmp_path):
     (tmp_path / "a.wav").write_bytes(wav_bytes(0.6))
     records = [{"path": str(tmp_path / "a.wav"), "origin": "a.wav", "error": "", "label": "x"}]
-    assert speed_copies(records, []) is records  # off: the records as they were, no speed column
+    assert training_copies(records, CONFIG) is records  # off: the records as they were, no speed column
 
     def batch(rows):
-        return {k: np.array([r[k] for r in rows], dtype=object if k != "speed" else float) for k in rows[0]}
+        return {k: np.array([r[k] for r in rows], dtype=object if k not in ("speed", "tail_cut") else float) for k in rows[0]}
 
     plain = featurize_batch(batch(records), vars(CONFIG))
-    copies = featurize_batch(batch(speed_copies(records, [0.9, 1.0, 1.1])), vars(CONFIG))
+    copies = featurize_batch(batch(training_copies(records, _speeds(0.9, 1.0, 1.1))), vars(CONFIG))
     assert "speed" not in plain
     assert np.array_equal(plain["features"][0], copies["features"][1])
     assert list(copies["length"]) == sorted(copies["length"], reverse=True) and len(set(copies["length"])) == 3
@@ -81,7 +87,8 @@ def test_speed_one_and_no_speed_column_give_the_same_features(tmp_path):
 
 def test_a_copy_that_fails_says_which_speed(tmp_path):
     (tmp_path / "s.wav").write_bytes(wav_bytes(0.031))  # 248 samples: 4 frames, 3 once 1.1 times faster
-    rows = speed_copies([{"path": str(tmp_path / "s.wav"), "origin": "s.wav", "error": "", "label": "x"}], [1.0, 1.1])
+    rows = training_copies([{"path": str(tmp_path / "s.wav"), "origin": "s.wav", "error": "", "label": "x"}],
+                           _speeds(1.0, 1.1))
     out = featurize_batch({k: np.array([r[k] for r in rows]) for k in rows[0]}, vars(CONFIG))
     assert out["error"][0] == ""
     assert out["error"][1].startswith("too short") and out["error"][1].endswith("(speed 1.1 copy)")
@@ -117,6 +124,55 @@ def test_speed_factors_are_floats_and_survive_the_saved_recipe():
     assert again.data.audio.speed_perturb == [0.9, 1.0, 1.1]
 
 
+# ---------------------------------------------------------------- tail-cut copies
+
+
+def test_a_tail_cut_copy_is_the_beginning_of_the_recording_featurized_alone():
+    featurizer = AudioFeaturizer(CONFIG)
+    whole = featurizer.decode(_tone(1.0), "tone.wav")
+    cut = featurizer.decode(_tone(1.0), "tone.wav", tail_cut=0.25)
+    assert len(cut.samples) == 6000 and np.array_equal(cut.samples, whole.samples[:6000])
+    assert cut.seconds == whole.seconds and not cut.cut  # the duration is the recording's
+    features, _ = featurizer(_tone(1.0), "tone.wav", 1.0, 0.25)
+    # normalised over what is left, as a recording that really ended there would be
+    assert np.array_equal(features, featurizer.features(whole.samples[:6000]))
+
+
+def test_a_tail_cut_never_leaves_less_than_the_shortest_recording():
+    featurizer = AudioFeaturizer(CONFIG)
+    short = featurizer.decode(_tone(0.05), "short.wav", tail_cut=0.9)  # 400 samples -> 40, but 30 ms stay
+    assert len(short.samples) == 3 * CONFIG.hop_length
+    assert len(featurizer.features(short.samples)) == 4
+
+
+def test_tail_cut_copies_follow_the_speed_copies_and_are_drawn_from_the_name():
+    records = [{"path": f"{n}.wav", "origin": f"{n}.wav", "error": "", "label": "x"} for n in ("a", "b")]
+    audio = AudioConfig(speed_perturb=[0.9, 1.1], tail_cut_copies=3, tail_cut_max=0.3)
+    rows = training_copies(records, audio)
+    assert [(r["origin"], r["speed"]) for r in rows] == [(o, s) for o in ("a.wav", "b.wav")
+                                                        for s in (0.9, 1.1, 1.0, 1.0, 1.0)]
+    cuts = [[r["tail_cut"] for r in rows if r["origin"] == o] for o in ("a.wav", "b.wav")]
+    assert all(c[:2] == [0.0, 0.0] and all(0 < f <= 0.3 for f in c[2:]) for c in cuts)
+    assert cuts[0] != cuts[1] and len(set(cuts[0][2:])) == 3
+    assert training_copies(records, audio) == rows  # the same every run: seeded by the file name
+    only_cuts = training_copies(records, AudioConfig(tail_cut_copies=1))
+    assert [(r["speed"], r["tail_cut"] == 0) for r in only_cuts] == [(1.0, True), (1.0, False)] * 2
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("tail_cut_copies", -1, "integer in 0..16, got -1"),
+    ("tail_cut_copies", 17, "got 17"),
+    ("tail_cut_copies", 1.5, "got 1.5"),
+    ("tail_cut_copies", True, "got True"),
+    ("tail_cut_max", 0, "fraction in \\(0, 1\\), got 0"),
+    ("tail_cut_max", 1.0, "got 1.0"),
+    ("tail_cut_max", "half", "got 'half'"),
+])
+def test_bad_tail_cut_options_are_errors_naming_the_option(field, value, message):
+    with pytest.raises(ConfigError, match=rf"^data\.audio\.{field} must be .*{message}"):
+        AudioConfig(**{field: value})
+
+
 # ---------------------------------------------------------------- Ray Data ingest
 
 
@@ -127,11 +183,11 @@ def digits_dir(tmp_path_factory):
     return write_synthetic_recordings(tmp_path_factory.mktemp("digits"), speakers=1, takes=range(4))
 
 
-def _recipe(root, speeds):
+def _recipe(root, speeds, tail_cut_copies=0):
     return recipe_from_dict({
         "data": {"root": str(root), "train": ".", "valid": "", "format": "audio-folder",
                  "audio": {"sample_rate": 8000, "n_mels": 16, "max_seconds": 1.0, "valid_takes": "3",
-                           "speed_perturb": speeds}},
+                           "speed_perturb": speeds, "tail_cut_copies": tail_cut_copies}},
         "model": {"input": "audio"},
         "batching": {"max_tokens": 600, "max_batch_size": 16, "pool_size": 64},
     })
@@ -163,6 +219,22 @@ def test_only_the_training_split_gets_a_copy_per_speed(ray_head, digits_dir):
     assert data.report["speed_perturb"] == "x2 (0.9, 1.1)"
     assert sum(len(row["labels"]) for row in data.train.iter_rows()) == 60
     assert "speed_perturb" not in prepare_audio_classification(_recipe(digits_dir, [])).report
+
+
+@pytest.mark.ray
+def test_only_the_training_split_gets_tail_cut_copies(ray_head, digits_dir):
+    from pipelines.audio_data import featurize_splits, prepare_audio_classification
+
+    plain_train, _ = featurize_splits(_recipe(digits_dir, []).data, target="label")
+    train, valid = featurize_splits(_recipe(digits_dir, [], tail_cut_copies=2).data, target="label")
+    assert (train.rows, valid.rows) == (90, 10) and "tail_cut" not in valid.dataset.schema().names
+    plain = {r["origin"]: r for r in plain_train.dataset.iter_rows()}
+    for origin, row in plain.items():
+        copies = sorted((r for r in train.dataset.iter_rows() if r["origin"] == origin), key=lambda r: r["tail_cut"])
+        assert np.array_equal(copies[0]["features"], row["features"]) and copies[0]["tail_cut"] == 0
+        assert all(c["label"] == row["label"] and c["length"] <= row["length"] for c in copies[1:])
+    data = prepare_audio_classification(_recipe(digits_dir, [], tail_cut_copies=2))
+    assert data.report["train_examples"] == 90 and data.report["tail_cut"] == "+2 per recording (up to 40% cut)"
 
 
 @pytest.mark.ray

@@ -16,6 +16,7 @@ wavefront schedule (the CNN streams over time chunks) and as a 3-stage vec2seq c
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ import torch.multiprocessing as mp
 from conftest import free_port
 from models import ModelConfig
 from models.dropout import dropout_key
+from pipelines.averaging import ParameterAverage
 from pipelines.config import TrainConfig
 from pipelines.optim import build_optimizer
 from pipelines.schedules import StageRunner, broadcast_plan
@@ -141,11 +143,13 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
     return out
 
 
-def reference(model_config: ModelConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
+def reference(model_config: ModelConfig, ema_decay: float = 0.0) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Losses and final weights (the parameter average's, with ``ema_decay``) of a plain loop."""
     torch.set_default_dtype(torch.float64)
     task = task_for(model_config)
     model = task.build(model_config, sizes(model_config), seed=TRAIN.seed).train()
     optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
+    average = ParameterAverage(model, ema_decay) if ema_decay else None
     losses = []
     for step, row in enumerate(batches(model_config, 0, 1)):
         optimizer.zero_grad()
@@ -160,11 +164,15 @@ def reference(model_config: ModelConfig) -> tuple[list[float], dict[str, torch.T
         torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN.clip_norm)
         optimizer.step()
         scheduler.step()
+        if average is not None:
+            average.update()
         losses.append(total / units)
-    return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with average.swapped_in() if average is not None else nullcontext():
+        return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, out: dict, model_config: ModelConfig) -> None:
+def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, out: dict, model_config: ModelConfig,
+            ema_decay: float = 0.0) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
@@ -177,25 +185,29 @@ def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, o
         optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
         runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=3, task=task,
                              label_smoothing=TRAIN.label_smoothing)
+        average = ParameterAverage(model, ema_decay) if ema_decay else None
         losses = []
         for step, row in enumerate(batches(model_config, topology.dp_rank, dp)):
             step_plan = task.step_plan(row, MICRO) if topology.is_first else None
             step_plan = broadcast_plan(step_plan, topology, torch.device("cpu"))
             loss_sum = optimizer_step(runner, optimizer, scheduler, step_plan, schedule=schedule,
-                                      key=(TRAIN.seed, step), clip_norm=TRAIN.clip_norm)
+                                      key=(TRAIN.seed, step), clip_norm=TRAIN.clip_norm, average=average)
             totals = torch.tensor([loss_sum, task.loss_units(step_plan) if topology.is_last else 0.0])
             topology.all_reduce(totals, "world")
             losses.append(float(totals[0] / totals[1]))
         if topology.dp_rank == 0:
-            out[rank] = {"losses": losses, "state": {k: v.clone() for k, v in model.state_dict().items()}}
+            with average.swapped_in() if average is not None else nullcontext():
+                out[rank] = {"losses": losses, "state": {k: v.clone() for k, v in model.state_dict().items()}}
     finally:
         dist.destroy_process_group()
 
 
-def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
+def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig,
+                 ema_decay: float = 0.0) -> tuple[list[float], dict[str, torch.Tensor]]:
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_worker, args=(dp * pp, dp, pp, schedule, free_port(), out, model_config), nprocs=dp * pp, join=True)
+        mp.spawn(_worker, args=(dp * pp, dp, pp, schedule, free_port(), out, model_config, ema_decay),
+                 nprocs=dp * pp, join=True)
         results = dict(out)
     state: dict[str, torch.Tensor] = {}
     for rank in range(pp):
@@ -231,4 +243,20 @@ def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     assert not torch.allclose(initial[name].double(), ref_state[name])
     assert set(state) == set(ref_state)
     for name, value in ref_state.items():
+        torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_parameter_average_matches_single_process(expected):
+    """``train.ema_decay``: each stage averages its own parameters; the stages' averages
+    together are the single process's average (and differ from its raw weights)."""
+    default = torch.get_default_dtype()
+    try:
+        _, ref_average = reference(MODEL, ema_decay=0.5)
+    finally:
+        torch.set_default_dtype(default)
+    losses, state = run_parallel(1, 3, "1f1b", MODEL, ema_decay=0.5)
+    assert losses == pytest.approx(expected["dropout"][0], rel=1e-5)  # averaging never touches training
+    raw = expected["dropout"][1]
+    assert any(not torch.allclose(ref_average[k], raw[k]) for k in raw)
+    for name, value in ref_average.items():
         torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-8, msg=name)

@@ -356,6 +356,10 @@ CONFIG_CASES = {  # case: (the tampered file, given the checkpoint; the error af
                            r"meta\.json: needs 'labels'"),
     "unknown meta key": (lambda c: {"meta.json": edited_meta(c, loader="pickle")},
                          r"meta\.json: unknown key\(s\) \['loader'\]"),
+    "newer format": (lambda c: {"meta.json": edited_meta(c, format=2)},
+                     r"meta\.json: checkpoint format 2 was written by a newer rayseq; this one reads format 1"),
+    "format not an integer": (lambda c: {"meta.json": edited_meta(c, format="1")},
+                              r"meta\.json: 'format' must be a positive integer, got '1'"),
     "wrong route": (lambda c: {"meta.json": edited_meta(c, task="generate")},
                     r"meta\.json: task 'generate', but a seq2vec text model answers 'classify'"),
     "not JSON": (lambda c: {"meta.json": "{kind: seq2vec"}, r"meta\.json: not valid JSON"),
@@ -371,6 +375,13 @@ def test_tampered_config_or_meta_fails_on_the_driver_and_in_the_replica(tiny_che
         read_cards([bad])  # rayseq serve, before Ray starts
     with pytest.raises(DataError, match=f"^{re.escape(str(bad))}/{message}"):
         load_inference(bad)  # a model replica, rayseq eval
+
+
+def test_a_checkpoint_from_before_the_format_field_still_loads(tiny_checkpoint, tmp_path):
+    meta = json.loads((tiny_checkpoint / "meta.json").read_text())
+    assert meta.pop("format") == 1  # training writes it
+    old = tampered(tiny_checkpoint, tmp_path / "old", {"meta.json": json.dumps(meta)})
+    assert load_inference(old).labels == load_inference(tiny_checkpoint).labels
 
 
 @pytest.mark.parametrize("fixture", ["tiny_checkpoint", "tiny_translator", "tiny_audio_classifier",

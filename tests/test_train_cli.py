@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, last_json_line
+from conftest import ROOT, last_json_line, read_predictions
 
 pytestmark = pytest.mark.ray
 
@@ -56,13 +56,17 @@ def test_train_reports_contract_figures_and_writes_run_folder(trained_run):
     assert "recipe recipes/demo_sentiment.yaml resolved to:" in stdout
 
 
-def test_eval_scores_the_checkpoint(trained_run):
+def test_eval_scores_the_checkpoint(trained_run, tmp_path):
     out, summary, _ = trained_run
-    done = rayseq("eval", summary["checkpoint"], "--data", str(out / "data" / "valid.txt"))
+    valid = out / "data" / "valid.txt"
+    done = rayseq("eval", summary["checkpoint"], "--data", str(valid), "--predictions", str(tmp_path / "p.jsonl"))
     assert done.returncode == 0, done.stderr[-3000:]
     result = last_json_line(done.stdout)
     assert result["examples"] == 100
     assert result["accuracy"] == pytest.approx(summary["val_accuracy"], abs=1e-3)
+    rows = read_predictions(result)  # one per line of the file, in its order, with its label
+    assert [r["origin"] for r in rows] == [f"{valid}:{i}" for i in range(1, 101)]
+    assert [r["label"] for r in rows] == [line.split(" ", 1)[0] for line in valid.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("schedule, theory", [("1f1b", 1 / 3), ("wavefront", 1 / 9)])
@@ -200,11 +204,15 @@ def test_seq2seq_train_reports_translation_scores_that_eval_reproduces(translati
         assert key in summary, key
     checkpoint = Path(summary["checkpoint"])
     assert {"config.yaml", "model.pt", "tokenizer.json", "meta.json"} <= {p.name for p in checkpoint.iterdir()}
-    done = rayseq("eval", str(checkpoint), "--data", str(out / "data" / "valid"), "--format", "parallel")
+    done = rayseq("eval", str(checkpoint), "--data", str(out / "data" / "valid"), "--format", "parallel",
+                  "--predictions", str(out / "eval" / "valid.jsonl"))
     assert done.returncode == 0, done.stderr[-3000:]
     scores = last_json_line(done.stdout)
     assert scores["examples"] == 100
     assert (scores["bleu"], scores["chrf"]) == (summary["val_bleu"], summary["val_chrf"])
+    rows = read_predictions(scores)  # the hypotheses BLEU scored, beside their references, in order
+    assert [r["reference"] for r in rows] == (out / "data" / "valid.de").read_text().splitlines()
+    assert all(isinstance(r["hypothesis"], str) for r in rows)
 
 
 def test_seq2seq_pipeline_parallel_run_reports_the_same_train_loss(translation_run, tmp_path):

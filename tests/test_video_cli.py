@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import last_json_line
+from conftest import last_json_line, read_predictions
 from test_train_cli import rayseq, sets
 
 pytestmark = pytest.mark.ray
@@ -33,10 +33,12 @@ def test_classifier_trains_and_eval_reproduces_its_accuracy(classify_run):
     out, summary = classify_run
     assert summary["steps"] == 40 and summary["val_examples"] == 40 and summary["skipped_records"] == 0
     assert (out / "checkpoint" / "meta.json").is_file()
-    done = rayseq("eval", str(out / "checkpoint"), "--data", str(out / "data" / "valid"))
+    done = rayseq("eval", str(out / "checkpoint"), "--data", str(out / "data" / "valid"),
+                  "--predictions", str(out / "valid.jsonl"))
     assert done.returncode == 0, done.stderr[-3000:]
     scores = last_json_line(done.stdout)
     assert scores["examples"] == 40 and scores["accuracy"] == pytest.approx(summary["val_accuracy"], abs=1e-4)
+    assert len({r["origin"] for r in read_predictions(scores)}) == 40
 
 
 def test_eval_scores_a_freshly_generated_folder_and_names_a_corrupt_clip(classify_run, tmp_path):
@@ -64,9 +66,11 @@ def test_captioner_trains_and_eval_reproduces_exact_match_and_bleu(ray_head, tmp
     # decoder that learned anything gets most of those right (uniform guessing: 1/18).
     assert summary["val_token_accuracy"] > 0.3
     assert 0.0 <= summary["val_exact_match"] <= 1.0 and "val_bleu" in summary
-    done = rayseq("eval", str(out / "checkpoint"), "--data", str(out / "data" / "valid"))
+    done = rayseq("eval", str(out / "checkpoint"), "--data", str(out / "data" / "valid"),
+                  "--predictions", str(out / "valid.jsonl"))
     assert done.returncode == 0, done.stderr[-3000:]
     scores = last_json_line(done.stdout)
     assert scores["examples"] == 40 and scores["beam_size"] == 2
+    assert all(r["reference"] and isinstance(r["hypothesis"], str) for r in read_predictions(scores))
     assert scores["exact_match"] == pytest.approx(summary["val_exact_match"], abs=1e-4)
     assert scores["bleu"] == pytest.approx(summary["val_bleu"], abs=0.01)
