@@ -118,11 +118,12 @@ def validation_records(data: DataConfig, *, target: str) -> list[dict[str, str]]
     return records
 
 
-def tail_cut_fractions(origin: str, audio: AudioConfig) -> list[float]:
+def tail_cut_fractions(path: str, audio: AudioConfig) -> list[float]:
     """The fractions a recording's tail-cut copies lose: uniform in ``(0, tail_cut_max]``,
-    drawn from the file name, so every run (and every worker) cuts the same."""
-    rng = np.random.default_rng(zlib.crc32(origin.encode()))
-    return [round(audio.tail_cut_max * (1.0 - rng.random()), 4) for _ in range(audio.tail_cut_copies)]
+    seeded by the file's name (not its folder), so every run, worker and copy of the data
+    cuts the same."""
+    rng = np.random.default_rng(zlib.crc32(Path(path).name.encode()))
+    return [audio.tail_cut_max * (1.0 - rng.random()) for _ in range(audio.tail_cut_copies)]
 
 
 def training_copies(records: list[dict[str, str]], audio: AudioConfig) -> list[dict[str, Any]]:
@@ -134,7 +135,7 @@ def training_copies(records: list[dict[str, str]], audio: AudioConfig) -> list[d
     out = []
     for record in records:
         out += [{**record, "speed": s, "tail_cut": 0.0} for s in audio.speed_perturb or [1.0]]
-        out += [{**record, "speed": 1.0, "tail_cut": c} for c in tail_cut_fractions(record["origin"], audio)]
+        out += [{**record, "speed": 1.0, "tail_cut": c} for c in tail_cut_fractions(record["path"], audio)]
     return out
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,10 @@ from pipelines.tasks import Task, task_for, task_of_checkpoint
 
 TRAIN_STATE = "train_state.json"
 CHECKPOINT_FORMAT = 1
-"""``meta.json``'s ``format``: raised when a change would make an older rayseq misread a
-checkpoint (files absent before the field are format 1, the same layout)."""
+"""``meta.json``'s ``format``: raised when a change would make an older rayseq misread an
+inference checkpoint (files absent before the field are format 1, the same layout).
+Training checkpoints are only resumed by the rayseq that wrote them: one from before
+``train.ema_decay`` would resume a run saved with it from the average, not the raw weights."""
 
 META_KEYS = frozenset({"format", "kind", "input", "task", "decoder", "labels", "vocab_size", "src_vocab_size", "tgt_vocab_size",
                        "source_lang", "target_lang", "feature_dim", "frame_size"})
@@ -64,13 +67,12 @@ def save_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimi
     """The stage's model file holds the weights to serve: the parameter average when
     ``train.ema_decay`` is on (the raw weights then go beside the optimizer state)."""
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    if average is None:
-        torch.save(model.state_dict(), directory / model_file(stage))
-    else:
+    if average is not None:
         state.update(raw_model=model.state_dict(), average_updates=average.updates)
-        with average.swapped_in():
-            torch.save(model.state_dict(), directory / model_file(stage))
+    # Saved before the average is swapped in: raw_model shares the parameters' storage.
     torch.save(state, directory / optim_file(stage))
+    with average.swapped_in() if average is not None else nullcontext():
+        torch.save(model.state_dict(), directory / model_file(stage))
 
 
 def load_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimizer, scheduler,
@@ -187,8 +189,8 @@ class CheckpointConfig:
 def read_checkpoint_config(path: Path) -> CheckpointConfig:
     """``config.yaml`` and ``meta.json`` of the checkpoint in ``path``, each validated and
     checked against the other; :class:`DataError` names the file at fault."""
+    meta = _read_meta(path / "meta.json")  # first: a newer format is named before its recipe keys
     recipe = _read_recipe(path / "config.yaml")
-    meta = _read_meta(path / "meta.json")
     task = task_of_checkpoint(path, meta)
     if meta["task"] != task.route:
         raise DataError(f"{path / 'meta.json'}: task {meta['task']!r}, but a {task.kind} {task.input} model "

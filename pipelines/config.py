@@ -88,11 +88,13 @@ class AudioConfig:
     originals are not used. Empty: off. Validation, ``rayseq eval`` and serving never
     perturb."""
     tail_cut_copies: int = 0
-    """Truncation augmentation, training split only: each training recording is also
-    featurized this many times with its end cut off, each copy losing a fraction drawn
-    uniformly from ``(0, tail_cut_max]`` (seeded by the file name, so reruns match). Teaches
-    a classifier a word whose end was clipped (a late start of a recording's next take, a
-    push-to-talk released early), instead of keying on its last sound; 0: off."""
+    """Truncation augmentation for classifiers, training split only: each training
+    recording is also featurized this many times with its end cut off, each copy losing a
+    fraction drawn uniformly from ``(0, tail_cut_max]`` (seeded by the file's name, so
+    reruns and moved folders cut the same). Teaches a classifier a word whose end was
+    clipped (a recording stopped early, a push-to-talk released early), instead of keying
+    on its last sound; 0: off. Refused for speech-to-text, whose transcript would no longer
+    match."""
     tail_cut_max: float = 0.4
     """Largest fraction of a recording a tail-cut copy loses (at least 30 ms are kept)."""
 
@@ -468,6 +470,9 @@ class Recipe:
                 f"batching.max_tokens is a frame budget for audio: a data.audio.max_seconds recording has "
                 f"{self.data.audio.max_frames} frames > {self.batching.max_tokens}"
             )
+        if self.data.audio.tail_cut_copies and self.model.kind != "seq2vec":
+            raise ConfigError("data.audio.tail_cut_copies is for classifiers (model.kind seq2vec): a cut copy of an "
+                              "utterance would keep its whole transcript")
 
     def _check_video(self) -> None:
         video = self.data.video

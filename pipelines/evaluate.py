@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ from pipelines.config import apply_overrides, recipe_from_dict
 from pipelines.errors import DataError
 
 
-def _scored_labels(probs: np.ndarray, batch: dict[str, np.ndarray], ids: dict[str, int]) -> dict[str, np.ndarray]:
-    """A classifier actor's output rows: predicted and true label ids, the predicted
+def _scored_labels(probs: np.ndarray, batch: dict[str, np.ndarray], labels: list[str]) -> dict[str, np.ndarray]:
+    """A classifier actor's output rows: predicted and true label names, the predicted
     label's probability, and the record's ``origin`` and ``index`` (for ``--predictions``)."""
-    return {"index": batch["index"], "origin": batch["origin"], "predicted": probs.argmax(-1),
-            "score": probs.max(-1), "label": np.array([ids[label] for label in batch["label"]])}
+    return {"index": batch["index"], "origin": batch["origin"], "predicted": np.array(labels)[probs.argmax(-1)],
+            "score": probs.max(-1), "label": batch["label"]}
 
 
 class _Score:
@@ -45,7 +46,7 @@ class _Score:
             if label not in self.ids:
                 raise DataError(f"{origin}: label {label!r} was not seen in training (labels: {sorted(self.ids)})")
         probs = self.classifier.probabilities(self.classifier.encode([str(t) for t in batch["text"]]))
-        return _scored_labels(probs, batch, self.ids)
+        return _scored_labels(probs, batch, self.classifier.labels)
 
 
 class _Translate:
@@ -102,7 +103,7 @@ class _ClassifyMedia:
         if unknown:
             raise DataError(f"{unknown[0][0]}: label {unknown[0][1]!r} is not one of the model's labels "
                             f"{self.classifier.labels}")
-        return _scored_labels(self.classifier.probabilities(list(batch[self.inputs])), batch, self.ids)
+        return _scored_labels(self.classifier.probabilities(list(batch[self.inputs])), batch, self.classifier.labels)
 
 
 class _DecodeMedia:
@@ -155,6 +156,17 @@ def write_predictions(path: Path | None, rows: list[dict[str, Any]], columns: tu
     return {"predictions": str(path)}
 
 
+def _check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise DataError(f"--predictions {path}: is a folder; give the path of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"--predictions {path}: cannot create its folder ({err.strerror})") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise DataError(f"--predictions {path}: not writable")
+
+
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -176,7 +188,7 @@ def _media_accuracy(checkpoint: Path, records, inputs: str, predictions: Path | 
         _ClassifyMedia, fn_constructor_kwargs={"checkpoint": str(checkpoint), "inputs": inputs}, batch_size=128,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
-    return _accuracy(scored, records.skipped, _labels_of(checkpoint), predictions)
+    return _accuracy(scored, records.skipped, predictions)
 
 
 def _validation_clips(recipe, target: str):
@@ -227,6 +239,8 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", over
     from pipelines.runtime import init_ray
     from pipelines.tasks import task_of_checkpoint
 
+    if predictions is not None:
+        _check_writable(predictions)  # before any scoring: a bad path fails in a second, by name
     loaded = load_inference(checkpoint)
     raw = yaml.safe_load((Path(checkpoint) / "config.yaml").read_text())
     raw.setdefault("data", {}).update({"root": "", "valid": str(data), "format": fmt, "generate": None})
@@ -248,17 +262,13 @@ def score_classifications(loaded, recipe, predictions: Path | None = None) -> di
         _Score, fn_constructor_kwargs={"checkpoint": str(loaded.path), "max_length": recipe.data.max_length},
         batch_size=512, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     )
-    return _accuracy(scored, records.skipped, loaded.labels, predictions)
+    return _accuracy(scored, records.skipped, predictions)
 
 
-def _labels_of(checkpoint: Path) -> list[str]:
-    return list(json.loads((Path(checkpoint) / "meta.json").read_text())["labels"])
-
-
-def _accuracy(scored, skipped: int, labels: list[str], predictions: Path | None) -> dict[str, Any]:
+def _accuracy(scored, skipped: int, predictions: Path | None) -> dict[str, Any]:
     rows = _in_order(scored)
-    correct = sum(int(r["predicted"]) == int(r["label"]) for r in rows)
-    named = [{"origin": r["origin"], "label": labels[int(r["label"])], "predicted": labels[int(r["predicted"])],
+    correct = sum(r["predicted"] == r["label"] for r in rows)
+    named = [{"origin": r["origin"], "label": r["label"], "predicted": r["predicted"],
               "score": round(float(r["score"]), 4)} for r in rows]
     return {
         "accuracy": round(correct / len(rows), 4) if rows else 0.0,

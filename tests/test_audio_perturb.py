@@ -14,7 +14,7 @@ import soundfile
 
 from conftest import wav_bytes
 from pipelines.audio import AudioFeaturizer
-from pipelines.audio_data import featurize_batch, training_copies
+from pipelines.audio_data import featurize_batch, tail_cut_fractions, training_copies
 from pipelines.config import AudioConfig, ConfigError, recipe_from_dict
 
 CONFIG = AudioConfig(sample_rate=8000, n_mels=40, max_seconds=2.0)
@@ -138,6 +138,12 @@ def test_a_tail_cut_copy_is_the_beginning_of_the_recording_featurized_alone():
     assert np.array_equal(features, featurizer.features(whole.samples[:6000]))
 
 
+def test_the_cuts_of_a_file_are_pinned_across_versions_and_machines():
+    """Recipes' results depend on which cuts were drawn: a change here changes them."""
+    cuts = tail_cut_fractions("/any/folder/8_nicolas_5.wav", AudioConfig(tail_cut_copies=2))
+    assert cuts == pytest.approx([0.024047, 0.03395], abs=1e-6)
+
+
 def test_a_tail_cut_never_leaves_less_than_the_shortest_recording():
     featurizer = AudioFeaturizer(CONFIG)
     short = featurizer.decode(_tone(0.05), "short.wav", tail_cut=0.9)  # 400 samples -> 40, but 30 ms stay
@@ -155,8 +161,16 @@ def test_tail_cut_copies_follow_the_speed_copies_and_are_drawn_from_the_name():
     assert all(c[:2] == [0.0, 0.0] and all(0 < f <= 0.3 for f in c[2:]) for c in cuts)
     assert cuts[0] != cuts[1] and len(set(cuts[0][2:])) == 3
     assert training_copies(records, audio) == rows  # the same every run: seeded by the file name
+    elsewhere = [{**r, "path": f"/elsewhere/data/{r['path']}"} for r in records]  # not by its folder
+    assert [r["tail_cut"] for r in training_copies(elsewhere, audio)] == [r["tail_cut"] for r in rows]
     only_cuts = training_copies(records, AudioConfig(tail_cut_copies=1))
     assert [(r["speed"], r["tail_cut"] == 0) for r in only_cuts] == [(1.0, True), (1.0, False)] * 2
+
+
+def test_tail_cut_copies_are_refused_for_speech_to_text():
+    with pytest.raises(ConfigError, match=r"data\.audio\.tail_cut_copies is for classifiers .* whole transcript"):
+        recipe_from_dict({"data": {"format": "audio-folder", "audio": {"tail_cut_copies": 1}},
+                          "model": {"kind": "seq2seq", "input": "audio", "decoder": "ctc"}})
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -228,11 +242,14 @@ def test_only_the_training_split_gets_tail_cut_copies(ray_head, digits_dir):
     plain_train, _ = featurize_splits(_recipe(digits_dir, []).data, target="label")
     train, valid = featurize_splits(_recipe(digits_dir, [], tail_cut_copies=2).data, target="label")
     assert (train.rows, valid.rows) == (90, 10) and "tail_cut" not in valid.dataset.schema().names
-    plain = {r["origin"]: r for r in plain_train.dataset.iter_rows()}
+    plain, shorter = {r["origin"]: r for r in plain_train.dataset.iter_rows()}, 0
     for origin, row in plain.items():
         copies = sorted((r for r in train.dataset.iter_rows() if r["origin"] == origin), key=lambda r: r["tail_cut"])
         assert np.array_equal(copies[0]["features"], row["features"]) and copies[0]["tail_cut"] == 0
         assert all(c["label"] == row["label"] and c["length"] <= row["length"] for c in copies[1:])
+        assert not any(np.array_equal(c["features"], row["features"]) for c in copies[1:])
+        shorter += sum(c["length"] < row["length"] for c in copies[1:])
+    assert shorter >= 30  # of 60 copies: most cuts lose whole frames
     data = prepare_audio_classification(_recipe(digits_dir, [], tail_cut_copies=2))
     assert data.report["train_examples"] == 90 and data.report["tail_cut"] == "+2 per recording (up to 40% cut)"
 

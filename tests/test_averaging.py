@@ -21,19 +21,22 @@ def _module(value: float) -> torch.nn.Linear:
     return module
 
 
-def test_the_average_moves_towards_the_weights_with_a_warm_up():
+@pytest.mark.parametrize("decay, decays", [
+    (0.9, [2 / 11, 3 / 12, 4 / 13, 5 / 14]),  # the warm-up: early weights fade fast
+    (0.2, [2 / 11, 0.2, 0.2, 0.2]),  # then the decay asked for
+])
+def test_the_average_moves_towards_the_weights_with_a_warm_up(decay, decays):
     module = _module(0.0)
-    average = ParameterAverage(module, decay=0.9)
+    average = ParameterAverage(module, decay=decay)
     expected = 0.0
-    for n, value in enumerate([1.0, 2.0, 4.0, 4.0], start=1):
+    for value, d in zip([1.0, 2.0, 4.0, 4.0], decays):
         with torch.no_grad():
             module.weight.fill_(value)
         average.update()
-        d = min(0.9, (1 + n) / (10 + n))  # 0.18, 0.25, 0.31, 0.36: early weights fade fast
+        assert average.current_decay() == pytest.approx(d)  # the decay this update used
         expected = d * expected + (1 - d) * value
         assert float(average.shadow[0][0, 0]) == pytest.approx(expected)
         assert float(average.shadow[1][0]) == pytest.approx(0.0)  # the bias never moved
-    assert average.current_decay() == pytest.approx(5 / 14)
 
 
 def test_the_swap_restores_the_raw_weights_even_after_an_error():

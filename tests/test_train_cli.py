@@ -95,6 +95,33 @@ def test_pipeline_parallel_run_reports_the_same_train_loss(trained_run, tmp_path
     assert abs(one.probabilities(one.encode(texts)) - two.probabilities(two.encode(texts))).max() < 1e-5
 
 
+def test_a_parameter_average_run_exports_the_average_and_resumes_it(ray_head, tmp_path):
+    """``train.ema_decay`` through Ray Train at pp=2: each stage's shard holds its average,
+    the raw weights sit beside the optimizer state, the export is the average, and a
+    resumed run carries the average's update count on."""
+    import torch
+
+    out = tmp_path / "ema"
+    args = ("train", "recipes/demo_sentiment.yaml", "--output", str(out))
+    done = rayseq(*args, *sets(*SMALL, "train.ema_decay=0.9", "parallel.pp=2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    exported = torch.load(out / "checkpoint" / "model.pt", weights_only=True)
+    [last] = [p for p in sorted((out / "train").glob("checkpoint_*")) if (p / "optim.stage1.pt").exists()][-1:]
+    shards, raw = {}, {}
+    for stage in (0, 1):
+        shards.update(torch.load(last / f"model.stage{stage}.pt", weights_only=True))
+        optim = torch.load(last / f"optim.stage{stage}.pt", weights_only=True)
+        assert optim["average_updates"] == 30
+        raw.update(optim["raw_model"])
+    assert set(exported) == set(raw) and all(torch.equal(exported[k], shards[k]) for k in exported)
+    assert any(not torch.equal(exported[k], raw[k]) for k in exported)  # the average, not the last step
+    done = rayseq(*args, *sets(*SMALL, "train.ema_decay=0.9", "parallel.pp=2", "train.max_steps=40"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from checkpoint at step 30" in done.stdout
+    latest = sorted(p for p in (out / "train").glob("checkpoint_*") if p.is_dir())[-1]  # names are timestamps
+    assert torch.load(latest / "optim.stage0.pt", weights_only=True)["average_updates"] == 40
+
+
 def test_rerun_on_the_same_output_resumes_and_continues_the_step_count(trained_run):
     out, _, _ = trained_run
     done = rayseq("train", "recipes/demo_sentiment.yaml", *sets(*SMALL, "train.max_steps=40"), "--output", str(out))
