@@ -24,6 +24,10 @@ from pipelines.config import apply_overrides, recipe_from_dict
 from pipelines.errors import DataError
 
 
+DECODED_COLUMNS = ("origin", "reference", "hypothesis")
+"""``--predictions`` fields of translation, speech-to-text and captioning."""
+
+
 def _scored_labels(probs: np.ndarray, batch: dict[str, np.ndarray], labels: list[str]) -> dict[str, np.ndarray]:
     """A classifier actor's output rows: predicted and true label names, the predicted
     label's probability, and the record's ``origin`` and ``index`` (for ``--predictions``)."""
@@ -73,8 +77,7 @@ def score_translations(checkpoint: Path, recipe, predictions: Path | None = None
     records = check_records(read_pairs(recipe.data, "valid"), recipe.data.on_bad_record, "eval")
     indexed = with_index(records.dataset.select_columns(["source", "target", "origin"]), records.rows)
     decode = recipe.decode
-    options = {"beam_size": decode.beam_size, "alpha": decode.alpha, "max_length": decode.max_length,
-               "max_length_ratio": decode.max_length_ratio}
+    options = {"beam_size": decode.beam_size, **decode.limits()}
     translated = indexed.map_batches(
         _Translate, fn_constructor_kwargs={"checkpoint": str(checkpoint), "options": options}, batch_size=256,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
@@ -82,7 +85,7 @@ def score_translations(checkpoint: Path, recipe, predictions: Path | None = None
     rows = _in_order(translated)
     scores = translation_scores([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
     return {**scores, "beam_size": decode.beam_size, "skipped_records": records.skipped,
-            **write_predictions(predictions, rows, ("origin", "reference", "hypothesis"))}
+            **write_predictions(predictions, rows, DECODED_COLUMNS)}
 
 
 class _ClassifyMedia:
@@ -146,10 +149,10 @@ def _in_order(dataset) -> list[dict[str, Any]]:
 
 def write_predictions(path: Path | None, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, str]:
     """``--predictions``: ``columns`` of each scored record as one JSON line, in input
-    order; ``{"predictions": path}`` for the summary ({} when not asked)."""
+    order, into the folder ``evaluate_checkpoint`` checked; ``{"predictions": path}`` for
+    the summary ({} when not asked)."""
     if path is None:
         return {}
-    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
         for row in rows:
             out.write(json.dumps({c: _plain(row[c]) for c in columns}, ensure_ascii=False) + "\n")
@@ -214,7 +217,7 @@ def score_captions(checkpoint: Path, recipe, predictions: Path | None = None) ->
     rows = _decoded(checkpoint, records, recipe, inputs="frames", target="caption", batch_size=64)
     scores = caption_scores([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
     return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped,
-            **write_predictions(predictions, rows, ("origin", "reference", "hypothesis"))}
+            **write_predictions(predictions, rows, DECODED_COLUMNS)}
 
 
 def score_speech(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
@@ -226,7 +229,7 @@ def score_speech(checkpoint: Path, recipe, predictions: Path | None = None) -> d
     rows = _decoded(checkpoint, records, recipe, inputs="features", target="transcript", batch_size=128)
     scores = speech_scores([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
     return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped,
-            **write_predictions(predictions, rows, ("origin", "reference", "hypothesis"))}
+            **write_predictions(predictions, rows, DECODED_COLUMNS)}
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", overrides: list[str] | None = None,
