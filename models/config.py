@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 KINDS = ("seq2vec", "seq2seq", "vec2seq")
 CELLS = ("lstm", "gru")
-POOLINGS = ("last", "mean", "max")
+POOLINGS = ("last", "mean", "max", "attention")
 ATTENTIONS = ("luong", "bahdanau")
 INPUTS = ("text", "audio", "video")
 DECODERS = ("attention", "ctc")
@@ -53,7 +53,10 @@ class ModelConfig:
     for seq2vec, the attentional vector for seq2seq)."""
     pooling: str = "mean"
     """seq2vec pooling: ``last`` state, or ``mean`` or per-feature ``max`` over valid
-    steps (``max`` over a bidirectional layer is Conneau et al. 2017's BiLSTM-max)."""
+    steps (``max`` over a bidirectional layer is Conneau et al. 2017's BiLSTM-max), or
+    ``attention``: a weighted mean whose weights a small learned scorer gives each valid
+    step (feed-forward attention, Raffel & Ellis 2015), so a short decisive stretch (a
+    word's onset) can outweigh the rest."""
     decoder_layers: int = 2
     """seq2seq: recurrent layers in the decoder; the bottom one attends over the encoder
     output and its context feeds every layer above (GNMT)."""

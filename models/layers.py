@@ -225,7 +225,9 @@ class PooledClassifier(nn.Module):
     ``last`` pooling takes the state at each row's last valid step (for a
     bidirectional top layer: forward half at ``length - 1``, backward half at step 0,
     each direction's summary of the whole row); ``mean`` averages valid steps only;
-    ``max`` takes each feature's largest value over valid steps.
+    ``max`` takes each feature's largest value over valid steps; ``attention`` averages
+    valid steps with softmax weights from a one-hidden-layer scorer (``tanh``, half the
+    input width) of each step's state; padded steps get weight 0.
     """
 
     time_streaming = False  # pools over every step of the row
@@ -244,6 +246,10 @@ class PooledClassifier(nn.Module):
         self.pooling = pooling
         self.bidirectional_input = bidirectional_input
         self.dropout = SeededDropout(dropout, stream=stream)
+        if pooling == "attention":
+            scorer_width = max(input_size // 2, 1)
+            self.scorer = nn.Sequential(nn.Linear(input_size, scorer_width), nn.Tanh(),
+                                        nn.Linear(scorer_width, 1, bias=False))
         self.proj = nn.Linear(input_size, num_labels)
 
     def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -254,6 +260,10 @@ class PooledClassifier(nn.Module):
         if self.pooling == "max":
             valid = padding_mask(lengths.clamp(min=1), x.size(1)).unsqueeze(-1)
             return x.masked_fill(~valid, float("-inf")).amax(1)
+        if self.pooling == "attention":
+            valid = padding_mask(lengths.clamp(min=1), x.size(1)).unsqueeze(-1)
+            weights = self.scorer(x).masked_fill(~valid, float("-inf")).softmax(1)
+            return (weights * x).sum(1)
         rows = torch.arange(x.size(0), device=x.device)
         last = x[rows, (lengths - 1).clamp(min=0)]
         if not self.bidirectional_input:
@@ -265,5 +275,7 @@ class PooledClassifier(nn.Module):
         return self.proj(self.dropout(self.pool(x, lengths)))
 
     def flops_per_token(self) -> float:
-        """Pooling touches every step; the projection runs once per row (~1/20 steps)."""
-        return float(self.proj.in_features) + 2.0 * self.proj.weight.numel() / 20
+        """Pooling touches every step (the attention scorer is a matmul per step); the
+        projection runs once per row (~1/20 steps)."""
+        scorer = 2.0 * sum(p.numel() for p in self.scorer.parameters()) if self.pooling == "attention" else 0.0
+        return float(self.proj.in_features) + scorer + 2.0 * self.proj.weight.numel() / 20

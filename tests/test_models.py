@@ -21,7 +21,7 @@ RNN_PATHS = pytest.mark.parametrize("dense_max_padding", [-1.0, 1.0], ids=["pack
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 @pytest.mark.parametrize("num_layers", [1, 3])
 @RNN_PATHS
 def test_padding_does_not_change_outputs(cell, pooling, num_layers, dense_max_padding, monkeypatch):
@@ -153,6 +153,22 @@ def test_max_pooling_ignores_padding_even_when_valid_steps_are_negative():
     head = PooledClassifier(input_size=2, num_labels=2, pooling="max", bidirectional_input=False, dropout=0.0, stream=0)
     x = torch.tensor([[[-3.0, 2.0], [-1.0, -4.0], [0.0, 100.0]]])  # step 2 is padding
     torch.testing.assert_close(head.pool(x, torch.tensor([2])), torch.tensor([[-1.0, 2.0]]))
+
+
+def test_attention_pooling_is_a_softmax_weighted_mean_of_the_valid_steps():
+    head = PooledClassifier(input_size=2, num_labels=2, pooling="attention", bidirectional_input=False, dropout=0.0, stream=0)
+    x = torch.tensor([[[1.0, 2.0], [3.0, -4.0], [100.0, 100.0]]])  # step 2 is padding
+    lengths = torch.tensor([2])
+    with torch.no_grad():  # a constant score: every valid step weighs the same -> the mean
+        head.scorer[2].weight.zero_()
+    torch.testing.assert_close(head.pool(x, lengths), torch.tensor([[2.0, -1.0]]))
+    with torch.no_grad():  # score = tanh(first feature): weights softmax(tanh([1, 3]))
+        head.scorer[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        head.scorer[0].bias.zero_()
+        head.scorer[2].weight.copy_(torch.tensor([[1.0]]))
+    w = torch.tensor([1.0, 3.0]).tanh().softmax(0)
+    torch.testing.assert_close(head.pool(x, lengths), (w[:, None] * x[0, :2]).sum(0, keepdim=True))
+    assert head.pool(x, lengths).abs().max() < 100  # the padded step's 100s never leak
 
 
 def test_seeded_dropout_depends_only_on_key_and_stream():

@@ -44,9 +44,10 @@ UNIDIRECTIONAL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0
 SEQ2SEQ = ModelConfig(kind="seq2seq", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=3, dropout=0.2)
 INPUT_FED = ModelConfig(kind="seq2seq", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=3, dropout=0.2,
                         input_feeding=True)
-# Audio: the convolutional front end (with SpecAugment masks) is a stage like any other.
+# Audio: the convolutional front end (with SpecAugment masks) is a stage like any other;
+# attention pooling (learned weights in the last stage) too.
 AUDIO = ModelConfig(input="audio", embed_dim=6, hidden_size=6, num_layers=2, dropout=0.2, frontend_channels=2,
-                    spec_freq_masks=1, spec_freq_width=2, spec_time_masks=1, spec_time_width=4)
+                    pooling="attention", spec_freq_masks=1, spec_freq_width=2, spec_time_masks=1, spec_time_width=4)
 SPEECH = ModelConfig(kind="seq2seq", input="audio", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=2,
                      dropout=0.2, frontend_channels=2, spec_freq_masks=1, spec_freq_width=2, spec_time_masks=1)
 CTC = ModelConfig(kind="seq2seq", input="audio", decoder="ctc", embed_dim=6, hidden_size=6, num_layers=3,
