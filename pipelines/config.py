@@ -325,8 +325,10 @@ class TrainConfig:
     init_from: str = ""
     """An inference checkpoint folder whose parameters start this model wherever a name
     and shape match (the rest keeps its seeded init): e.g. a spoken-digit classifier's
-    front end and encoder for a speech recognizer of the same widths. Workers read it, so
-    on a cluster it must be on shared storage. Ignored when resuming."""
+    front end and encoder for a speech recognizer of the same widths. Each stage logs how
+    many tensors it took and names those the checkpoint has in another shape (a width
+    changed on one side only). Workers read it, so on a cluster it must be on shared
+    storage. Ignored when resuming."""
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:

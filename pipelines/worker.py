@@ -116,15 +116,29 @@ def _progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: 
     )
 
 
-def init_matching(model: torch.nn.Module, weights: Path) -> tuple[int, int]:
+def init_matching(model: torch.nn.Module, weights: Path) -> tuple[int, int, list[str]]:
     """Copy the tensors of ``weights`` (a ``model.pt``) whose names and shapes match
-    ``model``'s; returns ``(copied, model's tensors)``. Stages use the whole model's
+    ``model``'s; returns ``(copied, model's tensors, same name but another shape)``, the
+    last as ``name (checkpoint shape -> model shape)``. Stages use the whole model's
     parameter names, so each stage takes exactly its own layers' share."""
     source = torch.load(weights, map_location="cpu", weights_only=True)
     own = model.state_dict()
     matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    reshaped = [f"{k} ({tuple(v.shape)} -> {tuple(own[k].shape)})"
+                for k, v in source.items() if k in own and own[k].shape != v.shape]
     model.load_state_dict(matching, strict=False)
-    return len(matching), len(own)
+    return len(matching), len(own), reshaped
+
+
+def init_from_line(stage: int, loaded: int, total: int, reshaped: list[str], source: str) -> str:
+    """The log line of ``train.init_from``: how many tensors came, and which ones the
+    checkpoint has in another shape (a width changed on one side only is the usual cause,
+    and leaves those layers at their random init)."""
+    line = f"stage {stage}: {loaded} of {total} parameter tensors from {source}"
+    if reshaped:
+        shown = ", ".join(reshaped[:3]) + (f", ... ({len(reshaped)} in all)" if len(reshaped) > 3 else "")
+        line += f"; not taken, another shape there: {shown}"
+    return line
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -144,8 +158,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
               + plan.describe(), flush=True)
     model = build_stage(recipe, plan, topology.stage, sizes)
     if train_cfg.init_from and ray.train.get_checkpoint() is None:
-        loaded, total = init_matching(model, Path(train_cfg.init_from) / "model.pt")
-        print(f"stage {topology.stage}: {loaded} of {total} parameter tensors from {train_cfg.init_from}", flush=True)
+        loaded, total, reshaped = init_matching(model, Path(train_cfg.init_from) / "model.pt")
+        print(init_from_line(topology.stage, loaded, total, reshaped, train_cfg.init_from), flush=True)
     model = model.to(device)
     optimizer, scheduler = build_optimizer(model.parameters(), train_cfg)
     average = ParameterAverage(model, train_cfg.ema_decay) if train_cfg.ema_decay else None
