@@ -43,12 +43,12 @@ class _Score:
 
         self.classifier = TextClassifier(checkpoint)
         self.classifier.max_length = max_length  # the eval recipe's (``--set data.max_length``)
-        self.ids = {name: i for i, name in enumerate(self.classifier.labels)}
+        self.known = set(self.classifier.labels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for label, origin in zip(batch["label"], batch["origin"]):
-            if label not in self.ids:
-                raise DataError(f"{origin}: label {label!r} was not seen in training (labels: {sorted(self.ids)})")
+            if label not in self.known:
+                raise DataError(f"{origin}: label {label!r} was not seen in training (labels: {sorted(self.known)})")
         probs = self.classifier.probabilities(self.classifier.encode([str(t) for t in batch["text"]]))
         return _scored_labels(probs, batch, self.classifier.labels)
 
@@ -99,10 +99,10 @@ class _ClassifyMedia:
 
         self.classifier = Classifier(checkpoint)
         self.inputs = inputs
-        self.ids = {name: i for i, name in enumerate(self.classifier.labels)}
+        self.known = set(self.classifier.labels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        unknown = [(o, lab) for o, lab in zip(batch["origin"], batch["label"]) if lab not in self.ids]
+        unknown = [(o, lab) for o, lab in zip(batch["origin"], batch["label"]) if lab not in self.known]
         if unknown:
             raise DataError(f"{unknown[0][0]}: label {unknown[0][1]!r} is not one of the model's labels "
                             f"{self.classifier.labels}")
