@@ -22,7 +22,7 @@ For each dataset, in one process::
 
 The unit is the token for text and the log-mel frame (10 ms) for audio; padding is
 counted in the same unit. Audio batches go to the model as the training step feeds them
-(``pipelines.tasks.AudioClassificationTask.step_plan``): frames ``(B, 4 L, n_mels)``
+(``pipelines.apps.objectives.Labels.step_plan`` for audio): frames ``(B, 4 L, n_mels)``
 float32 with ``L = frames // 4`` (the convolutional front end subsamples 4x, so the LSTMs
 run ``L`` steps); frames/s counts the real frames, ``sum(frame lengths)``. The audio model
 has the recipe's shape (``recipes/fsdd_digits.yaml``: front end 32 channels -> 128, 2 LSTM
@@ -66,15 +66,16 @@ import torch.nn.functional as F
 from models import build_seq2vec
 from models.config import ModelConfig
 from models.frontend import SUBSAMPLING
-from pipelines.audio_data import featurize_audio, list_audio_folder
-from pipelines.bucketing import bucket, padding_stats
+from models.frontends import log_mel, tokens
+from pipelines.media.audio.folders import featurize_audio, list_audio_folder
+from pipelines.media.bucketing import bucket, padding_stats
 from pipelines.config import AudioConfig, BatchingConfig, DataConfig, TokenizerConfig, TrainConfig
-from pipelines.generate import write_sentiment
-from pipelines.optim import build_optimizer
+from pipelines.apps.text_classify.generate import write_sentiment
+from pipelines.engine.optim import build_optimizer
 from pipelines.runtime import configure_logging
-from pipelines.sources import check_records, read_split
-from pipelines.text_data import featurize
-from pipelines.tokenization import train_tokenizer
+from pipelines.media.sources import check_records, read_split
+from pipelines.apps.text_classify.data import featurize
+from pipelines.media.tokenization import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
@@ -208,7 +209,7 @@ def text_batch(row: dict[str, Any]) -> Batch:
 
 def audio_batch(row: dict[str, Any]) -> Batch:
     """Frames ``(B, 4 max(L), n_mels)`` float32 and subsampled lengths ``L = frames // 4``,
-    as ``AudioClassificationTask.step_plan`` feeds them; counts are in frames."""
+    as the audio classifier's ``step_plan`` feeds them; counts are in frames."""
     frame_lengths = torch.tensor(np.asarray(row["lengths"]), dtype=torch.int64)
     steps = frame_lengths // SUBSAMPLING
     frames = torch.tensor(np.asarray(row["tokens"]), dtype=torch.float32)[:, : int(steps.max()) * SUBSAMPLING]
@@ -320,9 +321,9 @@ class Arm:
         self.unit = prepared.unit
         self.next = 0
         torch.manual_seed(settings.seed)  # dropout masks draw from the global RNG
+        frontend = tokens(prepared.vocab_size) if prepared.vocab_size else log_mel(prepared.feature_dim)
         self.model = build_seq2vec(  # the same initial weights for both arms
-            prepared.model, vocab_size=prepared.vocab_size, feature_dim=prepared.feature_dim,
-            num_labels=prepared.num_labels, seed=settings.seed,
+            prepared.model, frontend=frontend, num_labels=prepared.num_labels, seed=settings.seed,
         )
         self.model.train()
         train = TrainConfig(lr=settings.lr, warmup_steps=0, schedule="constant", clip_norm=settings.clip_norm)
@@ -515,7 +516,7 @@ def run_benchmark(data_root: Path, settings: Settings) -> dict[str, Any]:
     if not sources:
         fallback_dir = tempfile.TemporaryDirectory(prefix="rayseq-bench-")
         path = write_sentiment(fallback_dir.name, size=4000, seed=settings.seed) / "train.txt"
-        sources = [Source("FALLBACK:gen", path, f"FALLBACK: no data under {data_root}; pipelines.generate sentiment")]
+        sources = [Source("FALLBACK:gen", path, f"FALLBACK: no data under {data_root}; pipelines.apps.text_classify.generate sentiment")]
         readers["FALLBACK:gen"] = _sst2_records
         notes.append(f"no shared data under {data_root}: used generated sentiment data instead")
         print(f"NOTE: {notes[-1]}", flush=True)

@@ -4,10 +4,10 @@ Acceptance item: sentences/s for greedy and beam 4/8, batched vs. one by one, on
 
 In one process, on one checkpoint and one list of source sentences::
 
-    source lines -> Translator.encode -> ids (cut to the recipe's data.max_length)
-      batched:     Translator.generate_ids(all ids, beam_size=k)   length-sorted passes of at
+    source lines -> Translator.rows -> ids (cut to the recipe's data.max_length)
+      batched:     Translator.search(all ids, beam_size=k)     length-sorted passes of at
                    most max_tokens / k padded source tokens (what the Serve deployment runs)
-      one by one:  for each sentence, Translator.generate_ids([ids], beam_size=k)
+      one by one:  for each sentence, Translator.search([ids], beam_size=k)
 
     arms: k in (1 = greedy, 4, 8) x {batched, one by one}, each over all N sentences, in
     rounds whose arm order flips every other round (so a drift in machine load hits every
@@ -53,10 +53,11 @@ import torch
 import yaml
 
 from models.decoding import Hypothesis
-from pipelines.bucketing import plan_batches
+from pipelines.media.bucketing import plan_batches
 from pipelines.config import Recipe, recipe_from_dict
-from pipelines.sources import resolve
-from pipelines.translation import Translator
+from pipelines.media.sources import resolve
+from pipelines.apps.translate.predictor import Translator
+from pipelines.checkpoint import load_inference
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
@@ -77,7 +78,7 @@ class Settings:
     beams: tuple[int, ...] = (1, 4, 8)
     """Beam sizes compared; 1 is greedy search."""
     max_tokens: int = 8192
-    """Batched arms' token budget (``Translator(max_tokens=)``, the Serve default
+    """Batched arms' token budget (``Translator(budget=)``, the Serve default
     ``max_batch_tokens``): a pass holds at most ``max_tokens / beam`` padded source tokens."""
     threads: int = 1
     """torch intra-op threads (a Serve replica runs with 1)."""
@@ -132,9 +133,9 @@ def run_arm(translator: Translator, ids: list[list[int]], beam: int, batched: bo
     """Decode ``ids`` once: ``(wall seconds, CPU seconds, hypotheses)``."""
     wall, cpu = time.perf_counter(), time.process_time()
     if batched:
-        found = translator.generate_ids(ids, beam_size=beam)
+        found = translator.search(ids, beam_size=beam)
     else:
-        found = [translator.generate_ids([x], beam_size=beam)[0] for x in ids]
+        found = [translator.search([x], beam_size=beam)[0] for x in ids]
     return time.perf_counter() - wall, time.process_time() - cpu, found
 
 
@@ -160,7 +161,7 @@ def measure(translator: Translator, ids: list[list[int]], settings: Settings) ->
             print(f"  round {r + 1}/{settings.repeats} {arm_name(beam, batched):<22} {seconds:7.2f} s "
                   f"{len(ids) / seconds:8.1f} sent/s", flush=True)
 
-    d = translator.defaults
+    d = translator.recipe.decode
     src_lengths = np.array([len(x) for x in ids])
     caps = np.minimum(d.max_length, (src_lengths * d.max_length_ratio + LENGTH_OFFSET).astype(np.int64))
     results: dict[str, Any] = {"arms": [], "beams": []}
@@ -214,10 +215,10 @@ def table(results: dict[str, Any]) -> str:
 def run_benchmark(checkpoint: Path, data: Path, settings: Settings) -> dict[str, Any]:
     torch.set_num_threads(settings.threads)
     load_start = list(os.getloadavg())
-    translator = Translator(checkpoint, device=settings.device, max_tokens=settings.max_tokens)
+    translator = Translator(load_inference(checkpoint, device=settings.device), budget=settings.max_tokens)
     sources = read_sources(data, settings.sentences)
-    ids = translator.encode(sources)
-    d = translator.defaults
+    ids = translator.rows(sources)
+    d = translator.recipe.decode
     print(f"{checkpoint}: {translator.recipe.name}, {sum(p.numel() for p in translator.model.parameters()):,} "
           f"parameters; {len(sources)} sentences from {data} (mean {np.mean([len(x) for x in ids]):.1f} source "
           f"tokens); alpha {d.alpha}, max_length {d.max_length}, max_length_ratio {d.max_length_ratio}; "

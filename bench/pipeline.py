@@ -23,13 +23,13 @@ Arms (same seq2vec model, same init seed, AdamW + global-norm clipping every ste
 
     rayseq pp=1 m=1     plain single-process training, the baseline
     rayseq pp=1 m=M     the same with M micro-batches of gradient accumulation
-    rayseq gpipe/1f1b   pipelines.schedules.StageRunner, pp=2, M micro-batches, dynamic shapes
-    rayseq wavefront    pipelines.wavefront: the same M micro-batches, each cut into K time chunks
+    rayseq gpipe/1f1b   pipelines.engine.schedules.StageRunner, pp=2, M micro-batches, dynamic shapes
+    rayseq wavefront    pipelines.engine.wavefront: the same M micro-batches, each cut into K time chunks
     torch  gpipe/1f1b   torch.distributed.pipelining PipelineStage + ScheduleGPipe/Schedule1F1B
 
 Data (synthetic, deterministic): ``fixed`` is B x T full-length rows, the same tensors for
 every arm. ``bucketed`` draws SST-2-like lengths (5..60 tokens), cuts them with
-``pipelines.bucketing.plan_batches(sort=True)`` under a token budget; rayseq runs those
+``pipelines.media.bucketing.plan_batches(sort=True)`` under a token budget; rayseq runs those
 batches as they are (and trims each micro-batch to its own longest row), while
 torch.distributed.pipelining, whose P2P buffers have one static shape, gets the same
 examples in the same order re-cut into ``(rows, global max length)`` batches, with
@@ -39,7 +39,7 @@ examples per optimizer step).
 tokens/s counts real (non-pad) tokens over a window's wall clock (barrier to barrier);
 the median over rounds is reported, and speedups are medians of per-round ratios (arms
 of one round ran minutes apart at most). The bubble comes from per-stage timelines of
-every timed step (``pipelines.timeline.bubble_fraction``: the part of each step's window,
+every timed step (``pipelines.engine.timeline.bubble_fraction``: the part of each step's window,
 optimizer step excluded, a stage spends outside forward/backward); torch's stages are
 timed by wrapping ``forward_one_chunk``/``backward_one_chunk``. On a shared machine each
 window also records every process's CPU share (CPU time / wall) and its compute thread's
@@ -90,14 +90,17 @@ if str(ROOT) not in sys.path:  # spawned workers import this file by path
 
 from models import ModelConfig, build_seq2vec  # noqa: E402
 from models.dropout import dropout_key  # noqa: E402
-from pipelines.bucketing import pad_batch, plan_batches  # noqa: E402
+from pipelines.media.bucketing import pad_batch, plan_batches  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
-from pipelines.optim import build_optimizer  # noqa: E402
-from pipelines.schedules import StageRunner, broadcast_plan, clip_global_norm, split_batch  # noqa: E402
-from pipelines.stage_plan import plan_stages  # noqa: E402
-from pipelines.timeline import Timeline, bubble_fraction, theoretical_bubble  # noqa: E402
-from pipelines.topology import Topology  # noqa: E402
-from pipelines.worker import optimizer_step  # noqa: E402
+from pipelines.engine.optim import build_optimizer  # noqa: E402
+from models.frontends import tokens  # noqa: E402
+from pipelines.apps.text_classify import APP as TEXT_CLASSIFY  # noqa: E402
+from pipelines.engine.microbatches import split_batch  # noqa: E402
+from pipelines.engine.schedules import StageRunner, broadcast_plan, clip_global_norm  # noqa: E402
+from pipelines.engine.stage_plan import plan_stages  # noqa: E402
+from pipelines.engine.timeline import Timeline, bubble_fraction, theoretical_bubble  # noqa: E402
+from pipelines.engine.topology import Topology  # noqa: E402
+from pipelines.engine.worker import optimizer_step  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "pipeline.json"
 GOAL_PP_SPEEDUP = 1.7
@@ -277,9 +280,10 @@ def arm_specs(settings: Settings) -> list[ArmSpec]:
 
 
 def _stage_model(settings: Settings, pp: int, stage: int) -> nn.Module:
-    costs = build_seq2vec(settings.model, vocab_size=settings.vocab_size, num_labels=settings.num_labels).layer_costs()
+    frontend = tokens(settings.vocab_size)
+    costs = build_seq2vec(settings.model, frontend=frontend, num_labels=settings.num_labels).layer_costs()
     keep = plan_stages(costs, pp).layers(stage)
-    return build_seq2vec(settings.model, vocab_size=settings.vocab_size, num_labels=settings.num_labels,
+    return build_seq2vec(settings.model, frontend=frontend, num_labels=settings.num_labels,
                          seed=settings.seed, keep=keep).train()
 
 
@@ -322,7 +326,8 @@ class RayseqArm:
         self.spec, self.settings, self.topology = spec, settings, topology
         model = _stage_model(settings, spec.pp, topology.stage)
         self.optimizer, self.scheduler = build_optimizer(model.parameters(), _train_config(settings))
-        self.runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=settings.time_chunks)
+        self.runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=settings.time_chunks,
+                                  task=TEXT_CLASSIFY)
         self.timeline = self.runner.timeline
         self.log = OpLog()
         # forward(plan, i, ...): recv + compute + isend; backward(i)

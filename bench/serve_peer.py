@@ -5,7 +5,7 @@ each request's inference run on the thread pool (so the event loop keeps accepti
 batching across requests. It is rayseq's own ``create_app`` (same validation, limits
 and error handling) over the same model servers the Serve replicas run
 (``serving.deployments``: tokenize, then ``TextClassifier.probabilities`` /
-``Translator.generate_ids`` in a worker thread, one torch thread each), so the benchmark
+``Translator.search`` in a worker thread, one torch thread each), so the benchmark
 compares serving architectures, not implementations::
 
     python bench/serve_peer.py CHECKPOINT [CHECKPOINT ...] --port 8100

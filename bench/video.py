@@ -94,7 +94,7 @@ def plain_pyav(paths: list[Path], size: int) -> list:
 
 
 def ray_data(records: list[dict[str, str]], config: VideoConfig):
-    from pipelines.video_data import featurize_video
+    from pipelines.media.video.folders import featurize_video
 
     return featurize_video(records, config, "bench", "error")
 
@@ -103,7 +103,7 @@ def measure_ingest(folder: Path, clips: int, settings: Settings) -> dict[str, An
     """Both arms on the first ``clips`` clips of ``folder`` (Ray already started)."""
     import numpy as np
 
-    from pipelines.video_data import list_video_folder
+    from pipelines.media.video.folders import list_video_folder
 
     import av
 
@@ -148,7 +148,7 @@ def train_arm(name: str, data_root: Path, out: Path, settings: Settings, extra: 
 
 
 def ensure_data(settings: Settings, work: Path) -> Path:
-    from pipelines.video_generate import write_moving_shapes
+    from pipelines.media.video.synthetic import write_moving_shapes
 
     data = work / "data"
     if not (data / "valid" / "manifest.csv").is_file():

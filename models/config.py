@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("seq2vec", "seq2seq", "vec2seq")
 CELLS = ("lstm", "gru")
 POOLINGS = ("last", "mean", "max", "attention")
 ATTENTIONS = ("luong", "bahdanau")
-INPUTS = ("text", "audio", "video")
-DECODERS = ("attention", "ctc")
 
 
 @dataclass(kw_only=True)
@@ -82,12 +79,8 @@ class ModelConfig:
     ``embed_dim == hidden_size``)."""
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"model.kind: unknown kind {self.kind!r}; known: {', '.join(KINDS)}")
         if self.cell not in CELLS:
             raise ValueError(f"model.cell: {self.cell!r} is not one of {CELLS}")
-        if self.input not in INPUTS:
-            raise ValueError(f"model.input: {self.input!r} is not one of {INPUTS}")
         for name in ("frontend_channels", "spec_freq_width", "spec_time_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
@@ -96,15 +89,8 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be >= 0, got {getattr(self, name)}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling: {self.pooling!r} is not one of {POOLINGS}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"model.decoder: {self.decoder!r} is not one of {DECODERS}")
-        if self.decoder == "ctc" and (self.kind != "seq2seq" or self.input != "audio"):
-            raise ValueError("model.decoder=ctc is for speech recognition: it needs kind seq2seq and input audio "
-                             f"(got {self.kind}, {self.input})")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"model.attention: {self.attention!r} is not one of {ATTENTIONS}")
-        if self.kind == "vec2seq" and self.input != "video":
-            raise ValueError(f"model.kind=vec2seq captions videos: it needs input video, got {self.input}")
         if self.num_layers < (0 if self.kind == "seq2vec" else 1):
             raise ValueError(f"model.num_layers must be >= 1 (seq2vec: >= 0), got {self.num_layers}")
         for name in ("embed_dim", "hidden_size", "decoder_layers"):

@@ -30,7 +30,7 @@ from torch import nn
 from models.config import ModelConfig
 from models.decoding import Hypothesis
 from models.dropout import SeededDropout
-from models.frontend import audio_frontend
+from models.frontends import FrontEnd
 from models.layers import padding_mask
 from models.seq2vec import recurrent_factories
 from models.stack import LayerStack, build_layers
@@ -60,9 +60,10 @@ class CTCRecognizer(LayerStack):
     """The whole CTC model, or a contiguous slice of it (a pipeline stage)."""
 
 
-def ctc_layer_factories(config: ModelConfig, *, feature_dim: int, tgt_vocab_size: int) -> list[Callable[[], nn.Module]]:
-    """Front end, ``num_layers`` recurrent layers (as the classifier's), CTC head."""
-    factories: list[Callable[[], nn.Module]] = [lambda: audio_frontend(config, feature_dim)]
+def ctc_layer_factories(config: ModelConfig, *, frontend: FrontEnd, tgt_vocab_size: int) -> list[Callable[[], nn.Module]]:
+    """Front end (``models.frontends.log_mel``), ``num_layers`` recurrent layers (as the
+    classifier's), CTC head."""
+    factories: list[Callable[[], nn.Module]] = [lambda: frontend(config)]
     width = recurrent_factories(config, factories, input_size=config.embed_dim)
     stream = len(factories)
     factories.append(lambda: CTCHead(input_size=width, vocab_size=tgt_vocab_size, dropout=config.dropout,
@@ -70,9 +71,9 @@ def ctc_layer_factories(config: ModelConfig, *, feature_dim: int, tgt_vocab_size
     return factories
 
 
-def build_ctc(config: ModelConfig, *, feature_dim: int, tgt_vocab_size: int, seed: int = 0,
+def build_ctc(config: ModelConfig, *, frontend: FrontEnd, tgt_vocab_size: int, seed: int = 0,
               keep: Iterable[int] | None = None) -> CTCRecognizer:
-    factories = ctc_layer_factories(config, feature_dim=feature_dim, tgt_vocab_size=tgt_vocab_size)
+    factories = ctc_layer_factories(config, frontend=frontend, tgt_vocab_size=tgt_vocab_size)
     return CTCRecognizer(build_layers(factories, seed=seed, keep=keep))
 
 

@@ -24,7 +24,7 @@ encoder to decoder, which keeps the two halves independent stages.
 
 Inference runs on the whole model: :meth:`Seq2Seq.encode` once, then
 :meth:`Seq2Seq.decode_step` per output token (``models.decoding`` drives it).
-Token ids 0-3 are reserved as in ``pipelines.tokenization``: PAD, UNK, BOS, EOS;
+Token ids 0-3 are reserved as in ``pipelines.media.tokenization``: PAD, UNK, BOS, EOS;
 ``tgt_in = [BOS] + y`` and ``tgt_out = y + [EOS]``.
 """
 
@@ -40,8 +40,7 @@ from torch import nn
 from models.attention import Attention
 from models.config import ModelConfig
 from models.dropout import SeededDropout
-from models.frontend import audio_frontend
-from models.video import video_frontend
+from models.frontends import FrontEnd
 from models.layers import PAD_ID, RecurrentLayer, TokenEmbedding, padding_mask
 from models.stack import LayerStack, build_layers
 
@@ -95,6 +94,17 @@ class SourceFrontEnd(nn.Module):
 
     def flops_per_token(self) -> float:
         return self.frontend.flops_per_token()
+
+
+def source_tokens(vocab_size: int) -> FrontEnd:
+    """A text source: token ids through a :class:`SourceEmbedding`."""
+    return lambda config: SourceEmbedding(vocab_size, config.embed_dim,
+                                          init_std=embedding_init_std(config.embed_dim, False))
+
+
+def source(front_end: FrontEnd) -> FrontEnd:
+    """A media source (``models.frontends.log_mel`` or ``frames``) as the encoder's input layer."""
+    return lambda config: SourceFrontEnd(front_end(config))
 
 
 class EncoderLayer(nn.Module):
@@ -334,18 +344,11 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: 
     )
 
 
-def encoder_factories(config: ModelConfig, *, src_vocab_size: int = 0, feature_dim: int = 0,
-                      frame_size: int = 0) -> tuple[list[Callable[[], nn.Module]], int]:
-    """The source front end and the encoder layers' constructors, and the top one's
-    output width. Text sources need ``src_vocab_size``, audio sources (``config.input``)
-    ``feature_dim``, video sources ``frame_size``."""
+def encoder_factories(config: ModelConfig, *, source: FrontEnd) -> tuple[list[Callable[[], nn.Module]], int]:
+    """The ``source`` front end (``models.frontends.source_tokens`` or ``source(...)``)
+    and the encoder layers' constructors, and the top one's output width."""
     h = config.hidden_size
-    factories: list[Callable[[], nn.Module]] = [{
-        "audio": lambda: SourceFrontEnd(audio_frontend(config, feature_dim)),
-        "video": lambda: SourceFrontEnd(video_frontend(config, frame_size)),
-        "text": partial(SourceEmbedding, src_vocab_size, config.embed_dim,
-                        init_std=embedding_init_std(config.embed_dim, False)),
-    }[config.input]]
+    factories: list[Callable[[], nn.Module]] = [lambda: source(config)]
     width = config.embed_dim
     for i in range(config.num_layers):
         bidirectional = config.bidirectional_bottom and i == 0
@@ -383,10 +386,10 @@ def decoder_factories(config: ModelConfig, factories: list[Callable[[], nn.Modul
     return factories
 
 
-def seq2seq_layer_factories(config: ModelConfig, *, tgt_vocab_size: int, **source_sizes: int) -> list[Callable[[], nn.Module]]:
-    """One constructor per layer, in order (widths are worked out without building);
-    ``source_sizes`` as :func:`encoder_factories` takes them."""
-    factories, memory_size = encoder_factories(config, **source_sizes)
+def seq2seq_layer_factories(config: ModelConfig, *, source: FrontEnd,
+                            tgt_vocab_size: int) -> list[Callable[[], nn.Module]]:
+    """One constructor per layer, in order (widths are worked out without building)."""
+    factories, memory_size = encoder_factories(config, source=source)
     bottom = partial(AttentionDecoderLayer, attention=config.attention, input_feeding=config.input_feeding)
     return decoder_factories(config, factories, tgt_vocab_size=tgt_vocab_size, memory_size=memory_size, bottom=bottom)
 
@@ -411,14 +414,14 @@ def tied_layer_indices(config: ModelConfig) -> tuple[int, int] | None:
 def build_seq2seq(
     config: ModelConfig,
     *,
+    source: FrontEnd,
     tgt_vocab_size: int,
     seed: int = 0,
     keep: Iterable[int] | None = None,
-    **source_sizes: int,
 ) -> Seq2Seq:
-    """The model, or with ``keep`` only those (contiguous) layers of it; ``source_sizes``
-    as :func:`encoder_factories` takes them (``src_vocab_size``, ``feature_dim``, ``frame_size``)."""
-    factories = seq2seq_layer_factories(config, tgt_vocab_size=tgt_vocab_size, **source_sizes)
+    """The model, or with ``keep`` only those (contiguous) layers of it; ``source``: the
+    encoder's input layer (``models.frontends``)."""
+    factories = seq2seq_layer_factories(config, source=source, tgt_vocab_size=tgt_vocab_size)
     layers = build_layers(factories, seed=seed, keep=keep)
     tied = tied_layer_indices(config)
     if tied is not None and tied[0] in layers and tied[1] in layers:

@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
-from models.frontend import audio_frontend
-from models.video import video_frontend
-from models.layers import PooledClassifier, RecurrentLayer, TokenEmbedding
+from models.frontends import FrontEnd
+from models.layers import PooledClassifier, RecurrentLayer
 from models.stack import LayerStack, build_layers
 
 
@@ -38,20 +37,11 @@ class SequenceClassifier(LayerStack):
         return super().forward(x, lengths)
 
 
-def seq2vec_layer_factories(config: ModelConfig, *, num_labels: int, vocab_size: int = 0,
-                            feature_dim: int = 0, frame_size: int = 0) -> list[Callable[[], nn.Module]]:
-    """One constructor per layer, in order (widths are worked out without building).
-    Text models need ``vocab_size``, audio models (``config.input``) ``feature_dim``,
-    video models ``frame_size``."""
-    # Embeddings start at N(0, 1/dim), not PyTorch's N(0, 1): vectors that large barely
-    # move at Adam's step size (~lr), so words keep their random start; SST-2 dev at step
-    # 200 goes 68.7% -> 78.8%. (seq2seq measured the opposite: see models/seq2seq.py.)
-    init_std = config.embed_dim**-0.5
-    factories: list[Callable[[], nn.Module]] = [{
-        "audio": lambda: audio_frontend(config, feature_dim),
-        "video": lambda: video_frontend(config, frame_size),
-        "text": lambda: TokenEmbedding(vocab_size, config.embed_dim, init_std=init_std),
-    }[config.input]]
+def seq2vec_layer_factories(config: ModelConfig, *, frontend: FrontEnd,
+                            num_labels: int) -> list[Callable[[], nn.Module]]:
+    """One constructor per layer, in order (widths are worked out without building):
+    ``frontend`` (``models.frontends``), the recurrent stack, the pooled classifier."""
+    factories: list[Callable[[], nn.Module]] = [lambda: frontend(config)]
     width = recurrent_factories(config, factories, input_size=config.embed_dim)
     top_bidirectional = config.bidirectional_bottom and config.num_layers == 1
     stream = len(factories)
@@ -94,16 +84,13 @@ def recurrent_factories(config: ModelConfig, factories: list[Callable[[], nn.Mod
 def build_seq2vec(
     config: ModelConfig,
     *,
+    frontend: FrontEnd,
     num_labels: int,
-    vocab_size: int = 0,
-    feature_dim: int = 0,
-    frame_size: int = 0,
     seed: int = 0,
     keep: Iterable[int] | None = None,
 ) -> SequenceClassifier:
     """The model, or with ``keep`` only those (contiguous) layers of it."""
-    factories = seq2vec_layer_factories(config, vocab_size=vocab_size, num_labels=num_labels, feature_dim=feature_dim,
-                                        frame_size=frame_size)
+    factories = seq2vec_layer_factories(config, frontend=frontend, num_labels=num_labels)
     return SequenceClassifier(build_layers(factories, seed=seed, keep=keep))
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
+from models.frontends import FrontEnd
 from models.layers import RecurrentLayer, padding_mask
 from models.seq2seq import Seq2Seq, decoder_factories, encoder_factories
 from models.stack import build_layers
@@ -101,10 +102,11 @@ class ConditionedDecoderLayer(nn.Module):
         return self.recurrent.flops_per_token()
 
 
-def vec2seq_layer_factories(config: ModelConfig, *, tgt_vocab_size: int, **source_sizes: int) -> list[Callable[[], nn.Module]]:
-    """One constructor per layer, in order; ``source_sizes`` as
-    :func:`~models.seq2seq.encoder_factories` takes them (``frame_size`` for video)."""
-    factories, width = encoder_factories(config, **source_sizes)
+def vec2seq_layer_factories(config: ModelConfig, *, source: FrontEnd,
+                            tgt_vocab_size: int) -> list[Callable[[], nn.Module]]:
+    """One constructor per layer, in order; ``source`` as
+    :func:`~models.seq2seq.encoder_factories` takes it."""
+    factories, width = encoder_factories(config, source=source)
     factories.append(partial(SequenceSummary, input_size=width, output_size=config.hidden_size))
     return decoder_factories(config, factories, tgt_vocab_size=tgt_vocab_size, memory_size=config.hidden_size,
                              bottom=ConditionedDecoderLayer)
@@ -115,8 +117,8 @@ def vec2seq_num_layers(config: ModelConfig) -> int:
     return config.num_layers + config.decoder_layers + 4
 
 
-def build_vec2seq(config: ModelConfig, *, tgt_vocab_size: int, seed: int = 0, keep: Iterable[int] | None = None,
-                  **source_sizes: int) -> Seq2Seq:
+def build_vec2seq(config: ModelConfig, *, source: FrontEnd, tgt_vocab_size: int, seed: int = 0,
+                  keep: Iterable[int] | None = None) -> Seq2Seq:
     """The model, or with ``keep`` only those (contiguous) layers of it."""
-    return Seq2Seq(build_layers(vec2seq_layer_factories(config, tgt_vocab_size=tgt_vocab_size, **source_sizes),
+    return Seq2Seq(build_layers(vec2seq_layer_factories(config, source=source, tgt_vocab_size=tgt_vocab_size),
                                 seed=seed, keep=keep))

@@ -1,35 +1,29 @@
-"""Checkpoint files.
+"""Inference checkpoints: what ``rayseq eval``, Ray Serve and ``train.init_from`` load.
 
-Training checkpoints (written through ``ray.train.report``, one directory per report):
-
-    model.stage<S>.pt      model state of pipeline stage S (written by its dp rank 0); with
-                           train.ema_decay, the stage's parameter average
-    optim.stage<S>.pt      optimizer + LR scheduler state of that stage (with ema_decay,
-                           also its raw weights and the average's update count)
-    train_state.json       step, epoch and the metric history so far
-
-Inference checkpoint (``<output>/checkpoint``, what ``eval`` and ``serve`` load):
+``<output>/checkpoint`` holds::
 
     config.yaml            the resolved recipe
     model.pt               the whole model's state dict (``weights_only`` loadable)
     tokenizer.json         ``tokenizers`` tokenizer trained on the training split (seq2seq:
                            the joint one, or source_tokenizer.json + target_tokenizer.json)
-    meta.json              format (CHECKPOINT_FORMAT), kind, task, the builder's sizes
-                           (``vocab_size`` and ``labels``, or ``src_vocab_size`` and
-                           ``tgt_vocab_size``)
+    meta.json              format (CHECKPOINT_FORMAT), app, kind, input, task (the route),
+                           decoder, and the application's sizes (``labels``, vocabularies,
+                           feature widths: its ``meta_keys``)
 
 A checkpoint is data, never code: ``config.yaml`` is read with ``yaml.safe_load`` into the
 validated recipe, ``meta.json`` is checked key by key and against the recipe, and
 ``model.pt`` with ``torch.load(weights_only=True)``, which refuses (never runs) a pickle
 that would call anything. Whatever is wrong is a :class:`DataError` naming the file;
-:func:`load_inference` returns a fully loaded model or raises, never half of one.
+:func:`load_inference` returns a fully loaded model or raises, never half of one. Which
+application a checkpoint belongs to comes from ``pipelines.apps`` (its ``app``, or for
+checkpoints from before applications had names, its kind, input and decoder).
+(Training checkpoints, one shard per pipeline stage, are ``pipelines.engine.shards``.)
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,69 +31,26 @@ from typing import Any
 import torch
 import yaml
 
-from pipelines.averaging import ParameterAverage
+from pipelines import apps
+from pipelines.apps.base import App
 from pipelines.config import Recipe, recipe_from_dict
 from pipelines.errors import DataError, RayseqError
-from pipelines.tasks import Task, task_for, task_of_checkpoint
 
-TRAIN_STATE = "train_state.json"
 CHECKPOINT_FORMAT = 1
 """``meta.json``'s ``format``: raised when a change would make an older rayseq misread an
-inference checkpoint (files absent before the field are format 1, the same layout).
-Training checkpoints are only resumed by the rayseq that wrote them: one from before
-``train.ema_decay`` would resume a run saved with it from the average, not the raw weights."""
+inference checkpoint (files absent before the field are format 1, the same layout)."""
 
-META_KEYS = frozenset({"format", "kind", "input", "task", "decoder", "labels", "vocab_size", "src_vocab_size", "tgt_vocab_size",
-                       "source_lang", "target_lang", "feature_dim", "frame_size"})
-"""Every key :func:`export_inference` writes into ``meta.json``; any other is refused."""
+COMMON_META_KEYS = frozenset({"format", "app", "kind", "input", "task", "decoder"})
+"""``meta.json`` keys of every checkpoint; an application adds its ``meta_keys``."""
 
 
-def model_file(stage: int) -> str:
-    return f"model.stage{stage}.pt"
+def meta_keys() -> frozenset[str]:
+    """Every key :func:`export_inference` may write into ``meta.json``; any other is refused."""
+    return COMMON_META_KEYS.union(*(app.meta_keys for app in apps.discover().values()))
 
 
-def optim_file(stage: int) -> str:
-    return f"optim.stage{stage}.pt"
-
-
-def save_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimizer, scheduler,
-                     average: ParameterAverage | None = None) -> None:
-    """The stage's model file holds the weights to serve: the parameter average when
-    ``train.ema_decay`` is on (the raw weights then go beside the optimizer state)."""
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    if average is not None:
-        state.update(raw_model=model.state_dict(), average_updates=average.updates)
-    # Saved before the average is swapped in: raw_model shares the parameters' storage.
-    torch.save(state, directory / optim_file(stage))
-    with average.swapped_in() if average is not None else nullcontext():
-        torch.save(model.state_dict(), directory / model_file(stage))
-
-
-def load_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimizer, scheduler,
-                     average: ParameterAverage | None = None) -> None:
-    """Resume a stage: raw weights into ``model``, the average into ``average`` (restarted
-    from the weights when the checkpoint was saved without one)."""
-    model.load_state_dict(torch.load(directory / model_file(stage), weights_only=True))
-    state = torch.load(directory / optim_file(stage), weights_only=True)
-    if "raw_model" in state:
-        if average is not None:
-            average.restart_from_module(state["average_updates"])  # the model file is the average
-        model.load_state_dict(state["raw_model"])
-    elif average is not None:
-        average.restart_from_module()
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-
-
-def write_train_state(directory: Path, state: dict[str, Any]) -> None:
-    (directory / TRAIN_STATE).write_text(json.dumps(state))
-
-
-def read_train_state(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / TRAIN_STATE).read_text())
-
-
-def export_inference(train_dir: Path, out_dir: Path, *, recipe: Recipe, files: dict[str, str], meta: dict[str, Any]) -> Path:
+def export_inference(train_dir: Path, out_dir: Path, *, recipe: Recipe, app: App, files: dict[str, str],
+                     meta: dict[str, Any]) -> Path:
     """Merge the training checkpoint's model shard(s) into one inference checkpoint;
     ``files`` (tokenizers) are written beside it, ``meta`` completes ``meta.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,26 +61,13 @@ def export_inference(train_dir: Path, out_dir: Path, *, recipe: Recipe, files: d
     (out_dir / "config.yaml").write_text(recipe.to_yaml())
     for name, text in files.items():
         (out_dir / name).write_text(text)
-    route = task_for(recipe.model).route
-    head = {"format": CHECKPOINT_FORMAT, "kind": recipe.model.kind, "input": recipe.model.input, "task": route}
+    head = {"format": CHECKPOINT_FORMAT, "kind": recipe.model.kind, "input": recipe.model.input, "task": app.route}
     if recipe.model.kind == "seq2seq":
         head["decoder"] = recipe.model.decoder
+    if recipe.app:
+        head["app"] = recipe.app
     (out_dir / "meta.json").write_text(json.dumps({**head, **meta}, indent=2))
     return out_dir
-
-
-def classifier_files(tokenizer, labels: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
-    """``files`` and ``meta`` of a seq2vec checkpoint."""
-    return {"tokenizer.json": tokenizer.to_str()}, {"labels": labels, "vocab_size": tokenizer.get_vocab_size()}
-
-
-def translator_files(tokenizers, recipe: Recipe) -> tuple[dict[str, str], dict[str, Any]]:
-    """``files`` and ``meta`` of a seq2seq checkpoint (``TranslationTokenizers``)."""
-    from pipelines.tokenization import translation_tokenizer_files
-
-    src, tgt = tokenizers.vocab_sizes
-    return translation_tokenizer_files(tokenizers), {"src_vocab_size": src, "tgt_vocab_size": tgt,
-                   "source_lang": recipe.data.source_lang, "target_lang": recipe.data.target_lang}
 
 
 @dataclass
@@ -140,8 +78,10 @@ class InferenceCheckpoint:
     tokenizer_json: str | None
     """``tokenizer.json`` of a text classifier (its input) or a speech recognizer (its
     output); translation checkpoints load theirs with
-    ``pipelines.tokenization.load_translation_tokenizers(path)``; audio classifiers have none."""
+    ``pipelines.media.tokenization.load_translation_tokenizers(path)``; audio classifiers have none."""
     model: torch.nn.Module
+    app: App
+    device: str = "cpu"
 
     @property
     def labels(self) -> list[str]:
@@ -155,14 +95,14 @@ def load_inference(path: str | Path, *, device: str = "cpu") -> InferenceCheckpo
         if not (path / name).is_file():
             raise DataError(f"{path}: not a rayseq checkpoint (missing {name})")
     config = read_checkpoint_config(path)
-    missing = config.task.missing_files(path)
+    missing = config.app.missing_files(path)
     if missing:
         raise DataError(f"{path}: not a rayseq checkpoint (missing {missing})")
     single = path / "tokenizer.json"
     tokenizer_json = single.read_text() if single.is_file() else None
     state = read_state_dict(path, device=device)
     try:
-        model = config.task.build(config.recipe.model, config.sizes)
+        model = config.app.build(config.recipe.model, config.sizes)
     except (RuntimeError, ValueError, OverflowError, MemoryError) as exc:  # sizes no tensor can have
         raise DataError(f"{path}: config.yaml and meta.json describe a model that cannot be built "
                         f"({_one_line(exc)})") from None
@@ -172,7 +112,14 @@ def load_inference(path: str | Path, *, device: str = "cpu") -> InferenceCheckpo
         raise DataError(f"{path / 'model.pt'}: does not fit the model config.yaml and meta.json describe "
                         f"({_one_line(exc, limit=400)})") from None
     model.to(device).eval()
-    return InferenceCheckpoint(path, config.recipe, config.meta, tokenizer_json, model)
+    return InferenceCheckpoint(path, config.recipe, config.meta, tokenizer_json, model, config.app, device)
+
+
+def load_predictor(path: str | Path, *, device: str = "cpu", budget: int | None = None):
+    """The checkpoint's application predictor (``pipelines.inference.predictors``):
+    what eval, Serve and the end-of-training scores run."""
+    loaded = load_inference(path, device=device)
+    return loaded.app.predictor(loaded, budget=budget)
 
 
 @dataclass(frozen=True)
@@ -181,9 +128,9 @@ class CheckpointConfig:
 
     recipe: Recipe
     meta: dict[str, Any]
-    task: Task
+    app: App
     sizes: dict[str, int]
-    """The model builder's size arguments (``task.sizes_from_meta``)."""
+    """The model builder's size arguments (``app.sizes_from_meta``)."""
 
 
 def read_checkpoint_config(path: Path) -> CheckpointConfig:
@@ -191,15 +138,19 @@ def read_checkpoint_config(path: Path) -> CheckpointConfig:
     checked against the other; :class:`DataError` names the file at fault."""
     meta = _read_meta(path / "meta.json")  # first: a newer format is named before its recipe keys
     recipe = _read_recipe(path / "config.yaml")
-    task = task_of_checkpoint(path, meta)
-    if meta["task"] != task.route:
-        raise DataError(f"{path / 'meta.json'}: task {meta['task']!r}, but a {task.kind} {task.input} model "
-                        f"answers {task.route!r}")
-    if task.kind != recipe.model.kind:
-        raise DataError(f"{path}: meta.json says kind {task.kind!r} but config.yaml builds {recipe.model.kind!r}")
-    if task is not task_for(recipe.model):
+    app = apps.app_of_meta(path, meta)
+    if meta["task"] != app.route:
+        raise DataError(f"{path / 'meta.json'}: task {meta['task']!r}, but a {meta['kind']} {app.medium} model "
+                        f"answers {app.route!r}")
+    if meta["kind"] != recipe.model.kind:
+        raise DataError(f"{path}: meta.json says kind {meta['kind']!r} but config.yaml builds {recipe.model.kind!r}")
+    try:
+        same = apps.app_for(recipe) is app
+    except RayseqError:
+        same = False
+    if not same:
         raise DataError(f"{path}: meta.json and config.yaml disagree on the model's input or decoder")
-    return CheckpointConfig(recipe, meta, task, task.sizes_from_meta(path, meta))
+    return CheckpointConfig(recipe, meta, app, app.sizes_from_meta(path, meta))
 
 
 def read_state_dict(path: Path, *, device: str = "cpu", mmap: bool = False) -> dict[str, torch.Tensor]:
@@ -246,9 +197,10 @@ def _read_meta(file: Path) -> dict[str, Any]:
     if version > CHECKPOINT_FORMAT:
         raise DataError(f"{file}: checkpoint format {version} was written by a newer rayseq; this one reads "
                         f"format {CHECKPOINT_FORMAT} and older (upgrade rayseq to load it)")
-    unknown = sorted(set(meta) - META_KEYS)
+    known = meta_keys()
+    unknown = sorted(set(meta) - known)
     if unknown:
-        raise DataError(f"{file}: unknown key(s) {unknown}; known: {sorted(META_KEYS)}")
+        raise DataError(f"{file}: unknown key(s) {unknown}; known: {sorted(known)}")
     return meta
 
 

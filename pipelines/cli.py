@@ -13,29 +13,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any, Callable
 
-from pipelines.errors import user_error
-
-
-def run_and_report(command: Callable[[], dict[str, Any] | None]) -> int:
-    """Run ``command``; print its summary as the last stdout line, or a one-line error."""
-    try:
-        summary = command()
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - turned into a one-line message below
-        error = user_error(exc)
-        if error is None:
-            raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"rayseq: error: {message}", file=sys.stderr)
-        return 2
-    if summary is not None:
-        print(json.dumps(summary), flush=True)
-    return 0
+from pipelines.errors import run_and_report
 
 
 def build_parser() -> argparse.ArgumentParser:

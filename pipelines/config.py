@@ -19,17 +19,15 @@ import yaml
 
 from models.config import ModelConfig
 from models.frontend import SUBSAMPLING
+from pipelines import apps
 from pipelines.errors import ConfigError
-from pipelines.generate import TRANSLATION_NUMBERS
-
-FORMATS = ("auto", "labeled-lines", "csv", "tsv", "jsonl", "parquet", "parallel", "hf", "audio-folder", "video-folder")
-GENERATORS = ("sentiment", "translation", "digits", "speech", "video")
 
 
 @dataclass(kw_only=True)
 class GenerateConfig:
     name: str = "sentiment"
-    """Built-in generator: ``sentiment`` (templated reviews with negation, labeled-lines),
+    """Built-in generator, one of the applications' (``rayseq generate --help`` lists
+    them): ``sentiment`` (templated reviews with negation, labeled-lines),
     ``translation`` (English sentences with a number in words -> German, ``parallel``
     train/valid with languages ``en``/``de``), ``digits`` (synthetic FSDD-style digit
     recordings: ``train/`` and ``valid/`` audio folders) or ``speech`` (spoken digit
@@ -49,18 +47,16 @@ class GenerateConfig:
     utterances use every other take, so validation audio is never heard in training."""
 
     def __post_init__(self) -> None:
-        if self.name not in GENERATORS:
-            raise ConfigError(f"data.generate.name: {self.name!r} is not one of {GENERATORS}")
         if self.size < 10:
             raise ConfigError(f"data.generate.size must be >= 10, got {self.size}")
-        if self.name == "speech" and not self.recordings:
-            raise ConfigError("data.generate.recordings: the speech generator needs an FSDD-style recordings folder")
-        if self.name == "translation" and self.size + self.size // 4 > len(TRANSLATION_NUMBERS):
-            raise ConfigError(
-                f"data.generate.size: translation draws distinct numbers from {TRANSLATION_NUMBERS.start}.."
-                f"{TRANSLATION_NUMBERS.stop - 1}, so size + size // 4 must be <= {len(TRANSLATION_NUMBERS)} "
-                f"({self.size} + {self.size // 4})"
-            )
+
+    def check(self) -> None:
+        """The generator exists and can honour these settings (once applications are known:
+        a recipe's own ``app:`` module may bring its generator)."""
+        known = apps.generators()
+        if self.name not in known:
+            raise ConfigError(f"data.generate.name: {self.name!r} is not one of {tuple(known)}")
+        known[self.name].check(self)
 
 
 @dataclass(kw_only=True)
@@ -114,7 +110,7 @@ class AudioConfig:
         if self.max_seconds <= 0:
             raise ConfigError(f"data.audio.max_seconds must be > 0, got {self.max_seconds}")
         if self.valid_takes:
-            from pipelines.audio_generate import parse_takes
+            from pipelines.media.audio.synthetic import parse_takes
 
             try:
                 parse_takes(self.valid_takes)
@@ -198,7 +194,8 @@ class DataConfig:
     valid: str = "valid.txt"
     """Validation file; empty for none."""
     format: str = "auto"
-    """One of FORMATS; ``auto`` picks by extension, ``parallel`` when ``PATH`` does not exist
+    """A format the application reads (``docs/data-formats.md``; its ``formats``, checked
+    with the recipe); ``auto`` picks by extension, ``parallel`` when ``PATH`` does not exist
     but ``PATH.<source_lang>`` does, ``labeled-lines`` otherwise."""
     split: str = "train"
     """``hf`` only: split of ``train`` to read."""
@@ -231,8 +228,6 @@ class DataConfig:
     """``video-folder`` data: frame sampling and size."""
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(f"data.format: {self.format!r} is not one of {FORMATS}")
         if self.on_bad_record not in ("error", "skip"):
             raise ConfigError(f"data.on_bad_record: {self.on_bad_record!r} is not 'error' or 'skip'")
         if self.max_length < 1:
@@ -439,6 +434,9 @@ class DecodeConfig:
 class Recipe:
     name: str = "recipe"
     """Run name; the default output folder is ``runs/<name>-<timestamp>``."""
+    app: str = ""
+    """The application (``pipelines/apps/<app>``, or an importable module defining
+    ``APP``); empty: the one answering ``model.kind``/``input``/``decoder``."""
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -448,44 +446,9 @@ class Recipe:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
-        if self.model.kind != "seq2vec" and self.parallel.schedule == "wavefront":
-            raise ConfigError(f"parallel.schedule: wavefront runs seq2vec models for now; use gpipe or 1f1b for "
-                              f"{self.model.kind}")
-        if self.model.input == "audio":
-            self._check_audio()
-        elif self.model.input == "video":
-            self._check_video()
-        elif self.data.max_length > self.batching.max_tokens:
-            raise ConfigError(
-                "data.max_length must fit the token budget: "
-                f"{self.data.max_length} > batching.max_tokens {self.batching.max_tokens}"
-            )
-
-    def _check_audio(self) -> None:
-        if self.data.format not in ("auto", "audio-folder"):
-            raise ConfigError(f"model.input=audio reads data.format audio-folder, got {self.data.format!r}")
-        if self.parallel.schedule == "wavefront":
-            raise ConfigError("parallel.schedule: wavefront needs time-streaming layers; the audio front end "
-                              "convolves over time, so use gpipe or 1f1b")
-        if self.data.audio.max_frames > self.batching.max_tokens:
-            raise ConfigError(
-                f"batching.max_tokens is a frame budget for audio: a data.audio.max_seconds recording has "
-                f"{self.data.audio.max_frames} frames > {self.batching.max_tokens}"
-            )
-        if self.data.audio.tail_cut_copies and self.model.kind != "seq2vec":
-            raise ConfigError("data.audio.tail_cut_copies is for classifiers (model.kind seq2vec): a cut copy of an "
-                              "utterance would keep its whole transcript")
-
-    def _check_video(self) -> None:
-        video = self.data.video
-        if self.data.format not in ("auto", "video-folder"):
-            raise ConfigError(f"model.input=video reads data.format video-folder, got {self.data.format!r}")
-        if video.size % 8:
-            raise ConfigError(f"data.video.size must be a multiple of 8 (the frame CNN halves it three times), "
-                              f"got {video.size}")
-        if video.max_frames > self.batching.max_tokens:
-            raise ConfigError(f"batching.max_tokens is a frame budget for video: data.video.max_frames "
-                              f"{video.max_frames} > {self.batching.max_tokens}")
+        apps.app_for(self).check_recipe(self)  # ConfigError naming the key
+        if self.data.generate is not None:
+            self.data.generate.check()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

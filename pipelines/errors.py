@@ -1,8 +1,12 @@
-"""Errors a user can act on, and how to find them under Ray's wrapping."""
+"""Errors a user can act on, how to find them under Ray's wrapping, and how a command
+reports them (one line on stderr) or its summary (the last stdout line, JSON)."""
 
 from __future__ import annotations
 
+import json
 import re
+import sys
+from typing import Any, Callable
 
 # Ray Data keeps an error raised in a task only as text in the traceback it re-raises.
 _REMOTE_ERROR = re.compile(r"pipelines\.errors\.(DataError|ConfigError): (.+)")
@@ -47,3 +51,21 @@ def user_error(exc: BaseException) -> BaseException | None:
     if match:
         return {"DataError": DataError, "ConfigError": ConfigError}[match.group(1)](match.group(2).strip())
     return None
+
+
+def run_and_report(command: Callable[[], dict[str, Any] | None]) -> int:
+    """Run ``command``; print its summary as the last stdout line, or a one-line error."""
+    try:
+        summary = command()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - turned into a one-line message below
+        error = user_error(exc)
+        if error is None:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"rayseq: error: {message}", file=sys.stderr)
+        return 2
+    if summary is not None:
+        print(json.dumps(summary), flush=True)
+    return 0

@@ -107,7 +107,7 @@ def run(recipe_paths: list[str], output: Path, overrides: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.cli import run_and_report
+    from pipelines.errors import run_and_report
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", dest="recipes", action="append", default=None,

@@ -7,7 +7,7 @@ set) it joins that cluster::
     ray job submit --working-dir . -- python -m pipelines.train recipes/sst2.yaml \\
         --set data.root=/data/sst2 --set parallel.dp=2
 
-The last stdout line is a JSON object with the run's figures (see CONTRACT.md).
+The last stdout line is a JSON object with the run's figures (``docs/cli.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines import apps
 from pipelines.config import ParallelConfig, Recipe, load_recipe
 from pipelines.errors import ConfigError
 
@@ -30,36 +31,13 @@ def default_output(recipe: Recipe) -> Path:
 def generate_dataset(recipe: Recipe, output: Path) -> None:
     """Write the recipe's generated dataset into ``data.root`` (default ``<output>/data``)
     unless it is already there, and point ``data.root`` at it."""
-    from pipelines import audio_generate
-    from pipelines.generate import GENERATORS
-
     gen, data = recipe.data.generate, recipe.data
     root = Path(data.root or output / "data")
     data.root = str(root)
     marker = data.train + (f".{data.source_lang}" if data.format == "parallel" else "")
     if (root / marker).exists():
         return
-    if gen.name == "digits":  # FSDD-style synthetic recordings; data.audio.valid_takes carves validation
-        audio_generate.write_synthetic_recordings(root / data.train, speakers=3, takes=range(gen.size))
-    elif gen.name == "speech":
-        recordings = audio_generate.list_recordings(gen.recordings)
-        held_out = audio_generate.parse_takes(gen.valid_takes)
-        train_takes = ",".join(str(t) for t in sorted({r.take for r in recordings} - held_out))
-        if not train_takes:
-            raise ConfigError(f"data.generate.valid_takes={gen.valid_takes!r} leaves no take for training")
-        audio_generate.write_digit_utterances(gen.recordings, root / data.train, count=gen.size, seed=gen.seed,
-                                              takes=train_takes)
-        if data.valid:
-            audio_generate.write_digit_utterances(gen.recordings, root / data.valid, count=max(gen.size // 4, 1),
-                                                  seed=gen.seed + 1, takes=gen.valid_takes)
-    elif gen.name == "video":  # moving-shape clips; validation from the next seed, so never seen in training
-        from pipelines.video_generate import write_moving_shapes
-
-        if data.valid:
-            write_moving_shapes(root / data.valid, count=max(gen.size // 4, 1), seed=gen.seed + 1)
-        write_moving_shapes(root / data.train, count=gen.size, seed=gen.seed)
-    else:
-        GENERATORS[gen.name](root, size=gen.size, seed=gen.seed)
+    apps.generators()[gen.name].write(data, root)
     print(f"generated {gen.name} data ({gen.size} training examples) in {root}", flush=True)
 
 
@@ -68,12 +46,12 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.checkpoint import export_inference, read_train_state
-    from pipelines.ingest import ReplicaDataConfig
-    from pipelines.metrics import plot_history, write_history
+    from pipelines.checkpoint import export_inference
+    from pipelines.engine.history import plot_history, write_history
+    from pipelines.engine.ingest import ReplicaDataConfig
+    from pipelines.engine.shards import read_train_state
+    from pipelines.engine.worker import train_loop_per_worker
     from pipelines.runtime import init_ray
-    from pipelines.tasks import task_for
-    from pipelines.worker import train_loop_per_worker
 
     output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -88,7 +66,8 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
 
     init_ray()
     started = time.perf_counter()
-    data = task_for(recipe.model).prepare(recipe)
+    app = apps.app_for(recipe)
+    data = app.prepare(recipe)
     print("data: " + ", ".join(f"{k}={v}" for k, v in data.report.items()), flush=True)
     parallel = recipe.parallel
     if data.batches % parallel.dp:
@@ -103,6 +82,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         train_loop_per_worker,
         train_loop_config={
             "recipe": recipe.to_dict(),
+            "task": app,  # the engine is handed the application; it never looks one up
             "sizes": data.sizes,
             "has_valid": data.valid is not None,
         },
@@ -128,14 +108,14 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         timelines = sorted(Path(directory).glob("timeline.stage*.json"))
         if timelines:
             pipeline_figures = write_timeline(timelines, output, recipe)
-        checkpoint = export_inference(Path(directory), output / "checkpoint", recipe=recipe, files=data.files,
-                                      meta=data.meta)
+        checkpoint = export_inference(Path(directory), output / "checkpoint", recipe=recipe, app=app,
+                                      files=data.files, meta=data.meta)
     history = state["history"]
     write_history(history, output / "metrics.jsonl")
     plot_history(history, output / "curves.png", recipe.name)
     last = history[-1]
     validation = {k: round(v, 6) for k, v in last.items() if k.startswith("val_")}
-    validation.update(task_for(recipe.model).final_scores(checkpoint, recipe))
+    validation.update(app.final_scores(checkpoint, recipe))
     summary = {
         "steps": state["step"],
         "train_loss": round(last["train_loss"], 6),
@@ -161,7 +141,7 @@ def worker_resources(parallel: ParallelConfig) -> dict[str, float] | None:
 def write_timeline(paths: list[Path], output: Path, recipe: Recipe) -> dict[str, float]:
     """Merge the stages' timelines: ``timeline.json`` (Perfetto), ``timeline.png``, and
     the measured vs. theoretical bubble fraction."""
-    from pipelines.timeline import bubble_fraction, load_timelines, plot_gantt, theoretical_bubble, write_chrome_trace
+    from pipelines.engine.timeline import bubble_fraction, load_timelines, plot_gantt, theoretical_bubble, write_chrome_trace
 
     stages = load_timelines(paths)
     measured = bubble_fraction(stages)
@@ -193,7 +173,7 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.cli import run_and_report
+    from pipelines.errors import run_and_report
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

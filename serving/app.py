@@ -5,14 +5,11 @@ fronts one model deployment per checkpoint (``separate_models``).
                                 LocalModel per checkpoint: rows, @serve.batch, model)
     separate_models:   HTTP -> Ingress replica (FastAPI) -> DeploymentHandle -> model replica
 
-    model servers (``serving.deployments``), in the ingress or as deployments of their own:
-        TextClassifierDeployment    /classify  (seq2vec: tokenize, @serve.batch, model)
-        TranslatorDeployment        /generate  (seq2seq: tokenize, @serve.batch, greedy/beam; stream)
-        AudioClassifierDeployment   /classify  (seq2vec: decode, log-mel, @serve.batch, model)
-        SpeechRecognizerDeployment  /generate  (seq2seq: decode, log-mel, @serve.batch, greedy/beam; stream)
-        VideoClassifierDeployment   /classify  (seq2vec: decode, sample, resize, @serve.batch, model)
-        VideoCaptionerDeployment    /generate  (vec2seq/seq2seq: decode, sample, resize, @serve.batch,
-                                                greedy/beam; stream)
+Nothing here names an application: each checkpoint's application (``pipelines.apps``)
+gives its model server (``serving.deployments.ModelServer``: its predictor, the rows of
+its medium, @serve.batch) and its route; the POST routes are those the applications
+answer (``pipelines.apps.routes``: ``/classify``, ``/generate``, ...), built from their
+descriptions with request models made from the limits (``serving.schemas``).
 
 One hop is the default because on a small node a second hop (a Serve handle call to
 another process) costs more CPU per request than batching saves (bench/serve.py measures
@@ -21,7 +18,7 @@ what ``rayseq serve`` runs) HAProxy holds the HTTP port and forwards to the ingr
 replicas, which serve HTTP themselves.
 
 One application serves any mix of checkpoints (``rayseq serve A B``); each model
-answers the route of its task (``meta.json``), and the other route is a 404 naming
+answers the route of its task (``meta.json``), and any other route is a 404 naming
 the right one. Text models take JSON ``{"inputs": [...]}``; audio and video models
 take the same routes as ``multipart/form-data`` with one ``file`` part per recording or
 video file (``serving.bodies``), decoded by the model server.
@@ -43,7 +40,7 @@ Build it from Python with :func:`build_app`, from a Serve config with
           - name: Ingress
             num_replicas: 2
 
-The ingress is named ``Ingress``, separate model deployments ``<task>-<model name>``
+The ingress is named ``Ingress``, separate model deployments ``<route>-<model name>``
 (``classify-demo_sentiment``); Serve applies a config's ``deployments:`` entries over what the
 builder set.
 
@@ -66,15 +63,16 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from pipelines.errors import ConfigError, DataError
+from pipelines.errors import ConfigError
 from serving.auth import ApiToken, require_token
 from serving.bodies import openapi_body, read_inputs
 from serving.body_limit import BodySizeLimit
 from serving.catalog import ModelCard, read_cards
-from serving.deployments import DEPLOYMENTS, with_options
+from pipelines.apps.routes import RouteSpec
+from serving.deployments import ModelServer, check_limits, with_options
 from serving.errors import client_error, error_response, install_error_handlers
 from serving.limits import ServeLimits
-from serving.schemas import ClassifyResponse, ErrorBody, GenerateResponse, Health, ModelList, request_models
+from serving.schemas import ErrorBody, Health, ModelList, request_models, served_routes
 
 APP_NAME = "rayseq"
 """Name of the Serve application that ``rayseq serve`` and the tests run."""
@@ -95,7 +93,7 @@ HEALTH_TIMEOUT_S = 2.0
 """How long ``/healthz`` waits for each model's no-op call."""
 
 
-_GENERATE_RESPONSES = {
+_STREAMING_RESPONSES = {
     **_CLIENT_ERRORS,
     200: {"description": "The outputs; with `\"stream\": true`, JSON lines while decoding",
           "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
@@ -106,14 +104,15 @@ _GENERATE_RESPONSES = {
 class ServedModel:
     card: ModelCard
     handle: Any
-    """Whatever answers ``handle.<card.task>.remote(inputs, **options)`` (awaited): the
+    """Whatever answers ``handle.answer.remote(inputs, **options)`` (awaited): the
     ``DeploymentHandle`` of the model's deployment, or a :class:`LocalModel`."""
 
 
 def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiToken | None = None) -> FastAPI:
-    """The HTTP API of CONTRACT.md over ``models`` (keyed by name), enforcing ``limits``;
+    """The HTTP API (``docs/http-api.md``) over ``models`` (keyed by name), enforcing ``limits``;
     with a ``token``, every route but /healthz asks for it (``serving.auth``)."""
-    bodies = request_models(limits)
+    routes = served_routes()
+    bodies = request_models(limits, routes)
 
     app = FastAPI(
         title="rayseq",
@@ -165,8 +164,7 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
         """The model's answers to ``inputs``, one per input, in order. A bad upload is only
         found by the model replica; its error comes back as a 4xx."""
         async with client_errors():
-            return await once_more_if_replica_lost(
-                lambda: getattr(model.handle, model.card.task).remote(inputs, **options))
+            return await once_more_if_replica_lost(lambda: model.handle.answer.remote(inputs, **options))
 
     async def streamed(model: ServedModel, inputs: list, options: dict[str, Any]) -> StreamingResponse:
         """JSON lines of the model's greedy decoding as it goes. The first item is awaited
@@ -191,36 +189,22 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
-    @app.post("/v1/models/{name}/classify", response_model=ClassifyResponse, responses=_CLIENT_ERRORS,
-              openapi_extra=openapi_body(bodies, "classify"))
-    async def classify(request: Request, model: ServedModel = Depends(serving("classify"))) -> dict[str, Any]:
-        """Label each input; `predictions[i]` belongs to input `i`.
+    def add_route(route: RouteSpec) -> None:
+        """``POST /v1/models/{name}/<route>``: read the body the model takes, answer it,
+        or, on a decoding route with ``"stream": true``, stream greedy decoding."""
 
-        Text models (no `input` on `/v1/models`) take JSON `{"inputs": [text, ...]}`.
-        Audio models (`"input": "audio"`) take `multipart/form-data` with one `file` part
-        per recording (WAV, FLAC, ...; any sample rate, mono or stereo); video models
-        (`"input": "video"`) the same with one encoded video file (MP4, WebM, ...) per part."""
-        inputs, options = await read_inputs(request, model.card, bodies)
-        return {"predictions": await answer(model, inputs, options)}
+        async def endpoint(request: Request, model: ServedModel = Depends(serving(route.name))) -> Any:
+            inputs, options = await read_inputs(request, model.card, bodies)
+            if options.pop("stream", False):
+                return await streamed(model, inputs, {k: v for k, v in options.items() if k != "beam_size"})
+            return {route.answer_key: await answer(model, inputs, options)}
 
-    @app.post("/v1/models/{name}/generate", response_model=GenerateResponse, responses=_GENERATE_RESPONSES,
-              openapi_extra=openapi_body(bodies, "generate"))
-    async def generate(request: Request, model: ServedModel = Depends(serving("generate"))) -> Any:
-        """Decode an output text for each input; `outputs[i]` belongs to input `i`.
+        app.post(f"/v1/models/{{name}}/{route.name}", name=route.name, response_model=route.response,
+                 description=route.description, responses=_STREAMING_RESPONSES if route.decoding else _CLIENT_ERRORS,
+                 openapi_extra=openapi_body(bodies, route.name))(endpoint)
 
-        Text models take JSON `{"inputs": [...], "beam_size": 4, "max_length": 128}`; speech
-        models (`"input": "audio"`) and video captioners (`"input": "video"`) take
-        `multipart/form-data` with one `file` part per recording or video file and optional
-        form fields `beam_size` and `max_length`. Options left out take the checkpoint
-        recipe's `decode` values.
-
-        With `"stream": true` (greedy decoding) the answer is JSON lines
-        (`application/x-ndjson`) sent while decoding: one line per output token, then a
-        final line per input with its `text` and `score`."""
-        inputs, options = await read_inputs(request, model.card, bodies)
-        if options.pop("stream", False):
-            return await streamed(model, inputs, {"max_length": options["max_length"]})
-        return {"outputs": await answer(model, inputs, options)}
+    for route in routes:
+        add_route(route)
 
     return app
 
@@ -277,7 +261,7 @@ def model_info(card: ModelCard) -> dict[str, Any]:
     info: dict[str, Any] = {"name": card.name, "kind": card.kind, "task": card.task}
     if card.labels is not None:
         info["labels"] = list(card.labels)
-    if card.input != "text":  # text models keep CONTRACT.md's original shape
+    if card.input != "text":  # text models keep the original shape of ``/v1/models``
         info["input"] = card.input
     return info
 
@@ -294,14 +278,13 @@ class LocalMethod:
 
 
 class LocalModel:
-    """A model server (``serving.deployments``) built inside the ingress replica, behind
-    the handle interface the routes call: ``model.<task>.remote(...)``."""
+    """A model server (``serving.deployments.ModelServer``) built inside the ingress
+    replica, behind the handle interface the routes call: ``model.answer.remote(...)``."""
 
     def __init__(self, card: ModelCard, limits: ServeLimits, batching: bool) -> None:
-        self.server = DEPLOYMENTS[card.task, card.input].func_or_class(str(card.checkpoint), limits, batching)
-        for method in (card.task, "ready", "stream"):
-            if hasattr(self.server, method):
-                setattr(self, method, LocalMethod(getattr(self.server, method)))
+        self.server = ModelServer.func_or_class(card, limits, batching)
+        for method in ("answer", "ready", "stream"):
+            setattr(self, method, LocalMethod(getattr(self.server, method)))
 
     def options(self, **_: Any) -> "LocalModel":
         """As ``DeploymentHandle.options``; in-process calls need none (``stream=True``
@@ -368,15 +351,10 @@ def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = No
     options = deployment_options or {}
     models = []
     for card in read_cards(checkpoints):
-        deployment = DEPLOYMENTS.get((card.task, card.input))
-        if deployment is None:
-            servable = ", ".join(f"{task} ({input})" for task, input in DEPLOYMENTS)
-            raise DataError(f"{card.checkpoint}: task {card.task!r} on {card.input} input cannot be served yet; "
-                            f"servable: {servable}")
-        deployment.func_or_class.check_limits(card, limits)  # ConfigError naming the limit
+        check_limits(card, limits)  # ConfigError naming the limit
         if separate_models:
-            configured = with_options(deployment, name=f"{card.task}-{card.name}", options=options)
-            models.append((card, configured.bind(str(card.checkpoint), limits, batching)))
+            configured = with_options(ModelServer, name=f"{card.task}-{card.name}", options=options)
+            models.append((card, configured.bind(card, limits, batching)))
         else:
             models.append((card, None))
     ingress = Ingress if separate_models else with_options(Ingress, name="Ingress",

@@ -2,7 +2,7 @@
 
 The ingress ships each ``file`` part as an :class:`~serving.uploads.Upload` (name and
 bytes) to the replica, which reads it with the checkpoint's own
-:class:`~pipelines.audio.AudioFeaturizer`, so an upload is heard exactly as the training
+:class:`~pipelines.media.audio.features.AudioFeaturizer`, so an upload is heard exactly as the training
 data was::
 
     Upload(name, bytes) --header: too long?--> 413 TooLarge (nothing decoded)
@@ -22,7 +22,7 @@ import io
 import numpy as np
 import soundfile
 
-from pipelines.audio import AudioFeaturizer
+from pipelines.media.audio.features import AudioFeaturizer
 from pipelines.config import AudioConfig
 from serving import uploads
 from serving.limits import ServeLimits

@@ -1,6 +1,6 @@
 """A request's body, read by what its model takes: JSON texts or multipart uploads.
 
-Text, audio and video models answer the same two routes (CONTRACT.md), but FastAPI
+Text, audio and video models answer the same routes (``docs/http-api.md``), but FastAPI
 declares one body per route, so the classify and generate routes read their body here,
 after the ``{name}`` lookup (an unknown model is a 404 whatever the body says)::
 

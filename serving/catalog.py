@@ -8,17 +8,12 @@ and ``model.pt`` is opened the same way, ``weights_only`` and memory-mapped (its
 stay on disk), so a tampered checkpoint is refused here, before anything is deployed::
 
     checkpoint/ config.yaml, meta.json, model.pt, tokenizer file(s)
-        -> ModelCard(name, kind, task, input, labels, max_length, decode, audio, video)
-        -> DEPLOYMENTS[task, input]: classify, text  -> TextClassifierDeployment   (seq2vec)
-                                     generate, text  -> TranslatorDeployment       (seq2seq)
-                                     classify, audio -> AudioClassifierDeployment  (seq2vec)
-                                     generate, audio -> SpeechRecognizerDeployment (seq2seq)
-                                     classify, video -> VideoClassifierDeployment  (seq2vec)
-                                     generate, video -> VideoCaptionerDeployment   (vec2seq, seq2seq)
+        -> ModelCard(name, app, kind, task, input, labels, max_length, decode, audio, video)
+        -> serving.deployments.ModelServer (the application's predictor and ServeSpec)
 
-Tokenizer files depend on the task (``pipelines.tasks``, ``missing_files``): a text
-classifier has ``tokenizer.json``; a translation model the joint ``tokenizer.json`` or
-the pair ``source_tokenizer.json`` + ``target_tokenizer.json``; a speech recognizer its
+Tokenizer files depend on the application (``App.missing_files``): a text classifier
+has ``tokenizer.json``; a translation model the joint ``tokenizer.json`` or the pair
+``source_tokenizer.json`` + ``target_tokenizer.json``; a speech recognizer its
 transcript ``tokenizer.json``; a video captioner its caption ``tokenizer.json``; audio
 and video classifiers none.
 """
@@ -30,12 +25,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pipelines.apps.base import App
 from pipelines.checkpoint import read_checkpoint_config, read_state_dict
 from pipelines.config import AudioConfig, DecodeConfig, VideoConfig
 from pipelines.errors import DataError
 
 CHECKPOINT_FILES = ("config.yaml", "model.pt", "meta.json")
-"""Files every checkpoint has; the tokenizer file(s) depend on the task (``Task.missing_files``)."""
+"""Files every checkpoint has; the tokenizer file(s) depend on the application (``App.missing_files``)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +42,8 @@ class ModelCard:
     """``seq2vec``, ``seq2seq`` or ``vec2seq`` (``meta.json``)."""
     task: str
     """The route the model answers: ``classify`` or ``generate`` (``meta.json``)."""
+    app: App
+    """The checkpoint's application: its predictor and ``ServeSpec`` make the model server."""
     labels: tuple[str, ...] | None
     """Label names of a classifier, else None."""
     checkpoint: Path
@@ -57,7 +55,7 @@ class ModelCard:
     (multipart ``file`` uploads); ``meta.json``'s ``input``, text on checkpoints from
     before audio."""
     decode: DecodeConfig | None = None
-    """A generate model's decoding settings (the recipe's ``decode``): ``beam_size`` and
+    """A decoding model's settings (the recipe's ``decode``): ``beam_size`` and
     ``max_length`` when a request leaves them out, ``alpha`` and ``max_length_ratio``
     always. None for classifiers."""
     audio: AudioConfig | None = None
@@ -78,8 +76,8 @@ def read_card(checkpoint: str | Path) -> ModelCard:
         if not (path / name).is_file():
             raise DataError(f"{checkpoint}: not a rayseq checkpoint (missing {name})")
     config = read_checkpoint_config(path)
-    recipe, meta, task = config.recipe, config.meta, config.task
-    missing = task.missing_files(path)
+    recipe, meta, app = config.recipe, config.meta, config.app
+    missing = app.missing_files(path)
     if missing:
         raise DataError(f"{checkpoint}: not a rayseq checkpoint (missing {missing})")
     read_state_dict(path, mmap=True)  # a tampered model.pt is refused here, not in a replica
@@ -88,13 +86,14 @@ def read_card(checkpoint: str | Path) -> ModelCard:
         name=url_safe(recipe.name),
         kind=meta["kind"],
         task=meta["task"],
+        app=app,
         labels=tuple(str(label) for label in labels) if isinstance(labels, list) else None,
         checkpoint=path,
         max_length=recipe.data.max_length,
-        decode=recipe.decode if meta["task"] == "generate" else None,
-        input=task.input,
-        audio=recipe.data.audio if task.input == "audio" else None,
-        video=recipe.data.video if task.input == "video" else None,
+        decode=recipe.decode if app.serve.route.decoding else None,
+        input=app.medium,
+        audio=recipe.data.audio if app.medium == "audio" else None,
+        video=recipe.data.video if app.medium == "video" else None,
     )
 
 

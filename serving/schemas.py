@@ -1,4 +1,4 @@
-"""HTTP request and response bodies (pydantic), as written in CONTRACT.md.
+"""HTTP request and response bodies (pydantic), as documented in ``docs/http-api.md``.
 
 Request models carry the application's limits as ordinary pydantic constraints, so the
 same numbers that reject a request also show in ``/openapi.json``. Because limits are
@@ -21,14 +21,17 @@ text (so there ``"4"`` is 4). The upload models validate the parsed form
 # No ``from __future__ import annotations``: the request models are built inside a
 # function and pydantic must see their real annotation objects.
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import UploadFile
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
-                      model_validator)
+                      create_model, model_validator)
 from pydantic_core import PydanticCustomError
 
+from pipelines import apps
+from pipelines.apps.routes import RouteSpec
 from serving.limits import ServeLimits
 
 
@@ -74,25 +77,25 @@ the other fields are options passed on to the model deployment."""
 
 @dataclass(frozen=True)
 class RequestModels:
-    """The request body models of one application (one set of limits): JSON bodies for
-    text models, multipart forms for audio and video models."""
+    """The request body models of one application (one set of limits), for every route
+    the applications answer (``pipelines.apps.routes``): JSON bodies for text models,
+    multipart forms for audio and video models."""
 
-    classify: type[BaseModel]
-    generate: type[BaseModel]
-    classify_upload: type[BaseModel]
-    generate_upload: type[BaseModel]
+    models: dict[tuple[str, bool], type[BaseModel]]
+    """``(route name, uploads)`` -> body model."""
 
-    def body(self, task: str, input: str) -> type[BaseModel]:
-        """The model of a ``task`` request to a model taking ``input``: the JSON model for
+    def body(self, route: str, input: str) -> type[BaseModel]:
+        """The model of a ``route`` request to a model taking ``input``: the JSON model for
         ``text``, the form model for anything uploaded (``audio``, ``video``)."""
-        return getattr(self, task if input == "text" else f"{task}_upload")
+        return self.models[route, input != "text"]
 
 
-def request_models(limits: ServeLimits) -> RequestModels:
-    """Request models that enforce ``limits``: 1..``max_inputs`` texts, each non-blank
-    and at most ``max_chars`` characters, or 1..``max_inputs`` files; generate's
-    ``beam_size`` and ``max_length`` bounded by ``max_beam_size`` and
-    ``max_generate_length``."""
+def request_models(limits: ServeLimits, routes: Iterable[RouteSpec] | None = None) -> RequestModels:
+    """Request models that enforce ``limits`` for ``routes`` (default: every
+    application's): 1..``max_inputs`` texts, each non-blank and at most ``max_chars``
+    characters, or 1..``max_inputs`` files; a decoding route's ``beam_size`` and
+    ``max_length`` bounded by ``max_beam_size`` and ``max_generate_length``. Each is
+    named ``<Route>Request`` (JSON) or ``<Route>Upload`` (multipart)."""
     Text = Annotated[str, StringConstraints(max_length=limits.max_chars), AfterValidator(_not_blank)]
     Texts = Annotated[
         list[Text],
@@ -116,76 +119,40 @@ def request_models(limits: ServeLimits) -> RequestModels:
         ge=1, le=limits.max_generate_length, examples=[128],
         description=f"most output tokens per input, 1 to {limits.max_generate_length}; "
                     "default: the model recipe's decode.max_length (128 unless the recipe says otherwise)")]
-
     Stream = Annotated[bool, Field(
         description="answer as JSON lines (application/x-ndjson) while decoding: a line "
                     '{"type": "token", "index", "token", "delta"} per output token, then '
                     '{"type": "final", "index", "delta", "text", "score", "tokens"} per input; '
                     "an input's deltas joined are its text. Greedy decoding: beam_size must be 1 or left out")]
+    decoding = {"beam_size": (BeamSize, None), "max_length": (MaxLength, None), "stream": (Stream, False)}
+    validators = {"_greedy_stream": model_validator(mode="after")(_stream_is_greedy)}
 
-    class ClassifyRequest(_Request):
-        """Texts to classify; one prediction comes back per text, in the same order."""
+    models: dict[tuple[str, bool], type[BaseModel]] = {}
+    for route in routes if routes is not None else served_routes():
+        title = route.name.capitalize()
+        options = decoding if route.decoding else {}
+        checks = validators if route.decoding else {}
+        models[route.name, False] = create_model(
+            f"{title}Request", __base__=_Request, __doc__=route.json_doc, __validators__=checks,
+            inputs=(Texts, Field(examples=[list(route.json_example)])), **options)
+        models[route.name, True] = create_model(
+            f"{title}Upload", __base__=_Form, __doc__=route.upload_doc, __validators__=checks,
+            file=(Files, ...), **options)
+    return RequestModels(models)
 
-        inputs: Texts = Field(examples=[["a warm and funny film", "dull from start to end"]])
 
-    class GenerateRequest(_Request):
-        """Source texts for a sequence-to-sequence model; one output per text, in order."""
-
-        inputs: Texts = Field(examples=[["the cat sat on the mat"]])
-        beam_size: BeamSize = None
-        max_length: MaxLength = None
-        stream: Stream = False
-
-        _greedy_stream = model_validator(mode="after")(_stream_is_greedy)
-
-    class ClassifyUpload(_Form):
-        """Recordings or video files to classify (an audio or video model); one prediction
-        per file, in order."""
-
-        file: Files
-
-    class GenerateUpload(_Form):
-        """Recordings to transcribe (a speech model) or video files to caption (a video
-        captioner); one output per file, in order."""
-
-        file: Files
-        beam_size: BeamSize = None
-        max_length: MaxLength = None
-        stream: Stream = False
-
-        _greedy_stream = model_validator(mode="after")(_stream_is_greedy)
-
-    return RequestModels(classify=ClassifyRequest, generate=GenerateRequest,
-                         classify_upload=ClassifyUpload, generate_upload=GenerateUpload)
+def served_routes() -> list[RouteSpec]:
+    """Every route some application answers, in the order the applications are found
+    (by name), each once."""
+    found: dict[str, RouteSpec] = {}
+    for app in apps.discover().values():
+        found.setdefault(app.serve.route.name, app.serve.route)
+    return list(found.values())
 
 
 _DEFAULT_MODELS = request_models(ServeLimits())
-ClassifyRequest = _DEFAULT_MODELS.classify
-GenerateRequest = _DEFAULT_MODELS.generate
-
-
-class Prediction(BaseModel):
-    label: str
-    """The most probable label."""
-    score: float
-    """Its probability."""
-    scores: dict[str, float]
-    """Probability of every label (they sum to 1)."""
-
-
-class ClassifyResponse(BaseModel):
-    predictions: list[Prediction]
-
-
-class GeneratedText(BaseModel):
-    text: str
-    score: float
-    """Log-probability of ``text`` (and its end) under the model, divided by GNMT's length
-    penalty ``((5 + tokens) / 6) ** alpha`` (``alpha``: the recipe's ``decode.alpha``)."""
-
-
-class GenerateResponse(BaseModel):
-    outputs: list[GeneratedText]
+ClassifyRequest = _DEFAULT_MODELS.body("classify", "text")
+GenerateRequest = _DEFAULT_MODELS.body("generate", "text")
 
 
 class ModelInfo(BaseModel):

@@ -2,7 +2,7 @@
 
 The ingress ships each ``file`` part as an :class:`~serving.uploads.Upload` (name and
 bytes) to the replica, which reads it with the checkpoint's own
-:class:`~pipelines.video.VideoFeaturizer` (``refuse_longer``), so an upload is sampled
+:class:`~pipelines.media.video.decode.VideoFeaturizer` (``refuse_longer``), so an upload is sampled
 and resized exactly as the training clips were::
 
     Upload(name, bytes) --probe (header only)--> not a video container?          -> 422
@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.config import VideoConfig
-from pipelines.video import ClipTooLong, VideoFeaturizer
+from pipelines.media.video.decode import ClipTooLong, VideoFeaturizer
 from serving import uploads
 from serving.errors import TooLarge
 from serving.limits import ServeLimits

@@ -120,7 +120,7 @@ def session_processes(session: int) -> list[int]:
 @pytest.fixture(scope="session")
 def sentiment_dir(tmp_path_factory) -> Path:
     """Small generated labeled-lines dataset (train.txt, valid.txt)."""
-    from pipelines.generate import write_sentiment
+    from pipelines.apps.text_classify.generate import write_sentiment
 
     return write_sentiment(tmp_path_factory.mktemp("sentiment"), size=400, seed=1)
 
@@ -128,12 +128,8 @@ def sentiment_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, sentiment_dir) -> Path:
     """An inference checkpoint with random weights, made without Ray (fast)."""
-    import torch
-
-    from models import build_seq2vec
-    from pipelines.checkpoint import classifier_files, export_inference
     from pipelines.config import recipe_from_dict
-    from pipelines.tokenization import train_tokenizer
+    from pipelines.media.tokenization import train_tokenizer
 
     recipe = recipe_from_dict({
         "name": "tiny_sentiment",
@@ -144,14 +140,9 @@ def tiny_checkpoint(tmp_path_factory, sentiment_dir) -> Path:
     texts = [line.split(" ", 1)[1] for line in (sentiment_dir / "train.txt").read_text().splitlines()]
     tokenizer = train_tokenizer(texts, recipe.tokenizer)
     labels = ["negative", "positive"]
-    torch.manual_seed(0)
-    model = build_seq2vec(recipe.model, vocab_size=tokenizer.get_vocab_size(), num_labels=len(labels))
-    shard_dir = tmp_path_factory.mktemp("tiny-train")
-    torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
-    out = tmp_path_factory.mktemp("tiny") / "checkpoint"
-    files, meta = classifier_files(tokenizer, labels)
-    export_inference(shard_dir, out, recipe=recipe, files=files, meta=meta)
-    return out
+    meta = {"labels": labels, "vocab_size": tokenizer.get_vocab_size()}
+    return _export(tmp_path_factory, "tiny", recipe, {"vocab_size": tokenizer.get_vocab_size(), "num_labels": 2},
+                   {"tokenizer.json": tokenizer.to_str()}, meta)
 
 
 @pytest.fixture(scope="session")
@@ -159,19 +150,15 @@ def tiny_translator(tmp_path_factory) -> Path:
     """A seq2seq inference checkpoint with random weights, made without Ray (fast).
 
     A joint BPE tokenizer trained on 48 generated English -> German number pairs
-    (``pipelines.generate.number_pair``), a 2+2-layer LSTM encoder-decoder of width 16,
+    (``pipelines.apps.text_classify.generate.number_pair``), a 2+2-layer LSTM encoder-decoder of width 16,
     sources cut to 16 tokens. Untrained, it rarely emits EOS, so its outputs run to the
     decoder's length limit: only their shape and bookkeeping are meaningful.
     """
     import random
 
-    import torch
-
-    from models import build_seq2seq
-    from pipelines.checkpoint import export_inference, translator_files
+    from pipelines.apps.translate.generate import number_pair
     from pipelines.config import recipe_from_dict
-    from pipelines.generate import number_pair
-    from pipelines.tokenization import train_translation_tokenizers
+    from pipelines.media.tokenization import train_translation_tokenizers, translation_tokenizer_files
 
     recipe = recipe_from_dict({
         "name": "tiny_translation",
@@ -184,13 +171,10 @@ def tiny_translator(tmp_path_factory) -> Path:
     tokenizers = train_translation_tokenizers(lambda: (en for en, _ in pairs), lambda: (de for _, de in pairs),
                                               recipe.tokenizer)
     src_vocab, tgt_vocab = tokenizers.vocab_sizes
-    model = build_seq2seq(recipe.model, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, seed=0)
-    shard_dir = tmp_path_factory.mktemp("tiny-translation-train")
-    torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
-    out = tmp_path_factory.mktemp("tiny-translation") / "checkpoint"
-    files, meta = translator_files(tokenizers, recipe)
-    export_inference(shard_dir, out, recipe=recipe, files=files, meta=meta)
-    return out
+    sizes = {"src_vocab_size": src_vocab, "tgt_vocab_size": tgt_vocab}
+    meta = {**sizes, "source_lang": "en", "target_lang": "de"}
+    return _export(tmp_path_factory, "tiny-translation", recipe, sizes, translation_tokenizer_files(tokenizers),
+                   meta)
 
 
 AUDIO_RECIPE = {"format": "audio-folder", "valid": "",
@@ -199,37 +183,40 @@ AUDIO_MODEL = {"input": "audio", "embed_dim": 16, "hidden_size": 16, "num_layers
                "dropout": 0.0}
 
 
-def _export(tmp_path_factory, name: str, model, recipe, files: dict, meta: dict) -> Path:
+def _export(tmp_path_factory, name: str, recipe, sizes: dict, files: dict, meta: dict) -> Path:
+    """An inference checkpoint of ``recipe``'s application with random (seeded) weights,
+    exported as training would."""
     import torch
 
+    from pipelines import apps
     from pipelines.checkpoint import export_inference
 
+    app = apps.app_for(recipe)
+    model = app.build(recipe.model, sizes, seed=0)
     shard_dir = tmp_path_factory.mktemp(f"{name}-train")
     torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
     out = tmp_path_factory.mktemp(name) / "checkpoint"
-    return export_inference(shard_dir, out, recipe=recipe, files=files, meta=meta)
+    return export_inference(shard_dir, out, recipe=recipe, app=app, files=files, meta=meta)
 
 
 @pytest.fixture(scope="session")
 def tiny_audio_classifier(tmp_path_factory) -> Path:
     """A spoken-digit classifier checkpoint with random weights (8 kHz, 16 mel bands, at
     most 4 s), made without Ray: for the upload routes, not for accuracy."""
-    from models import build_seq2vec
     from pipelines.config import recipe_from_dict
 
     recipe = recipe_from_dict({"name": "tiny_digits", "data": AUDIO_RECIPE, "model": AUDIO_MODEL})
     labels = [str(d) for d in range(10)]
-    model = build_seq2vec(recipe.model, feature_dim=16, num_labels=len(labels))
-    return _export(tmp_path_factory, "tiny-digits", model, recipe, {}, {"labels": labels, "feature_dim": 16})
+    return _export(tmp_path_factory, "tiny-digits", recipe, {"feature_dim": 16, "num_labels": len(labels)}, {},
+                   {"labels": labels, "feature_dim": 16})
 
 
 @pytest.fixture(scope="session")
 def tiny_speech_recognizer(tmp_path_factory) -> Path:
     """A speech-to-text checkpoint with random weights and a word-level tokenizer of the
     ten digit words (8 kHz, 16 mel bands, at most 4 s), made without Ray."""
-    from models import build_seq2seq
     from pipelines.config import recipe_from_dict
-    from pipelines.tokenization import train_tokenizer
+    from pipelines.media.tokenization import train_tokenizer
 
     recipe = recipe_from_dict({
         "name": "tiny_speech", "data": {**AUDIO_RECIPE, "max_target_length": 12},
@@ -239,9 +226,8 @@ def tiny_speech_recognizer(tmp_path_factory) -> Path:
     })
     words = "zero one two three four five six seven eight nine".split()
     tokenizer = train_tokenizer([" ".join(words[i:] + words[:i]) for i in range(10)], recipe.tokenizer)
-    model = build_seq2seq(recipe.model, feature_dim=16, tgt_vocab_size=tokenizer.get_vocab_size())
     meta = {"feature_dim": 16, "tgt_vocab_size": tokenizer.get_vocab_size()}
-    return _export(tmp_path_factory, "tiny-speech", model, recipe, {"tokenizer.json": tokenizer.to_str()}, meta)
+    return _export(tmp_path_factory, "tiny-speech", recipe, meta, {"tokenizer.json": tokenizer.to_str()}, meta)
 
 
 VIDEO_RECIPE = {"format": "video-folder", "train": "train", "valid": "valid",
@@ -254,23 +240,21 @@ VIDEO_MODEL = {"input": "video", "embed_dim": 16, "hidden_size": 16, "num_layers
 def tiny_video_classifier(tmp_path_factory) -> Path:
     """A moving-shape classifier checkpoint with random weights (16x16 frames, at most 24
     frames and 10 s), made without Ray: for the upload routes, not for accuracy."""
-    from models import build_seq2vec
     from pipelines.config import recipe_from_dict
-    from pipelines.video_generate import CLASSES
+    from pipelines.media.video.synthetic import CLASSES
 
     recipe = recipe_from_dict({"name": "tiny_video", "data": VIDEO_RECIPE, "model": VIDEO_MODEL})
-    model = build_seq2vec(recipe.model, frame_size=16, num_labels=len(CLASSES))
-    return _export(tmp_path_factory, "tiny-video", model, recipe, {}, {"labels": list(CLASSES), "frame_size": 16})
+    return _export(tmp_path_factory, "tiny-video", recipe, {"frame_size": 16, "num_labels": len(CLASSES)}, {},
+                   {"labels": list(CLASSES), "frame_size": 16})
 
 
 @pytest.fixture(scope="session")
 def tiny_video_captioner(tmp_path_factory) -> Path:
     """A vec2seq captioner checkpoint with random weights and a word-level tokenizer of
     the moving-shape captions (16x16 frames), made without Ray."""
-    from models.vec2seq import build_vec2seq
     from pipelines.config import recipe_from_dict
-    from pipelines.tokenization import train_tokenizer
-    from pipelines.video_generate import CLASSES, COLOURS, SHAPES, caption
+    from pipelines.media.tokenization import train_tokenizer
+    from pipelines.media.video.synthetic import CLASSES, COLOURS, SHAPES, caption
 
     recipe = recipe_from_dict({
         "name": "tiny_caption", "data": {**VIDEO_RECIPE, "max_target_length": 16},
@@ -280,13 +264,12 @@ def tiny_video_captioner(tmp_path_factory) -> Path:
     })
     captions = [caption(label, shape, colour) for label in CLASSES for shape in SHAPES for colour in COLOURS]
     tokenizer = train_tokenizer(captions, recipe.tokenizer)
-    model = build_vec2seq(recipe.model, frame_size=16, tgt_vocab_size=tokenizer.get_vocab_size())
     meta = {"frame_size": 16, "tgt_vocab_size": tokenizer.get_vocab_size()}
-    return _export(tmp_path_factory, "tiny-caption", model, recipe, {"tokenizer.json": tokenizer.to_str()}, meta)
+    return _export(tmp_path_factory, "tiny-caption", recipe, meta, {"tokenizer.json": tokenizer.to_str()}, meta)
 
 
 def mp4_bytes(frames: int = 8, size: int = 32, fps: int = 10, seed: int = 0, faststart: bool = False) -> bytes:
-    """An H.264 MP4 of a moving-shape clip (``pipelines.video_generate``). ``faststart``
+    """An H.264 MP4 of a moving-shape clip (``pipelines.media.video.synthetic``). ``faststart``
     puts the index first (as streaming sites serve MP4s): cut short, such a file opens but
     its frames run out mid-stream. FFmpeg moves the index by rewriting the file, so that
     one is written to a temporary file, the other in memory."""
@@ -296,7 +279,7 @@ def mp4_bytes(frames: int = 8, size: int = 32, fps: int = 10, seed: int = 0, fas
     import av
     import numpy as np
 
-    from pipelines.video_generate import CLASSES, render_clip
+    from pipelines.media.video.synthetic import CLASSES, render_clip
 
     clip, _ = render_clip(np.random.default_rng(seed), CLASSES[seed % len(CLASSES)], size=size)
     handle, path = tempfile.mkstemp(suffix=".mp4") if faststart else (None, None)

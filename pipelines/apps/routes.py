@@ -1,0 +1,96 @@
+"""The HTTP routes applications answer, described without HTTP: what serving builds a
+``POST /v1/models/{name}/<route>`` from (``serving.app``). An application's
+``ServeSpec.route`` is one of these or one of its own.
+
+A route's request body follows from its flags: JSON ``{"inputs": [text, ...]}`` for
+text models, multipart ``file`` parts for audio and video models, plus
+``beam_size``/``max_length`` (and ``stream``) on ``decoding`` routes. Its answer is
+``{<answer_key>: [one per input]}`` shaped by ``response``. No FastAPI here: the response
+models are plain pydantic, and the texts become the route's OpenAPI documentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+
+class Prediction(BaseModel):
+    label: str
+    """The most probable label."""
+    score: float
+    """Its probability."""
+    scores: dict[str, float]
+    """Probability of every label (they sum to 1)."""
+
+
+class ClassifyResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class GeneratedText(BaseModel):
+    text: str
+    score: float
+    """Log-probability of ``text`` (and its end) under the model, divided by GNMT's length
+    penalty ``((5 + tokens) / 6) ** alpha`` (``alpha``: the recipe's ``decode.alpha``)."""
+
+
+class GenerateResponse(BaseModel):
+    outputs: list[GeneratedText]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    name: str
+    """The last path segment: ``/v1/models/{name}/<name>``."""
+    answer_key: str
+    """The response's list field: one item per input."""
+    response: type[BaseModel]
+    description: str
+    """The route's documentation (``/docs``)."""
+    json_doc: str
+    """What a JSON request is (its schema's description)."""
+    upload_doc: str
+    """What an upload request is."""
+    json_example: tuple[str, ...]
+    decoding: bool = False
+    """Requests take ``beam_size`` and ``max_length``, and may ``stream`` (greedy)."""
+
+
+CLASSIFY = RouteSpec(
+    name="classify",
+    answer_key="predictions",
+    response=ClassifyResponse,
+    description="""Label each input; `predictions[i]` belongs to input `i`.
+
+Text models (no `input` on `/v1/models`) take JSON `{"inputs": [text, ...]}`.
+Audio models (`"input": "audio"`) take `multipart/form-data` with one `file` part
+per recording (WAV, FLAC, ...; any sample rate, mono or stereo); video models
+(`"input": "video"`) the same with one encoded video file (MP4, WebM, ...) per part.""",
+    json_doc="Texts to classify; one prediction comes back per text, in the same order.",
+    upload_doc="Recordings or video files to classify (an audio or video model); one prediction\nper file, in order.",
+    json_example=("a warm and funny film", "dull from start to end"),
+)
+
+GENERATE = RouteSpec(
+    name="generate",
+    answer_key="outputs",
+    response=GenerateResponse,
+    description="""Decode an output text for each input; `outputs[i]` belongs to input `i`.
+
+Text models take JSON `{"inputs": [...], "beam_size": 4, "max_length": 128}`; speech
+models (`"input": "audio"`) and video captioners (`"input": "video"`) take
+`multipart/form-data` with one `file` part per recording or video file and optional
+form fields `beam_size` and `max_length`. Options left out take the checkpoint
+recipe's `decode` values.
+
+With `"stream": true` (greedy decoding) the answer is JSON lines
+(`application/x-ndjson`) sent while decoding: one line per output token, then a
+final line per input with its `text` and `score`.""",
+    json_doc="Source texts for a sequence-to-sequence model; one output per text, in order.",
+    upload_doc="Recordings to transcribe (a speech model) or video files to caption (a video\ncaptioner); "
+               "one output per file, in order.",
+    json_example=("the cat sat on the mat",),
+    decoding=True,
+)

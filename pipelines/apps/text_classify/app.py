@@ -1,0 +1,81 @@
+"""Text classification (seq2vec on token ids): sentiment, question types, any labelled text.
+
+    text -> tokenizer (trained on the training split) -> embedding -> deep RNN -> pooled
+         -> label;  scored by accuracy;  served on /classify with JSON texts
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.apps.base import App, PreparedData, ServeSpec, checked_sizes, has_tokenizer, labels_from_meta
+from pipelines.apps.objectives import Labels
+from pipelines.apps.routes import CLASSIFY
+from pipelines.apps.text_classify.generate import SENTIMENT
+
+TEXT_FORMATS = ("labeled-lines", "csv", "tsv", "jsonl", "parquet", "hf")
+
+
+class TextClassify(Labels, App):
+    name = "text_classify"
+    medium = "text"
+    shapes = (("seq2vec", "text", ""),)
+    formats = TEXT_FORMATS
+    meta_keys = frozenset({"labels", "vocab_size"})
+    wavefront = True
+    generators = (SENTIMENT,)
+    serve = ServeSpec(route=CLASSIFY)
+
+    def check_recipe(self, recipe) -> None:
+        from pipelines.media.sources import check_token_budget
+
+        super().check_recipe(recipe)
+        check_token_budget(recipe)
+
+    def prepare(self, recipe) -> PreparedData:
+        from pipelines.apps.text_classify.data import prepare_text_classification
+
+        data = prepare_text_classification(recipe)
+        sizes = {"vocab_size": data.tokenizer.get_vocab_size(), "num_labels": len(data.labels)}
+        meta = {"labels": data.labels, "vocab_size": data.tokenizer.get_vocab_size()}
+        return PreparedData(data.train, data.valid, sizes, {"tokenizer.json": data.tokenizer.to_str()}, meta,
+                            data.train_stats.batches, data.report)
+
+    def layer_factories(self, config, sizes: dict[str, int]):
+        from models.frontends import tokens
+        from models.seq2vec import seq2vec_layer_factories
+
+        return seq2vec_layer_factories(config, frontend=tokens(sizes["vocab_size"]), num_labels=sizes["num_labels"])
+
+    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
+        from models.frontends import tokens
+        from models.seq2vec import build_seq2vec
+
+        return build_seq2vec(config, frontend=tokens(sizes["vocab_size"]), num_labels=sizes["num_labels"],
+                             seed=seed, keep=keep)
+
+    def missing_files(self, path: Path) -> str | None:
+        return has_tokenizer(path)
+
+    def sizes_from_meta(self, path: Path, meta: dict[str, Any]) -> dict[str, int]:
+        return {"num_labels": labels_from_meta(path, meta), **checked_sizes(path, meta, ("vocab_size",))}
+
+    def predictor(self, loaded, *, budget: int | None = None):
+        from pipelines.apps.text_classify.predictor import TextClassifier
+
+        return TextClassifier(loaded, budget=budget)
+
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+        """Accuracy on ``recipe.data.valid``, records read and checked as in training."""
+        from pipelines.media.sources import check_records, read_split, with_index
+        from pipelines.scoring.records import accuracy, classified
+
+        records = check_records(read_split(recipe.data, "valid"), recipe.data.on_bad_record, "eval")
+        indexed = with_index(records.dataset.select_columns(["text", "label", "origin"]), records.rows)
+        rows = classified(checkpoint, indexed, inputs="text", encoded=True, max_length=recipe.data.max_length,
+                          batch_size=512)
+        return accuracy(rows, records.skipped, predictions)
+
+
+APP = TextClassify()

@@ -1,0 +1,274 @@
+"""Pipeline schedules over micro-batches: GPipe (fill-drain) and 1F1B (the wavefront
+schedule over time chunks lives in ``pipelines.engine.wavefront``).
+
+One training step on one stage, for ``m`` micro-batches (forward ``F``, backward ``B``;
+stage ``s`` of ``p``)::
+
+    gpipe:  F0 F1 .. F(m-1)  B(m-1) .. B1 B0
+    1f1b:   F0 .. F(w-1)  [F(w+i) B(i)]*  B(m-w) .. B(m-1)    with w = min(p - s - 1, m)
+
+1F1B keeps at most ``p - s`` micro-batches of activations alive instead of ``m``. Both
+give identical gradients: the loss of each micro-batch is ``sum(loss) / denominator``
+(``denominator`` = examples in the step over all replicas), so accumulated gradients
+equal one pass over the whole batch.
+
+What crosses stages (``pipelines.engine.p2p``): activations ``(B_i, T_i, width)`` forward (or
+a tuple of tensors, e.g. an encoder-decoder's ``(memory, target tokens)``), gradients of
+their floating-point parts backward. What every stage of a replica shares (``StepPlan``,
+broadcast by stage 0 each step): each micro-batch's lengths and, for the last stage's
+loss, its targets. What differs between applications (step plans, loss, validation
+counts) comes from the :class:`TrainingTask` the engine is handed; it never names one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+from functools import cached_property
+
+import torch
+import torch.distributed as dist
+
+from models.dropout import dropout_key
+from pipelines.engine.p2p import ACTIVATION, GRADIENT, Transport
+from pipelines.engine.timeline import Timeline
+from pipelines.engine.topology import Topology
+from pipelines.engine.microbatches import StepPlan, parts as _parts
+from pipelines.engine.wavefront import Wavefront
+
+SCHEDULES = ("gpipe", "1f1b", "wavefront")
+
+
+def _floats(x) -> list[torch.Tensor]:
+    """The floating-point tensors of a stage input/output (the ones with gradients)."""
+    return [t for t in (x if isinstance(x, tuple) else (x,)) if t.is_floating_point()]
+
+
+def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.device) -> StepPlan:
+    """Stage 0 sends the step's lengths and labels to every stage of its replica, in two
+    int64 broadcasts::
+
+        header  (count, rows, length parts, label dims, label elements)
+        body    rows per micro-batch (count) | label width per micro-batch (count)
+                | each length part (rows each) | labels, flattened
+
+    ``plan=None`` on stage 0 means the data ran out: every stage gets an empty plan.
+    """
+    if topology.pp == 1:
+        return plan if plan is not None else StepPlan([], [])
+    src = topology.stage_rank(0)
+    group = topology.pipeline_group
+    header = torch.zeros(5, dtype=torch.int64, device=device)
+    if topology.is_first and plan is not None:
+        header[0], header[1] = len(plan.lengths), plan.examples
+        header[2], header[3] = len(_parts(plan.lengths[0])), plan.labels[0].dim()
+        header[4] = sum(x.numel() for x in plan.labels)
+    dist.broadcast(header, src, group=group)
+    count, rows, parts, label_dims, label_numel = header.tolist()
+    if count == 0:
+        return StepPlan([], [])
+    body = torch.zeros(2 * count + parts * rows + label_numel, dtype=torch.int64, device=device)
+    if topology.is_first:
+        body[:count] = torch.tensor([len(x) for x in plan.labels])
+        body[count : 2 * count] = torch.tensor([x[0].numel() if x.dim() > 1 else 1 for x in plan.labels])
+        offset = 2 * count
+        for k in range(parts):
+            body[offset : offset + rows] = torch.cat([_parts(x)[k] for x in plan.lengths])
+            offset += rows
+        body[offset:] = torch.cat([x.reshape(-1) for x in plan.labels]).to(device)
+    dist.broadcast(body, src, group=group)
+    if topology.is_first:
+        return plan
+    sizes, widths = body[:count].tolist(), body[count : 2 * count].tolist()
+    offset = 2 * count
+    length_parts = []
+    for _ in range(parts):
+        length_parts.append(body[offset : offset + rows].cpu().split(sizes))
+        offset += rows
+    lengths = [p[0] for p in zip(*length_parts)] if parts == 1 else list(zip(*length_parts))
+    flat = body[offset:].split([n * w for n, w in zip(sizes, widths)])
+    labels = [x.view(n, w) if label_dims > 1 else x for x, n, w in zip(flat, sizes, widths)]
+    return StepPlan(lengths, labels)
+
+
+class TrainingTask(Protocol):
+    """What the engine needs of an application (``pipelines.apps.base.App`` implements it)."""
+
+    metric: str
+    """The validation figure the progress line shows."""
+
+    def step_plan(self, row: dict, microbatches: int) -> StepPlan:
+        """A bucketed batch row -> this step's micro-batches (first stage only)."""
+
+    def loss(self, out: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+        """Summed loss of one micro-batch (last stage)."""
+
+    def loss_units(self, plan: StepPlan) -> float:
+        """What the loss is normalised by: examples, or target tokens."""
+
+    def eval_counts(self, out: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
+        """``(summed loss, correct, scored)`` of one validation micro-batch."""
+
+    def validation_metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
+        """The validation entry from the split's summed counts."""
+
+
+class StageRunner:
+    """Runs this worker's stage of the model through a schedule.
+
+    ``module(x, lengths)`` maps the stage's input (token ids on the first stage,
+    activations ``(B, T, width)`` elsewhere) to its output (logits on the last stage).
+    """
+
+    def __init__(self, module: torch.nn.Module, topology: Topology, device: torch.device, *, task: TrainingTask,
+                 label_smoothing: float = 0.0, timeline: Timeline | None = None, time_chunks: int = 4) -> None:
+        self.task = task
+        self.module = module
+        self.time_chunks = time_chunks
+        self.topology = topology
+        self.device = device
+        self.label_smoothing = label_smoothing
+        self.transport = Transport(device)
+        self.timeline = timeline or Timeline(stage=topology.stage)
+        self._saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
+
+    @cached_property
+    def wavefront(self) -> Wavefront:
+        """This stage under the wavefront schedule (built on first use: it checks the
+        stage's layers, which the other schedules do not need)."""
+        return Wavefront(self, self.time_chunks)
+
+    # -- one micro-batch ------------------------------------------------------------
+    def _input(self, plan: StepPlan, i: int) -> torch.Tensor:
+        topo = self.topology
+        if topo.is_first:
+            x = plan.tokens[i]
+            return tuple(t.to(self.device) for t in x) if isinstance(x, tuple) else x.to(self.device)
+        start = Timeline.now()
+        x = self.transport.recv(topo.stage_rank(topo.stage - 1), ACTIVATION)
+        self.timeline.record("recv", i, start)
+        return x
+
+    def forward(self, plan: StepPlan, i: int, *, key: tuple[int, ...], denominator: float, train: bool = True) -> torch.Tensor:
+        """Forward micro-batch ``i``; returns its summed loss (last stage) or output."""
+        topo = self.topology
+        x = self._input(plan, i)
+        if train:
+            for t in _floats(x):
+                t.requires_grad_(True)
+        start = Timeline.now()
+        with dropout_key(*key, i), torch.set_grad_enabled(train):
+            out = self.module(x, plan.lengths[i])
+        self.timeline.record("forward", i, start)
+        if topo.is_last:
+            loss = self.loss(out, plan, i)
+            if train:
+                self._saved[i] = (_floats(x), loss / denominator)
+            return loss.detach() if train else out.detach()
+        start = Timeline.now()
+        self.transport.send(out, topo.stage_rank(topo.stage + 1), ACTIVATION)
+        self.timeline.record("send", i, start)
+        if train:
+            self._saved[i] = (_floats(x), out)
+        return out
+
+    def loss(self, out: torch.Tensor, plan: StepPlan, i: int) -> torch.Tensor:
+        """Summed loss of micro-batch ``i`` from the last stage's output."""
+        return self.task.loss(out, plan.labels[i].to(self.device), self.label_smoothing)
+
+    def backward(self, i: int) -> None:
+        topo = self.topology
+        inputs, out = self._saved.pop(i)
+        if topo.is_last:
+            start = Timeline.now()
+            out.backward()
+        else:
+            start = Timeline.now()
+            grads = self.transport.recv(topo.stage_rank(topo.stage + 1), GRADIENT)
+            self.timeline.record("recv", i, start)
+            start = Timeline.now()
+            pairs = [(o, g) for o, g in zip(_floats(out), _floats(grads)) if o.requires_grad]
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        self.timeline.record("backward", i, start)
+        if not topo.is_first and inputs:
+            start = Timeline.now()
+            grads = tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in inputs)
+            self.transport.send(grads if len(grads) > 1 else grads[0], topo.stage_rank(topo.stage - 1), GRADIENT)
+            self.timeline.record("send", i, start)
+
+    # -- one step ---------------------------------------------------------------------
+    def train_step(self, plan: StepPlan, *, schedule: str, key: tuple[int, ...], denominator: float) -> float:
+        """Accumulate this step's gradients; returns the summed loss (last stage, else 0)."""
+        if schedule == "wavefront":
+            loss = self.wavefront.train_step(plan, key=key, denominator=denominator)
+            self.transport.flush()
+            return loss
+        m = len(plan.lengths)
+        losses: list[float] = []
+
+        def fwd(i: int) -> None:
+            value = self.forward(plan, i, key=key, denominator=denominator)
+            if self.topology.is_last:
+                losses.append(float(value))
+
+        if schedule == "gpipe":
+            for i in range(m):
+                fwd(i)
+            for i in reversed(range(m)):
+                self.backward(i)
+        elif schedule == "1f1b":
+            warmup = min(self.topology.pp - self.topology.stage - 1, m)
+            for i in range(warmup):
+                fwd(i)
+            for i in range(m - warmup):
+                fwd(warmup + i)
+                self.backward(i)
+            for i in range(m - warmup, m):
+                self.backward(i)
+        else:
+            raise ValueError(f"unknown schedule {schedule!r}; known: {SCHEDULES}")
+        self.transport.flush()
+        return sum(losses)
+
+    @torch.no_grad()
+    def evaluate_step(self, plan: StepPlan) -> tuple[float, float, float]:
+        """Forward only; on the last stage ``(loss_sum, correct, scored)`` summed over the
+        micro-batches (scored: examples, or target tokens for seq2seq), else zeros."""
+        totals = [0.0, 0.0, 0.0]
+        for i in range(len(plan.lengths)):
+            out = self.forward(plan, i, key=(0,), denominator=1.0, train=False)
+            if self.topology.is_last:
+                counts = self.task.eval_counts(out, plan.labels[i].to(self.device))
+                totals = [a + b for a, b in zip(totals, counts)]
+        self.transport.flush()
+        return tuple(totals) if self.topology.is_last else (0.0, 0.0, 0.0)
+
+
+def clip_global_norm(parameters: list[torch.nn.Parameter], max_norm: float, topology: Topology) -> float:
+    """``clip_grad_norm_`` over the whole model: squared norms are summed over the
+    pipeline's stages (each replica holds identical gradients after the all-reduce)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    device = grads[0].device if grads else torch.device("cpu")
+    squared = torch.zeros(1, dtype=torch.float64, device=device)
+    for g in grads:
+        squared += torch.linalg.vector_norm(g.detach(), dtype=torch.float64) ** 2
+    topology.all_reduce(squared, "pipeline")
+    norm = float(squared.sqrt())
+    if max_norm > 0:
+        coefficient = min(max_norm / (norm + 1e-6), 1.0)
+        if coefficient < 1.0:
+            for g in grads:
+                g.mul_(coefficient)
+    return norm
+
+
+def all_reduce_gradients(parameters: list[torch.nn.Parameter], topology: Topology) -> None:
+    """Sum gradients over this stage's data-parallel replicas, in one flat buffer."""
+    if topology.dp == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    topology.all_reduce(flat, "data")
+    offset = 0
+    for p, g in zip(parameters, grads):
+        p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
+        offset += g.numel()

@@ -1,0 +1,222 @@
+"""The wavefront schedule: a pipeline over micro-batches *and* time chunks.
+
+GNMT's observation: recurrent layer k+1 can run time step t while layer k already runs
+t+1. So each micro-batch of width ``T`` is cut into ``time_chunks`` chunks of
+``ceil(T / time_chunks)`` steps, and a stage sends chunk t downstream as soon as it has
+it; the next stage starts on chunk t while this one computes chunk t+1. With ``p``
+stages, ``m`` micro-batches and ``k`` chunks each, the pipeline fills over ``m * k``
+units instead of ``m`` (fill-drain order over micro-batches, as GPipe)::
+
+    stage 0:  F0.0 F0.1 F0.2 F1.0 F1.1 F1.2 .........  B1.2 B1.1 B1.0 B0.2 B0.1 B0.0
+    stage 1:       F0.0 F0.1 F0.2 F1.0 F1.1 F1.2  B1.2 B1.1 B1.0 B0.2 B0.1 B0.0
+
+Back-propagation is through the whole sequence, not truncated: each chunk's recurrent
+state enters the next chunk as a leaf tensor, and in the backward pass (chunks in
+reverse) the gradient that leaf received is fed into the previous chunk's final state.
+Gradients of a stage's input chunks go upstream chunk by chunk, so the backward pass is
+a wavefront too.
+
+A stage's layers fall into three runs (``Segments``): a ``prefix`` that must see whole
+rows before anything can stream (a bidirectional layer, and whatever precedes it), the
+``stream`` of causal layers (``time_streaming``, with ``forward_chunk``), and a
+``suffix`` that needs whole rows again (the pooled classifier). Each may be empty.
+
+What crosses stages: chunks ``(B_i, w, width)`` of the activations forward and their
+gradients backward, in chunk order forward and reverse chunk order backward; every
+stage derives the same chunk bounds from the step plan's lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from models.dropout import dropout_key
+from pipelines.engine.p2p import ACTIVATION, GRADIENT
+from pipelines.engine.timeline import Timeline
+
+from pipelines.engine.microbatches import StepPlan
+
+
+@dataclass
+class Segments:
+    prefix: list[nn.Module]
+    stream: list[nn.Module]
+    suffix: list[nn.Module]
+
+
+def segments(layers: list[nn.Module]) -> Segments:
+    """Split a stage's layers into whole-row prefix, streaming middle, whole-row suffix."""
+    end = len(layers)
+    while end > 0 and not getattr(layers[end - 1], "time_streaming", False):
+        end -= 1
+    start = 0
+    for i in range(end):
+        if not getattr(layers[i], "time_streaming", False):
+            start = i + 1
+    return Segments(layers[:start], layers[start:end], layers[end:])
+
+
+def chunk_bounds(width: int, time_chunks: int) -> list[tuple[int, int]]:
+    """``(offset, steps)`` of each chunk of a ``width``-step micro-batch."""
+    size = math.ceil(width / time_chunks)
+    return [(offset, min(size, width - offset)) for offset in range(0, width, size)]
+
+
+def _run(layers: list[nn.Module], x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x, lengths)
+    return x
+
+
+def _leaf(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().requires_grad_(True) if x.is_floating_point() else x
+
+
+@dataclass
+class _Chunk:
+    """What the backward pass of one chunk of the stream needs."""
+
+    inputs: torch.Tensor
+    state_in: list[torch.Tensor]
+    output: torch.Tensor
+    state_out: list[torch.Tensor]
+
+
+@dataclass
+class _MicroBatch:
+    bounds: list[tuple[int, int]]
+    inputs: list[torch.Tensor] = field(default_factory=list)
+    """The stage's input chunks as received (leaves, so their gradients can be sent)."""
+    prefix_out: torch.Tensor | None = None
+    stream_inputs: list[torch.Tensor] = field(default_factory=list)
+    chunks: list[_Chunk] = field(default_factory=list)
+    suffix_inputs: list[torch.Tensor] = field(default_factory=list)
+    output: torch.Tensor | None = None
+    """Suffix output: the loss on the last stage, else activations sent in chunks."""
+
+
+class Wavefront:
+    """Runs one training step of a stage under the wavefront schedule, for ``runner``
+    (the stage's ``pipelines.engine.schedules.StageRunner``, which builds this on first
+    use: its module, topology, transport, task and timeline)."""
+
+    def __init__(self, runner, time_chunks: int) -> None:
+        self.runner = runner
+        self.time_chunks = time_chunks
+        self.parts = segments(list(runner.module.layers.values()))
+        self._saved: dict[int, _MicroBatch] = {}
+        if runner.topology.is_last and not self.parts.suffix:
+            raise ValueError("the last stage must end with a whole-row head (the loss needs whole rows)")
+
+    # -- transport --------------------------------------------------------------------
+    def _recv(self, channel: int, peer: int, micro: int) -> torch.Tensor:
+        start = Timeline.now()
+        x = self.runner.transport.recv(self.runner.topology.stage_rank(peer), channel)
+        self.runner.timeline.record("recv", micro, start)
+        return x
+
+    def _send(self, x: torch.Tensor, channel: int, peer: int, micro: int) -> None:
+        start = Timeline.now()
+        self.runner.transport.send(x, self.runner.topology.stage_rank(peer), channel)
+        self.runner.timeline.record("send", micro, start)
+
+    def _input_chunk(self, plan: StepPlan, i: int, offset: int, steps: int) -> torch.Tensor:
+        topo = self.runner.topology
+        if topo.is_first:
+            return plan.tokens[i][:, offset : offset + steps].to(self.runner.device)
+        return _leaf(self._recv(ACTIVATION, topo.stage - 1, i))
+
+    # -- forward ----------------------------------------------------------------------
+    def forward(self, plan: StepPlan, i: int, *, key: tuple[int, ...], denominator: float) -> float:
+        """Forward micro-batch ``i``; returns its summed loss on the last stage, else 0."""
+        runner, topo, parts = self.runner, self.runner.topology, self.parts
+        lengths = plan.lengths[i]
+        mb = _MicroBatch(chunk_bounds(int(lengths.max()), self.time_chunks))
+        with dropout_key(*key, i):
+            if parts.prefix or not parts.stream:  # whole rows needed before anything runs
+                mb.inputs = [self._input_chunk(plan, i, o, w) for o, w in mb.bounds]
+                start = Timeline.now()
+                mb.prefix_out = _run(parts.prefix, torch.cat(mb.inputs, 1), lengths)
+                mb.stream_inputs = [_leaf(mb.prefix_out[:, o : o + w]) for o, w in mb.bounds] if parts.stream else []
+                runner.timeline.record("forward", i, start)
+            states: list[tuple[torch.Tensor, ...] | None] = [None] * len(parts.stream)
+            for c, (offset, steps) in enumerate(mb.bounds if parts.stream else []):
+                if mb.stream_inputs:
+                    x = mb.stream_inputs[c]
+                else:
+                    x = self._input_chunk(plan, i, offset, steps)
+                    mb.inputs.append(x)
+                start = Timeline.now()
+                state_in = [None if s is None else tuple(_leaf(t) for t in s) for s in states]
+                y = x
+                for j, layer in enumerate(parts.stream):
+                    y, states[j] = layer.forward_chunk(y, lengths, offset, state_in[j])
+                mb.chunks.append(_Chunk(x, [t for s in state_in if s is not None for t in s], y,
+                                        [t for s in states if s is not None for t in s]))
+                runner.timeline.record("forward", i, start)
+                if parts.suffix:
+                    mb.suffix_inputs.append(_leaf(y))
+                else:
+                    self._send(y, ACTIVATION, topo.stage + 1, i)
+            loss = 0.0
+            if parts.suffix:
+                start = Timeline.now()
+                rows = torch.cat(mb.suffix_inputs, 1) if parts.stream else mb.prefix_out
+                out = _run(parts.suffix, rows, lengths)
+                runner.timeline.record("forward", i, start)
+                if topo.is_last:
+                    summed = runner.loss(out, plan, i)
+                    loss, mb.output = float(summed.detach()), summed / denominator
+                else:
+                    mb.output = out
+                    for offset, steps in mb.bounds:
+                        self._send(out[:, offset : offset + steps], ACTIVATION, topo.stage + 1, i)
+        self._saved[i] = mb
+        return loss
+
+    # -- backward ---------------------------------------------------------------------
+    def backward(self, i: int) -> None:
+        runner, topo, parts = self.runner, self.runner.topology, self.parts
+        mb = self._saved.pop(i)
+        if parts.suffix:
+            if topo.is_last:
+                start = Timeline.now()
+                mb.output.backward()
+            else:
+                grads = [self._recv(GRADIENT, topo.stage + 1, i) for _ in mb.bounds][::-1]
+                start = Timeline.now()
+                torch.autograd.backward(mb.output, torch.cat(grads, 1))
+            runner.timeline.record("backward", i, start)
+        state_grads: list[torch.Tensor] = []
+        for c in reversed(range(len(mb.chunks))):
+            chunk = mb.chunks[c]
+            grad = mb.suffix_inputs[c].grad if parts.suffix else self._recv(GRADIENT, topo.stage + 1, i)
+            start = Timeline.now()
+            tensors, grads = [chunk.output], [grad]
+            for t, g in zip(chunk.state_out, state_grads):
+                if g is not None:
+                    tensors.append(t)
+                    grads.append(g)
+            torch.autograd.backward(tensors, grads)
+            state_grads = [t.grad for t in chunk.state_in]
+            runner.timeline.record("backward", i, start)
+            if not mb.stream_inputs and not topo.is_first:
+                self._send(chunk.inputs.grad, GRADIENT, topo.stage - 1, i)
+        if mb.stream_inputs:
+            start = Timeline.now()
+            torch.autograd.backward(mb.prefix_out, torch.cat([x.grad for x in mb.stream_inputs], 1))
+            runner.timeline.record("backward", i, start)
+        if mb.prefix_out is not None and not topo.is_first:
+            for x in reversed(mb.inputs):
+                self._send(x.grad, GRADIENT, topo.stage - 1, i)
+
+    def train_step(self, plan: StepPlan, *, key: tuple[int, ...], denominator: float) -> float:
+        m = len(plan.lengths)
+        loss = sum(self.forward(plan, i, key=key, denominator=denominator) for i in range(m))
+        for i in reversed(range(m)):
+            self.backward(i)
+        return loss

@@ -1,0 +1,69 @@
+"""Rows of audio and video predictors: encoded files in, frames out, batched by length.
+
+A media predictor reads files with the checkpoint's own featurizer (its recipe's
+``data.audio`` or ``data.video``), so a file is heard or seen exactly as the training
+data was::
+
+    audio:  (name, bytes) -> AudioFeaturizer -> (4S, n_mels) float32 log-mel frames
+            -> batches (B, 4S, n_mels) zero-padded, lengths in model steps S (frames / 4)
+    video:  (name, bytes) -> VideoFeaturizer (sample, resize; longer clips refused)
+            -> (T, size, size, 3) uint8 frames -> batches (B, T, size, size, 3)
+
+Mix :class:`AudioRows` or :class:`VideoRows` into a ``Classifier`` or ``Decoder``
+(``pipelines.inference.predictors``). Their budgets count frames.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from models.frontend import SUBSAMPLING
+from pipelines.inference.predictors import Batch
+from pipelines.media.audio.features import AudioFeaturizer
+from pipelines.media.bucketing import array_batches
+from pipelines.media.video.decode import VideoFeaturizer
+
+MediaFile = tuple[str, bytes]
+"""``(name, encoded bytes)``: errors name the file by ``name``."""
+
+
+class AudioRows:
+    """Rows are log-mel frames; one pass holds at most ``budget`` frames."""
+
+    default_budget = 32768
+    per_step = SUBSAMPLING
+
+    def __init__(self, loaded, *, budget: int | None = None) -> None:
+        super().__init__(loaded, budget=budget)
+        self.featurizer = AudioFeaturizer(loaded.recipe.data.audio)
+
+    def rows(self, inputs: list[MediaFile]) -> list[np.ndarray]:
+        """Log-mel frames of each encoded recording; ``DataError`` names the bad one."""
+        return [self.featurizer(data, name)[0] for name, data in inputs]
+
+    def batches(self, rows: list[np.ndarray], budget: int) -> Iterator[Batch]:
+        for index, frames, steps in array_batches(rows, budget, per_step=SUBSAMPLING):
+            yield index, torch.from_numpy(frames.astype(np.float32, copy=False)).to(self.device), torch.from_numpy(steps)
+
+
+class VideoRows:
+    """Rows are sampled RGB frames; uploads over the recipe's ``max_frames`` or
+    ``max_seconds`` are refused, not cut. One pass holds at most ``budget`` frames."""
+
+    default_budget = 4096
+    per_step = 1
+
+    def __init__(self, loaded, *, budget: int | None = None) -> None:
+        super().__init__(loaded, budget=budget)
+        self.featurizer = VideoFeaturizer(loaded.recipe.data.video, refuse_longer=True)
+
+    def rows(self, inputs: list[MediaFile]) -> list[np.ndarray]:
+        """Frames of each encoded clip; ``DataError`` (``ClipTooLong`` over a limit) names the bad one."""
+        return [self.featurizer(data, name).frames for name, data in inputs]
+
+    def batches(self, rows: list[np.ndarray], budget: int) -> Iterator[Batch]:
+        for index, frames, lengths in array_batches(rows, budget):
+            yield index, torch.from_numpy(frames).to(self.device), torch.from_numpy(lengths)

@@ -1,0 +1,442 @@
+"""Text sources -> ``ray.data.Dataset`` of records.
+
+- classification (:func:`read_split`): ``{text, label, origin, error}``
+- translation (:func:`read_pairs`): ``{source, target, origin, error}``
+
+Files are read whole by ``read_binary_files`` and parsed in Ray tasks, so every record
+knows where it came from (``origin`` = ``path:line`` or ``path:row N``; for ``parallel``
+files ``prefix.{en,de}:line``, naming both files). A bad record (missing label, empty
+text/source/target, bytes that are not UTF-8) gets an ``error`` message instead of being
+dropped; :func:`check_records` then stops the run on it or, with ``on_bad_record: skip``,
+counts and reports it. Parallel files of different line counts are always an error: no
+pairing of them can be trusted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import ray
+
+from pipelines.config import DataConfig, Recipe
+from pipelines.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
+
+
+def resolve(root: str, name: str) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() or not root else Path(root).expanduser() / path
+
+
+def detect_format(path: Path, declared: str, langs: tuple[str, str] | None = None) -> str:
+    """The format of ``path``: ``declared`` unless it is ``auto``.
+
+    ``auto`` with ``langs = (source_lang, target_lang)`` picks ``parallel`` when ``path``
+    itself does not exist but ``path.<source_lang>`` does (``val`` -> ``val.en``/``val.de``).
+    """
+    if declared != "auto":
+        return declared
+    if langs and not path.exists() and _lang_file(path, langs[0]).exists():
+        return "parallel"
+    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
+        return "hf"
+    return EXTENSIONS.get(path.suffix.lower(), "labeled-lines")
+
+
+def _lang_file(prefix: Path, lang: str) -> Path:
+    return prefix.with_name(f"{prefix.name}.{lang}")
+
+
+def _clean(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """Which record fields a task reads from which columns, and what makes a record bad.
+
+    ``fields`` pairs each record field with its column in the file; ``checks`` are
+    ``(field, error)`` applied in order: the first empty field names the record's error.
+    """
+
+    fields: tuple[tuple[str, str], ...]
+    checks: tuple[tuple[str, str], ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [column for _, column in self.fields]
+
+    def record(self, values: Mapping[str, Any] | None, origin: str, error: str = "") -> dict[str, str]:
+        """``values`` maps column -> raw value (None for an unreadable row, with ``error``)."""
+        out = {name: _clean(values.get(column)) if values else "" for name, column in self.fields}
+        if not error:
+            error = next((message for name, message in self.checks if not out[name]), "")
+        return {**out, "origin": origin, "error": error}
+
+
+def text_schema(text_column: str = "text", label_column: str = "label") -> RecordSchema:
+    """Classification records ``{text, label}``."""
+    return RecordSchema(
+        fields=(("text", text_column), ("label", label_column)),
+        checks=(("label", "missing label"), ("text", "empty text")),
+    )
+
+
+def pair_schema(source_column: str = "source", target_column: str = "target") -> RecordSchema:
+    """Translation records ``{source, target}``."""
+    return RecordSchema(
+        fields=(("source", source_column), ("target", target_column)),
+        checks=(("source", "empty source"), ("target", "empty target")),
+    )
+
+
+def _record(text: Any, label: Any, origin: str, error: str = "") -> dict[str, str]:
+    return text_schema().record({"text": text, "label": label}, origin, error)
+
+
+def _lines(data: bytes, path: str) -> Iterator[tuple[int, str | None, str]]:
+    """``(line_no, text or None, error)``; each line is decoded on its own."""
+    raw_lines = data.split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()  # the file's final newline
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            yield number, raw.rstrip(b"\r").decode("utf-8"), ""
+        except UnicodeDecodeError as err:
+            yield number, None, f"not valid UTF-8 (byte {err.start})"
+
+
+def parse_labeled_lines(data: bytes, path: str) -> list[dict[str, str]]:
+    """``LABEL<space>TEXT`` a line (the SST-2 files)."""
+    out = []
+    for number, line, error in _lines(data, path):
+        origin = f"{path}:{number}"
+        if line is None:
+            out.append(_record("", "", origin, error))
+            continue
+        label, _, text = line.strip().partition(" ")
+        out.append(_record(text, label, origin, "" if line.strip() else "empty line"))
+    return out
+
+
+def parse_delimited(
+    data: bytes, path: str, *, delimiter: str, text_column: str = "text", label_column: str = "label",
+    schema: RecordSchema | None = None,
+) -> list[dict[str, str]]:
+    """CSV/TSV with a header row naming the schema's columns (default: text and label)."""
+    schema = schema or text_schema(text_column, label_column)
+    out = []
+    rows = list(_lines(data, path))
+    if not rows or rows[0][1] is None:
+        raise DataError(f"{path}:1: missing or unreadable header row")
+    header = next(csv.reader([rows[0][1]], delimiter=delimiter))
+    for column in schema.columns:
+        if column not in header:
+            raise DataError(f"{path}:1: header has no column {column!r} (columns: {header})")
+    positions = {column: header.index(column) for column in schema.columns}
+    for number, line, error in rows[1:]:
+        origin = f"{path}:{number}"
+        if line is None:
+            out.append(schema.record(None, origin, error))
+            continue
+        fields = next(csv.reader([line], delimiter=delimiter), [])
+        if len(fields) != len(header):
+            out.append(schema.record(None, origin, f"expected {len(header)} fields, found {len(fields)}"))
+            continue
+        out.append(schema.record({column: fields[i] for column, i in positions.items()}, origin))
+    return out
+
+
+def parse_jsonl(
+    data: bytes, path: str, *, text_column: str = "text", label_column: str = "label",
+    schema: RecordSchema | None = None,
+) -> list[dict[str, str]]:
+    """One JSON object a line, with the schema's columns as keys."""
+    schema = schema or text_schema(text_column, label_column)
+    out = []
+    for number, line, error in _lines(data, path):
+        origin = f"{path}:{number}"
+        if line is None:
+            out.append(schema.record(None, origin, error))
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            out.append(schema.record(None, origin, f"not valid JSON ({err.msg})"))
+            continue
+        if not isinstance(obj, dict):
+            out.append(schema.record(None, origin, "expected a JSON object"))
+            continue
+        out.append(schema.record(obj, origin))
+    return out
+
+
+def parse_parquet(
+    data: bytes, path: str, *, text_column: str = "text", label_column: str = "label",
+    schema: RecordSchema | None = None,
+) -> list[dict[str, str]]:
+    import pyarrow.parquet as pq
+
+    schema = schema or text_schema(text_column, label_column)
+    table = pq.read_table(io.BytesIO(data))
+    for column in schema.columns:
+        if column not in table.column_names:
+            raise DataError(f"{path}: no column {column!r} (columns: {table.column_names})")
+    columns = {column: table.column(column).to_pylist() for column in schema.columns}
+    return [
+        schema.record({column: values[i] for column, values in columns.items()}, f"{path}:row {i + 1}")
+        for i in range(table.num_rows)
+    ]
+
+
+def parse_file(data: bytes, path: str, fmt: str, config: DataConfig, schema: RecordSchema | None = None) -> list[dict[str, str]]:
+    """Records of one file; ``schema`` defaults to classification's text/label columns."""
+    schema = schema or text_schema(config.text_column, config.label_column)
+    if fmt == "labeled-lines":
+        return parse_labeled_lines(data, path)
+    if fmt in ("csv", "tsv"):
+        return parse_delimited(data, path, delimiter="," if fmt == "csv" else "\t", schema=schema)
+    if fmt == "jsonl":
+        return parse_jsonl(data, path, schema=schema)
+    if fmt == "parquet":
+        return parse_parquet(data, path, schema=schema)
+    raise DataError(f"{path}: unknown format {fmt!r}")
+
+
+def _load_hf(path: Path, split: str):
+    """A ``datasets.Dataset``: a local ``save_to_disk`` folder or a hub name, one split."""
+    import datasets
+
+    name = str(path)
+    loaded = datasets.load_from_disk(name) if path.exists() else datasets.load_dataset(name, split=split)
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataError(f"{name}: no split {split!r} (splits: {list(loaded)})")
+        loaded = loaded[split]
+    return loaded
+
+
+def _read_hf(path: Path, split: str, config: DataConfig) -> ray.data.Dataset:
+    name = str(path)
+    loaded = _load_hf(path, split)
+    for column in (config.text_column, config.label_column):
+        if column not in loaded.column_names:
+            raise DataError(f"{name}[{split}]: no column {column!r} (columns: {loaded.column_names})")
+    feature = loaded.features[config.label_column]
+    names = getattr(feature, "names", None)
+    texts = loaded[config.text_column]
+    labels = loaded[config.label_column]
+    records = [
+        _record(t, names[l] if names is not None and l is not None else l, f"{name}[{split}]:row {i + 1}")
+        for i, (t, l) in enumerate(zip(texts, labels))
+    ]
+    return ray.data.from_items(records) if records else ray.data.from_items([])
+
+
+def _read_files(path: Path, fmt: str, which: str, config: DataConfig, schema: RecordSchema) -> ray.data.Dataset:
+    if not path.exists():
+        raise DataError(f"data.{which}: file not found: {path}")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"data.{which}: no files in {path}")
+
+    def parse(row: dict[str, Any]) -> list[dict[str, str]]:
+        return parse_file(row["bytes"], row["path"], fmt, config, schema)
+
+    return ray.data.read_binary_files([str(f) for f in files], include_paths=True).flat_map(parse)
+
+
+def read_split(config: DataConfig, which: str) -> ray.data.Dataset:
+    """The ``train`` or ``valid`` split of ``config`` as a dataset of records."""
+    name = config.train if which == "train" else config.valid
+    path = resolve(config.root, name)
+    fmt = detect_format(path, config.format)
+    if fmt == "hf":
+        split = config.split if which == "train" else config.valid_split
+        return _read_hf(path, split, config)
+    return _read_files(path, fmt, which, config, text_schema(config.text_column, config.label_column))
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+def read_pairs(config: DataConfig, which: str) -> ray.data.Dataset:
+    """The ``train`` or ``valid`` split as translation records ``{source, target, origin, error}``.
+
+    Formats: ``parallel`` (``PREFIX.<source_lang>`` + ``PREFIX.<target_lang>``), csv/tsv/
+    jsonl/parquet with ``data.source_column``/``data.target_column``, and ``hf``.
+    """
+    name = config.train if which == "train" else config.valid
+    path = resolve(config.root, name)
+    langs = (config.source_lang, config.target_lang) if config.source_lang and config.target_lang else None
+    fmt = detect_format(path, config.format, langs)
+    if fmt == "hf":
+        split = config.split if which == "train" else config.valid_split
+        return _read_hf_pairs(path, split, config)
+    if fmt == "parallel":
+        if langs is None:
+            raise DataError(f"data.{which}: parallel data needs data.source_lang and data.target_lang")
+        return read_parallel(path, *langs, which=which)
+    if fmt == "labeled-lines":
+        if not path.exists():
+            expected = (f" nor {_lang_file(path, langs[0])}" if langs
+                        else " (set data.source_lang and data.target_lang to read PREFIX.<lang> files)")
+            raise DataError(f"data.{which}: file not found: {path}{expected}")
+        raise DataError(
+            f"data.{which}: {path} is labeled-lines (classification); translation reads parallel "
+            "PREFIX.<lang> files, csv/tsv/jsonl/parquet with source/target columns, or hf"
+        )
+    return _read_files(path, fmt, which, config, pair_schema(config.source_column, config.target_column))
+
+
+def _side_lines(path: Path, side: str) -> ray.data.Dataset:
+    """One file's lines as rows ``{<side>_line, <side>, <side>_error}``, parsed in a Ray task."""
+    name = str(path)
+
+    def parse(row: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {f"{side}_line": number, side: text or "", f"{side}_error": error}
+            for number, text, error in _lines(row["bytes"], name)
+        ]
+
+    return ray.data.read_binary_files([name]).flat_map(parse)
+
+
+def _join_sides(batch: dict[str, np.ndarray], *, origin: str, names: dict[str, str]) -> dict[str, list[str]]:
+    """``map_batches``: zipped line rows of both files -> translation records."""
+    schema = pair_schema()
+    out: dict[str, list[str]] = {"source": [], "target": [], "origin": [], "error": []}
+    for i, (s_line, t_line) in enumerate(zip(batch["source_line"], batch["target_line"])):
+        if s_line != t_line:  # zip pairs rows by position; this proves it paired the same lines
+            raise RuntimeError(f"{origin}: source line {s_line} was paired with target line {t_line}")
+        error = next(
+            (f"{batch[side + '_error'][i]} in {names[side]}" for side in ("source", "target") if batch[side + "_error"][i]),
+            "",
+        )
+        record = schema.record({"source": batch["source"][i], "target": batch["target"][i]}, f"{origin}:{s_line}", error)
+        if record["error"] and not error:  # an empty side: say which file
+            record["error"] += f" ({names['source' if not record['source'] else 'target']})"
+        for key in out:
+            out[key].append(record[key])
+    return out
+
+
+def read_parallel(prefix: Path, source_lang: str, target_lang: str, *, which: str = "train") -> ray.data.Dataset:
+    """``PREFIX.<source_lang>`` and ``PREFIX.<target_lang>`` paired line by line.
+
+    Each file is read and split into lines in its own Ray task; the two line datasets are
+    joined with ``Dataset.zip`` (by row position, which ``materialize`` fixes whatever the
+    block layout of each side), and every pair is checked to carry the same line number.
+    Records' origin is ``PREFIX.{src,tgt}:LINE``. Different line counts stop the run
+    whatever ``on_bad_record`` says.
+    """
+    files = {"source": _lang_file(prefix, source_lang), "target": _lang_file(prefix, target_lang)}
+    for path in files.values():
+        if not path.is_file():
+            raise DataError(f"data.{which}: parallel file not found: {path} (prefix {prefix})")
+    sides = {side: _side_lines(path, side).materialize() for side, path in files.items()}
+    counts = {side: ds.count() for side, ds in sides.items()}
+    if counts["source"] != counts["target"]:
+        raise DataError(
+            f"data.{which}: parallel files differ in length: {files['source']} has {counts['source']} lines, "
+            f"{files['target']} has {counts['target']} lines"
+        )
+    origin = str(prefix.with_name(f"{prefix.name}.{{{source_lang},{target_lang}}}"))
+    return sides["source"].zip(sides["target"]).map_batches(
+        _join_sides,
+        fn_kwargs={"origin": origin, "names": {side: path.name for side, path in files.items()}},
+        batch_format="numpy",
+    )
+
+
+def _hf_pair_columns(loaded, config: DataConfig, where: str) -> tuple[list[Any], list[Any]]:
+    """Source and target values of an hf dataset: configured columns, else columns named
+    after the languages (bentrevett/multi30k: ``en``/``de``), else a ``translation`` column
+    of ``{lang: text}`` dicts (wmt14, opus_books)."""
+    names = loaded.column_names
+    if config.source_column in names and config.target_column in names:
+        return loaded[config.source_column], loaded[config.target_column]
+    langs = (config.source_lang, config.target_lang)
+    if all(langs) and all(lang in names for lang in langs):
+        return loaded[langs[0]], loaded[langs[1]]
+    if all(langs) and "translation" in names:
+        rows = loaded["translation"]
+        if rows and isinstance(rows[0], dict) and all(lang in rows[0] for lang in langs):
+            return [r.get(langs[0]) for r in rows], [r.get(langs[1]) for r in rows]
+    missing = [c for c in (config.source_column, config.target_column) if c not in names]
+    raise DataError(
+        f"{where}: no column {missing[0]!r} (columns: {names}); set data.source_column/target_column, "
+        "or data.source_lang/target_lang to use language-named columns or a 'translation' column"
+    )
+
+
+def _read_hf_pairs(path: Path, split: str, config: DataConfig) -> ray.data.Dataset:
+    where = f"{path}[{split}]"
+    sources, targets = _hf_pair_columns(_load_hf(path, split), config, where)
+    schema = pair_schema()
+    records = [
+        schema.record({"source": s, "target": t}, f"{where}:row {i + 1}")
+        for i, (s, t) in enumerate(zip(sources, targets))
+    ]
+    return ray.data.from_items(records)
+
+
+@dataclass
+class CheckedSplit:
+    dataset: ray.data.Dataset
+    """Materialized good records ``{text, label, origin}`` or ``{source, target, origin}``."""
+    rows: int
+    skipped: int
+    skipped_examples: list[str]
+
+
+def check_records(ds: ray.data.Dataset, policy: str, which: str) -> CheckedSplit:
+    """Stop on the first bad record, or (``skip``) drop them and say how many and where."""
+    ds = ds.materialize()
+    # Look for bad records in two small columns: filtering the whole rows would copy every
+    # block (decoded frames, features) once more just to find none.
+    bad = ds.select_columns(["origin", "error"]).filter(expr="error != ''").materialize()
+    skipped = bad.count()
+    examples = [f"{r['origin']}: {r['error']}" for r in bad.take(5)]
+    if skipped and policy == "error":
+        raise DataError(
+            f"bad record at {examples[0]} (set data.on_bad_record=skip to skip and count bad records)"
+        )
+    good = (ds.filter(expr="error == ''") if skipped else ds).drop_columns(["error"]).materialize()
+    rows = good.count()
+    if skipped:
+        log.warning("%s: skipped %d bad record(s), e.g. %s", which, skipped, "; ".join(examples))
+    if rows == 0:
+        raise DataError(f"data.{which}: no usable records")
+    return CheckedSplit(good, rows, skipped, examples)
+
+
+def with_index(records: ray.data.Dataset, rows: int) -> ray.data.Dataset:
+    """Add ``index`` = row position (0..rows-1) to a materialized dataset, zipped with a range."""
+    return records.zip(ray.data.range(rows).rename_columns({"id": "index"})).materialize()
+
+
+def check_token_budget(recipe: Recipe) -> None:
+    """A text application's longest example must fit one batch."""
+    if recipe.data.max_length > recipe.batching.max_tokens:
+        raise ConfigError(
+            "data.max_length must fit the token budget: "
+            f"{recipe.data.max_length} > batching.max_tokens {recipe.batching.max_tokens}"
+        )
+
