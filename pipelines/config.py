@@ -446,7 +446,7 @@ class Recipe:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
-        apps.app_for(self).check_recipe(self)  # ConfigError naming the key
+        apps.check_recipe(self)  # ConfigError naming the key
         if self.data.generate is not None:
             self.data.generate.check()
 

@@ -150,7 +150,7 @@ def tiny_translator(tmp_path_factory) -> Path:
     """A seq2seq inference checkpoint with random weights, made without Ray (fast).
 
     A joint BPE tokenizer trained on 48 generated English -> German number pairs
-    (``pipelines.apps.text_classify.generate.number_pair``), a 2+2-layer LSTM encoder-decoder of width 16,
+    (``pipelines.apps.translate.generate.number_pair``), a 2+2-layer LSTM encoder-decoder of width 16,
     sources cut to 16 tokens. Untrained, it rarely emits EOS, so its outputs run to the
     decoder's length limit: only their shape and bookkeeping are meaningful.
     """

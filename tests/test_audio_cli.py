@@ -1,6 +1,6 @@
 """Audio end to end through the CLI on a real local Ray: the spoken-digit classifier and
 speech-to-text recipes trained on synthetic FSDD-style recordings the tests generate
-(``pipelines.audio_generate``), then ``rayseq eval`` reproducing their figures."""
+(``pipelines.media.audio.synthetic``), then ``rayseq eval`` reproducing their figures."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ SMALL_AUDIO = ["data.audio.n_mels=24", "model.embed_dim=32", "model.hidden_size=
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory) -> Path:
-    from pipelines.audio_generate import write_synthetic_recordings
+    from pipelines.media.audio.synthetic import write_synthetic_recordings
 
     return write_synthetic_recordings(tmp_path_factory.mktemp("synthetic") / "recordings", speakers=3, takes=range(10))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.audio_generate import (
+from pipelines.media.audio.synthetic import (
     DIGIT_WORDS,
     RECORDING_NAME,
     parse_takes,

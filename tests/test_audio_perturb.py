@@ -13,8 +13,8 @@ import pytest
 import soundfile
 
 from conftest import wav_bytes
-from pipelines.audio import AudioFeaturizer
-from pipelines.audio_data import featurize_batch, tail_cut_fractions, training_copies
+from pipelines.media.audio.features import AudioFeaturizer
+from pipelines.media.audio.folders import featurize_batch, tail_cut_fractions, training_copies
 from pipelines.config import AudioConfig, ConfigError, recipe_from_dict
 
 CONFIG = AudioConfig(sample_rate=8000, n_mels=40, max_seconds=2.0)
@@ -192,7 +192,7 @@ def test_bad_tail_cut_options_are_errors_naming_the_option(field, value, message
 
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory):
-    from pipelines.audio_generate import write_synthetic_recordings
+    from pipelines.media.audio.synthetic import write_synthetic_recordings
 
     return write_synthetic_recordings(tmp_path_factory.mktemp("digits"), speakers=1, takes=range(4))
 
@@ -209,7 +209,8 @@ def _recipe(root, speeds, tail_cut_copies=0):
 
 @pytest.mark.ray
 def test_only_the_training_split_gets_a_copy_per_speed(ray_head, digits_dir):
-    from pipelines.audio_data import featurize_splits, prepare_audio_classification
+    from pipelines.apps.audio_classify.data import prepare_audio_classification
+    from pipelines.media.audio.folders import featurize_splits
 
     plain_train, plain_valid = featurize_splits(_recipe(digits_dir, []).data, target="label")
     train, valid = featurize_splits(_recipe(digits_dir, [0.9, 1.0, 1.1]).data, target="label")
@@ -237,7 +238,8 @@ def test_only_the_training_split_gets_a_copy_per_speed(ray_head, digits_dir):
 
 @pytest.mark.ray
 def test_only_the_training_split_gets_tail_cut_copies(ray_head, digits_dir):
-    from pipelines.audio_data import featurize_splits, prepare_audio_classification
+    from pipelines.apps.audio_classify.data import prepare_audio_classification
+    from pipelines.media.audio.folders import featurize_splits
 
     plain_train, _ = featurize_splits(_recipe(digits_dir, []).data, target="label")
     train, valid = featurize_splits(_recipe(digits_dir, [], tail_cut_copies=2).data, target="label")
@@ -256,7 +258,7 @@ def test_only_the_training_split_gets_tail_cut_copies(ray_head, digits_dir):
 
 @pytest.mark.ray
 def test_speech_copies_keep_their_transcript_and_the_tokenizer_counts_it_once(ray_head, tmp_path):
-    from pipelines.audio_data import prepare_speech
+    from pipelines.apps.speech_to_text.data import prepare_speech
 
     texts = ["one two", "two one", "one one", "two two", "three"]  # "three" once: under min_frequency 2
     for i in range(len(texts)):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.averaging import ParameterAverage
-from pipelines.checkpoint import load_train_shard, model_file, save_train_shard
 from pipelines.config import ConfigError, TrainConfig
-from pipelines.optim import build_optimizer
+from pipelines.engine.averaging import ParameterAverage
+from pipelines.engine.optim import build_optimizer
+from pipelines.engine.shards import load_train_shard, model_file, save_train_shard
 
 
 def _module(value: float) -> torch.nn.Linear:

@@ -100,7 +100,8 @@ def test_a_refused_connection_is_an_error_not_a_crash():
 
 def test_the_peer_answers_as_rayseq_does(tiny_checkpoint, one_thread):
     from bench.serve_peer import peer_app
-    from pipelines.inference import TextClassifier
+    from pipelines.apps.text_classify.predictor import TextClassifier
+    from pipelines.checkpoint import load_inference
 
     texts = ["a warm and funny film", "dull"]
 
@@ -112,6 +113,6 @@ def test_the_peer_answers_as_rayseq_does(tiny_checkpoint, one_thread):
 
     answer, unknown = asyncio.run(ask())
     assert answer.status_code == 200, answer.text
-    want = TextClassifier(tiny_checkpoint).classify(texts)
+    want = TextClassifier(load_inference(tiny_checkpoint)).predict(texts)
     assert [p["label"] for p in answer.json()["predictions"]] == [w["label"] for w in want]
     assert unknown.status_code == 404

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.bucketing import pad_batch, plan_batches
 from pipelines.config import TokenizerConfig
 from pipelines.errors import DataError
-from pipelines.sources import parse_delimited, parse_jsonl, parse_labeled_lines, parse_parquet
-from pipelines.tokenization import encode_batch, train_tokenizer
+from pipelines.media.bucketing import pad_batch, plan_batches
+from pipelines.media.sources import parse_delimited, parse_jsonl, parse_labeled_lines, parse_parquet
+from pipelines.media.tokenization import encode_batch, train_tokenizer
 
 
 def errors(records):

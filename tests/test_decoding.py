@@ -9,7 +9,7 @@ import torch
 from models import ModelConfig
 from models.decoding import BeamSearch, GreedySearch, Hypothesis, generate
 from models.layers import PAD_ID
-from models.seq2seq import BOS_ID, EOS_ID, build_seq2seq, sequence_loss
+from models.seq2seq import BOS_ID, EOS_ID, build_seq2seq, sequence_loss, source_tokens
 
 A, B = 4, 5  # the two "words" of the scripted models below
 
@@ -46,7 +46,7 @@ class BigramModel:
 def random_model(**overrides):
     values = dict(kind="seq2seq", embed_dim=16, hidden_size=16, num_layers=2, decoder_layers=2, dropout=0.0)
     values.update(overrides)
-    return build_seq2seq(ModelConfig(**values), src_vocab_size=20, tgt_vocab_size=12, seed=5).eval()
+    return build_seq2seq(ModelConfig(**values), source=source_tokens(20), tgt_vocab_size=12, seed=5).eval()
 
 
 def random_sources(seed: int = 0):
@@ -166,7 +166,7 @@ def test_a_tiny_model_learns_to_reverse_and_both_searches_find_it():
     vocab, steps = 14, 200
     config = ModelConfig(kind="seq2seq", embed_dim=32, hidden_size=32, num_layers=2, decoder_layers=2,
                          dropout=0.0, tie_embeddings=True)
-    model = build_seq2seq(config, src_vocab_size=vocab, tgt_vocab_size=vocab, seed=1)
+    model = build_seq2seq(config, source=source_tokens(vocab), tgt_vocab_size=vocab, seed=1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     g = torch.Generator().manual_seed(0)

@@ -204,11 +204,11 @@ def test_rayservice_serves_what_the_rayjobs_train_from_the_same_volume():
 def test_rayservice_workers_hold_the_most_replicas():
     """Serve would keep replicas pending that no worker pod can hold."""
     from serving.app import Ingress
-    from serving.deployments import DEPLOYMENTS
+    from serving.deployments import ModelServer
 
     (app,) = rayservice_serve_config()["applications"]
     options = app["args"]["deployment_options"]
-    default_cpus = max(d.ray_actor_options["num_cpus"] for d in DEPLOYMENTS.values())
+    default_cpus = ModelServer.ray_actor_options["num_cpus"]  # every checkpoint's model deployment
     model_cpus = options.get("ray_actor_options", {}).get("num_cpus", default_cpus)
     most_models = options["autoscaling_config"]["max_replicas"]
     (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]

@@ -6,13 +6,16 @@ from __future__ import annotations
 import torch
 
 from models import ModelConfig, build_seq2vec
-from pipelines.worker import init_from_line, init_matching
+from models.frontends import tokens
+from pipelines.engine.worker import init_from_line, init_matching
 
 
 def test_tensors_of_another_width_are_left_out_and_named(tmp_path):
-    narrow = build_seq2vec(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1), vocab_size=30, num_labels=3, seed=1)
+    narrow = build_seq2vec(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1), frontend=tokens(30), num_labels=3,
+                           seed=1)
     torch.save(narrow.state_dict(), tmp_path / "model.pt")
-    wide = build_seq2vec(ModelConfig(embed_dim=8, hidden_size=12, num_layers=1), vocab_size=30, num_labels=3, seed=2)
+    wide = build_seq2vec(ModelConfig(embed_dim=8, hidden_size=12, num_layers=1), frontend=tokens(30), num_labels=3,
+                         seed=2)
     before = {k: v.clone() for k, v in wide.state_dict().items()}
 
     loaded, total, reshaped = init_matching(wide, tmp_path / "model.pt")
@@ -35,9 +38,9 @@ def test_tensors_of_another_width_are_left_out_and_named(tmp_path):
 
 def test_a_checkpoint_of_the_same_shape_gives_every_tensor(tmp_path):
     config = ModelConfig(embed_dim=8, hidden_size=8, num_layers=2)
-    source = build_seq2vec(config, vocab_size=30, num_labels=3, seed=1)
+    source = build_seq2vec(config, frontend=tokens(30), num_labels=3, seed=1)
     torch.save(source.state_dict(), tmp_path / "model.pt")
-    target = build_seq2vec(config, vocab_size=30, num_labels=3, seed=2)
+    target = build_seq2vec(config, frontend=tokens(30), num_labels=3, seed=2)
     loaded, total, reshaped = init_matching(target, tmp_path / "model.pt")
     assert loaded == total and reshaped == []
     assert init_from_line(1, loaded, total, reshaped, "ckpt") == f"stage 1: {total} of {total} parameter tensors from ckpt"

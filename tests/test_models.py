@@ -7,6 +7,7 @@ import torch
 
 from models import ModelConfig, build_seq2vec, layers
 from models.dropout import SeededDropout, dropout_key
+from models import frontends
 from models.layers import PooledClassifier, RecurrentLayer
 
 
@@ -27,7 +28,8 @@ RNN_PATHS = pytest.mark.parametrize("dense_max_padding", [-1.0, 1.0], ids=["pack
 def test_padding_does_not_change_outputs(cell, pooling, num_layers, dense_max_padding, monkeypatch):
     monkeypatch.setattr(layers, "DENSE_MAX_PADDING", dense_max_padding)
     torch.manual_seed(0)
-    model = build_seq2vec(small_config(cell=cell, pooling=pooling, num_layers=num_layers), vocab_size=30, num_labels=3).eval()
+    model = build_seq2vec(small_config(cell=cell, pooling=pooling, num_layers=num_layers), frontend=frontends.tokens(30),
+                          num_labels=3).eval()
     tokens = torch.randint(4, 30, (3, 7))
     lengths = torch.tensor([7, 4, 2])
     tokens[1, 4:] = 0
@@ -121,7 +123,7 @@ def test_residual_needs_matching_width():
 
 
 def test_stack_layout_is_an_ordered_cuttable_list():
-    model = build_seq2vec(small_config(num_layers=4), vocab_size=30, num_labels=2)
+    model = build_seq2vec(small_config(num_layers=4), frontend=frontends.tokens(30), num_labels=2)
     assert list(model.layers.keys()) == ["0", "1", "2", "3", "4", "5"]
     rnn = [model.layers[str(i)] for i in range(1, 5)]
     assert [layer.bidirectional for layer in rnn] == [True, False, False, False]
@@ -207,13 +209,13 @@ def test_model_config_errors_name_the_field(overrides, message):
 
 def test_a_slice_built_alone_has_the_full_models_weights():
     config = small_config(num_layers=3)
-    full = build_seq2vec(config, vocab_size=30, num_labels=2, seed=7)
-    part = build_seq2vec(config, vocab_size=30, num_labels=2, seed=7, keep=range(2, 4))
+    full = build_seq2vec(config, frontend=frontends.tokens(30), num_labels=2, seed=7)
+    part = build_seq2vec(config, frontend=frontends.tokens(30), num_labels=2, seed=7, keep=range(2, 4))
     assert list(part.layers.keys()) == ["2", "3"]
     full_state = full.state_dict()
     for name, value in part.state_dict().items():
         torch.testing.assert_close(value, full_state[name], rtol=0, atol=0)
-    other_seed = build_seq2vec(config, vocab_size=30, num_labels=2, seed=8)
+    other_seed = build_seq2vec(config, frontend=frontends.tokens(30), num_labels=2, seed=8)
     assert not torch.equal(other_seed.state_dict()["layers.2.rnn.weight_hh_l0"], full_state["layers.2.rnn.weight_hh_l0"])
     with pytest.raises(ValueError, match="contiguous"):
-        build_seq2vec(config, vocab_size=30, num_labels=2, keep=[1, 3])
+        build_seq2vec(config, frontend=frontends.tokens(30), num_labels=2, keep=[1, 3])

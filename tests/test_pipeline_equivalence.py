@@ -26,14 +26,15 @@ import torch.multiprocessing as mp
 from conftest import free_port
 from models import ModelConfig
 from models.dropout import dropout_key
-from pipelines.averaging import ParameterAverage
-from pipelines.config import TrainConfig
-from pipelines.optim import build_optimizer
-from pipelines.schedules import StageRunner, broadcast_plan
-from pipelines.stage_plan import plan_stages
-from pipelines.tasks import task_for
-from pipelines.topology import Topology
-from pipelines.worker import optimizer_step
+from pipelines import apps
+from pipelines.apps.base import App
+from pipelines.config import Recipe, TrainConfig
+from pipelines.engine.averaging import ParameterAverage
+from pipelines.engine.optim import build_optimizer
+from pipelines.engine.schedules import StageRunner, broadcast_plan
+from pipelines.engine.stage_plan import plan_stages
+from pipelines.engine.topology import Topology
+from pipelines.engine.worker import optimizer_step
 
 MODEL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.2, pooling="last")
 # Dropout masks are keyed by (step, micro-batch): data parallelism regroups the rows into
@@ -74,6 +75,12 @@ def sizes(config: ModelConfig) -> dict[str, int]:
     return SIZES[(config.kind, config.input)]
 
 
+def app_of(config: ModelConfig) -> App:
+    """The application that trains ``config``'s model (a recipe without ``app:`` picks it
+    by model kind/input/decoder), handed to the engine as its ``task``."""
+    return apps.app_for(Recipe(model=config))
+
+
 def _padded(g: torch.Generator, lengths: torch.Tensor, vocab: int) -> torch.Tensor:
     tokens = torch.randint(4, vocab, (len(lengths), int(lengths.max())), generator=g)
     tokens[torch.arange(tokens.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
@@ -97,7 +104,7 @@ def _clips(g: torch.Generator, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.Tensor]]:
-    """Variable-length padded batch rows (as ``pipelines.bucketing`` makes them);
+    """Variable-length padded batch rows (as ``pipelines.media.bucketing`` makes them);
     replica ``r`` of ``dp`` gets every dp-th row of the global batch, so the union over
     replicas is the reference's batch."""
     kind = config.kind
@@ -149,7 +156,7 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
 def reference(model_config: ModelConfig, ema_decay: float = 0.0) -> tuple[list[float], dict[str, torch.Tensor]]:
     """Losses and final weights (the parameter average's, with ``ema_decay``) of a plain loop."""
     torch.set_default_dtype(torch.float64)
-    task = task_for(model_config)
+    task = app_of(model_config)
     model = task.build(model_config, sizes(model_config), seed=TRAIN.seed).train()
     optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
     average = ParameterAverage(model, ema_decay) if ema_decay else None
@@ -182,7 +189,7 @@ def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, o
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         topology = Topology.create(rank, dp, pp)
-        task, model_sizes = task_for(model_config), sizes(model_config)
+        task, model_sizes = app_of(model_config), sizes(model_config)
         plan = plan_stages(task.build(model_config, model_sizes).layer_costs(), pp)
         model = task.build(model_config, model_sizes, seed=TRAIN.seed, keep=plan.layers(topology.stage)).train()
         optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
@@ -218,6 +225,19 @@ def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig,
     return results[0]["losses"], state
 
 
+def test_each_model_is_trained_by_its_application():
+    """What the engine is handed as ``task``: the application a recipe with that model
+    picks (the CTC model is speech-to-text's CTC variant)."""
+    from pipelines.apps.speech_to_text.app import SpeechToTextCTC
+
+    assert {name: app_of(config).name for name, config in CONFIGS.items()} == {
+        "dropout": "text_classify", "no_dropout": "text_classify", "unidirectional": "text_classify",
+        "seq2seq": "translate", "input_fed": "translate", "audio": "audio_classify",
+        "audio_attention": "audio_classify", "speech": "speech_to_text", "ctc": "speech_to_text",
+        "video": "video_classify", "caption": "video_caption"}
+    assert isinstance(app_of(CTC), SpeechToTextCTC) and not isinstance(app_of(SPEECH), SpeechToTextCTC)
+
+
 @pytest.fixture(scope="module")
 def expected():
     default = torch.get_default_dtype()
@@ -241,7 +261,7 @@ def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     losses, state = run_parallel(dp, pp, schedule, CONFIGS[model])
     assert losses == pytest.approx(ref_losses, rel=1e-5)
     config = CONFIGS[model]
-    initial = task_for(config).build(config, sizes(config), seed=TRAIN.seed).state_dict()
+    initial = app_of(config).build(config, sizes(config), seed=TRAIN.seed).state_dict()
     name = next(k for k in initial if k.endswith("weight_hh_l0"))
     assert not torch.allclose(initial[name].double(), ref_state[name])
     assert set(state) == set(ref_state)

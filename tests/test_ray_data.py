@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from pipelines.bucketing import bucket, padding_stats
+from pipelines.apps.text_classify.data import prepare_text_classification
 from pipelines.config import BatchingConfig, DataConfig, recipe_from_dict
 from pipelines.errors import DataError
-from pipelines.sources import check_records, read_split
-from pipelines.text_data import prepare_text_classification
+from pipelines.media.bucketing import bucket, padding_stats
+from pipelines.media.sources import check_records, read_split
 
 pytestmark = pytest.mark.ray
 

@@ -21,8 +21,10 @@ from models.seq2seq import (
     build_seq2seq,
     seq2seq_num_layers,
     sequence_loss,
+    source_tokens,
     tied_layer_indices,
 )
+from pipelines.config import ConfigError, recipe_from_dict
 
 SRC_VOCAB, TGT_VOCAB = 23, 19
 
@@ -37,7 +39,7 @@ def small_config(**overrides) -> ModelConfig:
 
 
 def build(config: ModelConfig, **kwargs):
-    return build_seq2seq(config, src_vocab_size=SRC_VOCAB, tgt_vocab_size=TGT_VOCAB, **kwargs)
+    return build_seq2seq(config, source=source_tokens(SRC_VOCAB), tgt_vocab_size=TGT_VOCAB, **kwargs)
 
 
 def toy_batch(seed: int = 0):
@@ -57,8 +59,10 @@ ARCHITECTURES = [("lstm", "luong"), ("gru", "bahdanau"), ("lstm", "bahdanau"), (
 
 def test_config_accepts_seq2seq_and_names_bad_fields():
     assert small_config().decoder_layers == 3
-    with pytest.raises(ValueError, match=r"model.kind: unknown kind 'vec2vec'; known: seq2vec, seq2seq"):
-        ModelConfig(kind="vec2vec")
+    # An unknown kind is the recipe's to refuse: no application answers that model shape.
+    with pytest.raises(ConfigError, match=r"model kind/input/decoder vec2vec/text is not supported; "
+                                          r"known: .*seq2vec/text, seq2seq/text/attention"):
+        recipe_from_dict({"model": {"kind": "vec2vec"}})
     with pytest.raises(ValueError, match=r"model.attention: 'dot' is not one of"):
         small_config(attention="dot")
     with pytest.raises(ValueError, match=r"model.decoder_layers must be >= 1, got 0"):
@@ -89,7 +93,7 @@ def test_layer_list_is_the_documented_cuttable_order():
 
 
 def test_generator_is_the_expensive_layer_for_a_real_vocabulary():
-    model = build_seq2seq(small_config(), src_vocab_size=100, tgt_vocab_size=8000)
+    model = build_seq2seq(small_config(), source=source_tokens(100), tgt_vocab_size=8000)
     costs = model.layer_costs()
     assert costs[-1] == max(costs)
 
@@ -172,17 +176,17 @@ def test_tied_embeddings_share_one_matrix_only_inside_one_model():
     embedding, generator = tied_layer_indices(config)
     assert (embedding, generator) == (3, seq2seq_num_layers(config) - 1)
     assert tied_layer_indices(small_config()) is None
-    model = build_seq2seq(config, src_vocab_size=SRC_VOCAB, tgt_vocab_size=SRC_VOCAB)
+    model = build_seq2seq(config, source=source_tokens(SRC_VOCAB), tgt_vocab_size=SRC_VOCAB)
     shared = model.layers[str(embedding)].embedding.embed.weight
     assert model.layers[str(generator)].proj.weight is shared
-    untied = build_seq2seq(small_config(), src_vocab_size=SRC_VOCAB, tgt_vocab_size=SRC_VOCAB)
+    untied = build_seq2seq(small_config(), source=source_tokens(SRC_VOCAB), tgt_vocab_size=SRC_VOCAB)
     assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in model.parameters()) == shared.numel()
     # Both uses of the matrix train it.
     (src, tgt_in), lengths = toy_batch()
     model((src, tgt_in), lengths).sum().backward()
     assert shared.grad is not None and shared.grad[PAD_ID].abs().sum() > 0  # from the projection only
     # A stage holding only the generator has its own matrix: the engine must not cut there.
-    alone = build_seq2seq(config, src_vocab_size=SRC_VOCAB, tgt_vocab_size=SRC_VOCAB, keep=[generator])
+    alone = build_seq2seq(config, source=source_tokens(SRC_VOCAB), tgt_vocab_size=SRC_VOCAB, keep=[generator])
     assert not torch.equal(alone.layers[str(generator)].proj.weight, shared)
 
 

@@ -146,7 +146,8 @@ def wait_until_running(app_name: str, timeout_s: float = 240) -> None:
 
 @pytest.mark.ray
 def test_deployed_config_answers_every_route(deployed, tiny_checkpoint):
-    from pipelines.inference import TextClassifier
+    from pipelines.apps.text_classify.predictor import TextClassifier
+    from pipelines.checkpoint import load_inference
 
     http = deployed.http
     assert http.get("/healthz").json() == {"status": "ok"}
@@ -156,7 +157,7 @@ def test_deployed_config_answers_every_route(deployed, tiny_checkpoint):
 
     classified = http.post("/v1/models/tiny_sentiment/classify", json={"inputs": TEXTS})
     assert classified.status_code == 200, classified.text
-    want = TextClassifier(tiny_checkpoint).classify(TEXTS)
+    want = TextClassifier(load_inference(tiny_checkpoint)).predict(TEXTS)
     for got, expected in zip(classified.json()["predictions"], want, strict=True):
         assert got["label"] == expected["label"]
         assert got["scores"] == pytest.approx(expected["scores"], abs=1e-5)

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from conftest import assert_error, call_deployment, free_port
 from pipelines.errors import ConfigError, DataError
 from serving.catalog import read_cards
-from serving.deployments import DecodeItem, decode_grouped, decoder_tokens, token_chunks, total_tokens
+from pipelines.checkpoint import load_inference
+from serving.deployments import BatchItem, item_cost, run_grouped, token_chunks, total_tokens
 from serving.errors import describe_error
 from serving.limits import ServeLimits
 from serving.schemas import ClassifyRequest, GenerateRequest, request_models
@@ -69,7 +70,7 @@ def test_classify_request_enforces_the_limits():
         "inputs[2]: must be a string, got a number",
         "inputs[3]: is 2001 characters long; the limit is 2000",
     ]
-    small = request_models(ServeLimits(max_inputs=2)).classify
+    small = request_models(ServeLimits(max_inputs=2)).body("classify", "text")
     with pytest.raises(ValidationError, match="at most 2 items"):
         small.model_validate({"inputs": ["a", "b", "c"]})
     with pytest.raises(ValidationError, match="at least 1 item"):
@@ -155,31 +156,36 @@ def test_cards_accept_seq2seq_checkpoints_with_either_tokenizer_layout(tiny_chec
         read_cards([lonely])
 
 
-def test_decode_grouped_runs_one_pass_per_option_group(tiny_translator, monkeypatch):
-    """A batch mixing beam sizes and lengths: every item gets what a call of its own gives."""
-    from pipelines.translation import Translator
+def decode_item(rows, beam_size: int, max_length: int) -> BatchItem:
+    """A queued generate item, as ``ModelServer.answer`` makes one."""
+    return BatchItem(rows, options=tuple(sorted({"beam_size": beam_size, "max_length": max_length}.items())))
 
-    translator = Translator(tiny_translator, max_tokens=LIMITS.max_batch_tokens)
-    ids = translator.encode(SOURCES)
-    items = [DecodeItem(ids[:2], 1, 20), DecodeItem(ids[2:3], 4, 30), DecodeItem(ids[3:], 1, 20),
-             DecodeItem(ids[:1], 4, 30), DecodeItem(ids[4:], 2, 30)]
-    assert decoder_tokens(items) == sum(item.beam_size * len(x) for item in items for x in item.ids)
+
+def test_run_grouped_runs_one_pass_per_option_group(tiny_translator, monkeypatch):
+    """A batch mixing beam sizes and lengths: every item gets what a call of its own gives."""
+    from pipelines.apps.translate.predictor import Translator
+
+    translator = Translator(load_inference(tiny_translator), budget=LIMITS.max_batch_tokens)
+    ids = translator.rows(SOURCES)
+    items = [decode_item(ids[:2], 1, 20), decode_item(ids[2:3], 4, 30), decode_item(ids[3:], 1, 20),
+             decode_item(ids[:1], 4, 30), decode_item(ids[4:], 2, 30)]
+    assert item_cost(items) == sum(dict(item.options)["beam_size"] * len(x) for item in items for x in item.rows)
     passes = []
-    real = translator.generate_ids
+    real = translator.run
 
     def counted(rows, **options):
         passes.append((len(rows), options))
         return real(rows, **options)
 
-    monkeypatch.setattr(translator, "generate_ids", counted)
-    found = decode_grouped(translator, items)
+    monkeypatch.setattr(translator, "run", counted)
+    found = run_grouped(translator, items)
     assert passes == [(len(ids[:2]) + len(ids[3:]), {"beam_size": 1, "max_length": 20}),
                       (2, {"beam_size": 4, "max_length": 30}),
                       (len(ids[4:]), {"beam_size": 2, "max_length": 30})]
     for item, got in zip(items, found):
-        want = real(item.ids, beam_size=item.beam_size, max_length=item.max_length)
-        assert [[h.tokens for h in n_best] for n_best in got] == [[h.tokens for h in n_best] for n_best in want]
-        assert [n_best[0].score for n_best in got] == pytest.approx([n_best[0].score for n_best in want], abs=1e-4)
+        want = real(item.rows, **dict(item.options))
+        assert [answer["text"] for answer in got] == [answer["text"] for answer in want]
+        assert [answer["score"] for answer in got] == pytest.approx([answer["score"] for answer in want], abs=1e-4)
 
 
 def test_app_builder_reads_serve_config_args(tiny_checkpoint):
@@ -234,23 +240,23 @@ def client(ray_head, tiny_checkpoint, tiny_translator):
 @pytest.fixture(scope="module")
 def reference(tiny_checkpoint):
     """Predictions of the same checkpoint computed in-process, without Serve."""
-    from pipelines.inference import TextClassifier
+    from pipelines.apps.text_classify.predictor import TextClassifier
 
-    return dict(zip(TEXTS, TextClassifier(tiny_checkpoint).classify(TEXTS)))
+    return dict(zip(TEXTS, TextClassifier(load_inference(tiny_checkpoint)).predict(TEXTS)))
 
 
 @pytest.fixture(scope="module")
 def translations(tiny_translator):
     """``translations(beam_size, max_length)``: {source: output} from the same checkpoint
     decoded in-process, without Serve (None, None: the recipe's defaults, 4 and 128)."""
-    from pipelines.translation import Translator
+    from pipelines.apps.translate.predictor import Translator
 
-    translator = Translator(tiny_translator)
+    translator = Translator(load_inference(tiny_translator))
     cache: dict[tuple, dict[str, dict]] = {}
 
     def lookup(beam_size=None, max_length=None) -> dict[str, dict]:
         if (beam_size, max_length) not in cache:
-            outputs = translator.translate(SOURCES, beam_size=beam_size, max_length=max_length)
+            outputs = translator.predict(SOURCES, beam_size=beam_size, max_length=max_length)
             cache[beam_size, max_length] = dict(zip(SOURCES, outputs))
         return cache[beam_size, max_length]
 

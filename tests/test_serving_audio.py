@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from conftest import assert_error, call_deployment, post_files as post, serve_app, wav_bytes
-from pipelines.audio import AudioFeaturizer
+from pipelines.checkpoint import load_inference
 from pipelines.config import AudioConfig
 from pipelines.errors import ConfigError, DataError
+from pipelines.media.audio.features import AudioFeaturizer
 from serving.audio import DurationLimit, Upload, UploadFeaturizer, header_seconds, most_frames
 from serving.bodies import form_fields, part_name
 from serving.catalog import read_cards
@@ -140,7 +141,7 @@ def test_forms_become_upload_models():
                      ("beam_size", "2"), ("file", UploadFile(io.BytesIO(b"b"), filename="b.flac"))])
     fields = form_fields(form)
     assert [f.filename for f in fields["file"]] == ["a.wav", "b.flac"] and fields["beam_size"] == "2"
-    upload = request_models(LIMITS).generate_upload
+    upload = request_models(LIMITS).body("generate", "audio")
     assert upload.model_validate(fields).beam_size == 2  # form fields are text
     assert form_fields(FormData([("beam_size", "1"), ("beam_size", "2")])) == {"beam_size": ["1", "2"]}
     assert (part_name(1, "seven.wav"), part_name(0, None), part_name(2, "")) == (
@@ -162,7 +163,7 @@ def test_upload_models_name_what_is_wrong(fields, errors):
     if isinstance(fields.get("file"), str):
         fields = {**fields, "file": [UploadFile(io.BytesIO(b""), filename="a.wav")] * files[fields["file"]]}
     with pytest.raises(ValidationError) as info:
-        request_models(LIMITS).generate_upload.model_validate(fields)
+        request_models(LIMITS).body("generate", "audio").model_validate(fields)
     described = [describe_error(e) for e in info.value.errors()]
     assert len(described) == len(errors), described
     for got, want in zip(described, errors):
@@ -209,16 +210,16 @@ def client(ray_head, tiny_audio_classifier, tiny_speech_recognizer, tiny_checkpo
 @pytest.fixture(scope="module")
 def classifier(tiny_audio_classifier):
     """The same checkpoint in-process, without Serve."""
-    from pipelines.audio_inference import AudioClassifier
+    from pipelines.apps.audio_classify.predictor import AudioClassifier
 
-    return AudioClassifier(tiny_audio_classifier)
+    return AudioClassifier(load_inference(tiny_audio_classifier))
 
 
 @pytest.fixture(scope="module")
 def recognizer(tiny_speech_recognizer):
-    from pipelines.audio_inference import SpeechRecognizer
+    from pipelines.apps.speech_to_text.predictor import SpeechRecognizer
 
-    return SpeechRecognizer(tiny_speech_recognizer)
+    return SpeechRecognizer(load_inference(tiny_speech_recognizer))
 
 
 @pytest.mark.ray
@@ -240,7 +241,7 @@ def test_models_list_inputs_and_docs_show_both_bodies(client):
 @pytest.mark.ray
 def test_classify_answers_each_upload_in_order(client, classifier):
     names = list(RECORDINGS)  # WAV, FLAC, stereo 16 kHz (resampled), 24-bit
-    want = classifier.classify([RECORDINGS[n] for n in names], names)
+    want = classifier.predict([(n, RECORDINGS[n]) for n in names])
     response = post(client, DIGITS, "classify", [(n, RECORDINGS[n]) for n in names])
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
@@ -261,7 +262,7 @@ def test_generate_transcribes_each_upload(client, recognizer):
         response = post(client, SPEECH, "generate", list(zip(names, blobs)), **options)
         assert response.status_code == 200, response.text
         outputs = response.json()["outputs"]
-        want = recognizer.transcribe(blobs, names, **options)
+        want = recognizer.predict(list(zip(names, blobs)), **options)
         assert len(outputs) == len(names)
         for got, expected in zip(outputs, want):
             assert set(got) == {"text", "score"} and isinstance(got["text"], str)

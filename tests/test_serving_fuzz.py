@@ -1,12 +1,12 @@
 """Fuzzing the HTTP API: whatever a client sends, the answer is never a 5xx.
 
-Every response, fuzzed or hand-made, is held to CONTRACT.md's HTTP section by
+Every response, fuzzed or hand-made, is held to the HTTP API (``docs/http-api.md``) by
 :func:`check_response`: no 5xx; every error is JSON ``{"error": str}``; a 2xx matches the
 response schema of ``/openapi.json`` and has one answer per input.
 
 No Ray (most of the examples): the FastAPI app of ``create_app`` over stand-in model
 handles, called in-process through schemathesis's ASGI client. A stand-in
-(:class:`StandInReplica`) answers as a model deployment does, without a model: uploads
+(:class:`StandInReplica`) answers as a model server does, without a model: uploads
 are read by the checkpoint's own reader (``serving.audio``, ``serving.video``), so a file
 the real replica refuses is refused here too, and its ``DataError`` comes back wrapped
 as Ray wraps it; texts and options are checked against what the ingress promises the
@@ -60,8 +60,8 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from conftest import mp4_bytes, serve_app, wav_bytes
-from pipelines.audio import AudioFeaturizer
-from pipelines.video import VideoFeaturizer
+from pipelines.media.audio.features import AudioFeaturizer
+from pipelines.media.video.decode import VideoFeaturizer
 from serving import audio as audio_uploads
 from serving import video as video_uploads
 from serving.app import ServedModel, create_app
@@ -99,11 +99,11 @@ def cards(tiny_checkpoint, tiny_translator, tiny_audio_classifier, tiny_video_ca
 
 
 class StandInReplica:
-    """A model deployment without a model: ``classify(inputs)``, ``generate(inputs,
-    beam_size=, max_length=)`` and ``stream(inputs, max_length=)`` answer made-up results,
-    one per input, shaped as the real ones (``serving.deployments``). Uploads go through
-    the checkpoint's own reader first, which raises the same ``DataError`` / ``TooLarge``
-    as in the real replica."""
+    """A model server without a model: ``answer(inputs, **options)`` (a classifier takes no
+    options, a decoder ``beam_size`` and ``max_length``) and ``stream(inputs, max_length=)``
+    answer made-up results, one per input, shaped as the real ones
+    (``serving.deployments.ModelServer``). Uploads go through the checkpoint's own reader
+    first, which raises the same ``DataError`` / ``TooLarge`` as in the real replica."""
 
     def __init__(self, card: ModelCard, limits: ServeLimits) -> None:
         self.card = card
@@ -116,17 +116,16 @@ class StandInReplica:
             limit = video_uploads.DurationLimit.of(card.video, limits)
             self.read = video_uploads.UploadClips(VideoFeaturizer(card.video, refuse_longer=True), limit)
 
-    async def classify(self, inputs: list) -> list[dict[str, Any]]:
+    async def answer(self, inputs: list, **options: Any) -> list[dict[str, Any]]:
         await self._take(inputs)
-        share = 1 / len(self.card.labels)
-        return [{"label": self.card.labels[0], "score": share, "scores": dict.fromkeys(self.card.labels, share)}
-                for _ in inputs]
-
-    async def generate(self, inputs: list, beam_size: int | None = None,
-                       max_length: int | None = None) -> list[dict[str, Any]]:
-        await self._take(inputs)
-        self._check_option(beam_size, self.limits.max_beam_size)
-        self._check_option(max_length, self.limits.max_generate_length)
+        if not self.card.app.serve.route.decoding:
+            assert not options, f"options {options!r} got through to a classifier"
+            share = 1 / len(self.card.labels)
+            return [{"label": self.card.labels[0], "score": share, "scores": dict.fromkeys(self.card.labels, share)}
+                    for _ in inputs]
+        assert set(options) <= {"beam_size", "max_length"}, f"options {options!r} got through"
+        self._check_option(options.get("beam_size"), self.limits.max_beam_size)
+        self._check_option(options.get("max_length"), self.limits.max_generate_length)
         return [{"text": "stand-in output", "score": -1.0} for _ in inputs]
 
     async def stream(self, inputs: list, *, max_length: int | None = None) -> AsyncIterator[dict[str, Any]]:

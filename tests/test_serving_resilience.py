@@ -100,15 +100,15 @@ async def silent() -> bool:
 
 
 def failing(*errors: Exception) -> Callable[..., Any]:
-    """A ``classify`` that raises ``errors`` in turn, then answers."""
+    """A classifier's ``answer`` that raises ``errors`` in turn, then answers."""
     pending = list(errors)
 
-    async def classify(inputs: list[str]) -> list[dict[str, Any]]:
+    async def answer(inputs: list[str]) -> list[dict[str, Any]]:
         if pending:
             raise pending.pop(0)
         return [{"label": "positive", "score": 0.9, "scores": {"negative": 0.1, "positive": 0.9}} for _ in inputs]
 
-    return classify
+    return answer
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +162,11 @@ def test_healthz_is_503_naming_the_model_that_is_not_ready(card, monkeypatch, no
     ([RuntimeError("a bug")], 500, 1),
 ], ids=["died-once", "unavailable-once", "replica-unavailable-once", "died-twice", "client-error", "bug"])
 def test_a_model_call_is_retried_once_only_when_its_replica_was_lost(card, errors, status, calls):
-    model = StandIn(classify=failing(*errors))
+    model = StandIn(answer=failing(*errors))
     response = call(app_over(card, {MODEL: model}), "POST", f"/v1/models/{MODEL}/classify",
                     json={"inputs": ["fine", "dull"]})
     assert response.status_code == status, response.text
-    assert model.calls["classify"] == calls
+    assert model.calls["answer"] == calls
     if status == 200:
         assert [p["label"] for p in response.json()["predictions"]] == ["positive", "positive"]
 

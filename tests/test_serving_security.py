@@ -27,6 +27,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from conftest import ROOT, assert_error, free_port, mp4_bytes, wav_bytes
+from pipelines.apps import audio_classify, text_classify
 from pipelines.checkpoint import load_inference
 from pipelines.config import AudioConfig, VideoConfig
 from pipelines.errors import ConfigError, DataError
@@ -39,10 +40,10 @@ from serving.limits import ServeLimits
 TOKEN = "rayseq-test-token_0123456789abcdef"
 LIMITS = ServeLimits(max_body_bytes=4096, max_inputs=4)
 PREDICTION = {"label": "positive", "score": 0.75, "scores": {"negative": 0.25, "positive": 0.75}}
-TEXT_CARD = ModelCard(name="tiny", kind="seq2vec", task="classify", labels=("negative", "positive"),
-                      checkpoint=Path("/nonexistent/tiny"), max_length=32)
-AUDIO_CARD = ModelCard(name="digits", kind="seq2vec", task="classify", labels=tuple("0123456789"),
-                       checkpoint=Path("/nonexistent/digits"), max_length=32, input="audio",
+TEXT_CARD = ModelCard(name="tiny", kind="seq2vec", task="classify", app=text_classify.APP,
+                      labels=("negative", "positive"), checkpoint=Path("/nonexistent/tiny"), max_length=32)
+AUDIO_CARD = ModelCard(name="digits", kind="seq2vec", task="classify", app=audio_classify.APP,
+                       labels=tuple("0123456789"), checkpoint=Path("/nonexistent/digits"), max_length=32, input="audio",
                        audio=AudioConfig(sample_rate=8000, n_mels=16, max_seconds=4.0))
 PROBE = "rayseq-probe"
 """Marker in every hostile name and path below: no filesystem call may ever mention it."""
@@ -68,12 +69,12 @@ class _Method:
 
 
 class StandInHandle:
-    """What ``create_app`` uses of a ``DeploymentHandle``: ``classify`` (kept in
+    """What ``create_app`` uses of a ``DeploymentHandle``: ``answer`` (kept in
     ``calls``) and ``/healthz``'s ``ready``."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[list, dict]] = []
-        self.classify = _Method(lambda inputs, **options: [PREDICTION for _ in inputs], self.calls)
+        self.answer = _Method(lambda inputs, **options: [PREDICTION for _ in inputs], self.calls)
         self.ready = _Method(lambda: None)
 
 
@@ -529,8 +530,8 @@ def test_upload_filenames_are_only_labels(models, filesystem_calls):
 
 
 def test_model_replicas_read_uploads_from_memory_and_name_them_only_in_messages(filesystem_calls):
-    from pipelines.audio import AudioFeaturizer
-    from pipelines.video import VideoFeaturizer
+    from pipelines.media.audio.features import AudioFeaturizer
+    from pipelines.media.video.decode import VideoFeaturizer
     from serving import audio, video
     from serving.uploads import Upload
 

@@ -26,9 +26,9 @@ LIMITS = ServeLimits(max_inputs=8, max_beam_size=4, max_generate_length=128)
 @pytest.fixture(scope="module")
 def greedy(tiny_translator):
     """{source: {"text", "score"}} of greedy decoding, without streaming or Serve."""
-    from pipelines.translation import Translator
+    from pipelines.checkpoint import load_predictor
 
-    return dict(zip(SOURCES, Translator(tiny_translator).translate(SOURCES, beam_size=1)))
+    return dict(zip(SOURCES, load_predictor(tiny_translator).predict(SOURCES, beam_size=1)))
 
 
 def lines_of(response: httpx.Response) -> list[dict]:

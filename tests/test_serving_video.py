@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from conftest import assert_error, mp4_bytes, post_files as post, serve_app, wav_bytes
+from pipelines.checkpoint import load_inference
 from pipelines.config import VideoConfig
 from pipelines.errors import ConfigError, DataError
-from pipelines.video import Probe, VideoFeaturizer
+from pipelines.media.video.decode import Probe, VideoFeaturizer
 from serving.bodies import part_name
 from serving.catalog import read_cards
 from serving.errors import TooLarge
@@ -177,7 +178,7 @@ def test_upload_clips_name_bad_files(data, message):
 
 
 def test_cards_of_video_checkpoints(tiny_video_classifier, tiny_video_captioner, tiny_checkpoint):
-    from pipelines.video_generate import CLASSES
+    from pipelines.media.video.synthetic import CLASSES
 
     clips, captions, text = read_cards([tiny_video_classifier, tiny_video_captioner, tiny_checkpoint])
     assert (clips.name, clips.kind, clips.task, clips.input) == (CLASSIFIER, "seq2vec", "classify", "video")
@@ -227,21 +228,21 @@ def client(ray_head, tiny_video_classifier, tiny_video_captioner, tiny_checkpoin
 @pytest.fixture(scope="module")
 def classifier(tiny_video_classifier):
     """The same checkpoint in-process, without Serve."""
-    from pipelines.video_inference import VideoClassifier
+    from pipelines.apps.video_classify.predictor import VideoClassifier
 
-    return VideoClassifier(tiny_video_classifier)
+    return VideoClassifier(load_inference(tiny_video_classifier))
 
 
 @pytest.fixture(scope="module")
 def captioner(tiny_video_captioner):
-    from pipelines.video_inference import VideoCaptioner
+    from pipelines.apps.video_caption.predictor import VideoCaptioner
 
-    return VideoCaptioner(tiny_video_captioner)
+    return VideoCaptioner(load_inference(tiny_video_captioner))
 
 
 @pytest.mark.ray
 def test_models_list_video_inputs_and_docs_show_uploads(client):
-    from pipelines.video_generate import CLASSES
+    from pipelines.media.video.synthetic import CLASSES
 
     assert client.get("/v1/models").json() == {"models": [
         {"name": CLASSIFIER, "kind": "seq2vec", "task": "classify", "labels": list(CLASSES), "input": "video"},
@@ -257,7 +258,7 @@ def test_models_list_video_inputs_and_docs_show_uploads(client):
 @pytest.mark.ray
 def test_classify_answers_each_video_in_order(client, classifier):
     names = list(CLIPS)
-    want = classifier.classify([CLIPS[n] for n in names], names)
+    want = classifier.predict([(n, CLIPS[n]) for n in names])
     response = post(client, CLASSIFIER, "classify", [(n, CLIPS[n]) for n in names])
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
@@ -279,7 +280,7 @@ def test_generate_captions_each_video(client, captioner):
         response = post(client, CAPTIONER, "generate", list(zip(names, blobs)), **options)
         assert response.status_code == 200, response.text
         outputs = response.json()["outputs"]
-        want = captioner.caption(blobs, names, **options)
+        want = captioner.predict(list(zip(names, blobs)), **options)
         assert len(outputs) == len(names)
         for got, expected in zip(outputs, want):
             assert set(got) == {"text", "score"} and isinstance(got["text"], str)

@@ -7,8 +7,9 @@ import itertools
 import pytest
 
 from models import ModelConfig, build_seq2vec
+from models.frontends import tokens
+from pipelines.engine.stage_plan import plan_stages
 from pipelines.errors import ConfigError
-from pipelines.stage_plan import plan_stages
 
 
 def brute_force_best(costs, pp):
@@ -32,7 +33,7 @@ def test_plan_is_contiguous_complete_and_optimal(costs, pp):
 
 
 def test_real_model_plan_balances_recurrent_layers():
-    model = build_seq2vec(ModelConfig(embed_dim=64, hidden_size=64, num_layers=4), vocab_size=5000, num_labels=2)
+    model = build_seq2vec(ModelConfig(embed_dim=64, hidden_size=64, num_layers=4), frontend=tokens(5000), num_labels=2)
     plan = plan_stages(model.layer_costs(), 2)
     # Embedding + bidirectional layer 0 + layer 1 are about as costly as layers 2, 3 + head.
     assert plan.bounds == ((0, 3), (3, 6))
@@ -50,15 +51,17 @@ def test_each_stage_holds_about_one_pp_th_of_parameters_and_optimizer_state(pp):
     stage builds only its own layers, and AdamW's state follows its parameters."""
     import torch
 
+    from pipelines import apps
     from pipelines.config import recipe_from_dict
-    from pipelines.optim import build_optimizer
-    from pipelines.worker import build_stage, plan_for
+    from pipelines.engine.optim import build_optimizer
+    from pipelines.engine.worker import build_stage, plan_for
 
     recipe = recipe_from_dict({
         "model": {"embed_dim": 96, "hidden_size": 96, "num_layers": 6, "bidirectional_bottom": False},
         "parallel": {"pp": pp, "balance": "params"},
     })
-    plan = plan_for(recipe, {"vocab_size": 200, "num_labels": 2})
+    app = apps.app_for(recipe)
+    plan = plan_for(recipe, app, {"vocab_size": 200, "num_labels": 2})
 
     def stage_bytes(module) -> int:
         optimizer, _ = build_optimizer(module.parameters(), recipe.train)
@@ -68,8 +71,8 @@ def test_each_stage_holds_about_one_pp_th_of_parameters_and_optimizer_state(pp):
         state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
         return state + sum(p.numel() * p.element_size() for p in module.parameters())
 
-    per_stage = [stage_bytes(build_stage(recipe, plan, s, {"vocab_size": 200, "num_labels": 2})) for s in range(pp)]
-    whole = stage_bytes(build_seq2vec(recipe.model, vocab_size=200, num_labels=2))
+    per_stage = [stage_bytes(build_stage(recipe, app, plan, s, {"vocab_size": 200, "num_labels": 2})) for s in range(pp)]
+    whole = stage_bytes(build_seq2vec(recipe.model, frontend=tokens(200), num_labels=2))
     assert sum(per_stage) == pytest.approx(whole, rel=1e-3)
     for value in per_stage:
         assert value == pytest.approx(whole / pp, rel=0.10), (per_stage, whole)

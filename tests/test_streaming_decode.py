@@ -1,4 +1,4 @@
-"""Streaming greedy generation (``GreedySearch.steps``, ``pipelines.streaming``) on scripted
+"""Streaming greedy generation (``GreedySearch.steps``, ``pipelines.inference.streaming``) on scripted
 models and the tiny untrained checkpoints, no Ray: the stream carries exactly the greedy
 output (text, score, tokens), one token item per output token, and runs one decoder step
 per ``next``."""
@@ -14,9 +14,10 @@ import torch
 
 from models.decoding import GreedySearch, generate
 from models.seq2seq import BOS_ID, EOS_ID, Seq2Seq
-from pipelines.streaming import TextDeltas
-from pipelines.tokenization import decode
-from pipelines.translation import Translator
+from pipelines.apps.translate.predictor import Translator
+from pipelines.checkpoint import load_inference
+from pipelines.inference.streaming import TextDeltas
+from pipelines.media.tokenization import decode
 from test_decoding import A, B, BigramModel, random_model, random_sources
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run faster on one thread
@@ -104,17 +105,17 @@ def test_steps_stop_at_eos_per_row_and_at_the_source_and_hard_length_limits():
     assert step.finished.all() and step.scores.tolist() == pytest.approx([-0.1] * 3)
 
 
-# -- pipelines.streaming.TextDeltas ---------------------------------------------------------
+# -- pipelines.inference.streaming.TextDeltas -----------------------------------------------
 
 
 def test_text_deltas_join_into_the_decoded_text_whatever_the_tokenizer(tiny_translator, tiny_speech_recognizer,
                                                                         tiny_video_captioner):
-    from pipelines.audio_inference import SpeechRecognizer
-    from pipelines.video_inference import VideoCaptioner
+    from pipelines.apps.speech_to_text.predictor import SpeechRecognizer
+    from pipelines.apps.video_caption.predictor import VideoCaptioner
 
-    tokenizers = [Translator(tiny_translator).tokenizers.target,  # BPE: pieces join without spaces
-                  SpeechRecognizer(tiny_speech_recognizer).tokenizer,  # word level
-                  VideoCaptioner(tiny_video_captioner).tokenizer]
+    tokenizers = [Translator(load_inference(tiny_translator)).tokenizers.target,  # BPE: pieces join without spaces
+                  SpeechRecognizer(load_inference(tiny_speech_recognizer)).tokenizer,  # word level
+                  VideoCaptioner(load_inference(tiny_video_captioner)).tokenizer]
     rng = random.Random(0)
     for tokenizer in tokenizers:
         for _ in range(50):
@@ -140,20 +141,20 @@ def test_text_deltas_hold_back_an_unfinished_character():
     assert deltas.rest() == ("aéa\ufffd", "\ufffd")
 
 
-# -- pipelines: Translator.stream, SpeechRecognizer.stream_features, VideoCaptioner.stream_clips
+# -- pipelines: Translator.stream, SpeechRecognizer.stream, VideoCaptioner.stream (Decoder.stream)
 
 
 @pytest.fixture(scope="module")
 def translator(tiny_translator) -> Translator:
     # A small budget, so the sources run in several length-sorted passes.
-    return Translator(tiny_translator, max_tokens=24)
+    return Translator(load_inference(tiny_translator), budget=24)
 
 
 @pytest.mark.parametrize("max_length", [5, 30])
 def test_translation_stream_is_the_greedy_translation(translator, max_length):
-    stream = streamed(translator.stream(SOURCES, max_length=max_length))
-    outputs = translator.translate(SOURCES, beam_size=1, max_length=max_length)
-    found = translator.generate_ids(translator.encode(SOURCES), beam_size=1, max_length=max_length)
+    stream = streamed(translator.stream(translator.rows(SOURCES), max_length=max_length))
+    outputs = translator.predict(SOURCES, beam_size=1, max_length=max_length)
+    found = translator.search(translator.rows(SOURCES), beam_size=1, max_length=max_length)
     assert_stream_is_the_greedy_output(stream, outputs, found)
     assert all(len(got["tokens"]) <= max_length for got in stream.values())
     # The case that needs prefix decoding: a BPE piece that joins the previous one.
@@ -162,17 +163,17 @@ def test_translation_stream_is_the_greedy_translation(translator, max_length):
 
 
 def test_translation_stream_keeps_the_source_length_limit(translator):
-    ids = translator.encode(SOURCES)
-    stream = streamed(translator.stream_ids(ids, max_length=100, max_length_ratio=0.5))
-    found = translator.generate_ids(ids, beam_size=1, max_length=100, max_length_ratio=0.5)
+    ids = translator.rows(SOURCES)
+    stream = streamed(translator.stream(ids, max_length=100, max_length_ratio=0.5))
+    found = translator.search(ids, beam_size=1, max_length=100, max_length_ratio=0.5)
     assert [stream[i]["tokens"] for i in range(len(ids))] == [h[0].tokens for h in found]
     assert all(len(stream[i]["tokens"]) <= int(0.5 * len(x) + 10) for i, x in enumerate(ids))
 
 
 def test_an_empty_output_still_ends_with_a_final_item(translator, monkeypatch):
     # max_length 0: EOS is forced at the first step.
-    stream = streamed(translator.stream(SOURCES[:2], max_length=0))
-    outputs = translator.translate(SOURCES[:2], beam_size=1, max_length=0)
+    stream = streamed(translator.stream(translator.rows(SOURCES[:2]), max_length=0))
+    outputs = translator.predict(SOURCES[:2], beam_size=1, max_length=0)
     assert [(got["tokens"], got["final"]["text"]) for got in stream.values()] == [([], ""), ([], "")]
     assert [got["final"]["score"] for got in stream.values()] == pytest.approx([o["score"] for o in outputs])
 
@@ -183,14 +184,14 @@ def test_an_empty_output_still_ends_with_a_final_item(translator, monkeypatch):
 
     original = Seq2Seq.decode_step
     monkeypatch.setattr(Seq2Seq, "decode_step", eos_first)
-    (item,) = translator.stream(["five"], max_length=20)
+    (item,) = translator.stream(translator.rows(["five"]), max_length=20)
     assert (item["type"], item["text"], item["delta"], item["tokens"]) == ("final", "", "", [])
-    assert item["score"] == translator.translate(["five"], beam_size=1, max_length=20)[0]["score"]
+    assert item["score"] == translator.predict(["five"], beam_size=1, max_length=20)[0]["score"]
 
 
 def test_the_stream_is_lazy_one_decoder_step_per_item(translator, monkeypatch):
     calls = count_decode_steps(monkeypatch)
-    items = translator.stream(["three hundred and forty-two"], max_length=12)
+    items = translator.stream(translator.rows(["three hundred and forty-two"]), max_length=12)
     assert len(calls) == 0
     assert next(items)["type"] == "token" and len(calls) == 1
     # One source: each item is one step's (the final one the EOS step's), run when asked for.
@@ -201,31 +202,31 @@ def test_the_stream_is_lazy_one_decoder_step_per_item(translator, monkeypatch):
 
 def test_bad_limits_are_refused_before_the_stream_starts(translator):
     with pytest.raises(ValueError, match="max_length must be >= 0, got -1"):
-        translator.stream(["five"], max_length=-1)
+        translator.stream(translator.rows(["five"]), max_length=-1)
     assert list(translator.stream([])) == []
 
 
 def test_speech_recognizer_streams_its_greedy_transcripts(tiny_speech_recognizer, monkeypatch):
-    from pipelines.audio_inference import SpeechRecognizer
+    from pipelines.apps.speech_to_text.predictor import SpeechRecognizer
 
-    recognizer = SpeechRecognizer(tiny_speech_recognizer)
+    recognizer = SpeechRecognizer(load_inference(tiny_speech_recognizer))
     rng = np.random.default_rng(0)
     features = [rng.standard_normal((frames, 16)).astype(np.float32) for frames in (40, 64, 24)]
-    stream = streamed(recognizer.stream_features(features, max_length=8))
-    outputs = recognizer.transcribe_features(features, beam_size=1, max_length=8)
-    found = recognizer.generate_features(features, beam_size=1, max_length=8)
+    stream = streamed(recognizer.stream(features, max_length=8))
+    outputs = recognizer.run(features, beam_size=1, max_length=8)
+    found = recognizer.search(features, beam_size=1, max_length=8)
     assert_stream_is_the_greedy_output(stream, outputs, found)
     monkeypatch.setattr(SpeechRecognizer, "ctc", property(lambda self: True))
     with pytest.raises(ValueError, match="streaming needs an attention decoder; .* model.decoder is ctc"):
-        recognizer.stream_features(features)
+        recognizer.stream(features)
 
 
 def test_video_captioner_streams_its_greedy_captions(tiny_video_captioner):
-    from pipelines.video_inference import VideoCaptioner
+    from pipelines.apps.video_caption.predictor import VideoCaptioner
 
-    captioner = VideoCaptioner(tiny_video_captioner)
+    captioner = VideoCaptioner(load_inference(tiny_video_captioner))
     rng = np.random.default_rng(0)
     clips = [rng.integers(0, 256, (frames, 16, 16, 3), dtype=np.uint8) for frames in (8, 5, 12)]
-    stream = streamed(captioner.stream_clips(clips))
-    outputs = captioner.caption_clips(clips, beam_size=1)
-    assert_stream_is_the_greedy_output(stream, outputs, captioner.generate_clips(clips, beam_size=1))
+    stream = streamed(captioner.stream(clips))
+    outputs = captioner.run(clips, beam_size=1)
+    assert_stream_is_the_greedy_output(stream, outputs, captioner.search(clips, beam_size=1))

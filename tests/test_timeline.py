@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.timeline import bubble_fraction, theoretical_bubble, write_chrome_trace
+from pipelines.engine.timeline import bubble_fraction, theoretical_bubble, write_chrome_trace
 
 
 def ideal_gpipe(pp: int, m: int, unit: float = 1.0) -> dict[int, list[tuple]]:

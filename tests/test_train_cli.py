@@ -88,11 +88,12 @@ def test_pipeline_parallel_run_reports_the_same_train_loss(trained_run, tmp_path
     trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
     assert {e["tid"] for e in trace if e["ph"] == "X"} == {0, 1}
     assert (out / "timeline.png").stat().st_size > 1000
-    from pipelines.inference import TextClassifier
+    from pipelines.apps.text_classify.predictor import TextClassifier
+    from pipelines.checkpoint import load_inference
 
     texts = ["the acting was not dull", "the plot was awful"]
-    one, two = TextClassifier(reference["checkpoint"]), TextClassifier(summary["checkpoint"])
-    assert abs(one.probabilities(one.encode(texts)) - two.probabilities(two.encode(texts))).max() < 1e-5
+    one, two = (TextClassifier(load_inference(run["checkpoint"])) for run in (reference, summary))
+    assert abs(one.probabilities(one.rows(texts)) - two.probabilities(two.rows(texts))).max() < 1e-5
 
 
 def test_a_parameter_average_run_exports_the_average_and_resumes_it(ray_head, tmp_path):

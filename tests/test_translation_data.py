@@ -15,12 +15,13 @@ import pytest
 import ray
 
 from conftest import SHARED_DATA
-from pipelines.bucketing import bucket_pairs, padding_stats, plan_pair_batches
+from pipelines.apps.translate.data import prepare_translation
+from pipelines.apps.translate.generate import number_pair, write_translation
 from pipelines.config import DataConfig, TokenizerConfig, apply_overrides, recipe_from_dict
 from pipelines.errors import ConfigError, DataError
-from pipelines.generate import number_pair, write_translation
-from pipelines.sources import check_records, pair_schema, parse_delimited, parse_jsonl, parse_parquet, read_pairs
-from pipelines.tokenization import (
+from pipelines.media.bucketing import bucket_pairs, padding_stats, plan_pair_batches
+from pipelines.media.sources import check_records, pair_schema, parse_delimited, parse_jsonl, parse_parquet, read_pairs
+from pipelines.media.tokenization import (
     decode,
     encode_targets,
     load_translation_tokenizers,
@@ -28,7 +29,6 @@ from pipelines.tokenization import (
     train_tokenizer,
     train_translation_tokenizers,
 )
-from pipelines.translation_data import prepare_translation
 
 MULTI30K = SHARED_DATA / "multi30k"
 PAIRS = [("a man sleeps .", "ein mann schläft ."), ("two dogs play", "zwei hunde spielen"), ("hi , there", "hallo , da")]
@@ -140,9 +140,9 @@ def test_translation_generator_is_seeded_aligned_and_disjoint(tmp_path):
 
 
 def test_translation_config_keys_are_validated_and_overridable():
-    raw = apply_overrides({}, [
-        "data.format=parallel", "data.source_lang=en", "data.target_lang=de", "data.max_target_length=40",
-        "data.source_column=en", "data.target_column=de", "tokenizer.joint=false",
+    raw = apply_overrides({}, [  # a translation recipe: only its application reads data.format=parallel
+        "model.kind=seq2seq", "data.format=parallel", "data.source_lang=en", "data.target_lang=de",
+        "data.max_target_length=40", "data.source_column=en", "data.target_column=de", "tokenizer.joint=false",
     ])
     recipe = recipe_from_dict(raw)
     assert recipe.data.target_max_length == 40 and recipe.tokenizer.joint is False
@@ -198,7 +198,7 @@ def test_parallel_lines_stay_aligned_across_ray_blocks(ray_head, tmp_path):
     saved = context.target_max_block_size
     context.target_max_block_size = 8 * 1024  # many small blocks, laid out differently per side
     try:
-        from pipelines.sources import _side_lines
+        from pipelines.media.sources import _side_lines
 
         layouts = [_side_lines(tmp_path / f"train.{lang}", side).materialize().num_blocks()
                    for lang, side in (("en", "source"), ("de", "target"))]

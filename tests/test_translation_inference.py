@@ -1,6 +1,7 @@
-"""``pipelines.translation.Translator`` on a tiny untrained seq2seq checkpoint, no Ray:
+"""``pipelines.apps.translate.predictor.Translator`` on a tiny untrained seq2seq checkpoint, no Ray:
 input order survives the length-sorted passes, n-best lists are sorted, options left
-out come from the recipe, bad options and checkpoints are refused by name."""
+out come from the recipe, bad options are refused by name and ``load_predictor`` gives
+each checkpoint its own predictor class."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.bucketing import plan_batches
-from pipelines.translation import Translator
+from pipelines.apps.translate.predictor import Translator
+from pipelines.checkpoint import load_inference, load_predictor
+from pipelines.media.bucketing import plan_batches
 
 SOURCES = [  # deliberately not sorted by length
     "eight thousand, eight hundred and eighty-eight",
@@ -36,7 +38,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def translator(tiny_translator) -> Translator:
     # A small budget, so the sources run in several length-sorted passes.
-    return Translator(tiny_translator, max_tokens=24)
+    return Translator(load_inference(tiny_translator), budget=24)
 
 
 def tokens(found):
@@ -45,24 +47,24 @@ def tokens(found):
 
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_outputs_follow_input_order_whatever_the_passes(translator, beam_size):
-    ids = translator.encode(SOURCES)
+    ids = translator.rows(SOURCES)
     lengths = np.array([len(x) for x in ids])
     assert list(lengths) != sorted(lengths)
     passes = plan_batches(lengths, max_tokens=max(24 // beam_size, int(lengths.max())), max_batch_size=len(ids),
                           sort=True)
     assert len(passes) > 1, "the budget should cut the sources into several passes"
 
-    together = translator.generate_ids(ids, beam_size=beam_size, max_length=30)
-    alone = [translator.generate_ids([x], beam_size=beam_size, max_length=30)[0] for x in ids]
+    together = translator.search(ids, beam_size=beam_size, max_length=30)
+    alone = [translator.search([x], beam_size=beam_size, max_length=30)[0] for x in ids]
     assert tokens(together) == tokens(alone)
     assert [h[0].score for h in together] == pytest.approx([h[0].score for h in alone], abs=1e-4)
     assert all(len(h[0].tokens) <= 30 for h in together)
 
 
 def test_n_best_lists_are_sorted_and_start_with_the_best(translator):
-    ids = translator.encode(SOURCES)
-    found = translator.generate_ids(ids, beam_size=4, max_length=25, n_best=3)
-    best = translator.generate_ids(ids, beam_size=4, max_length=25)
+    ids = translator.rows(SOURCES)
+    found = translator.search(ids, beam_size=4, max_length=25, n_best=3)
+    best = translator.search(ids, beam_size=4, max_length=25)
     for n_best, one in zip(found, best):
         assert 1 <= len(n_best) <= 3
         scores = [h.score for h in n_best]
@@ -72,27 +74,32 @@ def test_n_best_lists_are_sorted_and_start_with_the_best(translator):
 
 
 def test_translate_gives_the_contract_objects_with_the_recipe_defaults(translator):
-    assert (translator.defaults.beam_size, translator.defaults.max_length) == (4, 128)
-    outputs = translator.translate(SOURCES[:3])
+    assert (translator.recipe.decode.beam_size, translator.recipe.decode.max_length) == (4, 128)
+    outputs = translator.predict(SOURCES[:3])
     assert len(outputs) == 3
     for output in outputs:
         assert set(output) == {"text", "score"}
         assert isinstance(output["text"], str) and isinstance(output["score"], float)
-    assert outputs == translator.translate(SOURCES[:3], beam_size=4, max_length=128, alpha=0.6)
-    greedy = translator.translate(SOURCES[:3], beam_size=1, max_length=5)
+    assert outputs == translator.predict(SOURCES[:3], beam_size=4, max_length=128, alpha=0.6)
+    greedy = translator.predict(SOURCES[:3], beam_size=1, max_length=5)
     assert [o["text"] for o in greedy] == [translator.detokenize(h[0].tokens) for h in
-                                           translator.generate_ids(translator.encode(SOURCES[:3]), beam_size=1,
-                                                                   max_length=5)]
-    assert translator.generate_ids([]) == [] and translator.translate([]) == []
+                                           translator.search(translator.rows(SOURCES[:3]), beam_size=1,
+                                                             max_length=5)]
+    assert translator.search([]) == [] and translator.predict([]) == []
 
 
-def test_bad_options_and_checkpoints_are_refused(translator, tiny_checkpoint):
+def test_bad_options_are_refused_and_checkpoints_load_their_own_predictor(translator, tiny_checkpoint,
+                                                                           tiny_translator):
+    from pipelines.apps.text_classify.predictor import TextClassifier
+
     with pytest.raises(ValueError, match="beam_size must be >= 1, got 0"):
-        translator.generate_ids(translator.encode(["five"]), beam_size=0)
+        translator.search(translator.rows(["five"]), beam_size=0)
     with pytest.raises(ValueError, match=r"n_best must be in \[1, beam_size\]"):
-        translator.generate_ids(translator.encode(["five"]), beam_size=2, n_best=3)
-    with pytest.raises(ValueError, match="a seq2vec checkpoint, not seq2seq"):
-        Translator(tiny_checkpoint)
+        translator.search(translator.rows(["five"]), beam_size=2, n_best=3)
+    # The old "a seq2vec checkpoint, not seq2seq" refusal is gone: load_predictor picks the
+    # checkpoint's own class, so a seq2vec checkpoint never becomes a Translator.
+    assert type(load_predictor(tiny_checkpoint)) is TextClassifier
+    assert type(load_predictor(tiny_translator, budget=24)) is Translator
 
 
 def load_bench_decode():

@@ -9,7 +9,7 @@ import pytest
 import sacrebleu
 
 from conftest import SHARED_DATA
-from pipelines.translation_metrics import tokenize_lc, translation_scores
+from pipelines.scoring.text import tokenize_lc, translation_scores
 
 MULTI30K = SHARED_DATA / "multi30k"
 needs_multi30k = pytest.mark.skipif(not (MULTI30K / "tok").is_dir(), reason="shared/data/multi30k is not here")

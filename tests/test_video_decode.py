@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pipelines.video as video
+import pipelines.media.video.decode as video
 from pipelines.config import VideoConfig
 from pipelines.errors import DataError
-from pipelines.video import Clip, ClipTooLong, Probe, VideoFeaturizer, natural_key
+from pipelines.media.video.decode import Clip, ClipTooLong, Probe, VideoFeaturizer, natural_key
 
 BLUE, RED = (0, 0, 160), (230, 20, 20)
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from pipelines.cli import main
-from pipelines.video_generate import (
+from pipelines.media.video.synthetic import (
     CLASSES,
     COLOURS,
     MANIFEST_HEADER,

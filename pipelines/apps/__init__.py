@@ -104,6 +104,17 @@ def app_for(recipe) -> App:
     return table[key]
 
 
+def check_recipe(recipe) -> App:
+    """The recipe's application, after the checks of the registry (a data format no
+    application reads) and of the application itself; ConfigError names the key."""
+    app = app_for(recipe)
+    known = ("auto", *data_formats())
+    if recipe.data.format not in known:
+        raise ConfigError(f"data.format: {recipe.data.format!r} is not one of {known}")
+    app.check_recipe(recipe)
+    return app
+
+
 def app_of_meta(path, meta: dict[str, Any]) -> App:
     """The application a checkpoint's ``meta.json`` names: its ``app``, else its kind,
     input and decoder (checkpoints from before audio have neither: text, attention)."""

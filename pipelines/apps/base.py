@@ -60,7 +60,7 @@ class PreparedData:
 class Predictor(Protocol):
     """One loaded checkpoint answering inputs; what eval, Serve and the end-of-training
     scores share. ``rows`` turns a request's inputs (texts, or uploads as
-    ``(bytes, name)``) into model rows (token ids, frames) whose ``len`` is what a batch
+    ``(name, bytes)``) into model rows (token ids, frames) whose ``len`` is what a batch
     budget counts; ``run`` answers rows, one JSON-able dict each, in order::
 
         classify:  {"label", "score", "scores"}        generate:  {"text", "score"}

@@ -3,7 +3,7 @@
 ``rayseq eval`` (inside Ray Data ``map_batches``), the end-of-training scores, Ray Serve
 and the benchmarks all drive a loaded checkpoint through the same three calls::
 
-    rows(inputs)            texts -> token ids; uploads ``(bytes, name)`` -> frames
+    rows(inputs)            texts -> token ids; uploads ``(name, bytes)`` -> frames
     run(rows, **options)    one JSON-able answer per row, in order
     stream(rows, **options) greedy decoding as it goes (decoders only)
 
