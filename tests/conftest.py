@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,12 @@ import pytest
 # Ray 2.60 turns token auth on for clusters started here, but a client given an explicit
 # address only sends the token in token mode; Ray reads this when it is imported.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# In token mode `ray start --head` refuses to start without a token, and only ray.init()
+# makes one (~/.ray/auth_token): on a fresh machine the session head would never start.
+# Give this test session (and every process it starts) a token of its own instead.
+if not ({"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & os.environ.keys()
+        or (Path.home() / ".ray" / "auth_token").exists()):
+    os.environ["RAY_AUTH_TOKEN"] = uuid.uuid4().hex
 # Serve's high-throughput mode, as `rayseq serve` runs it; the session head inherits it.
 from pipelines.runtime import free_port, use_serve_throughput_mode  # noqa: E402
 

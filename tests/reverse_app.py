@@ -8,7 +8,7 @@ module defining ``APP``), and from there training (any ``parallel.pp``), ``rayse
 What it brings of its own, as a new application would: a data format (``digit-lines``:
 one sequence of digits a line, ``3 1 4``; the target is the line reversed), its checks
 (a line with anything but digits is a bad record naming file and line), a dataset
-generator, a predictor (the shared ``Decoder`` base over its own rows), and a score
+generator, a predictor (the shared ``Decoder`` base over token rows), and a score
 (exact match). It borrows the shared pieces by job: text-pair tokenizing and bucketing
 (``pipelines.media.pairs``), the seq2seq objective (``pipelines.apps.objectives.Tokens``),
 the encoder-decoder builder (``models.seq2seq``) and the generate route.
@@ -19,16 +19,14 @@ from __future__ import annotations
 import argparse
 import random
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch
+from typing import Any
 
 from pipelines.apps.base import App, DatasetGenerator, PreparedData, ServeSpec, checked_sizes, has_tokenizer
 from pipelines.apps.objectives import Tokens
 from pipelines.apps.routes import GENERATE
-from pipelines.inference.predictors import Batch, Decoder
-from pipelines.media.bucketing import length_sorted_batches
-from pipelines.media.tokenization import JOINT_TOKENIZER, decode, encode_batch, load_tokenizer
+from pipelines.inference.media import TokenRows
+from pipelines.inference.predictors import Decoder
+from pipelines.media.tokenization import JOINT_TOKENIZER, decode, load_tokenizer
 
 FORMAT = "digit-lines"
 
@@ -68,23 +66,15 @@ GENERATOR = DatasetGenerator(
 )
 
 
-class Reverser(Decoder):
+class Reverser(TokenRows, Decoder):
     """Rows are token ids of the digit line; answers ``{"text": reversed digits, "score"}``."""
 
     def __init__(self, loaded, *, budget: int | None = None) -> None:
         super().__init__(loaded, budget=budget)
-        self.tokenizer = load_tokenizer((loaded.path / JOINT_TOKENIZER).read_text())
-        self.max_length = loaded.recipe.data.max_length
-
-    def rows(self, inputs: list[str]) -> list[list[int]]:
-        return encode_batch(self.tokenizer, inputs, self.max_length)[0]
-
-    def batches(self, rows: list[list[int]], budget: int) -> Iterator[Batch]:
-        for index, tokens, lengths in length_sorted_batches(rows, budget):
-            yield index, torch.from_numpy(tokens).to(self.device), torch.from_numpy(lengths)
+        self.source_tokenizer = load_tokenizer((loaded.path / JOINT_TOKENIZER).read_text())
 
     def detokenize(self, tokens: list[int]) -> str:
-        return decode(self.tokenizer, tokens)
+        return decode(self.source_tokenizer, tokens)
 
 
 class ReverseDigits(Tokens, App):
@@ -114,17 +104,10 @@ class ReverseDigits(Tokens, App):
         return PreparedData(data.train, data.valid, sizes, translation_tokenizer_files(data.tokenizers), dict(sizes),
                             data.train_stats.batches, data.report)
 
-    def layer_factories(self, config, sizes: dict[str, int]):
-        from models.seq2seq import seq2seq_layer_factories, source_tokens
+    def encoder_source(self, sizes: dict[str, int]):
+        from models.seq2seq import source_tokens
 
-        return seq2seq_layer_factories(config, source=source_tokens(sizes["src_vocab_size"]),
-                                       tgt_vocab_size=sizes["tgt_vocab_size"])
-
-    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
-        from models.seq2seq import build_seq2seq, source_tokens
-
-        return build_seq2seq(config, source=source_tokens(sizes["src_vocab_size"]),
-                             tgt_vocab_size=sizes["tgt_vocab_size"], seed=seed, keep=keep)
+        return source_tokens(sizes["src_vocab_size"])
 
     def missing_files(self, path: Path) -> str | None:
         return has_tokenizer(path)

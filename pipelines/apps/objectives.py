@@ -59,9 +59,25 @@ INPUTS: dict[str, MediumInputs] = {
 
 class Labels:
     """seq2vec: a label per sequence; loss summed per example. The mixing application's
-    ``medium`` picks the input conversion."""
+    ``medium`` picks the input conversion and its :meth:`frontend` the model's first
+    layer; the RNN stack, pooling and classifier are ``models.seq2vec``'s."""
 
     metric = "val_accuracy"
+
+    def frontend(self, sizes: dict[str, int]):
+        """The model's input layer (``models.frontends``) for the prepared ``sizes``."""
+        raise NotImplementedError(f"{type(self).__name__} must define frontend(sizes)")
+
+    def layer_factories(self, config, sizes: dict[str, int]):
+        from models.seq2vec import seq2vec_layer_factories
+
+        return seq2vec_layer_factories(config, frontend=self.frontend(sizes), num_labels=sizes["num_labels"])
+
+    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
+        from models.seq2vec import build_seq2vec
+
+        return build_seq2vec(config, frontend=self.frontend(sizes), num_labels=sizes["num_labels"], seed=seed,
+                             keep=keep)
 
     def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
         convert, to_steps, per_step = INPUTS[self.medium]
@@ -86,9 +102,30 @@ class Labels:
 
 class Tokens:
     """seq2seq and vec2seq: a token sequence per sequence; loss summed per target token
-    (padding ignored), as OpenNMT and fairseq normalise it."""
+    (padding ignored), as OpenNMT and fairseq normalise it. The mixing application's
+    :meth:`encoder_source` is what the encoder reads; :meth:`builders` picks the model
+    (``models.seq2seq`` unless overridden, e.g. ``models.vec2seq``)."""
 
     metric = "val_token_accuracy"
+
+    def encoder_source(self, sizes: dict[str, int]):
+        """The encoder's input (``models.seq2seq.source_tokens`` or ``source(frontend)``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define encoder_source(sizes)")
+
+    def builders(self):
+        """``(layer factories, build)`` functions of the model family."""
+        from models.seq2seq import build_seq2seq, seq2seq_layer_factories
+
+        return seq2seq_layer_factories, build_seq2seq
+
+    def layer_factories(self, config, sizes: dict[str, int]):
+        factories, _ = self.builders()
+        return factories(config, source=self.encoder_source(sizes), tgt_vocab_size=sizes["tgt_vocab_size"])
+
+    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
+        _, build = self.builders()
+        return build(config, source=self.encoder_source(sizes), tgt_vocab_size=sizes["tgt_vocab_size"], seed=seed,
+                     keep=keep)
 
     def tied_layers(self, config) -> tuple[int, int] | None:
         """The target embedding and output layer when ``model.tie_embeddings`` ties them."""
@@ -96,14 +133,14 @@ class Tokens:
 
         return tied_layer_indices(config)
 
-    def source(self, row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def source_batch(self, row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """``(padded source, lengths in model steps, input positions per step)``."""
         convert, to_steps, per_step = INPUTS[self.medium]
         return convert(row["src_tokens"]), to_steps(row["src_lengths"]), per_step
 
     def step_plan(self, row: dict[str, Any], microbatches: int) -> StepPlan:
         """Row chunks, each trimmed to its own longest source and target (dynamic unrolling)."""
-        src, src_len, per_step = self.source(row)
+        src, src_len, per_step = self.source_batch(row)
         tgt_in, tgt_out, tgt_len = tensor(row["tgt_in"]), tensor(row["tgt_out"]), tensor(row["tgt_lengths"])
         plan = StepPlan([], [], [])
         for rows in torch.arange(len(src_len)).tensor_split(min(microbatches, len(src_len))):

@@ -1,6 +1,8 @@
-"""Rows of audio and video predictors: encoded files in, frames out, batched by length.
+"""Rows of text, audio and video predictors: texts or encoded files in, token ids or
+frames out, batched by length.
 
-A media predictor reads files with the checkpoint's own featurizer (its recipe's
+A text predictor encodes with the checkpoint's own source tokenizer, cut to its recipe's
+``data.max_length``. A media predictor reads files with the checkpoint's own featurizer (its recipe's
 ``data.audio`` or ``data.video``), so a file is heard or seen exactly as the training
 data was::
 
@@ -9,8 +11,8 @@ data was::
     video:  (name, bytes) -> VideoFeaturizer (sample, resize; longer clips refused)
             -> (T, size, size, 3) uint8 frames -> batches (B, T, size, size, 3)
 
-Mix :class:`AudioRows` or :class:`VideoRows` into a ``Classifier`` or ``Decoder``
-(``pipelines.inference.predictors``). Their budgets count frames.
+Mix :class:`TokenRows`, :class:`AudioRows` or :class:`VideoRows` into a ``Classifier``
+or ``Decoder`` (``pipelines.inference.predictors``). Budgets count tokens or frames.
 """
 
 from __future__ import annotations
@@ -23,11 +25,31 @@ import torch
 from models.frontend import SUBSAMPLING
 from pipelines.inference.predictors import Batch
 from pipelines.media.audio.features import AudioFeaturizer
-from pipelines.media.bucketing import array_batches
+from pipelines.media.bucketing import array_batches, length_sorted_batches
+from pipelines.media.tokenization import encode_batch
 from pipelines.media.video.decode import VideoFeaturizer
 
 MediaFile = tuple[str, bytes]
 """``(name, encoded bytes)``: errors name the file by ``name``."""
+
+
+class TokenRows:
+    """Rows are source token ids of each text, cut to the recipe's ``data.max_length`` (a
+    text that tokenizes to nothing becomes ``[UNK]``, so every row has a step). The mixing
+    predictor sets ``source_tokenizer`` (a ``tokenizers.Tokenizer``)."""
+
+    source_tokenizer = None
+
+    def __init__(self, loaded, *, budget: int | None = None) -> None:
+        super().__init__(loaded, budget=budget)
+        self.max_length = loaded.recipe.data.max_length
+
+    def rows(self, inputs: list[str]) -> list[list[int]]:
+        return encode_batch(self.source_tokenizer, inputs, self.max_length)[0]
+
+    def batches(self, rows: list[list[int]], budget: int) -> Iterator[Batch]:
+        for index, tokens, lengths in length_sorted_batches(rows, budget):
+            yield index, torch.from_numpy(tokens).to(self.device), torch.from_numpy(lengths)
 
 
 class AudioRows:

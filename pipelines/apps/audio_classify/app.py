@@ -41,18 +41,10 @@ class AudioClassify(Labels, App):
         meta = {"labels": data.labels, "feature_dim": feature_dim}
         return PreparedData(data.train, data.valid, sizes, {}, meta, data.train_stats.batches, data.report)
 
-    def layer_factories(self, config, sizes: dict[str, int]):
+    def frontend(self, sizes: dict[str, int]):
         from models.frontends import log_mel
-        from models.seq2vec import seq2vec_layer_factories
 
-        return seq2vec_layer_factories(config, frontend=log_mel(sizes["feature_dim"]), num_labels=sizes["num_labels"])
-
-    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
-        from models.frontends import log_mel
-        from models.seq2vec import build_seq2vec
-
-        return build_seq2vec(config, frontend=log_mel(sizes["feature_dim"]), num_labels=sizes["num_labels"],
-                             seed=seed, keep=keep)
+        return log_mel(sizes["feature_dim"])
 
     def sizes_from_meta(self, path: Path, meta: dict[str, Any]) -> dict[str, int]:
         return {"num_labels": labels_from_meta(path, meta), **checked_sizes(path, meta, ("feature_dim",))}

@@ -91,19 +91,11 @@ class SpeechToText(Tokens, _Speech):
     shapes = (("seq2seq", "audio", "attention"),)
     generators = (SPEECH,)
 
-    def layer_factories(self, config, sizes: dict[str, int]):
+    def encoder_source(self, sizes: dict[str, int]):
         from models.frontends import log_mel
-        from models.seq2seq import seq2seq_layer_factories, source
+        from models.seq2seq import source
 
-        return seq2seq_layer_factories(config, source=source(log_mel(sizes["feature_dim"])),
-                                       tgt_vocab_size=sizes["tgt_vocab_size"])
-
-    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
-        from models.frontends import log_mel
-        from models.seq2seq import build_seq2seq, source
-
-        return build_seq2seq(config, source=source(log_mel(sizes["feature_dim"])),
-                             tgt_vocab_size=sizes["tgt_vocab_size"], seed=seed, keep=keep)
+        return source(log_mel(sizes["feature_dim"]))
 
 
 class SpeechToTextCTC(CTC, _Speech):

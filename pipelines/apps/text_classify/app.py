@@ -42,18 +42,10 @@ class TextClassify(Labels, App):
         return PreparedData(data.train, data.valid, sizes, {"tokenizer.json": data.tokenizer.to_str()}, meta,
                             data.train_stats.batches, data.report)
 
-    def layer_factories(self, config, sizes: dict[str, int]):
+    def frontend(self, sizes: dict[str, int]):
         from models.frontends import tokens
-        from models.seq2vec import seq2vec_layer_factories
 
-        return seq2vec_layer_factories(config, frontend=tokens(sizes["vocab_size"]), num_labels=sizes["num_labels"])
-
-    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
-        from models.frontends import tokens
-        from models.seq2vec import build_seq2vec
-
-        return build_seq2vec(config, frontend=tokens(sizes["vocab_size"]), num_labels=sizes["num_labels"],
-                             seed=seed, keep=keep)
+        return tokens(sizes["vocab_size"])
 
     def missing_files(self, path: Path) -> str | None:
         return has_tokenizer(path)

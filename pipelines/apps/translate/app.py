@@ -42,17 +42,10 @@ class Translate(Tokens, App):
         return PreparedData(data.train, data.valid, {"src_vocab_size": src, "tgt_vocab_size": tgt},
                             translation_tokenizer_files(data.tokenizers), meta, data.train_stats.batches, data.report)
 
-    def layer_factories(self, config, sizes: dict[str, int]):
-        from models.seq2seq import seq2seq_layer_factories, source_tokens
+    def encoder_source(self, sizes: dict[str, int]):
+        from models.seq2seq import source_tokens
 
-        return seq2seq_layer_factories(config, source=source_tokens(sizes["src_vocab_size"]),
-                                       tgt_vocab_size=sizes["tgt_vocab_size"])
-
-    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
-        from models.seq2seq import build_seq2seq, source_tokens
-
-        return build_seq2seq(config, source=source_tokens(sizes["src_vocab_size"]),
-                             tgt_vocab_size=sizes["tgt_vocab_size"], seed=seed, keep=keep)
+        return source_tokens(sizes["src_vocab_size"])
 
     def missing_files(self, path: Path) -> str | None:
         from pipelines.media.tokenization import missing_translation_tokenizer

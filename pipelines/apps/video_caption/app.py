@@ -39,21 +39,16 @@ class VideoCaption(Tokens, App):
         return PreparedData(data.train, data.valid, sizes, {"tokenizer.json": data.tokenizer.to_str()}, dict(sizes),
                             data.train_stats.batches, data.report)
 
-    def layer_factories(self, config, sizes: dict[str, int]):
+    def encoder_source(self, sizes: dict[str, int]):
         from models.frontends import frames
         from models.seq2seq import source
-        from models.vec2seq import vec2seq_layer_factories
 
-        return vec2seq_layer_factories(config, source=source(frames(sizes["frame_size"])),
-                                       tgt_vocab_size=sizes["tgt_vocab_size"])
+        return source(frames(sizes["frame_size"]))
 
-    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
-        from models.frontends import frames
-        from models.seq2seq import source
-        from models.vec2seq import build_vec2seq
+    def builders(self):
+        from models.vec2seq import build_vec2seq, vec2seq_layer_factories
 
-        return build_vec2seq(config, source=source(frames(sizes["frame_size"])),
-                             tgt_vocab_size=sizes["tgt_vocab_size"], seed=seed, keep=keep)
+        return vec2seq_layer_factories, build_vec2seq
 
     def missing_files(self, path: Path) -> str | None:
         return has_tokenizer(path)
@@ -96,19 +91,8 @@ class AttentionCaption(VideoCaption):
 
     shapes = (("seq2seq", "video", "attention"),)
 
-    def layer_factories(self, config, sizes: dict[str, int]):
-        from models.frontends import frames
-        from models.seq2seq import seq2seq_layer_factories, source
-
-        return seq2seq_layer_factories(config, source=source(frames(sizes["frame_size"])),
-                                       tgt_vocab_size=sizes["tgt_vocab_size"])
-
-    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
-        from models.frontends import frames
-        from models.seq2seq import build_seq2seq, source
-
-        return build_seq2seq(config, source=source(frames(sizes["frame_size"])),
-                             tgt_vocab_size=sizes["tgt_vocab_size"], seed=seed, keep=keep)
+    def builders(self):
+        return Tokens.builders(self)
 
 
 class _VideoCaptionApp(VideoCaption):

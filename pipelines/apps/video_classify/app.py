@@ -40,18 +40,10 @@ class VideoClassify(Labels, App):
         return PreparedData(data.train, data.valid, {"frame_size": size, "num_labels": len(data.labels)}, {}, meta,
                             data.train_stats.batches, data.report)
 
-    def layer_factories(self, config, sizes: dict[str, int]):
+    def frontend(self, sizes: dict[str, int]):
         from models.frontends import frames
-        from models.seq2vec import seq2vec_layer_factories
 
-        return seq2vec_layer_factories(config, frontend=frames(sizes["frame_size"]), num_labels=sizes["num_labels"])
-
-    def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
-        from models.frontends import frames
-        from models.seq2vec import build_seq2vec
-
-        return build_seq2vec(config, frontend=frames(sizes["frame_size"]), num_labels=sizes["num_labels"],
-                             seed=seed, keep=keep)
+        return frames(sizes["frame_size"])
 
     def sizes_from_meta(self, path: Path, meta: dict[str, Any]) -> dict[str, int]:
         return {"num_labels": labels_from_meta(path, meta), **checked_sizes(path, meta, ("frame_size",))}
