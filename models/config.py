@@ -77,6 +77,14 @@ class ModelConfig:
     tie_embeddings: bool = False
     """seq2seq: the output projection shares the target embedding matrix (needs
     ``embed_dim == hidden_size``)."""
+    pretrained_embeddings: str = ""
+    """Text classification: a word-vector file (word2vec/GloVe text, fastText ``.vec``)
+    that initialises the token embedding, mapped onto the tokenizer's vocabulary (its
+    vectors must be ``embed_dim`` wide; coverage is reported). A ``wordlevel`` tokenizer
+    matches its words; subword tokens mostly find none."""
+    freeze_embeddings: bool = False
+    """Keep the pretrained token embedding fixed (Kim 2014's "static") instead of
+    fine-tuning it ("non-static")."""
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -107,6 +115,9 @@ class ModelConfig:
                 "model.decoder_residual_from must be >= 1 (decoder layer 0 reads the embedding), "
                 f"got {self.decoder_residual_from}"
             )
+        if self.freeze_embeddings and not self.pretrained_embeddings:
+            raise ValueError("model.freeze_embeddings keeps pretrained vectors fixed; set "
+                             "model.pretrained_embeddings too (a frozen random embedding learns nothing)")
         if self.tie_embeddings and self.kind != "seq2seq":
             raise ValueError(f"model.tie_embeddings is for seq2seq models, not {self.kind}")
         if self.tie_embeddings and self.embed_dim != self.hidden_size:

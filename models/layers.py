@@ -45,12 +45,13 @@ def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 class TokenEmbedding(nn.Module):
     """``(batch, time)`` token ids -> ``(batch, time, embed_dim)`` vectors."""
 
-    def __init__(self, vocab_size: int, embed_dim: int, *, init_std: float) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int, *, init_std: float, frozen: bool = False) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
         nn.init.normal_(self.embed.weight, std=init_std)
         with torch.no_grad():
             self.embed.weight[PAD_ID].zero_()
+        self.embed.weight.requires_grad_(not frozen)  # frozen: pretrained vectors the optimizer never sees
         self.output_size = embed_dim
 
     time_streaming = True

@@ -184,6 +184,10 @@ class VideoConfig:
             raise ConfigError(f"data.video.max_seconds must be > 0, got {self.max_seconds}")
 
 
+TREE_LABELS = ("binary", "fine")
+"""``data.tree_labels`` of ``sst-trees`` data: two classes (neutral dropped) or all five."""
+
+
 @dataclass(kw_only=True)
 class DataConfig:
     root: str = ""
@@ -213,6 +217,23 @@ class DataConfig:
     """seq2seq: source language code, the suffix of ``parallel`` files (``en`` for ``val.en``)."""
     target_lang: str = ""
     """seq2seq: target language code (``de`` for ``val.de``)."""
+    valid_format: str = ""
+    """The validation file's format when it differs from ``format`` (SST-2: trees to train
+    on, ``labeled-lines`` sentences to validate on); empty: ``format``."""
+    valid_fraction: float = 0.0
+    """Text classification without a validation file: hold out this fraction of ``train``
+    (0 < f < 1), stratified by label and drawn with ``valid_seed``; records that share an
+    origin (the phrases of one tree) stay together. Needs ``valid`` empty."""
+    valid_seed: int = 0
+    """Seed of the ``valid_fraction`` draw: the same seed holds out the same records."""
+    label_names: dict[str, str] = field(default_factory=dict)
+    """Text classification: the file's labels -> the names the model learns, answers and
+    is scored by (TREC: ``{0: DESC, 1: ENTY, ...}``). Part of the data format: every file
+    read with this recipe (training, validation, ``rayseq eval``) goes through it; a label
+    that is neither a key nor a name is a bad record."""
+    tree_labels: str = "binary"
+    """``sst-trees``: ``binary`` (neutral nodes dropped; 0-1 -> ``0``, 3-4 -> ``1``) or
+    ``fine`` (the five classes ``0``-``4``)."""
     on_bad_record: str = "error"
     """``error`` stops at the first bad record (file and line); ``skip`` counts and reports them."""
     max_length: int = 128
@@ -240,6 +261,16 @@ class DataConfig:
                 raise ConfigError(f"data.{key}: {lang!r} is not a language code (it becomes a file suffix, e.g. 'en')")
         if self.source_lang and self.source_lang == self.target_lang:
             raise ConfigError(f"data.source_lang and data.target_lang are both {self.source_lang!r}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ConfigError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
+        if self.valid_fraction and self.valid:
+            raise ConfigError(
+                f"data.valid_fraction={self.valid_fraction} holds validation out of data.train, but data.valid "
+                f"is {self.valid!r} too: set data.valid='' to carve, or valid_fraction=0 to use the file"
+            )
+        self.label_names = _label_names(self.label_names)
+        if self.tree_labels not in TREE_LABELS:
+            raise ConfigError(f"data.tree_labels: {self.tree_labels!r} is not one of {TREE_LABELS}")
         if self.format == "parallel" and not (self.source_lang and self.target_lang):
             raise ConfigError(
                 "data.format=parallel needs data.source_lang and data.target_lang (the file suffixes, "
@@ -250,6 +281,21 @@ class DataConfig:
     def target_max_length(self) -> int:
         """``max_target_length``, with 0 resolved to ``max_length``."""
         return self.max_target_length or self.max_length
+
+
+def _label_names(raw: Any) -> dict[str, str]:
+    """``data.label_names`` with its keys as the text a file holds (YAML reads ``0:`` as an int)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"data.label_names: expected a mapping of file label -> name, got {raw!r}")
+    names: dict[str, str] = {}
+    for key, name in raw.items():
+        if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip():
+            raise ConfigError(f"data.label_names: label {key!r} maps to {name!r}, not a name")
+        names[str(key).strip()] = str(name).strip()
+    repeated = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
+    if repeated:
+        raise ConfigError(f"data.label_names: more than one label is named {repeated[0]!r}")
+    return names
 
 
 @dataclass(kw_only=True)

@@ -32,7 +32,9 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, fmt: str = "auto", over
         check_writable(predictions)  # before any scoring: a bad path fails in a second, by name
     loaded = load_inference(checkpoint)  # a bad checkpoint fails here, naming the file, not in an actor
     raw = yaml.safe_load((Path(checkpoint) / "config.yaml").read_text())
-    raw.setdefault("data", {}).update({"root": "", "valid": str(data), "format": fmt, "generate": None})
+    # The file to score is the validation split, in --format: not a carve of data.train.
+    raw.setdefault("data", {}).update({"root": "", "valid": str(data), "format": fmt, "generate": None,
+                                       "valid_format": "", "valid_fraction": 0.0})
     loaded.app.eval_data(raw)
     recipe = recipe_from_dict(apply_overrides(raw, overrides or []))
 

@@ -41,6 +41,10 @@ def generate_dataset(recipe: Recipe, output: Path) -> None:
     print(f"generated {gen.name} data ({gen.size} training examples) in {root}", flush=True)
 
 
+REPORTED = ("valid_fraction", "valid_seed", "valid_lines", "pretrained_coverage")
+"""Data report entries the run summary repeats where the data has them."""
+
+
 def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     """Prepare data, train with Ray Train, export the inference checkpoint; the summary."""
     import ray.train
@@ -85,6 +89,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
             "task": app,  # the engine is handed the application; it never looks one up
             "sizes": data.sizes,
             "has_valid": data.valid is not None,
+            "initial": data.initial,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=parallel.world_size,
@@ -123,6 +128,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         "tokens_per_s": round(result.metrics.get("run_tokens_per_s", last["tokens_per_s"]), 1),
         "padding_fraction": data.report["padding_fraction"],
         "skipped_records": data.report["skipped_records"],
+        **{k: data.report[k] for k in REPORTED if k in data.report},
         **pipeline_figures,
         "wall_s": round(wall, 1),
         "checkpoint": str(checkpoint),

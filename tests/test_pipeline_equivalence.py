@@ -16,6 +16,7 @@ wavefront schedule (the CNN streams over time chunks) and as a 3-stage vec2seq c
 from __future__ import annotations
 
 import os
+import pkgutil
 from contextlib import nullcontext
 
 import pytest
@@ -212,12 +213,19 @@ def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, o
         dist.destroy_process_group()
 
 
+# Workers fork from a server that imported torch and the engine once (and never Ray, which
+# this test process may hold): a spawned worker re-imported them, seconds per process.
+FORKSERVER = mp.get_context("forkserver")
+FORKSERVER.set_forkserver_preload(["torch", "torch.distributed", "pipelines.engine.worker", __name__,
+                                   *(f"pipelines.apps.{m.name}" for m in pkgutil.iter_modules(apps.__path__))])
+
+
 def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig,
                  ema_decay: float = 0.0) -> tuple[list[float], dict[str, torch.Tensor]]:
-    with mp.Manager() as manager:
+    with FORKSERVER.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_worker, args=(dp * pp, dp, pp, schedule, free_port(), out, model_config, ema_decay),
-                 nprocs=dp * pp, join=True)
+        mp.start_processes(_worker, args=(dp * pp, dp, pp, schedule, free_port(), out, model_config, ema_decay),
+                           nprocs=dp * pp, join=True, start_method="forkserver")
         results = dict(out)
     state: dict[str, torch.Tensor] = {}
     for rank in range(pp):

@@ -109,8 +109,10 @@ def check_recipe(recipe) -> App:
     application reads) and of the application itself; ConfigError names the key."""
     app = app_for(recipe)
     known = ("auto", *data_formats())
-    if recipe.data.format not in known:
-        raise ConfigError(f"data.format: {recipe.data.format!r} is not one of {known}")
+    for key in ("format", "valid_format"):
+        fmt = getattr(recipe.data, key)
+        if fmt and fmt not in known:
+            raise ConfigError(f"data.{key}: {fmt!r} is not one of {known}")
     app.check_recipe(recipe)
     return app
 

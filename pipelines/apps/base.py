@@ -55,6 +55,9 @@ class PreparedData:
     """``meta.json`` fields beyond format, app, kind, input, task and decoder."""
     batches: int
     report: dict[str, Any] = field(default_factory=dict)
+    initial: dict[str, Any] = field(default_factory=dict)
+    """Starting values of some parameters (whole-model names -> tensors), e.g. pretrained
+    word vectors; each stage takes the ones it holds."""
 
 
 class Predictor(Protocol):
@@ -104,6 +107,10 @@ class DatasetGenerator:
     check: Callable[[Any], None] = lambda generate: None
 
 
+DATA_OPTIONS = frozenset({"valid_format", "valid_fraction", "label_names", "tree_labels"})
+"""``data`` keys only some applications read (``App.data_options``)."""
+
+
 class App:
     """Base of every application; subclasses set the identity and override the rest."""
 
@@ -117,6 +124,11 @@ class App:
     to select this application (decoder ``""`` where the kind has none)."""
     formats: tuple[str, ...] = ()
     """``data.format`` values it reads (``auto`` picks among them)."""
+    pretrained_embeddings: bool = False
+    """It reads ``model.pretrained_embeddings`` (else a recipe setting it is refused)."""
+    data_options: frozenset[str] = frozenset()
+    """Optional ``data`` keys it honours among :data:`DATA_OPTIONS`; a recipe that sets
+    another is refused by name instead of silently ignored."""
     meta_keys: frozenset[str] = frozenset()
     """``meta.json`` keys it writes beyond the common ones."""
     metric: str = "val_loss"
@@ -142,10 +154,19 @@ class App:
 
     def check_recipe(self, recipe: Recipe) -> None:
         """What only this application requires of a recipe (ConfigError naming the key)."""
-        fmt = recipe.data.format
-        if fmt != "auto" and fmt not in self.formats:
-            raise ConfigError(f"data.format: {fmt!r} is not read by the {self.name} application; "
-                              f"it reads {', '.join(self.formats)}")
+        for key in ("format", "valid_format"):
+            fmt = getattr(recipe.data, key)
+            if fmt and fmt != "auto" and fmt not in self.formats:
+                raise ConfigError(f"data.{key}: {fmt!r} is not read by the {self.name} application; "
+                                  f"it reads {', '.join(self.formats)}")
+        if recipe.model.pretrained_embeddings and not self.pretrained_embeddings:
+            raise ConfigError(f"model.pretrained_embeddings is not read by the {self.name} application "
+                              "(text classification reads it); leave it unset")
+        defaults = type(recipe.data)()
+        for key in sorted(DATA_OPTIONS - self.data_options):
+            if getattr(recipe.data, key) != getattr(defaults, key):
+                raise ConfigError(f"data.{key} is not read by the {self.name} application "
+                                  f"(set: {getattr(recipe.data, key)!r}); leave it unset")
         if recipe.parallel.schedule == "wavefront" and not self.wavefront:
             raise ConfigError(f"parallel.schedule: wavefront runs applications whose layers stream over time "
                               f"chunks; {self.name} does not, so use gpipe or 1f1b")

@@ -129,6 +129,18 @@ def init_matching(model: torch.nn.Module, weights: Path) -> tuple[int, int, list
     return len(matching), len(own), reshaped
 
 
+def init_named(model: torch.nn.Module, initial: dict[str, torch.Tensor]) -> None:
+    """Set the parameters named in ``initial`` that this stage holds (pretrained vectors)."""
+    own = model.state_dict()
+    for name, value in initial.items():
+        if name in own:
+            if own[name].shape != value.shape:
+                raise RuntimeError(f"{name}: initial value of shape {tuple(value.shape)}, the model's is "
+                                   f"{tuple(own[name].shape)}")
+            with torch.no_grad():
+                own[name].copy_(value)
+
+
 def init_from_line(stage: int, loaded: int, total: int, reshaped: list[str], source: str) -> str:
     """The log line of ``train.init_from``: how many tensors came, and which ones the
     checkpoint has in another shape (a width changed on one side only is the usual cause,
@@ -156,11 +168,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         print(f"stage plan ({parallel.pp} stages, {parallel.schedule}, {parallel.microbatches} micro-batches):\n"
               + plan.describe(), flush=True)
     model = build_stage(recipe, task, plan, topology.stage, sizes)
+    if config.get("initial") and ray.train.get_checkpoint() is None:
+        init_named(model, config["initial"])
     if train_cfg.init_from and ray.train.get_checkpoint() is None:
         loaded, total, reshaped = init_matching(model, Path(train_cfg.init_from) / "model.pt")
         print(init_from_line(topology.stage, loaded, total, reshaped, train_cfg.init_from), flush=True)
     model = model.to(device)
-    optimizer, scheduler = build_optimizer(model.parameters(), train_cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen embeddings stay out
+    if not trainable:
+        raise ConfigError(f"stage {topology.stage} holds only frozen parameters (layers {list(plan.layers(topology.stage))}): "
+                          "use fewer stages or model.freeze_embeddings=false")
+    optimizer, scheduler = build_optimizer(trainable, train_cfg)
     average = ParameterAverage(model, train_cfg.ema_decay) if train_cfg.ema_decay else None
     runner = StageRunner(model, topology, device, label_smoothing=train_cfg.label_smoothing,
                          time_chunks=parallel.time_chunks, task=task)

@@ -27,6 +27,7 @@ import ray
 
 from pipelines.config import DataConfig, Recipe
 from pipelines.errors import ConfigError, DataError
+from pipelines.media.trees import parse_sst_trees
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,8 @@ def parse_file(data: bytes, path: str, fmt: str, config: DataConfig, schema: Rec
     schema = schema or text_schema(config.text_column, config.label_column)
     if fmt == "labeled-lines":
         return parse_labeled_lines(data, path)
+    if fmt == "sst-trees":
+        return parse_sst_trees(_lines(data, path), path, config.tree_labels)
     if fmt in ("csv", "tsv"):
         return parse_delimited(data, path, delimiter="," if fmt == "csv" else "\t", schema=schema)
     if fmt == "jsonl":
@@ -232,6 +235,24 @@ def _load_hf(path: Path, split: str):
     return loaded
 
 
+def named_labels(records: list[dict[str, str]], names: dict[str, str]) -> list[dict[str, str]]:
+    """``data.label_names`` applied to classification records: a label that is a key
+    becomes its name, a name stays; anything else makes the record bad, naming both sets."""
+    if not names:
+        return records
+    known = set(names.values())
+    for record in records:
+        label = record["label"]
+        if record["error"] or label in known and label not in names:
+            continue
+        if label in names:
+            record["label"] = names[label]
+        else:
+            record["error"] = (f"label {label!r} is not in data.label_names (labels: {sorted(names)}; "
+                               f"names: {sorted(known)})")
+    return records
+
+
 def _read_hf(path: Path, split: str, config: DataConfig) -> ray.data.Dataset:
     name = str(path)
     loaded = _load_hf(path, split)
@@ -242,14 +263,15 @@ def _read_hf(path: Path, split: str, config: DataConfig) -> ray.data.Dataset:
     names = getattr(feature, "names", None)
     texts = loaded[config.text_column]
     labels = loaded[config.label_column]
-    records = [
+    records = named_labels([
         _record(t, names[l] if names is not None and l is not None else l, f"{name}[{split}]:row {i + 1}")
         for i, (t, l) in enumerate(zip(texts, labels))
-    ]
+    ], config.label_names)
     return ray.data.from_items(records) if records else ray.data.from_items([])
 
 
-def _read_files(path: Path, fmt: str, which: str, config: DataConfig, schema: RecordSchema) -> ray.data.Dataset:
+def _read_files(path: Path, fmt: str, which: str, config: DataConfig, schema: RecordSchema,
+                label_names: dict[str, str] | None = None) -> ray.data.Dataset:
     if not path.exists():
         raise DataError(f"data.{which}: file not found: {path}")
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -257,7 +279,7 @@ def _read_files(path: Path, fmt: str, which: str, config: DataConfig, schema: Re
         raise DataError(f"data.{which}: no files in {path}")
 
     def parse(row: dict[str, Any]) -> list[dict[str, str]]:
-        return parse_file(row["bytes"], row["path"], fmt, config, schema)
+        return named_labels(parse_file(row["bytes"], row["path"], fmt, config, schema), label_names or {})
 
     return ray.data.read_binary_files([str(f) for f in files], include_paths=True).flat_map(parse)
 
@@ -266,11 +288,12 @@ def read_split(config: DataConfig, which: str) -> ray.data.Dataset:
     """The ``train`` or ``valid`` split of ``config`` as a dataset of records."""
     name = config.train if which == "train" else config.valid
     path = resolve(config.root, name)
-    fmt = detect_format(path, config.format)
+    fmt = detect_format(path, config.valid_format if which == "valid" and config.valid_format else config.format)
     if fmt == "hf":
         split = config.split if which == "train" else config.valid_split
         return _read_hf(path, split, config)
-    return _read_files(path, fmt, which, config, text_schema(config.text_column, config.label_column))
+    return _read_files(path, fmt, which, config, text_schema(config.text_column, config.label_column),
+                       config.label_names)
 
 
 # ----------------------------------------------------------------------------- translation
@@ -425,6 +448,55 @@ def check_records(ds: ray.data.Dataset, policy: str, which: str) -> CheckedSplit
     if rows == 0:
         raise DataError(f"data.{which}: no usable records")
     return CheckedSplit(good, rows, skipped, examples)
+
+
+def _origin_key(origin: str) -> tuple[str, int, str]:
+    """``path:12`` sorts before ``path:100``: by file, then line number."""
+    path, _, where = origin.rpartition(":")
+    number = where.removeprefix("row ")
+    return (path, int(number), "") if number.isdigit() else (origin, 0, origin)
+
+
+def carve_validation(train: CheckedSplit, fraction: float, seed: int) -> tuple[CheckedSplit, CheckedSplit, dict[str, Any]]:
+    """Hold ``fraction`` of ``train`` out for validation, stratified by ``label`` when the
+    records have one. The unit drawn is an origin (a line: one example, or every phrase of
+    one tree), so no sentence is on both sides; its stratum is its longest text's label
+    (a tree's sentence). Each stratum's units, sorted by file and line, are shuffled with
+    ``seed`` and the first ``round(fraction * n)`` held out (at least one of a stratum
+    with two or more): the same file, fraction and seed hold out the same records
+    whatever the block layout. Returns ``(train, valid, report)``."""
+    import random
+
+    columns = ["origin", "label", "text"] if "label" in train.dataset.columns() else ["origin"]
+    longest: dict[str, tuple[int, str]] = {}
+    for batch in train.dataset.select_columns(columns).iter_batches(batch_size=8192, batch_format="pyarrow"):
+        values = [batch.column(c).to_pylist() for c in columns]
+        for origin, *rest in zip(*values):
+            label, size = (rest[0], len(rest[1])) if rest else ("", 0)
+            if origin not in longest or size > longest[origin][0]:
+                longest[origin] = (size, label)
+    strata: dict[str, list[str]] = {}
+    for origin, (_, label) in longest.items():
+        strata.setdefault(label, []).append(origin)
+    held: set[str] = set()
+    rng = random.Random(seed)
+    for label in sorted(strata):
+        units = sorted(strata[label], key=_origin_key)
+        rng.shuffle(units)
+        take = round(fraction * len(units)) if len(units) < 2 else max(1, round(fraction * len(units)))
+        held.update(units[:min(take, len(units) - 1)])
+    if not held:
+        raise DataError(f"data.valid_fraction={fraction} holds out nothing of {len(longest)} training lines")
+    held_out = frozenset(held)
+    valid = train.dataset.filter(lambda r: r["origin"] in held_out).materialize()
+    kept = train.dataset.filter(lambda r: r["origin"] not in held_out).materialize()
+    valid_rows, kept_rows = valid.count(), kept.count()
+    report = {"valid_fraction": fraction, "valid_seed": seed, "valid_lines": len(held_out),
+              "train_lines": len(longest) - len(held_out)}
+    log.info("validation: held out %d of %d training lines (%d of %d records; %.0f%%, stratified by label, seed %d)",
+             len(held_out), len(longest), valid_rows, train.rows, 100 * fraction, seed)
+    return (CheckedSplit(kept, kept_rows, train.skipped, train.skipped_examples),
+            CheckedSplit(valid, valid_rows, 0, []), report)
 
 
 def with_index(records: ray.data.Dataset, rows: int) -> ray.data.Dataset:

@@ -14,7 +14,7 @@ from pipelines.apps.objectives import Labels
 from pipelines.apps.routes import CLASSIFY
 from pipelines.apps.text_classify.generate import SENTIMENT
 
-TEXT_FORMATS = ("labeled-lines", "csv", "tsv", "jsonl", "parquet", "hf")
+TEXT_FORMATS = ("labeled-lines", "sst-trees", "csv", "tsv", "jsonl", "parquet", "hf")
 
 
 class TextClassify(Labels, App):
@@ -22,6 +22,8 @@ class TextClassify(Labels, App):
     medium = "text"
     shapes = (("seq2vec", "text", ""),)
     formats = TEXT_FORMATS
+    pretrained_embeddings = True
+    data_options = frozenset({"valid_format", "valid_fraction", "label_names", "tree_labels"})
     meta_keys = frozenset({"labels", "vocab_size"})
     wavefront = True
     generators = (SENTIMENT,)
@@ -39,8 +41,31 @@ class TextClassify(Labels, App):
         data = prepare_text_classification(recipe)
         sizes = {"vocab_size": data.tokenizer.get_vocab_size(), "num_labels": len(data.labels)}
         meta = {"labels": data.labels, "vocab_size": data.tokenizer.get_vocab_size()}
+        initial = self.pretrained(recipe, data.tokenizer, sizes, data.report)
         return PreparedData(data.train, data.valid, sizes, {"tokenizer.json": data.tokenizer.to_str()}, meta,
-                            data.train_stats.batches, data.report)
+                            data.train_stats.batches, data.report, initial)
+
+    def pretrained(self, recipe, tokenizer, sizes: dict[str, int], report: dict[str, Any]) -> dict[str, Any]:
+        """``model.pretrained_embeddings`` as the token embedding's starting value (and its
+        coverage in ``report``), or nothing."""
+        path = recipe.model.pretrained_embeddings
+        if not path:
+            return {}
+        import torch
+
+        from models.layers import TokenEmbedding
+        from pipelines.media.embeddings import load_word_vectors
+        from pipelines.media.tokenization import SPECIAL_TOKENS
+
+        vectors = load_word_vectors(path, tokenizer.get_vocab(), recipe.model.embed_dim, specials=set(SPECIAL_TOKENS),
+                                    seed=recipe.train.seed)
+        print(f"pretrained embeddings: {vectors.covered} of {vectors.words} vocabulary words "
+              f"({100 * vectors.coverage:.1f}%) have a vector in {vectors.source}"
+              + (" (frozen)" if recipe.model.freeze_embeddings else ""), flush=True)
+        report.update(vectors.report())
+        first = self.build(recipe.model, sizes, keep=[0])  # the layer the embedding is in
+        name = next(f"{n}.embed.weight" for n, m in first.named_modules() if isinstance(m, TokenEmbedding))
+        return {name: torch.from_numpy(vectors.matrix)}
 
     def frontend(self, sizes: dict[str, int]):
         from models.frontends import tokens

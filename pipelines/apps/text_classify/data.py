@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from pipelines.media.bucketing import PaddingStats, bucket, padding_stats
 from pipelines.config import Recipe
 from pipelines.errors import DataError
-from pipelines.media.sources import check_records, read_split
+from pipelines.media.sources import carve_validation, check_records, read_split
 from pipelines.media.tokenization import encode_batch, load_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,11 @@ class PreparedText:
 def prepare_text_classification(recipe: Recipe) -> PreparedText:
     data = recipe.data
     train = check_records(read_split(data, "train"), data.on_bad_record, "train")
+    valid, carved = None, {}
+    if data.valid_fraction:
+        train, valid, carved = carve_validation(train, data.valid_fraction, data.valid_seed)
+    elif data.valid:
+        valid = check_records(read_split(data, "valid"), data.on_bad_record, "valid")
     labels = sorted(train.dataset.unique("label"))
     if len(labels) < 2:
         raise DataError(f"data.train: need at least 2 distinct labels, found {labels}")
@@ -97,10 +102,10 @@ def prepare_text_classification(recipe: Recipe) -> PreparedText:
         "train_examples": train.rows,
         "skipped_records": train.skipped,
         "truncated_examples": truncated,
+        **carved,
     }
     valid_batches = None
-    if data.valid:
-        valid = check_records(read_split(data, "valid"), data.on_bad_record, "valid")
+    if valid is not None:
         valid_features = featurize(valid.dataset, tokenizer, labels, data.max_length)
         valid_batches = bucket(
             valid_features.drop_columns(["truncated"]), recipe.batching, seed=recipe.train.seed, shuffle=False
