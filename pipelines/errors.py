@@ -55,6 +55,7 @@ def user_error(exc: BaseException) -> BaseException | None:
 
 def run_and_report(command: Callable[[], dict[str, Any] | None]) -> int:
     """Run ``command``; print its summary as the last stdout line, or a one-line error."""
+    connected = _ray_connected()  # a caller's own Ray connection is left alone
     try:
         summary = command()
     except KeyboardInterrupt:
@@ -67,5 +68,16 @@ def run_and_report(command: Callable[[], dict[str, Any] | None]) -> int:
         print(f"rayseq: error: {message}", file=sys.stderr)
         return 2
     if summary is not None:
+        if not connected and _ray_connected():
+            # Until the driver leaves, Ray streams cluster log lines to its stdout (a
+            # raylet's worker-start warning, deduplicated worker logs): one printed after
+            # the summary would break "the last line is the JSON summary". On a cluster
+            # this only disconnects; a local instance the command started ends.
+            sys.modules["ray"].shutdown()
         print(json.dumps(summary), flush=True)
     return 0
+
+
+def _ray_connected() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()

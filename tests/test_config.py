@@ -90,3 +90,37 @@ def test_resources_per_worker_adds_custom_resources_to_each_training_worker():
 def test_bad_resources_per_worker_names_the_resource(value, message):
     with pytest.raises(ConfigError, match=message):
         load_recipe(RECIPES / "demo_sentiment.yaml", [f"parallel.resources_per_worker={value}"])
+
+
+class _FakeRay:
+    """Stands in for the ``ray`` module: connected by the command, or before it."""
+
+    def __init__(self, connected: bool) -> None:
+        self.connected, self.shutdowns = connected, 0
+
+    def is_initialized(self) -> bool:
+        return self.connected
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        self.connected = False
+
+
+@pytest.mark.parametrize("connected_before, shutdowns", [(False, 1), (True, 0)])
+def test_the_summary_comes_after_the_command_leaves_ray(monkeypatch, capsys, connected_before, shutdowns):
+    """A command that connected to Ray disconnects before printing its summary, so no
+    cluster log line can follow it; a caller's own connection (a test session's) stays."""
+    import sys
+
+    from pipelines.errors import run_and_report
+
+    fake = _FakeRay(connected_before)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+
+    def command() -> dict:
+        fake.connected = True
+        return {"steps": 3}
+
+    assert run_and_report(command) == 0
+    assert fake.shutdowns == shutdowns
+    assert capsys.readouterr().out.strip().splitlines()[-1] == '{"steps": 3}'

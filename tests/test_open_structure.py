@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, last_json_line, serve_app
+from test_train_cli import rayseq_together
 from pipelines import apps
 from pipelines.config import recipe_from_dict
 from pipelines.errors import ConfigError
@@ -79,9 +80,16 @@ def trained(ray_head, tmp_path_factory) -> dict[int, dict]:
     """The application trained at pp=1 and pp=2 on the same generated data."""
     work = tmp_path_factory.mktemp("reverse")
     recipe = work / "reverse.yaml"
-    recipe.write_text(yaml.safe_dump({**RECIPE, "data": {**RECIPE["data"], "root": str(work / "data")}}))
-    return {pp: rayseq("train", str(recipe), "--set", f"parallel.pp={pp}", "--output", str(work / f"pp{pp}"))
-            for pp in (1, 2)}
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    # Both runs at once, each generating the same seeded data into a root of its own.
+    runs = rayseq_together(*(["train", str(recipe), "--set", f"data.root={work / f'data{pp}'}", "--set",
+                              f"parallel.pp={pp}", "--output", str(work / f"pp{pp}")] for pp in (1, 2)))
+    summaries = {}
+    for pp, run in zip((1, 2), runs):
+        assert run.returncode == 0, run.stderr[-3000:]
+        summaries[pp] = last_json_line(run.stdout)
+    assert (work / "data1" / "train.txt").read_text() == (work / "data2" / "train.txt").read_text()
+    return summaries
 
 
 @pytest.mark.ray
@@ -97,7 +105,7 @@ def test_trains_the_same_at_pp1_and_pp2(trained):
 @pytest.mark.ray
 def test_evaluates_and_serves(trained, ray_head, tmp_path):
     checkpoint = Path(trained[2]["checkpoint"])
-    valid = checkpoint.parent.parent / "data" / "valid.txt"
+    valid = checkpoint.parent.parent / "data2" / "valid.txt"
     scores = rayseq("eval", str(checkpoint), "--data", str(valid), "--format", "digit-lines",
                     "--predictions", str(tmp_path / "p.jsonl"))
     lines = valid.read_text().splitlines()

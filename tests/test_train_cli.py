@@ -27,14 +27,35 @@ def rayseq(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
     )
 
 
+def rayseq_together(*commands: list[str], timeout: int = 420) -> list[subprocess.CompletedProcess]:
+    """Several ``rayseq`` commands at once: a tiny run is mostly start-up (imports, Ray
+    connect, data preparation, worker start), which overlaps well on the shared head."""
+    runs = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for args in commands]
+    done = []
+    for args, run in zip(commands, runs):
+        stdout, stderr = run.communicate(timeout=timeout)
+        done.append(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr))
+    return done
+
+
 def sets(*pairs: str) -> list[str]:
     return [arg for pair in pairs for arg in ("--set", pair)]
 
 
 @pytest.fixture(scope="module")
-def trained_run(ray_head, tmp_path_factory) -> tuple[Path, dict, str]:
-    out = tmp_path_factory.mktemp("run") / "demo"
-    done = rayseq("train", "recipes/demo_sentiment.yaml", *sets(*SMALL), "--output", str(out))
+def demo_runs(ray_head, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """The sentiment and translation demos at test scale, trained at once."""
+    work = tmp_path_factory.mktemp("run")
+    commands = {"demo": ["train", "recipes/demo_sentiment.yaml", *sets(*SMALL)],
+                "translation": ["train", "recipes/demo_translation.yaml", *sets(*TRANSLATION_SMALL)]}
+    done = rayseq_together(*([*args, "--output", str(work / name)] for name, args in commands.items()))
+    return {name: (work / name, run) for name, run in zip(commands, done)}
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_runs) -> tuple[Path, dict, str]:
+    out, done = demo_runs["demo"]
     assert done.returncode == 0, done.stderr[-3000:]
     return out, last_json_line(done.stdout), done.stdout
 
@@ -69,15 +90,23 @@ def test_eval_scores_the_checkpoint(trained_run, tmp_path):
     assert [r["label"] for r in rows] == [line.split(" ", 1)[0] for line in valid.read_text().splitlines()]
 
 
+@pytest.fixture(scope="module")
+def pp2_runs(trained_run, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """The sentiment demo at pp=2 under 1F1B and under the wavefront, trained at once."""
+    work = tmp_path_factory.mktemp("pp2")
+    schedules = ("1f1b", "wavefront")
+    done = rayseq_together(*(["train", "recipes/demo_sentiment.yaml", *sets(
+        *SMALL, "parallel.pp=2", "parallel.timeline=true", f"parallel.schedule={schedule}"),
+        "--output", str(work / schedule)] for schedule in schedules))
+    return {schedule: (work / schedule, run) for schedule, run in zip(schedules, done)}
+
+
 @pytest.mark.parametrize("schedule, theory", [("1f1b", 1 / 3), ("wavefront", 1 / 9)])
-def test_pipeline_parallel_run_reports_the_same_train_loss(trained_run, tmp_path, schedule, theory):
+def test_pipeline_parallel_run_reports_the_same_train_loss(trained_run, pp2_runs, schedule, theory):
     """pp=2 (two Ray Train workers, one stage each, dropout on) trains the same model as
     pp=1: same train_loss, and its merged checkpoint serves the same predictions."""
     _, reference, _ = trained_run
-    out = tmp_path / "pp2"
-    done = rayseq("train", "recipes/demo_sentiment.yaml",
-                  *sets(*SMALL, "parallel.pp=2", "parallel.timeline=true", f"parallel.schedule={schedule}"),
-                  "--output", str(out))
+    out, done = pp2_runs[schedule]
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"stage plan (2 stages, {schedule}, 2 micro-batches):" in done.stdout
     summary = last_json_line(done.stdout)
@@ -214,9 +243,8 @@ TRANSLATION_SMALL = [
 
 
 @pytest.fixture(scope="module")
-def translation_run(ray_head, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("run") / "translation"
-    done = rayseq("train", "recipes/demo_translation.yaml", *sets(*TRANSLATION_SMALL), "--output", str(out))
+def translation_run(demo_runs) -> tuple[Path, dict]:
+    out, done = demo_runs["translation"]
     assert done.returncode == 0, done.stderr[-3000:]
     return out, last_json_line(done.stdout)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import last_json_line, read_predictions
-from test_train_cli import rayseq, sets
+from test_train_cli import rayseq, rayseq_together, sets
 
 pytestmark = pytest.mark.ray
 
@@ -21,12 +21,24 @@ SMALL_VIDEO = ["data.generate.size=160", "data.video.size=16", "data.video.max_f
 
 
 @pytest.fixture(scope="module")
-def classify_run(ray_head, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("video") / "classify"
-    done = rayseq("train", "recipes/video_classify.yaml", *sets(*SMALL_VIDEO, "train.max_steps=40",
-                                                                 "train.eval_every=40"), "--output", str(out))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, last_json_line(done.stdout)
+def runs(ray_head, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """The classifier and the captioner, trained at once (their start-ups overlap)."""
+    work = tmp_path_factory.mktemp("video")
+    commands = {
+        "classify": ["train", "recipes/video_classify.yaml", *sets(*SMALL_VIDEO, "train.max_steps=40",
+                                                                    "train.eval_every=40")],
+        "caption": ["train", "recipes/video_caption.yaml", *sets(*SMALL_VIDEO, "train.max_steps=60",
+                                                                  "train.eval_every=60", "decode.beam_size=2")],
+    }
+    done = rayseq_together(*([*args, "--output", str(work / name)] for name, args in commands.items()))
+    for run in done:
+        assert run.returncode == 0, run.stderr[-3000:]
+    return {name: (work / name, last_json_line(run.stdout)) for name, run in zip(commands, done)}
+
+
+@pytest.fixture(scope="module")
+def classify_run(runs) -> tuple[Path, dict]:
+    return runs["classify"]
 
 
 def test_classifier_trains_and_eval_reproduces_its_accuracy(classify_run):
@@ -55,13 +67,8 @@ def test_eval_scores_a_freshly_generated_folder_and_names_a_corrupt_clip(classif
     assert "clips/00005.mp4" in done.stderr and "rayseq: error: bad record" in done.stderr
 
 
-def test_captioner_trains_and_eval_reproduces_exact_match_and_bleu(ray_head, tmp_path):
-    out = tmp_path / "caption"
-    done = rayseq("train", "recipes/video_caption.yaml", *sets(*SMALL_VIDEO, "train.max_steps=60",
-                                                                "train.eval_every=60", "decode.beam_size=2"),
-                  "--output", str(out))
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = last_json_line(done.stdout)
+def test_captioner_trains_and_eval_reproduces_exact_match_and_bleu(runs):
+    out, summary = runs["caption"]
     # "a", "moves" and the three "then"s (plus [EOS]) are the same in every caption: a
     # decoder that learned anything gets most of those right (uniform guessing: 1/18).
     assert summary["val_token_accuracy"] > 0.3

@@ -176,8 +176,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]  # frozen embeddings stay out
     if not trainable:
-        raise ConfigError(f"stage {topology.stage} holds only frozen parameters (layers {list(plan.layers(topology.stage))}): "
-                          "use fewer stages or model.freeze_embeddings=false")
+        raise ConfigError(f"stage {topology.stage} holds only frozen parameters (layers "
+                          f"{list(plan.layers(topology.stage))}): use fewer stages or model.freeze_embeddings=false")
     optimizer, scheduler = build_optimizer(trainable, train_cfg)
     average = ParameterAverage(model, train_cfg.ema_decay) if train_cfg.ema_decay else None
     runner = StageRunner(model, topology, device, label_smoothing=train_cfg.label_smoothing,

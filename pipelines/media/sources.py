@@ -457,7 +457,8 @@ def _origin_key(origin: str) -> tuple[str, int, str]:
     return (path, int(number), "") if number.isdigit() else (origin, 0, origin)
 
 
-def carve_validation(train: CheckedSplit, fraction: float, seed: int) -> tuple[CheckedSplit, CheckedSplit, dict[str, Any]]:
+def carve_validation(train: CheckedSplit, fraction: float,
+                     seed: int) -> tuple[CheckedSplit, CheckedSplit, dict[str, Any]]:
     """Hold ``fraction`` of ``train`` out for validation, stratified by ``label`` when the
     records have one. The unit drawn is an origin (a line: one example, or every phrase of
     one tree), so no sentence is on both sides; its stratum is its longest text's label
@@ -483,18 +484,25 @@ def carve_validation(train: CheckedSplit, fraction: float, seed: int) -> tuple[C
     for label in sorted(strata):
         units = sorted(strata[label], key=_origin_key)
         rng.shuffle(units)
-        take = round(fraction * len(units)) if len(units) < 2 else max(1, round(fraction * len(units)))
-        held.update(units[:min(take, len(units) - 1)])
+        held.update(units[:min(max(1, round(fraction * len(units))), len(units) - 1)])  # keep one to train on
     if not held:
         raise DataError(f"data.valid_fraction={fraction} holds out nothing of {len(longest)} training lines")
-    held_out = frozenset(held)
-    valid = train.dataset.filter(lambda r: r["origin"] in held_out).materialize()
-    kept = train.dataset.filter(lambda r: r["origin"] not in held_out).materialize()
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    held_out = pa.array(sorted(held))
+
+    def side(batch: pa.Table, inside: bool) -> pa.Table:
+        mask = pc.is_in(batch["origin"], value_set=held_out)
+        return batch.filter(mask if inside else pc.invert(mask))
+
+    valid, kept = (train.dataset.map_batches(side, fn_kwargs={"inside": inside}, batch_format="pyarrow").materialize()
+                   for inside in (True, False))
     valid_rows, kept_rows = valid.count(), kept.count()
-    report = {"valid_fraction": fraction, "valid_seed": seed, "valid_lines": len(held_out),
-              "train_lines": len(longest) - len(held_out)}
+    report = {"valid_fraction": fraction, "valid_seed": seed, "valid_lines": len(held),
+              "train_lines": len(longest) - len(held)}
     log.info("validation: held out %d of %d training lines (%d of %d records; %.0f%%, stratified by label, seed %d)",
-             len(held_out), len(longest), valid_rows, train.rows, 100 * fraction, seed)
+             len(held), len(longest), valid_rows, train.rows, 100 * fraction, seed)
     return (CheckedSplit(kept, kept_rows, train.skipped, train.skipped_examples),
             CheckedSplit(valid, valid_rows, 0, []), report)
 
