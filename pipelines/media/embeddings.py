@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.layers import PAD_ID
 from pipelines.errors import ConfigError, DataError
 
 
@@ -106,9 +107,7 @@ def load_word_vectors(path: str | Path, vocab: dict[str, int], dim: int, *, spec
     matrix = rng.normal(0.0, scale, size=(len(vocab), dim)).astype(np.float32)
     for index, (_, vector) in found.items():
         matrix[index] = vector
-    for token in specials & vocab.keys():
-        if token == "[PAD]":
-            matrix[vocab[token]] = 0.0
+    matrix[PAD_ID] = 0.0  # what the embedding's padding_idx row holds
     return WordVectors(matrix, len(found), words, str(path))
 
 
