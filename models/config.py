@@ -7,14 +7,16 @@ from dataclasses import dataclass
 CELLS = ("lstm", "gru")
 POOLINGS = ("last", "mean", "max", "attention")
 ATTENTIONS = ("luong", "bahdanau")
+TAG_SCHEMES = ("iob1", "iob2", "iobes")
 
 
 @dataclass(kw_only=True)
 class ModelConfig:
     kind: str = "seq2vec"
     """Application shape: ``seq2vec`` (sequence -> label), ``seq2seq`` (sequence ->
-    sequence: encoder-decoder with attention) or ``vec2seq`` (the encoded sequence pooled
-    to one vector that conditions an RNN decoder: video captioning; ``models.vec2seq``)."""
+    sequence: encoder-decoder with attention), ``vec2seq`` (the encoded sequence pooled
+    to one vector that conditions an RNN decoder: video captioning; ``models.vec2seq``)
+    or ``tagger`` (a label per token: BiLSTM-CRF, ``models.tagger``)."""
     input: str = "text"
     """What the first layer reads: ``text`` (token ids -> embedding), ``audio`` (log-mel
     frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``) or
@@ -86,7 +88,24 @@ class ModelConfig:
     """Keep the pretrained token embedding fixed (Kim 2014's "static") instead of
     fine-tuning it ("non-static")."""
 
+    char_embed_dim: int = 30
+    """tagger: character embedding width (Ma & Hovy 2016: 30)."""
+    char_channels: int = 50
+    """tagger: filters of the character CNN, the width of each word's character features."""
+    word_dropout: float = 0.0
+    """tagger, training only: probability that a word is replaced by the unknown word."""
+    tag_scheme: str = "iobes"
+    """tagger: the scheme the model learns and decodes in (``iob1``, ``iob2`` or
+    ``iobes``); training tags are converted to it, answers back to ``data.tag_scheme``."""
+
     def __post_init__(self) -> None:
+        if self.tag_scheme not in TAG_SCHEMES:
+            raise ValueError(f"model.tag_scheme: {self.tag_scheme!r} is not one of {TAG_SCHEMES}")
+        for name in ("char_embed_dim", "char_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"model.word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.cell not in CELLS:
             raise ValueError(f"model.cell: {self.cell!r} is not one of {CELLS}")
         for name in ("frontend_channels", "spec_freq_width", "spec_time_width"):

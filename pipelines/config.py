@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from models.config import ModelConfig
+from models.config import TAG_SCHEMES, ModelConfig
 from models.frontend import SUBSAMPLING
 from pipelines import apps
 from pipelines.errors import ConfigError
@@ -234,6 +234,13 @@ class DataConfig:
     tree_labels: str = "binary"
     """``sst-trees``: ``binary`` (neutral nodes dropped; 0-1 -> ``0``, 3-4 -> ``1``) or
     ``fine`` (the five classes ``0``-``4``)."""
+    tag_scheme: str = "iob2"
+    """Taggers: the scheme of the files' tags, ``iob1`` (the original CoNLL-2003 files),
+    ``iob2`` (BIO; Hugging Face's ``conll2003``) or ``iobes``; a sequence it forbids is
+    a bad record. Predictions come back in it."""
+    tag_column: int = -1
+    """``conll`` files: the column holding the tag (0-based; negative counts from the
+    end: -1 is the last). Column 0 is the token."""
     on_bad_record: str = "error"
     """``error`` stops at the first bad record (file and line); ``skip`` counts and reports them."""
     max_length: int = 128
@@ -269,6 +276,10 @@ class DataConfig:
                 f"is {self.valid!r} too: set data.valid='' to carve, or valid_fraction=0 to use the file"
             )
         self.label_names = _label_names(self.label_names)
+        if self.tag_scheme not in TAG_SCHEMES:
+            raise ConfigError(f"data.tag_scheme: {self.tag_scheme!r} is not one of {TAG_SCHEMES}")
+        if self.tag_column == 0:
+            raise ConfigError("data.tag_column: column 0 holds the token; the tag is another (-1: the last)")
         if self.tree_labels not in TREE_LABELS:
             raise ConfigError(f"data.tree_labels: {self.tree_labels!r} is not one of {TREE_LABELS}")
         if self.format == "parallel" and not (self.source_lang and self.target_lang):

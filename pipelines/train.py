@@ -86,7 +86,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         train_loop_per_worker,
         train_loop_config={
             "recipe": recipe.to_dict(),
-            "task": app,  # the engine is handed the application; it never looks one up
+            "task": app.training_task(data),  # the engine is handed the application; it never looks one up
             "sizes": data.sizes,
             "has_valid": data.valid is not None,
             "initial": data.initial,

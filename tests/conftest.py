@@ -237,6 +237,43 @@ def tiny_speech_recognizer(tmp_path_factory) -> Path:
     return _export(tmp_path_factory, "tiny-speech", recipe, meta, {"tokenizer.json": tokenizer.to_str()}, meta)
 
 
+TAGGER_RECIPE = {"name": "tiny_tagger", "app": "tag",
+                 "data": {"format": "conll", "tag_scheme": "iob1", "max_length": 16},
+                 "model": {"kind": "tagger", "embed_dim": 8, "hidden_size": 8, "num_layers": 1, "char_embed_dim": 4,
+                           "char_channels": 4, "dropout": 0.0, "tag_scheme": "iobes"}}
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger(tmp_path_factory) -> Path:
+    """A tagger checkpoint made without Ray whose scores favour ``S-PER`` for every
+    token, whatever it reads: each token comes back as a one-token PER entity, so every
+    offset is checked. Tags answer in IOB1 (``I-PER B-PER B-PER ...``)."""
+    import torch
+
+    from pipelines import apps
+    from pipelines.apps.tag.vocab import TaggerVocab
+    from pipelines.checkpoint import export_inference
+    from pipelines.config import recipe_from_dict
+    from pipelines.media.tags import tag_set
+
+    recipe = recipe_from_dict(TAGGER_RECIPE)
+    vocab = TaggerVocab.build([["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]],
+                              tag_set(["LOC", "PER"], "iobes"), "iobes", min_frequency=1, max_words=100, lowercase=True)
+    sizes = {"num_words": len(vocab.words), "num_chars": len(vocab.chars), "num_tags": len(vocab.tags)}
+    model = apps.app_for(recipe).build(recipe.model, sizes, seed=0)
+    scorer = model.layers[str(len(model.layers) - 1)]
+    with torch.no_grad():
+        scorer.project.weight.zero_()
+        scorer.project.bias.zero_()
+        scorer.project.bias[vocab.tags.index("S-PER")] = 10.0
+    shard_dir = tmp_path_factory.mktemp("tiny-tagger-train")
+    torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
+    out = tmp_path_factory.mktemp("tiny-tagger") / "checkpoint"
+    return export_inference(shard_dir, out, recipe=recipe, app=apps.app_for(recipe),
+                            files={"vocab.json": vocab.to_json()},
+                            meta={**sizes, "tags": vocab.tags, "tag_scheme": vocab.scheme})
+
+
 VIDEO_RECIPE = {"format": "video-folder", "train": "train", "valid": "valid",
                 "video": {"size": 16, "max_frames": 24, "max_seconds": 10.0}}
 VIDEO_MODEL = {"input": "video", "embed_dim": 16, "hidden_size": 16, "num_layers": 1, "frontend_channels": 4,
@@ -355,6 +392,8 @@ def read_predictions(scores: dict) -> list[dict]:
         hits = sum(r["label"] == r["predicted"] for r in rows)
         assert hits / len(rows) == pytest.approx(scores["accuracy"], abs=1e-4)
         assert all(0.0 < r["score"] <= 1.0 for r in rows)
+    elif "f1" in scores:
+        assert set(rows[0]) == {"origin", "tokens", "gold", "predicted"}
     else:
         assert set(rows[0]) == {"origin", "reference", "hypothesis"}
     return rows

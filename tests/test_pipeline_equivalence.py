@@ -11,6 +11,8 @@ inside the decoder. Audio models (convolutional front end with SpecAugment, then
 RNN stack) run as 2- and 3-stage pipelines, the front end a stage of its own. Video
 models (a per-frame CNN over uint8 frames) run as a 2-stage GPipe classifier, under the
 wavefront schedule (the CNN streams over time chunks) and as a 3-stage vec2seq captioner.
+The tagger (character CNN, BiLSTM stack, CRF) runs as 2 and 3 stages: the CRF's
+transition scores and the tag scheme's mask live in the last stage with the loss.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pipelines.engine.schedules import StageRunner, broadcast_plan
 from pipelines.engine.stage_plan import plan_stages
 from pipelines.engine.topology import Topology
 from pipelines.engine.worker import optimizer_step
+from pipelines.media.tags import tag_set, to_scheme
 
 MODEL = ModelConfig(embed_dim=6, hidden_size=6, num_layers=3, dropout=0.2, pooling="last")
 # Dropout masks are keyed by (step, micro-batch): data parallelism regroups the rows into
@@ -59,9 +62,13 @@ CTC = ModelConfig(kind="seq2seq", input="audio", decoder="ctc", embed_dim=6, hid
 VIDEO = ModelConfig(input="video", embed_dim=6, hidden_size=6, num_layers=2, dropout=0.2, frontend_channels=2)
 CAPTION = ModelConfig(kind="vec2seq", input="video", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=2,
                       dropout=0.2, frontend_channels=2)
+# Tagging: word/case/character features, a BiLSTM stack, the CRF in the last stage
+# (word dropout and the tag scheme's transition mask on).
+TAGGER = ModelConfig(kind="tagger", embed_dim=6, hidden_size=6, num_layers=2, char_embed_dim=3, char_channels=4,
+                     dropout=0.2, word_dropout=0.2)
 CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ,
            "input_fed": INPUT_FED, "audio": AUDIO, "audio_attention": AUDIO_ATTENTION, "speech": SPEECH, "ctc": CTC,
-           "video": VIDEO, "caption": CAPTION}
+           "video": VIDEO, "caption": CAPTION, "tagger": TAGGER}
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
 VOCAB, LABELS, MICRO, STEPS, MELS, PIXELS = 40, 3, 3, 4, 5, 8
 SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
@@ -69,7 +76,9 @@ SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
          ("seq2vec", "audio"): {"feature_dim": MELS, "num_labels": LABELS},
          ("seq2seq", "audio"): {"feature_dim": MELS, "tgt_vocab_size": VOCAB - 5},
          ("seq2vec", "video"): {"frame_size": PIXELS, "num_labels": LABELS},
-         ("vec2seq", "video"): {"frame_size": PIXELS, "tgt_vocab_size": VOCAB - 5}}
+         ("vec2seq", "video"): {"frame_size": PIXELS, "tgt_vocab_size": VOCAB - 5},
+         ("tagger", "text"): {"num_words": VOCAB, "num_chars": 12, "num_tags": 5}}
+TAGS = tag_set(["PER"], "iobes")  # O B-PER I-PER E-PER S-PER
 
 
 def sizes(config: ModelConfig) -> dict[str, int]:
@@ -78,8 +87,32 @@ def sizes(config: ModelConfig) -> dict[str, int]:
 
 def app_of(config: ModelConfig) -> App:
     """The application that trains ``config``'s model (a recipe without ``app:`` picks it
-    by model kind/input/decoder), handed to the engine as its ``task``."""
-    return apps.app_for(Recipe(model=config))
+    by model kind/input/decoder), handed to the engine as its ``task`` (a tagger bound to
+    its tag set, as training binds it)."""
+    app = apps.app_for(Recipe(model=config))
+    return type(app)(TAGS, "iobes") if config.kind == "tagger" else app
+
+
+def _tagged(g: torch.Generator, rows: int) -> dict[str, torch.Tensor]:
+    """Tagger rows: words, cases, characters (ragged words), IOBES tags padded with -1."""
+    lengths = torch.randint(1, 9, (rows,), generator=g)
+    words = _padded(g, lengths, VOCAB)
+    cases = torch.where(words > 0, torch.randint(1, 7, words.shape, generator=g), 0)
+    chars = torch.randint(2, 12, (*words.shape, 4), generator=g)
+    chars[torch.arange(4)[None, None, :] >= torch.randint(1, 5, words.shape, generator=g)[..., None]] = 0
+    chars[words == 0] = 0
+    labels = torch.full(words.shape, -1)
+    for r, n in enumerate(lengths.tolist()):
+        entities, i = [], 0
+        while i < n:
+            if torch.rand(1, generator=g) < 0.5:
+                end = min(n, i + int(torch.randint(1, 4, (1,), generator=g)))
+                entities.append(("PER", i, end))
+                i = end
+            else:
+                i += 1
+        labels[r, :n] = torch.tensor([TAGS.index(t) for t in to_scheme(entities, n, "iobes")])
+    return {"tokens": words, "cases": cases, "chars": chars, "lengths": lengths, "labels": labels}
 
 
 def _padded(g: torch.Generator, lengths: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -139,6 +172,11 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
             tgt = _padded(g, tgt_len, VOCAB - 5)[pick]
             out.append({"src_tokens": frames, "src_lengths": frame_lengths, "tgt_in": tgt, "tgt_out": tgt.roll(-1, 1),
                         "tgt_lengths": tgt_len[pick]})
+            continue
+        if kind == "tagger":
+            row = _tagged(g, rows)
+            longest = int(row["lengths"][pick].max())
+            out.append({k: v[pick][:, :longest] if v.dim() > 1 else v[pick] for k, v in row.items()})
             continue
         if kind == "seq2vec":
             lengths = torch.randint(1, 9, (rows,), generator=g)
@@ -242,7 +280,7 @@ def test_each_model_is_trained_by_its_application():
         "dropout": "text_classify", "no_dropout": "text_classify", "unidirectional": "text_classify",
         "seq2seq": "translate", "input_fed": "translate", "audio": "audio_classify",
         "audio_attention": "audio_classify", "speech": "speech_to_text", "ctc": "speech_to_text",
-        "video": "video_classify", "caption": "video_caption"}
+        "video": "video_classify", "caption": "video_caption", "tagger": "tag"}
     assert isinstance(app_of(CTC), SpeechToTextCTC) and not isinstance(app_of(SPEECH), SpeechToTextCTC)
 
 
@@ -262,7 +300,8 @@ def expected():
      (1, 2, "wavefront", "dropout"), (1, 3, "wavefront", "dropout"), (1, 2, "wavefront", "unidirectional"),
      (2, 2, "wavefront", "no_dropout"), (1, 2, "1f1b", "seq2seq"), (1, 3, "gpipe", "input_fed"),
      (1, 5, "1f1b", "seq2seq"), (1, 2, "gpipe", "audio"), (1, 3, "1f1b", "speech"), (1, 2, "1f1b", "ctc"),
-     (1, 2, "1f1b", "audio_attention"), (1, 2, "gpipe", "video"), (1, 2, "wavefront", "video"), (1, 3, "1f1b", "caption")],
+     (1, 2, "1f1b", "audio_attention"), (1, 2, "gpipe", "video"), (1, 2, "wavefront", "video"), (1, 3, "1f1b", "caption"),
+     (1, 2, "1f1b", "tagger"), (1, 3, "gpipe", "tagger")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     ref_losses, ref_state = expected[model]

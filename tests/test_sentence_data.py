@@ -10,14 +10,14 @@ import torch
 from pipelines.config import DataConfig, recipe_from_dict
 from pipelines.errors import ConfigError, DataError
 from pipelines.media.embeddings import load_word_vectors
-from pipelines.media.sources import _lines, named_labels, parse_file
+from pipelines.media.sources import named_labels, parse_file, text_lines
 from pipelines.media.trees import TreeError, parse_sst_trees, tree_phrases
 
 TREE = "(3 (2 (2 The) (2 Rock)) (4 (3 (2 is) (4 great)) (2 .)))"
 
 
 def records(text: str, tree_labels: str = "binary") -> list[dict[str, str]]:
-    return parse_sst_trees(_lines(text.encode(), "t.txt"), "t.txt", tree_labels)
+    return parse_sst_trees(text_lines(text.encode(), "t.txt"), "t.txt", tree_labels)
 
 
 def test_every_node_is_a_phrase_root_first():

@@ -223,7 +223,7 @@ def test_app_builder_checks_a_translator_against_the_limits(tiny_checkpoint, tin
 
 
 @pytest.fixture(scope="module")
-def client(ray_head, tiny_checkpoint, tiny_translator):
+def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger):
     """An HTTP client for the deployed application (deleted again after the module)."""
     from ray import serve
 
@@ -231,7 +231,7 @@ def client(ray_head, tiny_checkpoint, tiny_translator):
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app([tiny_checkpoint, tiny_translator], LIMITS), name=APP_NAME, route_prefix="/")
+    serve.run(build_app([tiny_checkpoint, tiny_translator, tiny_tagger], LIMITS), name=APP_NAME, route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
         yield http
     serve.delete(APP_NAME)
@@ -288,9 +288,10 @@ def test_health_models_and_docs(client):
     assert client.get("/v1/models").json() == {"models": [
         {"name": "tiny_sentiment", "kind": "seq2vec", "task": "classify", "labels": ["negative", "positive"]},
         {"name": "tiny_translation", "kind": "seq2seq", "task": "generate"},
+        {"name": "tiny_tagger", "kind": "tagger", "task": "tag"},
     ]}
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/models/{name}/classify", "/v1/models/{name}/generate"} <= set(paths)
+    assert {"/v1/models/{name}/classify", "/v1/models/{name}/generate", "/v1/models/{name}/tag"} <= set(paths)
     assert client.get("/docs").status_code == 200
 
 
@@ -451,3 +452,39 @@ def test_unreadable_and_oversized_bodies(client):
     response = client.post(url, content=chunked(), headers=json_type)
     assert "content-length" not in response.request.headers
     assert_error(response, 413, "too large", "the limit is 4096 bytes")
+
+
+# ---------------------------------------------------------------- the tag route
+
+TAG_TEXTS = ["EU rejects German call to boycott British lamb.", "  Peter Blackburn, U.S. (Reuters)  ", "?!"]
+
+
+@pytest.mark.ray
+def test_tag_route_answers_tokens_tags_and_offsets(client, tiny_tagger):
+    """What the in-process predictor answers, through HTTP (``tests/test_tagging.py``
+    checks the offsets themselves)."""
+    from pipelines.checkpoint import load_predictor
+
+    response = client.post("/v1/models/tiny_tagger/tag", json={"inputs": TAG_TEXTS})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"outputs": load_predictor(tiny_tagger).predict(TAG_TEXTS)}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(("body", "fragments"), [
+    ({"inputs": []}, ["inputs: must not be empty"]),
+    ({"inputs": ["fine", "   "]}, ["inputs[1]: must not be empty"]),
+    ({"inputs": ["x"] * 9}, ["inputs: has 9 items; the limit is 8"]),
+    ({"inputs": ["y" * 201]}, ["inputs[0]: is 201 characters long; the limit is 200"]),
+    ({"inputs": ["fine", "a " * 17]}, ["input 1: 17 tokens", "at most 16"]),
+    ({"inputs": ["fine"], "beam_size": 2}, ["beam_size: is not a known field"]),
+])
+def test_bad_tag_requests_answer_422(client, body, fragments):
+    assert_error(client.post("/v1/models/tiny_tagger/tag", json=body), 422, *fragments)
+
+
+@pytest.mark.ray
+def test_the_tagger_answers_only_its_route(client):
+    assert_error(client.post("/v1/models/tiny_tagger/classify", json={"inputs": ["a"]}), 404,
+                 "'tiny_tagger' is a tag model", "use POST /v1/models/tiny_tagger/tag")
+    assert_error(client.post("/v1/models/tiny_sentiment/tag", json={"inputs": ["a"]}), 404, "no /tag route")

@@ -45,10 +45,12 @@ def sets(*pairs: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def demo_runs(ray_head, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
-    """The sentiment and translation demos at test scale, trained at once."""
+    """The sentiment, translation and named-entity demos at test scale, trained at once
+    (the tagger as a 2-stage pipeline: its CRF on the second stage)."""
     work = tmp_path_factory.mktemp("run")
     commands = {"demo": ["train", "recipes/demo_sentiment.yaml", *sets(*SMALL)],
-                "translation": ["train", "recipes/demo_translation.yaml", *sets(*TRANSLATION_SMALL)]}
+                "translation": ["train", "recipes/demo_translation.yaml", *sets(*TRANSLATION_SMALL)],
+                "tagger": ["train", "recipes/demo_ner.yaml", *sets(*TAGGER_SMALL)]}
     done = rayseq_together(*([*args, "--output", str(work / name)] for name, args in commands.items()))
     return {name: (work / name, run) for name, run in zip(commands, done)}
 
@@ -92,13 +94,18 @@ def test_eval_scores_the_checkpoint(trained_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def pp2_runs(trained_run, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
-    """The sentiment demo at pp=2 under 1F1B and under the wavefront, trained at once."""
+    """The sentiment demo at pp=2 under 1F1B and under the wavefront, and with a
+    parameter average (``ema``), trained at once."""
     work = tmp_path_factory.mktemp("pp2")
-    schedules = ("1f1b", "wavefront")
-    done = rayseq_together(*(["train", "recipes/demo_sentiment.yaml", *sets(
-        *SMALL, "parallel.pp=2", "parallel.timeline=true", f"parallel.schedule={schedule}"),
-        "--output", str(work / schedule)] for schedule in schedules))
-    return {schedule: (work / schedule, run) for schedule, run in zip(schedules, done)}
+    runs = {schedule: sets(*SMALL, "parallel.pp=2", "parallel.timeline=true", f"parallel.schedule={schedule}")
+            for schedule in ("1f1b", "wavefront")}
+    runs["ema"] = sets(*SMALL, *EMA)
+    done = rayseq_together(*(["train", "recipes/demo_sentiment.yaml", *args, "--output", str(work / name)]
+                             for name, args in runs.items()))
+    return {name: (work / name, run) for name, run in zip(runs, done)}
+
+
+EMA = ("train.ema_decay=0.9", "parallel.pp=2")
 
 
 @pytest.mark.parametrize("schedule, theory", [("1f1b", 1 / 3), ("wavefront", 1 / 9)])
@@ -125,15 +132,14 @@ def test_pipeline_parallel_run_reports_the_same_train_loss(trained_run, pp2_runs
     assert abs(one.probabilities(one.rows(texts)) - two.probabilities(two.rows(texts))).max() < 1e-5
 
 
-def test_a_parameter_average_run_exports_the_average_and_resumes_it(ray_head, tmp_path):
+def test_a_parameter_average_run_exports_the_average_and_resumes_it(pp2_runs):
     """``train.ema_decay`` through Ray Train at pp=2: each stage's shard holds its average,
     the raw weights sit beside the optimizer state, the export is the average, and a
     resumed run carries the average's update count on."""
     import torch
 
-    out = tmp_path / "ema"
+    out, done = pp2_runs["ema"]
     args = ("train", "recipes/demo_sentiment.yaml", "--output", str(out))
-    done = rayseq(*args, *sets(*SMALL, "train.ema_decay=0.9", "parallel.pp=2"))
     assert done.returncode == 0, done.stderr[-3000:]
     exported = torch.load(out / "checkpoint" / "model.pt", weights_only=True)
     [last] = [p for p in sorted((out / "train").glob("checkpoint_*")) if (p / "optim.stage1.pt").exists()][-1:]
@@ -147,7 +153,7 @@ def test_a_parameter_average_run_exports_the_average_and_resumes_it(ray_head, tm
     assert any(not torch.equal(exported[k], raw[k]) for k in exported)  # the average, not the last step
     # A rerun on the same output resumes from its latest checkpoint and continues the step
     # count (and the history), whatever the recipe's max_steps was before.
-    done = rayseq(*args, *sets(*SMALL, "train.ema_decay=0.9", "parallel.pp=2", "train.max_steps=40"))
+    done = rayseq(*args, *sets(*SMALL, *EMA, "train.max_steps=40"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from checkpoint at step 30" in done.stdout
     assert last_json_line(done.stdout)["steps"] == 40
@@ -157,20 +163,26 @@ def test_a_parameter_average_run_exports_the_average_and_resumes_it(ray_head, tm
     assert torch.load(latest / "optim.stage0.pt", weights_only=True)["average_updates"] == 40
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["train", "recipes/demo_sentiment.yaml", "--set", "train.max_stepz=3"], "unknown key 'train.max_stepz'"),
-        (["train", "recipes/nope.yaml"], "recipe not found: recipes/nope.yaml"),
-        (["eval", "/nonexistent/ckpt", "--data", "x.txt"], "/nonexistent/ckpt: not a rayseq checkpoint"),
-        (["train", "recipes/fsdd_speech.yaml", "--set", "train.init_from=/nonexistent/ckpt", "--output", "/tmp/x"],
-         "train.init_from: /nonexistent/ckpt is not a checkpoint folder (no model.pt)"),
-        (["train", "recipes/fsdd_digits.yaml", "--set", "data.audio.valid_takes=5-x"],
-         "data.audio.valid_takes: takes '5-x': cannot read '5-x'; expected e.g. '10-49' or '5,7,9-12'"),
-    ],
-)
-def test_bad_input_exits_nonzero_with_one_line(args, message):
-    done = rayseq(*args, timeout=120)
+BAD_INPUT = [
+    (["train", "recipes/demo_sentiment.yaml", "--set", "train.max_stepz=3"], "unknown key 'train.max_stepz'"),
+    (["train", "recipes/nope.yaml"], "recipe not found: recipes/nope.yaml"),
+    (["eval", "/nonexistent/ckpt", "--data", "x.txt"], "/nonexistent/ckpt: not a rayseq checkpoint"),
+    (["train", "recipes/fsdd_speech.yaml", "--set", "train.init_from=/nonexistent/ckpt", "--output", "/tmp/x"],
+     "train.init_from: /nonexistent/ckpt is not a checkpoint folder (no model.pt)"),
+    (["train", "recipes/fsdd_digits.yaml", "--set", "data.audio.valid_takes=5-x"],
+     "data.audio.valid_takes: takes '5-x': cannot read '5-x'; expected e.g. '10-49' or '5,7,9-12'"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs() -> list[subprocess.CompletedProcess]:
+    return rayseq_together(*(args for args, _ in BAD_INPUT), timeout=120)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
+def test_bad_input_exits_nonzero_with_one_line(bad_input_runs, case):
+    message = BAD_INPUT[case][1]
+    done = bad_input_runs[case]
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"rayseq: error: {message}" or message in done.stderr.strip().splitlines()[-1]
 
@@ -235,6 +247,11 @@ def test_killed_worker_restarts_from_the_latest_checkpoint(ray_head, tmp_path):
     assert last_json_line(stdout)["steps"] == 200
 
 
+TAGGER_SMALL = [
+    "data.generate.size=300", "train.max_steps=30", "train.log_every=10", "train.eval_every=15",
+    "train.warmup_steps=5", "model.hidden_size=16", "model.embed_dim=16", "parallel.pp=2",
+    "parallel.microbatches=2",
+]
 TRANSLATION_SMALL = [
     "data.generate.size=400", "train.max_steps=20", "train.log_every=10", "train.eval_every=10",
     "train.warmup_steps=5", "model.hidden_size=16", "model.embed_dim=16", "tokenizer.vocab_size=200",
@@ -277,3 +294,26 @@ def test_seq2seq_pipeline_parallel_run_reports_the_same_train_loss(translation_r
     assert summary["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
     assert summary["val_token_accuracy"] == pytest.approx(reference["val_token_accuracy"], abs=1e-9)
     assert summary["val_chrf"] == reference["val_chrf"]
+
+
+def test_tagger_reports_entity_f1_that_eval_reproduces(demo_runs, tmp_path):
+    """The tagger trains as 2 stages, reports entity F1 on validation, and ``rayseq eval``
+    on the same file gets the same F1 with per-type figures and each sentence's tags."""
+    out, done = demo_runs["tagger"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage plan (2 stages, 1f1b, 2 micro-batches):" in done.stdout
+    summary = last_json_line(done.stdout)
+    assert summary["steps"] == 30 and summary["val_examples"] == 75
+    assert {"val_f1", "val_precision", "val_recall", "val_tag_accuracy"} <= set(summary)
+    checkpoint = Path(summary["checkpoint"])
+    assert {"vocab.json", "model.pt", "meta.json"} <= {p.name for p in checkpoint.iterdir()}
+    valid = out / "data" / "valid.txt"
+    evaluated = rayseq("eval", str(checkpoint), "--data", str(valid), "--predictions", str(tmp_path / "p.jsonl"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    result = last_json_line(evaluated.stdout)
+    assert result["examples"] == 75 and result["f1"] == pytest.approx(summary["val_f1"], abs=0.01)
+    assert set(result["per_type"]) <= {"PER", "LOC", "ORG", "MISC"} and result["gold_entities"] > 75
+    rows = read_predictions(result)
+    assert [len(r["tokens"]) == len(r["gold"]) == len(r["predicted"]) for r in rows] == [True] * 75
+    assert rows[0]["origin"] == f"{valid}:3"  # after the -DOCSTART- line and its blank
+    assert all(t == "O" or t[:2] in ("I-", "B-") for r in rows for t in r["predicted"])  # answers in iob1

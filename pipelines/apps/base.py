@@ -67,6 +67,7 @@ class Predictor(Protocol):
     budget counts; ``run`` answers rows, one JSON-able dict each, in order::
 
         classify:  {"label", "score", "scores"}        generate:  {"text", "score"}
+        tag:       {"tokens", "tags", "entities"}
     """
 
     recipe: Recipe
@@ -107,7 +108,7 @@ class DatasetGenerator:
     check: Callable[[Any], None] = lambda generate: None
 
 
-DATA_OPTIONS = frozenset({"valid_format", "valid_fraction", "label_names", "tree_labels"})
+DATA_OPTIONS = frozenset({"valid_format", "valid_fraction", "label_names", "tree_labels", "tag_scheme", "tag_column"})
 """``data`` keys only some applications read (``App.data_options``)."""
 
 
@@ -133,6 +134,8 @@ class App:
     """``meta.json`` keys it writes beyond the common ones."""
     metric: str = "val_loss"
     """The validation figure the progress line shows."""
+    eval_width: int = 3
+    """How many counts ``eval_counts`` returns: ``(loss, correct, scored)`` and any more."""
     wavefront: bool = False
     """Its layers stream over time chunks (``parallel.schedule: wavefront``)."""
     generators: tuple[DatasetGenerator, ...] = ()
@@ -197,11 +200,16 @@ class App:
     def loss_units(self, plan: StepPlan) -> float:
         raise NotImplementedError
 
-    def eval_counts(self, out: Tensor, targets: Tensor) -> tuple[float, float, float]:
+    def eval_counts(self, out: Tensor, targets: Tensor) -> tuple[float, ...]:
         raise NotImplementedError
 
-    def validation_metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
+    def validation_metrics(self, loss_sum: float, correct: float, count: float, *more: float) -> dict[str, float]:
         raise NotImplementedError
+
+    def training_task(self, prepared: PreparedData) -> App:
+        """What the engine is handed for a run on ``prepared`` data: this application, or
+        a copy bound to what the run's data decided (a tagger's tag set)."""
+        return self
 
     # -- checkpoints, inference and scoring -----------------------------------------
 

@@ -105,10 +105,13 @@ class TrainingTask(Protocol):
     def loss_units(self, plan: StepPlan) -> float:
         """What the loss is normalised by: examples, or target tokens."""
 
-    def eval_counts(self, out: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
-        """``(summed loss, correct, scored)`` of one validation micro-batch."""
+    eval_width: int
+    """How many counts ``eval_counts`` returns (3, or more after ``scored``)."""
 
-    def validation_metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
+    def eval_counts(self, out: torch.Tensor, targets: torch.Tensor) -> tuple[float, ...]:
+        """``(summed loss, correct, scored, *more)`` of one validation micro-batch."""
+
+    def validation_metrics(self, loss_sum: float, correct: float, count: float, *more: float) -> dict[str, float]:
         """The validation entry from the split's summed counts."""
 
 
@@ -230,17 +233,17 @@ class StageRunner:
         return sum(losses)
 
     @torch.no_grad()
-    def evaluate_step(self, plan: StepPlan) -> tuple[float, float, float]:
-        """Forward only; on the last stage ``(loss_sum, correct, scored)`` summed over the
-        micro-batches (scored: examples, or target tokens for seq2seq), else zeros."""
-        totals = [0.0, 0.0, 0.0]
+    def evaluate_step(self, plan: StepPlan) -> tuple[float, ...]:
+        """Forward only; on the last stage the task's ``eval_counts`` (``loss_sum,
+        correct, scored, ...``) summed over the micro-batches, else zeros."""
+        totals = [0.0] * self.task.eval_width
         for i in range(len(plan.lengths)):
             out = self.forward(plan, i, key=(0,), denominator=1.0, train=False)
             if self.topology.is_last:
                 counts = self.task.eval_counts(out, plan.labels[i].to(self.device))
                 totals = [a + b for a, b in zip(totals, counts)]
         self.transport.flush()
-        return tuple(totals) if self.topology.is_last else (0.0, 0.0, 0.0)
+        return tuple(totals) if self.topology.is_last else (0.0,) * self.task.eval_width
 
 
 def clip_global_norm(parameters: list[torch.nn.Parameter], max_norm: float, topology: Topology) -> float:

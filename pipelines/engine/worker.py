@@ -90,7 +90,7 @@ def evaluate(runner: StageRunner, topology: Topology, iterator, microbatches: in
         with average.swapped_in():
             return evaluate(runner, topology, iterator, microbatches)
     runner.module.eval()
-    totals = torch.zeros(3, dtype=torch.float64)
+    totals = torch.zeros(runner.task.eval_width, dtype=torch.float64)
     rows = iter(iterator.iter_rows()) if topology.is_first and iterator is not None else iter(())
     while True:
         row = next(rows, None)
@@ -101,10 +101,10 @@ def evaluate(runner: StageRunner, topology: Topology, iterator, microbatches: in
         totals += torch.tensor(runner.evaluate_step(plan), dtype=torch.float64)
     runner.module.train()
     topology.all_reduce(totals, "world")
-    loss_sum, correct, count = totals.tolist()
+    loss_sum, correct, count, *more = totals.tolist()
     if count == 0:
         return {}
-    return runner.task.validation_metrics(loss_sum, correct, count)
+    return runner.task.validation_metrics(loss_sum, correct, count, *more)
 
 
 def _progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: float, started: float, first_step: int) -> str:

@@ -15,6 +15,9 @@ same way: sorted by length and cut under a budget of ``rows * longest`` position
     Decoder:     rows -> passes (budget / beam) -> models.decoding.generate (greedy or
                  beam) -> hypotheses -> {"text", "score"}
 
+An application whose answers are neither (the tagger: ``{"tokens", "tags",
+"entities"}``) subclasses :class:`LoadedPredictor` itself.
+
 Decoding options a call leaves out (``beam_size``, ``max_length``, GNMT ``alpha``,
 ``max_length_ratio``) come from the checkpoint recipe's ``decode`` section.
 """
@@ -46,7 +49,7 @@ def predictions(probs: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-class _Predictor:
+class LoadedPredictor:
     """A loaded checkpoint (``pipelines.checkpoint.InferenceCheckpoint``) in eval mode on
     its device; ``budget`` bounds one forward pass in row units (tokens or frames)."""
 
@@ -76,7 +79,7 @@ class _Predictor:
         return self.run(self.rows(inputs), **options)
 
 
-class Classifier(_Predictor):
+class Classifier(LoadedPredictor):
     """seq2vec: ``run(rows)`` -> ``{"label", "score", "scores"}`` per row."""
 
     @property
@@ -98,7 +101,7 @@ class Classifier(_Predictor):
         return predictions(self.probabilities(rows), self.labels)
 
 
-class Decoder(_Predictor):
+class Decoder(LoadedPredictor):
     """seq2seq and vec2seq: ``run(rows, beam_size=, max_length=)`` -> ``{"text", "score"}``
     per row (best hypothesis; ``score``: GNMT's length-normalised log-probability).
 

@@ -191,7 +191,7 @@ def bucket(ds: ray.data.Dataset, config: BatchingConfig, *, seed: int, shuffle: 
     ``shuffle=False`` (evaluation) keeps the input order inside each pool and the pool
     order, so results line up with the input.
     """
-    return _bucket(ds, _CutPool(config, sort=config.sort), config, seed=seed, shuffle=shuffle)
+    return bucket_with(ds, _CutPool(config, sort=config.sort), config, seed=seed, shuffle=shuffle)
 
 
 def bucket_pairs(ds: ray.data.Dataset, config: BatchingConfig, *, seed: int, shuffle: bool = True) -> ray.data.Dataset:
@@ -201,10 +201,14 @@ def bucket_pairs(ds: ray.data.Dataset, config: BatchingConfig, *, seed: int, shu
     ``pipelines.media.tokenization.encode_targets``); the batch row layout is in this module's
     docstring. ``shuffle`` as in :func:`bucket`.
     """
-    return _bucket(ds, _CutPairPool(config, sort=config.sort), config, seed=seed, shuffle=shuffle)
+    return bucket_with(ds, _CutPairPool(config, sort=config.sort), config, seed=seed, shuffle=shuffle)
 
 
-def _bucket(ds: ray.data.Dataset, cut: Any, config: BatchingConfig, *, seed: int, shuffle: bool) -> ray.data.Dataset:
+def bucket_with(ds: ray.data.Dataset, cut: Any, config: BatchingConfig, *, seed: int, shuffle: bool) -> ray.data.Dataset:
+    """Featurized rows -> materialized batch rows, ``cut`` turning each pool of
+    ``config.pool_size`` rows into its padded batches (:class:`_CutPool` and
+    :class:`_CutPairPool` here; an application may bring its own). ``shuffle`` as in
+    :func:`bucket`."""
     if shuffle:
         ds = ds.random_shuffle(seed=seed)
     batches = ds.map_batches(

@@ -25,6 +25,7 @@ from pipelines.config import Recipe
 from pipelines.errors import ConfigError
 from pipelines.media.bucketing import PaddingStats, bucket_pairs, padding_stats
 from pipelines.media.sources import CheckedSplit, with_index
+from pipelines.media.featurize import map_featurized
 from pipelines.media.tokenization import (
     TranslationTokenizers,
     encode_batch,
@@ -66,18 +67,9 @@ class FeaturizePairs:
 def featurize_pairs(records: ray.data.Dataset, tokenizers: TranslationTokenizers, *, max_source_length: int,
                     max_target_length: int) -> ray.data.Dataset:
     """Records with an ``index`` column -> featurized pair rows (see :class:`FeaturizePairs`)."""
-    return records.map_batches(
-        FeaturizePairs,
-        fn_constructor_kwargs={
-            "source_json": tokenizers.source.to_str(),
-            "target_json": tokenizers.target.to_str(),
-            "max_source_length": max_source_length,
-            "max_target_length": max_target_length,
-        },
-        batch_size=1024,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=1),
-    )
+    return map_featurized(records, FeaturizePairs, batch_size=1024, source_json=tokenizers.source.to_str(),
+                          target_json=tokenizers.target.to_str(), max_source_length=max_source_length,
+                          max_target_length=max_target_length)
 
 
 @dataclass

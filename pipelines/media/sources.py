@@ -111,7 +111,7 @@ def _record(text: Any, label: Any, origin: str, error: str = "") -> dict[str, st
     return text_schema().record({"text": text, "label": label}, origin, error)
 
 
-def _lines(data: bytes, path: str) -> Iterator[tuple[int, str | None, str]]:
+def text_lines(data: bytes, path: str) -> Iterator[tuple[int, str | None, str]]:
     """``(line_no, text or None, error)``; each line is decoded on its own."""
     raw_lines = data.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
@@ -126,7 +126,7 @@ def _lines(data: bytes, path: str) -> Iterator[tuple[int, str | None, str]]:
 def parse_labeled_lines(data: bytes, path: str) -> list[dict[str, str]]:
     """``LABEL<space>TEXT`` a line (the SST-2 files)."""
     out = []
-    for number, line, error in _lines(data, path):
+    for number, line, error in text_lines(data, path):
         origin = f"{path}:{number}"
         if line is None:
             out.append(_record("", "", origin, error))
@@ -143,7 +143,7 @@ def parse_delimited(
     """CSV/TSV with a header row naming the schema's columns (default: text and label)."""
     schema = schema or text_schema(text_column, label_column)
     out = []
-    rows = list(_lines(data, path))
+    rows = list(text_lines(data, path))
     if not rows or rows[0][1] is None:
         raise DataError(f"{path}:1: missing or unreadable header row")
     header = next(csv.reader([rows[0][1]], delimiter=delimiter))
@@ -171,7 +171,7 @@ def parse_jsonl(
     """One JSON object a line, with the schema's columns as keys."""
     schema = schema or text_schema(text_column, label_column)
     out = []
-    for number, line, error in _lines(data, path):
+    for number, line, error in text_lines(data, path):
         origin = f"{path}:{number}"
         if line is None:
             out.append(schema.record(None, origin, error))
@@ -212,7 +212,7 @@ def parse_file(data: bytes, path: str, fmt: str, config: DataConfig, schema: Rec
     if fmt == "labeled-lines":
         return parse_labeled_lines(data, path)
     if fmt == "sst-trees":
-        return parse_sst_trees(_lines(data, path), path, config.tree_labels)
+        return parse_sst_trees(text_lines(data, path), path, config.tree_labels)
     if fmt in ("csv", "tsv"):
         return parse_delimited(data, path, delimiter="," if fmt == "csv" else "\t", schema=schema)
     if fmt == "jsonl":
@@ -222,7 +222,7 @@ def parse_file(data: bytes, path: str, fmt: str, config: DataConfig, schema: Rec
     raise DataError(f"{path}: unknown format {fmt!r}")
 
 
-def _load_hf(path: Path, split: str):
+def load_hf(path: Path, split: str):
     """A ``datasets.Dataset``: a local ``save_to_disk`` folder or a hub name, one split."""
     import datasets
 
@@ -255,7 +255,7 @@ def named_labels(records: list[dict[str, str]], names: dict[str, str]) -> list[d
 
 def _read_hf(path: Path, split: str, config: DataConfig) -> ray.data.Dataset:
     name = str(path)
-    loaded = _load_hf(path, split)
+    loaded = load_hf(path, split)
     for column in (config.text_column, config.label_column):
         if column not in loaded.column_names:
             raise DataError(f"{name}[{split}]: no column {column!r} (columns: {loaded.column_names})")
@@ -335,7 +335,7 @@ def _side_lines(path: Path, side: str) -> ray.data.Dataset:
     def parse(row: dict[str, Any]) -> list[dict[str, Any]]:
         return [
             {f"{side}_line": number, side: text or "", f"{side}_error": error}
-            for number, text, error in _lines(row["bytes"], name)
+            for number, text, error in text_lines(row["bytes"], name)
         ]
 
     return ray.data.read_binary_files([name]).flat_map(parse)
@@ -411,7 +411,7 @@ def _hf_pair_columns(loaded, config: DataConfig, where: str) -> tuple[list[Any],
 
 def _read_hf_pairs(path: Path, split: str, config: DataConfig) -> ray.data.Dataset:
     where = f"{path}[{split}]"
-    sources, targets = _hf_pair_columns(_load_hf(path, split), config, where)
+    sources, targets = _hf_pair_columns(load_hf(path, split), config, where)
     schema = pair_schema()
     records = [
         schema.record({"source": s, "target": t}, f"{where}:row {i + 1}")
@@ -450,7 +450,7 @@ def check_records(ds: ray.data.Dataset, policy: str, which: str) -> CheckedSplit
     return CheckedSplit(good, rows, skipped, examples)
 
 
-def _origin_key(origin: str) -> tuple[str, int, str]:
+def origin_order(origin: str) -> tuple[str, int, str]:
     """``path:12`` sorts before ``path:100``: by file, then line number."""
     path, _, where = origin.rpartition(":")
     number = where.removeprefix("row ")
@@ -482,7 +482,7 @@ def carve_validation(train: CheckedSplit, fraction: float,
     held: set[str] = set()
     rng = random.Random(seed)
     for label in sorted(strata):
-        units = sorted(strata[label], key=_origin_key)
+        units = sorted(strata[label], key=origin_order)
         rng.shuffle(units)
         held.update(units[:min(max(1, round(fraction * len(units))), len(units) - 1)])  # keep one to train on
     if not held:

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from pipelines.media.bucketing import PaddingStats, bucket, padding_stats
 from pipelines.config import Recipe
 from pipelines.errors import DataError
+from pipelines.media.featurize import map_featurized
 from pipelines.media.sources import carve_validation, check_records, read_split
 from pipelines.media.tokenization import encode_batch, load_tokenizer, train_tokenizer
 
@@ -49,17 +50,8 @@ class Featurize:
 
 
 def featurize(records: ray.data.Dataset, tokenizer: Tokenizer, labels: list[str], max_length: int) -> ray.data.Dataset:
-    return records.map_batches(
-        Featurize,
-        fn_constructor_kwargs={
-            "tokenizer_json": tokenizer.to_str(),
-            "labels": labels,
-            "max_length": max_length,
-        },
-        batch_size=1024,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=1),
-    )
+    return map_featurized(records, Featurize, batch_size=1024, tokenizer_json=tokenizer.to_str(), labels=labels,
+                          max_length=max_length)
 
 
 @dataclass
