@@ -20,7 +20,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import ray
@@ -55,9 +55,14 @@ def detect_format(path: Path, declared: str, langs: tuple[str, str] | None = Non
         return declared
     if langs and not path.exists() and _lang_file(path, langs[0]).exists():
         return "parallel"
-    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
+    if is_hf_folder(path):
         return "hf"
     return EXTENSIONS.get(path.suffix.lower(), "labeled-lines")
+
+
+def is_hf_folder(path: Path) -> bool:
+    """A ``datasets`` ``save_to_disk`` folder."""
+    return path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json"))
 
 
 def _lang_file(prefix: Path, lang: str) -> Path:
@@ -270,18 +275,24 @@ def _read_hf(path: Path, split: str, config: DataConfig) -> ray.data.Dataset:
     return ray.data.from_items(records) if records else ray.data.from_items([])
 
 
-def _read_files(path: Path, fmt: str, which: str, config: DataConfig, schema: RecordSchema,
-                label_names: dict[str, str] | None = None) -> ray.data.Dataset:
+def read_file_records(path: Path, which: str, parse: Callable[[bytes, str], list[dict]]) -> ray.data.Dataset:
+    """Records of a file, or of every file under a folder (recursively, in name order):
+    each file read whole and ``parse(bytes, path)`` in a Ray task."""
     if not path.exists():
         raise DataError(f"data.{which}: file not found: {path}")
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise DataError(f"data.{which}: no files in {path}")
+    return ray.data.read_binary_files([str(f) for f in files], include_paths=True).flat_map(
+        lambda row: parse(row["bytes"], row["path"]))
 
-    def parse(row: dict[str, Any]) -> list[dict[str, str]]:
-        return named_labels(parse_file(row["bytes"], row["path"], fmt, config, schema), label_names or {})
 
-    return ray.data.read_binary_files([str(f) for f in files], include_paths=True).flat_map(parse)
+def _read_files(path: Path, fmt: str, which: str, config: DataConfig, schema: RecordSchema,
+                label_names: dict[str, str] | None = None) -> ray.data.Dataset:
+    def parse(data: bytes, name: str) -> list[dict[str, str]]:
+        return named_labels(parse_file(data, name, fmt, config, schema), label_names or {})
+
+    return read_file_records(path, which, parse)
 
 
 def read_split(config: DataConfig, which: str) -> ray.data.Dataset:

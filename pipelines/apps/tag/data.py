@@ -26,7 +26,8 @@ from pipelines.config import DataConfig, Recipe
 from pipelines.errors import DataError
 from pipelines.media.bucketing import PaddingStats, bucket_with, padding_stats, plan_batches
 from pipelines.media.featurize import map_featurized
-from pipelines.media.sources import CheckedSplit, check_records, load_hf, resolve, text_lines
+from pipelines.media.sources import (CheckedSplit, check_records, is_hf_folder, load_hf, read_file_records, resolve,
+                                     text_lines)
 from pipelines.media.tags import check, convert, parse_conll, spans, tag_set
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,7 @@ LABEL_PAD = -1
 def detect(path: Path, declared: str) -> str:
     if declared != "auto":
         return declared
-    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
-        return "hf"
-    return "conll"
+    return "hf" if is_hf_folder(path) else "conll"
 
 
 def columns(data: DataConfig) -> tuple[str, str]:
@@ -56,18 +55,13 @@ def read_tagged(data: DataConfig, which: str) -> ray.data.Dataset:
     fmt = detect(path, data.format)
     if fmt == "hf":
         return _read_hf(path, data.split if which == "train" else data.valid_split, data)
-    if not path.exists():
-        raise DataError(f"data.{which}: file not found: {path}")
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    if not files:
-        raise DataError(f"data.{which}: no files in {path}")
     two = fmt == "token-tag"
 
-    def parse(row: dict[str, Any]) -> list[dict[str, Any]]:
-        return parse_conll(text_lines(row["bytes"], row["path"]), row["path"], tag_column=-1 if two else data.tag_column,
+    def parse(raw: bytes, name: str) -> list[dict[str, Any]]:
+        return parse_conll(text_lines(raw, name), name, tag_column=-1 if two else data.tag_column,
                            scheme=data.tag_scheme, columns=2 if two else None)
 
-    return ray.data.read_binary_files([str(f) for f in files], include_paths=True).flat_map(parse)
+    return read_file_records(path, which, parse)
 
 
 def _read_hf(path: Path, split: str, data: DataConfig) -> ray.data.Dataset:
