@@ -16,7 +16,8 @@ class ModelConfig:
     """Application shape: ``seq2vec`` (sequence -> label), ``seq2seq`` (sequence ->
     sequence: encoder-decoder with attention), ``vec2seq`` (the encoded sequence pooled
     to one vector that conditions an RNN decoder: video captioning; ``models.vec2seq``)
-    or ``tagger`` (a label per token: BiLSTM-CRF, ``models.tagger``)."""
+    ``tagger`` (a label per token: BiLSTM-CRF, ``models.tagger``) or ``music`` (the next
+    chord of four-voice music, voice by voice: ``models.music``)."""
     input: str = "text"
     """What the first layer reads: ``text`` (token ids -> embedding), ``audio`` (log-mel
     frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``) or
@@ -97,11 +98,14 @@ class ModelConfig:
     tag_scheme: str = "iobes"
     """tagger: the scheme the model learns and decodes in (``iob1``, ``iob2`` or
     ``iobes``); training tags are converted to it, answers back to ``data.tag_scheme``."""
+    head_size: int = 256
+    """music: width of each voice head's hidden layer (it reads the recurrent state and
+    the voices of the chord already predicted)."""
 
     def __post_init__(self) -> None:
         if self.tag_scheme not in TAG_SCHEMES:
             raise ValueError(f"model.tag_scheme: {self.tag_scheme!r} is not one of {TAG_SCHEMES}")
-        for name in ("char_embed_dim", "char_channels"):
+        for name in ("char_embed_dim", "char_channels", "head_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.word_dropout < 1.0:

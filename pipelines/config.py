@@ -241,6 +241,15 @@ class DataConfig:
     tag_column: int = -1
     """``conll`` files: the column holding the tag (0-based; negative counts from the
     end: -1 is the last). Column 0 is the token."""
+    window: int = 32
+    """Music: training rows are windows of ``window + 1`` chords (the last ``window``
+    predicted from those before; the Hands-On ML book's ``window_size``); 0 trains on
+    whole pieces. Evaluation keeps the book's 32 either way."""
+    window_shift: int = 16
+    """Music: steps between the starts of consecutive training windows."""
+    transpose: int = 0
+    """Music: each training window also moved by every shift in ``-transpose..+transpose``
+    semitones that keeps its pitches in MIDI range (data augmentation; 0: none)."""
     on_bad_record: str = "error"
     """``error`` stops at the first bad record (file and line); ``skip`` counts and reports them."""
     max_length: int = 128
@@ -278,6 +287,9 @@ class DataConfig:
         self.label_names = _label_names(self.label_names)
         if self.tag_scheme not in TAG_SCHEMES:
             raise ConfigError(f"data.tag_scheme: {self.tag_scheme!r} is not one of {TAG_SCHEMES}")
+        if self.window < 0 or self.window_shift < 1 or not 0 <= self.transpose <= 12:
+            raise ConfigError(f"data.window must be >= 0, data.window_shift >= 1 and data.transpose in 0..12; got "
+                              f"{self.window}, {self.window_shift} and {self.transpose}")
         if self.tag_column == 0:
             raise ConfigError("data.tag_column: column 0 holds the token; the tag is another (-1: the last)")
         if self.tree_labels not in TREE_LABELS:

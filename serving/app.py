@@ -49,6 +49,7 @@ model table and the limits, so its routes and errors can be tested without Ray.
 """
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -57,7 +58,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -197,11 +198,22 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
             inputs, options = await read_inputs(request, model.card, bodies)
             if options.pop("stream", False):
                 return await streamed(model, inputs, {k: v for k, v in options.items() if k != "beam_size"})
-            return {route.answer_key: await answer(model, inputs, options)}
+            answers = await answer(model, inputs, options)
+            if not route.single:
+                return {route.answer_key: answers}
+            media = accepted_file(request, route)
+            if media is not None:  # the file itself, e.g. Accept: audio/midi
+                return Response(base64.b64decode(answers[0][media[1]]), media_type=media[0])
+            return answers[0]
 
+        responses = _STREAMING_RESPONSES if route.decoding else _CLIENT_ERRORS
+        if route.files:
+            content = {media: {"schema": {"type": "string", "format": "binary"}} for media, _, _ in route.files}
+            described = "; ".join(f"`Accept: {media}`: {what}" for media, _, what in route.files)
+            responses = {**responses, 200: {"description": f"The answer as JSON; {described}", "content": content}}
         app.post(f"/v1/models/{{name}}/{route.name}", name=route.name, response_model=route.response,
-                 description=route.description, responses=_STREAMING_RESPONSES if route.decoding else _CLIENT_ERRORS,
-                 openapi_extra=openapi_body(bodies, route.name))(endpoint)
+                 description=route.description, responses=responses,
+                 openapi_extra=openapi_body(bodies, route))(endpoint)
 
     for route in routes:
         add_route(route)
@@ -250,6 +262,13 @@ async def once_more_if_replica_lost(call: Callable[[], Awaitable[T]]) -> T:
         return await call()
     except REPLICA_LOST:
         return await call()
+
+
+def accepted_file(request: Request, route: RouteSpec) -> tuple[str, str, str] | None:
+    """The route's file answer (``RouteSpec.files``) whose media type the request's
+    ``Accept`` header names, or None: JSON."""
+    accepted = {part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(",")}
+    return next((file for file in route.files if file[0] in accepted), None)
 
 
 def json_line(item: dict[str, Any]) -> bytes:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
+from pipelines.apps.routes import RouteSpec
 from serving.body_limit import MULTIPART, media_type
 from serving.catalog import ModelCard
 from serving.errors import NOT_JSON, UPLOAD_EXAMPLE, UPLOAD_FORMATS
@@ -41,12 +42,14 @@ async def read_inputs(request: Request, card: ModelCard, models: RequestModels) 
     """``(inputs, options)`` of a request to the model of ``card``: its texts or
     :class:`Upload` s, and the other fields of its request model (generate's
     ``beam_size`` and ``max_length``) as keyword arguments for the model deployment."""
-    schema, field = models.body(card.task, card.input), INPUT_FIELDS[card.input]
+    route = card.app.serve.route
+    schema = models.body(card.task, card.input)
+    field = route.input_field if route.request is not None else INPUT_FIELDS[card.input]
     if card.input in UPLOAD_FORMATS:
         body, inputs = await _read_uploads(request, card, schema)
     else:
         body = await _read_json(request, card, schema)
-        inputs = getattr(body, field)
+        inputs = [getattr(body, field)] if route.single else getattr(body, field)
     return inputs, body.model_dump(exclude={field})
 
 
@@ -56,7 +59,9 @@ async def _read_json(request: Request, card: ModelCard, schema: type[BaseModel])
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     sent = media_type(request.headers)
     if not _is_json(sent):
-        raise _unsupported(card, sent, "texts as JSON", NOT_JSON)
+        if card.input == "text":
+            raise _unsupported(card, sent, "texts as JSON", NOT_JSON)
+        raise _unsupported(card, sent, "JSON", "send it with 'Content-Type: application/json'")
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -122,11 +127,11 @@ def part_name(index: int, filename: str | None) -> str:
     return f"file[{index}] {filename!r}" if filename else f"file[{index}]"
 
 
-def openapi_body(models: RequestModels, task: str) -> dict[str, Any]:
-    """The ``openapi_extra`` of a ``task`` route: both bodies it takes. FastAPI documents
-    only a body it parses itself; these models are flat (no ``$defs`` to resolve)."""
-    content = {
-        "application/json": {"schema": models.body(task, "text").model_json_schema()},
-        MULTIPART: {"schema": models.body(task, "video").model_json_schema()},  # audio's too
-    }
+def openapi_body(models: RequestModels, route: RouteSpec) -> dict[str, Any]:
+    """The ``openapi_extra`` of a route: the bodies it takes (a route with a body of its
+    own: JSON only). FastAPI documents only a body it parses itself; these models are
+    flat (no ``$defs`` to resolve)."""
+    content = {"application/json": {"schema": models.body(route.name, "text").model_json_schema()}}
+    if route.request is None:
+        content[MULTIPART] = {"schema": models.body(route.name, "video").model_json_schema()}  # audio's too
     return {"requestBody": {"required": True, "content": content}}

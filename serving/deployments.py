@@ -200,7 +200,18 @@ class _Video(_Medium):
         return card.video.max_frames, "data.video.max_frames"
 
 
-MEDIA = {"text": _Medium(), "audio": _Audio(), "video": _Video()}
+class _Chords(_Medium):
+    """Music: a compose request's primer (a list of chords), one row unit whatever its
+    length (``pipelines.apps.music.predictor.Primer``): a batch holds up to
+    ``max_batch_tokens`` compose requests."""
+
+    unit = "primers"
+
+    def largest_input(self, card: ModelCard, limits: ServeLimits) -> tuple[int, str]:
+        return 1, "one primer"
+
+
+MEDIA = {"text": _Medium(), "audio": _Audio(), "video": _Video(), "music": _Chords()}
 """What serving does per medium (``App.medium``): the one place a new medium plugs in."""
 
 

@@ -51,6 +51,11 @@ class ServeLimits:
     """Largest ``beam_size`` a generate request may ask for."""
     max_generate_length: int = 512
     """Largest ``max_length`` (output tokens) a generate request may ask for."""
+    max_compose_steps: int = 1024
+    """Most chords a compose request may ask for (``steps``; 1024 16th-note steps are 64
+    bars of 4/4)."""
+    max_primer_chords: int = 2048
+    """Longest primer (chords) of a compose request."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

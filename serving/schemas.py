@@ -129,6 +129,9 @@ def request_models(limits: ServeLimits, routes: Iterable[RouteSpec] | None = Non
 
     models: dict[tuple[str, bool], type[BaseModel]] = {}
     for route in routes if routes is not None else served_routes():
+        if route.request is not None:  # a body of its own, JSON only
+            models[route.name, False] = models[route.name, True] = route.request(limits)
+            continue
         title = route.name.capitalize()
         options = decoding if route.decoding else {}
         checks = validators if route.decoding else {}

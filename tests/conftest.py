@@ -274,6 +274,29 @@ def tiny_tagger(tmp_path_factory) -> Path:
                             meta={**sizes, "tags": vocab.tags, "tag_scheme": vocab.scheme})
 
 
+MUSIC_RECIPE = {"name": "tiny_music", "app": "music", "data": {"format": "chorales"},
+                "model": {"kind": "music", "embed_dim": 4, "hidden_size": 8, "num_layers": 2, "residual_from": 1,
+                          "head_size": 6, "dropout": 0.0}}
+
+
+@pytest.fixture(scope="session")
+def tiny_music(tmp_path_factory) -> Path:
+    """An untrained music checkpoint made without Ray: its sampling is what the in-process
+    predictor gives for the same seed."""
+    import torch
+
+    from pipelines import apps
+    from pipelines.checkpoint import export_inference
+    from pipelines.config import recipe_from_dict
+
+    recipe = recipe_from_dict(MUSIC_RECIPE)
+    app = apps.app_for(recipe)
+    shard_dir = tmp_path_factory.mktemp("tiny-music-train")
+    torch.save(app.build(recipe.model, {}, seed=0).state_dict(), shard_dir / "model.stage0.pt")
+    out = tmp_path_factory.mktemp("tiny-music") / "checkpoint"
+    return export_inference(shard_dir, out, recipe=recipe, app=app, files={}, meta={"voices": 4, "pitches": 128})
+
+
 VIDEO_RECIPE = {"format": "video-folder", "train": "train", "valid": "valid",
                 "video": {"size": 16, "max_frames": 24, "max_seconds": 10.0}}
 VIDEO_MODEL = {"input": "video", "embed_dim": 16, "hidden_size": 16, "num_layers": 1, "frontend_channels": 4,

@@ -127,7 +127,8 @@ def legacy_app():
     return build_app([FIXTURES / name / "checkpoint" for name in SERVED])
 
 
-ADDED_ROUTES = {"/v1/models/{name}/tag": {"TagResponse", "Tagged", "Entity"}}
+ADDED_ROUTES = {"/v1/models/{name}/tag": {"TagResponse", "Tagged", "Entity"},
+                "/v1/models/{name}/compose": {"Composed"}}
 """Routes of applications added after the snapshot, with the schemas they brought."""
 
 

@@ -12,7 +12,9 @@ RNN stack) run as 2- and 3-stage pipelines, the front end a stage of its own. Vi
 models (a per-frame CNN over uint8 frames) run as a 2-stage GPipe classifier, under the
 wavefront schedule (the CNN streams over time chunks) and as a 3-stage vec2seq captioner.
 The tagger (character CNN, BiLSTM stack, CRF) runs as 2 and 3 stages: the CRF's
-transition scores and the tag scheme's mask live in the last stage with the loss.
+transition scores and the tag scheme's mask live in the last stage with the loss. The
+music model (chord embedding, unidirectional LSTM stack, voice heads) runs as 2 and 3
+stages: the chords ride along to the heads, which read the voices above each one.
 """
 
 from __future__ import annotations
@@ -66,9 +68,11 @@ CAPTION = ModelConfig(kind="vec2seq", input="video", embed_dim=6, hidden_size=6,
 # (word dropout and the tag scheme's transition mask on).
 TAGGER = ModelConfig(kind="tagger", embed_dim=6, hidden_size=6, num_layers=2, char_embed_dim=3, char_channels=4,
                      dropout=0.2, word_dropout=0.2)
+# Music: chords (4 voices) in, the next chord voice by voice out; residual from layer 1.
+MUSIC = ModelConfig(kind="music", embed_dim=3, hidden_size=6, num_layers=3, residual_from=1, head_size=5, dropout=0.2)
 CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ,
            "input_fed": INPUT_FED, "audio": AUDIO, "audio_attention": AUDIO_ATTENTION, "speech": SPEECH, "ctc": CTC,
-           "video": VIDEO, "caption": CAPTION, "tagger": TAGGER}
+           "video": VIDEO, "caption": CAPTION, "tagger": TAGGER, "music": MUSIC}
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
 VOCAB, LABELS, MICRO, STEPS, MELS, PIXELS = 40, 3, 3, 4, 5, 8
 SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
@@ -77,7 +81,7 @@ SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
          ("seq2seq", "audio"): {"feature_dim": MELS, "tgt_vocab_size": VOCAB - 5},
          ("seq2vec", "video"): {"frame_size": PIXELS, "num_labels": LABELS},
          ("vec2seq", "video"): {"frame_size": PIXELS, "tgt_vocab_size": VOCAB - 5},
-         ("tagger", "text"): {"num_words": VOCAB, "num_chars": 12, "num_tags": 5}}
+         ("tagger", "text"): {"num_words": VOCAB, "num_chars": 12, "num_tags": 5}, ("music", "text"): {}}
 TAGS = tag_set(["PER"], "iobes")  # O B-PER I-PER E-PER S-PER
 
 
@@ -173,6 +177,17 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
             out.append({"src_tokens": frames, "src_lengths": frame_lengths, "tgt_in": tgt, "tgt_out": tgt.roll(-1, 1),
                         "tgt_lengths": tgt_len[pick]})
             continue
+        if kind == "music":  # chords of 4 pitches (some rests), the first note of some rows unscored
+            lengths = torch.randint(1, 9, (rows,), generator=g)
+            chords = torch.randint(36, 82, (rows, int(lengths.max()), 4), generator=g)
+            chords[torch.rand(chords.shape, generator=g) < 0.1] = 0
+            chords[torch.arange(chords.size(1))[None, :] >= lengths[:, None]] = 0
+            labels = chords.masked_fill(torch.arange(chords.size(1))[None, :, None] >= lengths[:, None, None], -1)
+            labels[::2, 0, 0] = -1
+            longest = int(lengths[pick].max())
+            out.append({"tokens": chords[pick][:, :longest], "lengths": lengths[pick],
+                        "labels": labels[pick][:, :longest]})
+            continue
         if kind == "tagger":
             row = _tagged(g, rows)
             longest = int(row["lengths"][pick].max())
@@ -239,6 +254,10 @@ def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, o
         for step, row in enumerate(batches(model_config, topology.dp_rank, dp)):
             step_plan = task.step_plan(row, MICRO) if topology.is_first else None
             step_plan = broadcast_plan(step_plan, topology, torch.device("cpu"))
+            if not topology.is_first:  # every stage gets stage 0's labels, shapes included
+                sent = task.step_plan(row, MICRO).labels
+                assert [x.shape for x in step_plan.labels] == [x.shape for x in sent]
+                assert all(torch.equal(a, b) for a, b in zip(step_plan.labels, sent))
             loss_sum = optimizer_step(runner, optimizer, scheduler, step_plan, schedule=schedule,
                                       key=(TRAIN.seed, step), clip_norm=TRAIN.clip_norm, average=average)
             totals = torch.tensor([loss_sum, task.loss_units(step_plan) if topology.is_last else 0.0])
@@ -280,7 +299,7 @@ def test_each_model_is_trained_by_its_application():
         "dropout": "text_classify", "no_dropout": "text_classify", "unidirectional": "text_classify",
         "seq2seq": "translate", "input_fed": "translate", "audio": "audio_classify",
         "audio_attention": "audio_classify", "speech": "speech_to_text", "ctc": "speech_to_text",
-        "video": "video_classify", "caption": "video_caption", "tagger": "tag"}
+        "video": "video_classify", "caption": "video_caption", "tagger": "tag", "music": "music"}
     assert isinstance(app_of(CTC), SpeechToTextCTC) and not isinstance(app_of(SPEECH), SpeechToTextCTC)
 
 
@@ -301,7 +320,7 @@ def expected():
      (2, 2, "wavefront", "no_dropout"), (1, 2, "1f1b", "seq2seq"), (1, 3, "gpipe", "input_fed"),
      (1, 5, "1f1b", "seq2seq"), (1, 2, "gpipe", "audio"), (1, 3, "1f1b", "speech"), (1, 2, "1f1b", "ctc"),
      (1, 2, "1f1b", "audio_attention"), (1, 2, "gpipe", "video"), (1, 2, "wavefront", "video"), (1, 3, "1f1b", "caption"),
-     (1, 2, "1f1b", "tagger"), (1, 3, "gpipe", "tagger")],
+     (1, 2, "1f1b", "tagger"), (1, 3, "gpipe", "tagger"), (1, 2, "1f1b", "music"), (1, 3, "gpipe", "music")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     ref_losses, ref_state = expected[model]

@@ -223,7 +223,7 @@ def test_app_builder_checks_a_translator_against_the_limits(tiny_checkpoint, tin
 
 
 @pytest.fixture(scope="module")
-def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger):
+def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music):
     """An HTTP client for the deployed application (deleted again after the module)."""
     from ray import serve
 
@@ -231,7 +231,8 @@ def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger):
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app([tiny_checkpoint, tiny_translator, tiny_tagger], LIMITS), name=APP_NAME, route_prefix="/")
+    serve.run(build_app([tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music], LIMITS), name=APP_NAME,
+              route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
         yield http
     serve.delete(APP_NAME)
@@ -289,9 +290,11 @@ def test_health_models_and_docs(client):
         {"name": "tiny_sentiment", "kind": "seq2vec", "task": "classify", "labels": ["negative", "positive"]},
         {"name": "tiny_translation", "kind": "seq2seq", "task": "generate"},
         {"name": "tiny_tagger", "kind": "tagger", "task": "tag"},
+        {"name": "tiny_music", "kind": "music", "task": "compose", "input": "music"},
     ]}
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/models/{name}/classify", "/v1/models/{name}/generate", "/v1/models/{name}/tag"} <= set(paths)
+    assert {"/v1/models/{name}/classify", "/v1/models/{name}/generate", "/v1/models/{name}/tag",
+            "/v1/models/{name}/compose"} <= set(paths)
     assert client.get("/docs").status_code == 200
 
 
@@ -488,3 +491,53 @@ def test_the_tagger_answers_only_its_route(client):
     assert_error(client.post("/v1/models/tiny_tagger/classify", json={"inputs": ["a"]}), 404,
                  "'tiny_tagger' is a tag model", "use POST /v1/models/tiny_tagger/tag")
     assert_error(client.post("/v1/models/tiny_sentiment/tag", json={"inputs": ["a"]}), 404, "no /tag route")
+
+
+# ---------------------------------------------------------------- the compose route
+
+PRIMER = [[74, 70, 65, 58], [74, 70, 65, 58], [75, 70, 67, 55], [0, 70, 67, 55]]
+
+
+@pytest.mark.ray
+def test_compose_route_answers_seeded_music_and_midi(client, tiny_music):
+    """What the in-process predictor samples for the same seed, as JSON and, with
+    ``Accept: audio/midi``, as the MIDI file itself; composing from nothing works too."""
+    from pipelines.checkpoint import load_predictor
+    from pipelines.media.chorales import midi_to_chords
+
+    body = {"primer": PRIMER, "steps": 16, "temperature": 1.0, "top_k": 20, "seed": 3}
+    response = client.post("/v1/models/tiny_music/compose", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer == load_predictor(tiny_music).predict([PRIMER], steps=16, temperature=1.0, top_k=20, seed=3)[0]
+    assert len(answer["chords"]) == 16 and answer["primer_steps"] == 4
+    assert client.post("/v1/models/tiny_music/compose", json=body).json() == answer  # same seed, same music
+    midi = client.post("/v1/models/tiny_music/compose", json=body, headers={"Accept": "audio/midi"})
+    assert midi.status_code == 200 and midi.headers["content-type"] == "audio/midi"
+    assert midi_to_chords(midi.content).tolist() == PRIMER + answer["chords"]
+    empty = client.post("/v1/models/tiny_music/compose", json={"steps": 8, "seed": 1})
+    assert empty.status_code == 200 and len(empty.json()["chords"]) == 8 and empty.json()["primer_steps"] == 0
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(("body", "fragments"), [
+    ({"primer": [[74, 70, 65]], "steps": 4}, ["primer[0]", "at least 4 items"]),
+    ({"primer": [[74, 70, 65, 128]], "steps": 4}, ["primer[0][3]: must be <= 127, got 128"]),
+    ({"primer": [[74, 70, "E", 58]]}, ["primer[0][2]", "integer"]),
+    ({"primer": "C major"}, ["primer: must be an array, got a string"]),
+    ({"primer": PRIMER, "steps": 1025}, ["steps: must be <= 1024, got 1025"]),
+    ({"primer": PRIMER, "steps": 0}, ["steps: must be >= 1, got 0"]),
+    ({"primer": PRIMER, "temperature": -1.0}, ["temperature"]),
+    ({"primer": PRIMER, "inputs": ["x"]}, ["inputs: is not a known field"]),
+])
+def test_bad_compose_requests_answer_422(client, body, fragments):
+    assert_error(client.post("/v1/models/tiny_music/compose", json=body), 422, *fragments)
+
+
+@pytest.mark.ray
+def test_the_music_model_answers_only_its_route(client):
+    assert_error(client.post("/v1/models/tiny_music/generate", json={"inputs": ["a"]}), 404,
+                 "'tiny_music' is a compose model", "use POST /v1/models/tiny_music/compose")
+    assert_error(client.post("/v1/models/tiny_tagger/compose", json={"primer": PRIMER}), 404, "no /compose route")
+    assert_error(client.post("/v1/models/tiny_music/compose", content=b"steps=4",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}), 415, "takes JSON")

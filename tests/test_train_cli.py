@@ -45,12 +45,14 @@ def sets(*pairs: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def demo_runs(ray_head, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
-    """The sentiment, translation and named-entity demos at test scale, trained at once
-    (the tagger as a 2-stage pipeline: its CRF on the second stage)."""
+    """The sentiment, translation, named-entity and music demos at test scale, trained at
+    once (the tagger and the music model as 2-stage pipelines: the CRF, the voice heads on
+    the second stage)."""
     work = tmp_path_factory.mktemp("run")
     commands = {"demo": ["train", "recipes/demo_sentiment.yaml", *sets(*SMALL)],
                 "translation": ["train", "recipes/demo_translation.yaml", *sets(*TRANSLATION_SMALL)],
-                "tagger": ["train", "recipes/demo_ner.yaml", *sets(*TAGGER_SMALL)]}
+                "tagger": ["train", "recipes/demo_ner.yaml", *sets(*TAGGER_SMALL)],
+                "music": ["train", "recipes/demo_music.yaml", *sets(*MUSIC_SMALL)]}
     done = rayseq_together(*([*args, "--output", str(work / name)] for name, args in commands.items()))
     return {name: (work / name, run) for name, run in zip(commands, done)}
 
@@ -247,6 +249,10 @@ def test_killed_worker_restarts_from_the_latest_checkpoint(ray_head, tmp_path):
     assert last_json_line(stdout)["steps"] == 200
 
 
+MUSIC_SMALL = [
+    "data.generate.size=24", "train.max_steps=30", "train.log_every=10", "train.eval_every=15",
+    "parallel.pp=2", "parallel.microbatches=2",
+]
 TAGGER_SMALL = [
     "data.generate.size=300", "train.max_steps=30", "train.log_every=10", "train.eval_every=15",
     "train.warmup_steps=5", "model.hidden_size=16", "model.embed_dim=16", "parallel.pp=2",
@@ -317,3 +323,37 @@ def test_tagger_reports_entity_f1_that_eval_reproduces(demo_runs, tmp_path):
     assert [len(r["tokens"]) == len(r["gold"]) == len(r["predicted"]) for r in rows] == [True] * 75
     assert rows[0]["origin"] == f"{valid}:3"  # after the -DOCSTART- line and its blank
     assert all(t == "O" or t[:2] in ("I-", "B-") for r in rows for t in r["predicted"])  # answers in iob1
+
+
+def test_music_reports_note_accuracy_that_eval_reproduces_and_composes(demo_runs, tmp_path):
+    """The music model trains as 2 stages and validates under the book's protocol;
+    ``rayseq eval`` on the same folder gets the same figures (and whole-piece ones),
+    ``rayseq compose`` writes the same MIDI twice for one seed, and the music benchmark's
+    quick mode scores what it samples."""
+    out, done = demo_runs["music"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage plan (2 stages, 1f1b, 2 micro-batches):" in done.stdout
+    summary = last_json_line(done.stdout)
+    assert summary["steps"] == 30 and {"val_loss", "val_accuracy", "val_notes"} <= set(summary)
+    checkpoint = Path(summary["checkpoint"])
+    evaluated = rayseq("eval", str(checkpoint), "--data", str(out / "data" / "valid"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    result = last_json_line(evaluated.stdout)
+    assert result["accuracy"] == pytest.approx(summary["val_accuracy"], abs=1e-6)
+    assert result["loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+    assert result["notes"] == summary["val_notes"] == result["examples"] * 131 and result["pieces"] == 6
+    assert 0 < result["whole"]["accuracy"] <= 1 and result["whole"]["examples"] == 6
+    primer = sorted((out / "data" / "valid").iterdir())[0]
+    for name in ("a", "b"):
+        composed = rayseq("compose", str(checkpoint), "--primer", str(primer), "--steps", "32", "--seed", "4",
+                          "--out", str(tmp_path / f"{name}.mid"))
+        assert composed.returncode == 0, composed.stderr[-3000:]
+    assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
+    bench = subprocess.run([sys.executable, "bench/music.py", str(checkpoint), "--quick", "--data", str(out / "data"),
+                            "--reference", "valid", "--out", str(tmp_path / "music.json")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    rows = json.loads((tmp_path / "music.json").read_text())["rows"]
+    assert set(rows) == {"bach (validation)", "primed", "from nothing"}
+    assert rows["primed"]["pieces"] == 6 and rows["primed"]["steps"] == 6 * 32
+    assert 0.0 <= rows["from nothing"]["real_or_generated_1nn"] <= 1.0

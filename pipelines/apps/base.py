@@ -108,7 +108,8 @@ class DatasetGenerator:
     check: Callable[[Any], None] = lambda generate: None
 
 
-DATA_OPTIONS = frozenset({"valid_format", "valid_fraction", "label_names", "tree_labels", "tag_scheme", "tag_column"})
+DATA_OPTIONS = frozenset({"valid_format", "valid_fraction", "label_names", "tree_labels", "tag_scheme", "tag_column",
+                          "window", "window_shift", "transpose"})
 """``data`` keys only some applications read (``App.data_options``)."""
 
 

@@ -13,13 +13,15 @@ from pipelines.errors import ConfigError
 
 
 def text_dataset(name: str, help: str, write: Callable[..., Path],
-                 check: Callable[[Any], None] = lambda generate: None) -> DatasetGenerator:
+                 check: Callable[[Any], None] = lambda generate: None, *, default_size: int = 4000) -> DatasetGenerator:
     """A generator ``write(out_dir, *, size, seed) -> out_dir`` of ``train.*`` and ``valid.*``
-    files; its ``ValueError`` (size too large) becomes a one-line ConfigError."""
+    files (or ``train/`` and ``valid/`` folders of them); its ``ValueError`` (size too
+    large) becomes a one-line ConfigError."""
 
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("out_dir", type=Path)
-        parser.add_argument("--size", type=int, default=4000, help="training examples; validation gets size // 4")
+        parser.add_argument("--size", type=int, default=default_size,
+                            help="training examples; validation gets size // 4")
         parser.add_argument("--seed", type=int, default=0)
 
     def command(args: argparse.Namespace) -> dict[str, Any]:
@@ -29,7 +31,8 @@ def text_dataset(name: str, help: str, write: Callable[..., Path],
             out = write(args.out_dir, size=args.size, seed=args.seed)
         except ValueError as err:
             raise ConfigError(f"{name}: {err}") from err
-        files = sorted(p.name for p in out.iterdir() if p.name.startswith(("train.", "valid.")))
+        files = [p for p in out.rglob("*") if p.is_file()
+                 and p.relative_to(out).parts[0].startswith(("train", "valid"))]
         return {"output": str(out), "files": len(files)}
 
     def for_recipe(data, root: Path) -> None:

@@ -5,13 +5,17 @@
 A route's request body follows from its flags: JSON ``{"inputs": [text, ...]}`` for
 text models, multipart ``file`` parts for audio and video models, plus
 ``beam_size``/``max_length`` (and ``stream``) on ``decoding`` routes. Its answer is
-``{<answer_key>: [one per input]}`` shaped by ``response``. No FastAPI here: the response
-models are plain pydantic, and the texts become the route's OpenAPI documentation.
+``{<answer_key>: [one per input]}`` shaped by ``response``. A route may instead bring its
+own JSON body (``request``) with one input in ``input_field`` (``single``): its answer
+is then the response body itself, and ``files`` lets a client ask for one of its fields
+as a file (``Accept: audio/midi``). No FastAPI here: the models are plain pydantic, and
+the texts become the route's OpenAPI documentation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
@@ -56,6 +60,18 @@ class RouteSpec:
     json_example: tuple[str, ...]
     decoding: bool = False
     """Requests take ``beam_size`` and ``max_length``, and may ``stream`` (greedy)."""
+    request: Callable[[Any], type[BaseModel]] | None = None
+    """A body of the route's own: its JSON request model made from the serve limits
+    (``serving.limits.ServeLimits``), whose numbers it enforces. None: ``inputs``."""
+    input_field: str = "inputs"
+    """The request field holding the input(s); every other field is an option passed to
+    the predictor's ``run``."""
+    single: bool = False
+    """One input per request (``input_field`` holds it, not a list); the answer is the
+    response body itself, not a list under ``answer_key``."""
+    files: tuple[tuple[str, str, str], ...] = ()
+    """``(media type, answer field, description)``: a request with ``Accept: <media
+    type>`` gets that base64 field's bytes as the body (``single`` routes)."""
 
 
 CLASSIFY = RouteSpec(

@@ -43,11 +43,16 @@ def _floats(x) -> list[torch.Tensor]:
     return [t for t in (x if isinstance(x, tuple) else (x,)) if t.is_floating_point()]
 
 
+MAX_LABEL_INNER_DIMS = 2
+"""Label dims past (rows, steps) a step plan may have: music's (rows, steps, 4 voices)."""
+
+
 def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.device) -> StepPlan:
     """Stage 0 sends the step's lengths and labels to every stage of its replica, in two
     int64 broadcasts::
 
-        header  (count, rows, length parts, label dims, label elements)
+        header  (count, rows, length parts, label dims, label elements, label inner shape
+                 (dims 2.., padded with 1; the same in every micro-batch, e.g. 4 voices))
         body    rows per micro-batch (count) | label width per micro-batch (count)
                 | each length part (rows each) | labels, flattened
 
@@ -57,13 +62,21 @@ def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.devi
         return plan if plan is not None else StepPlan([], [])
     src = topology.stage_rank(0)
     group = topology.pipeline_group
-    header = torch.zeros(5, dtype=torch.int64, device=device)
+    header = torch.ones(5 + MAX_LABEL_INNER_DIMS, dtype=torch.int64, device=device)
     if topology.is_first and plan is not None:
         header[0], header[1] = len(plan.lengths), plan.examples
         header[2], header[3] = len(_parts(plan.lengths[0])), plan.labels[0].dim()
         header[4] = sum(x.numel() for x in plan.labels)
+        inner = plan.labels[0].shape[2:]
+        if len(inner) > MAX_LABEL_INNER_DIMS:
+            raise ValueError(f"labels of {plan.labels[0].dim()} dims; a step plan's have at most "
+                             f"{2 + MAX_LABEL_INNER_DIMS}")
+        header[5 : 5 + len(inner)] = torch.tensor(inner, dtype=torch.int64)
+    elif topology.is_first:
+        header.zero_()
     dist.broadcast(header, src, group=group)
-    count, rows, parts, label_dims, label_numel = header.tolist()
+    count, rows, parts, label_dims, label_numel, *inner = header.tolist()
+    inner = inner[: max(label_dims - 2, 0)]
     if count == 0:
         return StepPlan([], [])
     body = torch.zeros(2 * count + parts * rows + label_numel, dtype=torch.int64, device=device)
@@ -86,7 +99,7 @@ def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.devi
         offset += rows
     lengths = [p[0] for p in zip(*length_parts)] if parts == 1 else list(zip(*length_parts))
     flat = body[offset:].split([n * w for n, w in zip(sizes, widths)])
-    labels = [x.view(n, w) if label_dims > 1 else x for x, n, w in zip(flat, sizes, widths)]
+    labels = [x.view(n, -1, *inner) if label_dims > 1 else x for x, n, w in zip(flat, sizes, widths)]
     return StepPlan(lengths, labels)
 
 
