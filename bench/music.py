@@ -3,14 +3,17 @@
     python bench/music.py CHECKPOINT                       # JSB: writes bench/results/music.json
     python bench/music.py CHECKPOINT --quick --data DIR --out /tmp/m.json   # smoke run
 
-Reference: the test chorales of ``--data`` (JSB: 77 pieces); voice ranges: its training
+Reference: the test chorales of ``--data`` (JSB: 77 pieces), cut to what each row
+generates, so that length never tells real from generated; voice ranges: its training
 chorales. Rows of the table::
 
-    bach (validation)   the validation chorales themselves: what "like Bach" scores
+    bach (validation)   the validation chorales' steps ``primer..primer+steps`` against the
+                        test chorales' same steps: what "like Bach" scores
     primed              per test chorale, its first ``--primer-steps`` chords (one bar)
-                        continued by ``--steps`` sampled chords; the sampled part is scored
-    from nothing        as many pieces of ``--steps`` chords sampled from the start state,
-                        seeds ``seed..seed+n-1``
+                        continued by ``--steps`` sampled chords; the sampled part against
+                        what Bach wrote there (the test chorales' steps ``primer..primer+steps``)
+    from nothing        as many pieces of ``--steps`` chords sampled from the start state
+                        (seeds ``seed..seed+n-1``) against the test chorales' first ``steps``
 
 Each sampled row draws from its own generator (``--seed``, or ``seed + i`` from nothing),
 so a rerun gives the same music. ``--sample DIR`` writes the first primed piece (primer,
@@ -84,8 +87,12 @@ def main(argv: list[str] | None = None) -> dict:
     unprimed = predictor.generate([Primer(empty)] * len(reference),
                                   seed=[args.seed + i for i in range(len(reference))], **options)
     sampling_s = time.perf_counter() - started
-    rows = {"bach (validation)": compare(valid, reference, ranges), "primed": compare(primed, reference, ranges),
-            "from nothing": compare(unprimed, reference, ranges)}
+    after_primer = [piece[args.primer_steps : args.primer_steps + args.steps] for piece in reference]
+    opening = [piece[: args.steps] for piece in reference]
+    rows = {"bach (validation)": compare([p[args.primer_steps : args.primer_steps + args.steps] for p in valid],
+                                         after_primer, ranges),
+            "primed": compare(primed, after_primer, ranges),
+            "from nothing": compare(unprimed, opening, ranges)}
     print(f"{'':20} {'pieces':>6} {'pc dist':>8} {'in range (S A T B)':>24} {'par. 5ths':>9} {'par. 8ves':>9} "
           f"{'1-NN acc':>8}")
     for name, row in rows.items():

@@ -101,10 +101,15 @@ class ModelConfig:
     head_size: int = 256
     """music: width of each voice head's hidden layer (it reads the recurrent state and
     the voices of the chord already predicted)."""
+    beat_positions: int = 16
+    """music: steps of the metrical cycle whose position each step gets as an input
+    (``(step in the piece) % beat_positions``; 16: a 4/4 bar of 16th notes); 0: none."""
 
     def __post_init__(self) -> None:
         if self.tag_scheme not in TAG_SCHEMES:
             raise ValueError(f"model.tag_scheme: {self.tag_scheme!r} is not one of {TAG_SCHEMES}")
+        if self.beat_positions < 0:
+            raise ValueError(f"model.beat_positions must be >= 0 (0: none), got {self.beat_positions}")
         for name in ("char_embed_dim", "char_channels", "head_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")

@@ -48,14 +48,13 @@ REPORTED = ("valid_fraction", "valid_seed", "valid_lines", "pretrained_coverage"
 def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     """Prepare data, train with Ray Train, export the inference checkpoint; the summary."""
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     from pipelines.checkpoint import export_inference
     from pipelines.engine.history import plot_history, write_history
     from pipelines.engine.ingest import ReplicaDataConfig
     from pipelines.engine.shards import read_train_state
     from pipelines.engine.worker import train_loop_per_worker
-    from pipelines.runtime import init_ray
+    from pipelines.runtime import init_ray, torch_trainer
 
     output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -82,7 +81,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     datasets = {"train": data.train}
     if data.valid is not None:
         datasets["valid"] = data.valid
-    trainer = TorchTrainer(
+    trainer = torch_trainer()(
         train_loop_per_worker,
         train_loop_config={
             "recipe": recipe.to_dict(),

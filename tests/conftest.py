@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -92,6 +93,12 @@ def ray_head(tmp_path_factory):
     ray.shutdown()
     os.environ.pop("RAY_ADDRESS", None)
     stop_session(head)
+    # `ray start --head` recorded the head here for later `ray.init()` calls; `ray stop`
+    # would remove it. Left behind, it sends Ray's state API on this machine to a dead head.
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    with contextlib.suppress(OSError):
+        if current.read_text().strip().endswith(f":{gcs_port}"):
+            current.unlink()
 
 
 def stop_session(head: subprocess.Popen) -> None:

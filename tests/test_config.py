@@ -124,3 +124,20 @@ def test_the_summary_comes_after_the_command_leaves_ray(monkeypatch, capsys, con
     assert run_and_report(command) == 0
     assert fake.shutdowns == shutdowns
     assert capsys.readouterr().out.strip().splitlines()[-1] == '{"steps": 3}'
+
+
+def test_trainer_runs_without_the_placement_group_cleaner():
+    """``pipelines.runtime.torch_trainer``: Ray Train's own callbacks, less the cleaner
+    whose state-API lookup stalled runs 12 s (and can ask the wrong instance)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.runtime import torch_trainer
+
+    def names(trainer_class):
+        trainer = trainer_class(lambda: None, scaling_config=ray.train.ScalingConfig(num_workers=1))
+        return [type(c).__name__ for c in trainer._create_default_callbacks()]
+
+    stock = names(TorchTrainer)
+    assert "PlacementGroupCleanerCallback" in stock  # else Ray changed and this is moot
+    assert names(torch_trainer()) == [n for n in stock if n != "PlacementGroupCleanerCallback"]

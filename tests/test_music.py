@@ -111,13 +111,13 @@ def test_midi_with_five_notes_at_once_is_refused():
 def test_protocol_windows_are_the_books():
     chords = random_chords(0, steps=64)
     rows = piece_rows(chords, PROTOCOL, score_first=False)
-    assert [len(r) for r in rows] == [33, 33]  # starts 0 and 16: only full windows
-    np.testing.assert_array_equal(rows[1], chords[16:49])
-    labels = labels_of(rows[0], score_first=False)
+    assert [(start, len(r)) for start, r in rows] == [(0, 33), (16, 33)]  # only full windows
+    np.testing.assert_array_equal(rows[1][1], chords[16:49])
+    labels = labels_of(rows[0][1], score_first=False)
     assert labels[0, 0] == -1 and (labels.reshape(-1)[1:] >= 0).all()  # 131 of 132 notes scored
     assert piece_rows(chords[:30], PROTOCOL, score_first=False) == []  # too short for a window: none
-    assert [len(r) for r in piece_rows(chords[:30], PROTOCOL, score_first=True)] == [30]  # training keeps it
-    assert [len(r) for r in piece_rows(chords, WHOLE, score_first=False)] == [64]
+    assert [len(r) for _, r in piece_rows(chords[:30], PROTOCOL, score_first=True)] == [30]  # training keeps it
+    assert [(start, len(r)) for start, r in piece_rows(chords, WHOLE, score_first=False)] == [(0, 64)]
 
 
 def test_transposition_keeps_rests_and_range():
@@ -126,7 +126,7 @@ def test_transposition_keeps_rests_and_range():
     assert transposed(chords, 8) is None  # 128 is not a pitch
     rows = piece_rows(np.repeat(chords, 40, 0), Protocol(window=32, shift=16), transpose=8, score_first=True)
     assert len(rows) == 8 + 8  # -8..+7 fit; +8 leaves the range
-    assert len(windows(np.zeros((40, 4)), 33, 16)) == 1
+    assert [start for start, _ in windows(np.zeros((40, 4)), 33, 3)] == [0, 3, 6]
 
 
 # -- model ------------------------------------------------------------------------------
@@ -137,11 +137,25 @@ def test_each_voice_reads_earlier_chords_and_the_voices_above_it():
     chords = torch.from_numpy(random_chords(1, steps=6))[None]
     changed = chords.clone()
     changed[0, 3, 1] = 50 if changed[0, 3, 1] != 50 else 51
-    lengths = torch.tensor([6])
-    moved = (model(chords, lengths) - model(changed, lengths)).abs().amax(-1)[0]
+    lengths, start = torch.tensor([6]), torch.tensor([0])
+    moved = (model((chords, start), lengths) - model((changed, start), lengths)).abs().amax(-1)[0]
     assert (moved[:3] == 0).all()  # the past does not see the future
     assert (moved[3, :2] == 0).all() and (moved[3, 2:] > 0).all()  # voices below the alto see it
     assert (moved[4:] > 0).all()  # every voice of later chords sees it
+
+
+def test_each_step_knows_where_it_falls_in_the_bar():
+    """A row's start shifts every step's bar position: a window cut at step 16 reads as
+    the same row at 0, one cut at step 4 does not; without positions it never matters."""
+    chords, lengths = torch.from_numpy(random_chords(5, steps=8))[None], torch.tensor([8])
+    model = build_chorale_model(SMALL, seed=0).eval()
+
+    def at(start, m=model):
+        return m((chords, torch.tensor([start])), lengths)
+
+    assert torch.equal(at(0), at(16)) and not torch.allclose(at(0), at(4))
+    plain = build_chorale_model(ModelConfig(**{**vars(SMALL), "beat_positions": 0}), seed=0).eval()
+    assert torch.equal(at(0, plain), at(4, plain))
 
 
 def test_sampling_is_seeded_per_row_and_matches_the_model():
@@ -157,7 +171,7 @@ def test_sampling_is_seeded_per_row_and_matches_the_model():
     assert torch.equal(sample(3, 7, temperature=1.0), one.expand(3, -1, -1))  # batch-mates change nothing
     assert not torch.equal(one, sample(1, 8, temperature=1.0))
     greedy = sample(1, 0, temperature=0.0)
-    logits = model(torch.cat([primer, greedy], 1), torch.tensor([11]))
+    logits = model((torch.cat([primer, greedy], 1), torch.tensor([0])), torch.tensor([11]))
     assert torch.equal(logits[:, 5:].argmax(-1), greedy)  # voice by voice, as teacher forcing scores it
     assert sample(1, 0, temperature=1.0).max() < PITCHES and START == PITCHES
 

@@ -185,7 +185,8 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
             labels = chords.masked_fill(torch.arange(chords.size(1))[None, :, None] >= lengths[:, None, None], -1)
             labels[::2, 0, 0] = -1
             longest = int(lengths[pick].max())
-            out.append({"tokens": chords[pick][:, :longest], "lengths": lengths[pick],
+            starts = torch.randint(0, 40, (rows,), generator=g)  # bar positions
+            out.append({"tokens": chords[pick][:, :longest], "starts": starts[pick], "lengths": lengths[pick],
                         "labels": labels[pick][:, :longest]})
             continue
         if kind == "tagger":

@@ -190,10 +190,10 @@ def midi_to_chords(raw: bytes) -> np.ndarray:
 # ----------------------------------------------------------------------------- windows
 
 
-def windows(chords: np.ndarray, size: int, shift: int) -> list[np.ndarray]:
-    """The full windows of ``size`` steps starting every ``shift`` steps (a piece shorter
-    than ``size`` gives none), as the Hands-On ML book cuts chorales."""
-    return [chords[s : s + size] for s in range(0, len(chords) - size + 1, shift)]
+def windows(chords: np.ndarray, size: int, shift: int) -> list[tuple[int, np.ndarray]]:
+    """``(start, window)`` of the full windows of ``size`` steps starting every ``shift``
+    steps (a piece shorter than ``size`` gives none), as the Hands-On ML book cuts chorales."""
+    return [(s, chords[s : s + size]) for s in range(0, len(chords) - size + 1, shift)]
 
 
 def transposed(chords: np.ndarray, semitones: int) -> np.ndarray | None:

@@ -120,17 +120,18 @@ class Music(App):
     # -- training ---------------------------------------------------------------------
 
     def step_plan(self, row: dict[str, Any], microbatches: int):
-        """Row chunks, each trimmed to its longest row."""
+        """Row chunks, each trimmed to its longest row: ``(chords, starts)`` in."""
         import torch
 
         from pipelines.apps.objectives import tensor
         from pipelines.engine.microbatches import StepPlan
 
-        chords, lengths, labels = tensor(row["tokens"]), tensor(row["lengths"]), tensor(row["labels"])
+        chords, starts = tensor(row["tokens"]), tensor(row["starts"])
+        lengths, labels = tensor(row["lengths"]), tensor(row["labels"])
         plan = StepPlan([], [], [])
         for rows in torch.arange(len(lengths)).tensor_split(min(microbatches, len(lengths))):
             t = int(lengths[rows].max())
-            plan.tokens.append(chords[rows, :t])
+            plan.tokens.append((chords[rows, :t], starts[rows]))
             plan.lengths.append(lengths[rows])
             plan.labels.append(labels[rows, :t])
         return plan

@@ -8,6 +8,7 @@ protocol (:data:`PROTOCOL`): windows of 32 + 1 chords every 16, the first note o
 unscored. Each bucketed batch row::
 
     tokens   (rows, T, 4) int32   chords (MIDI pitches, 0 = rest), padded with 0
+    starts   (rows,) int64        each row's first step in its piece (its bar position)
     lengths  (rows,) int64        chords per row
     labels   (rows, T, 4) int32   the notes to predict (the same chords), -1 where not scored
 """
@@ -59,20 +60,21 @@ def read_pieces(data: DataConfig, which: str) -> ray.data.Dataset:
     return read_file_records(path, which, parse)
 
 
-def piece_rows(chords: np.ndarray, protocol: Protocol, *, transpose: int = 0, score_first: bool) -> list[np.ndarray]:
-    """The rows one piece gives under ``protocol``: ``(T, 4)`` chord arrays."""
+def piece_rows(chords: np.ndarray, protocol: Protocol, *, transpose: int = 0,
+               score_first: bool) -> list[tuple[int, np.ndarray]]:
+    """The rows one piece gives under ``protocol``: ``(start step, (T, 4) chords)``."""
     if protocol.window == 0:
-        cut = [chords]
+        cut = [(0, chords)]
     else:
         cut = windows(chords, protocol.window + 1, protocol.shift)
         if not cut and score_first:  # training: a short piece is a row of its own, not dropped
-            cut = [chords]
+            cut = [(0, chords)]
     rows = []
-    for row in cut:
+    for start, row in cut:
         for semitones in range(-transpose, transpose + 1):
             moved = row if semitones == 0 else transposed(row, semitones)
             if moved is not None:
-                rows.append(moved)
+                rows.append((start, moved))
     return rows
 
 
@@ -84,7 +86,7 @@ def labels_of(chords: np.ndarray, score_first: bool) -> np.ndarray:
 
 
 class Windows:
-    """``flat_map`` callable: a piece -> its rows ``{chords, labels (flat), length}``."""
+    """``flat_map`` callable: a piece -> its rows ``{chords, labels (flat), start, length}``."""
 
     def __init__(self, protocol: Protocol, transpose: int, score_first: bool) -> None:
         self.protocol, self.transpose, self.score_first = protocol, transpose, score_first
@@ -92,8 +94,9 @@ class Windows:
     def __call__(self, piece: dict[str, Any]) -> list[dict[str, Any]]:
         chords = np.asarray(piece["chords"], dtype=np.int32).reshape(-1, VOICES)
         return [{"chords": row.reshape(-1), "labels": labels_of(row, self.score_first).reshape(-1),
-                 "length": len(row)}
-                for row in piece_rows(chords, self.protocol, transpose=self.transpose, score_first=self.score_first)]
+                 "start": start, "length": len(row)}
+                for start, row in piece_rows(chords, self.protocol, transpose=self.transpose,
+                                             score_first=self.score_first)]
 
 
 def pad(rows: list[np.ndarray], value: int) -> np.ndarray:
@@ -113,10 +116,11 @@ class CutChordPool:
 
     def __call__(self, pool: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
         lengths = np.asarray(pool["length"], dtype=np.int64)
-        out: dict[str, list[Any]] = {"tokens": [], "lengths": [], "labels": []}
+        out: dict[str, list[Any]] = {"tokens": [], "starts": [], "lengths": [], "labels": []}
         for rows in plan_batches(lengths, max_tokens=self.config.max_tokens,
                                  max_batch_size=self.config.max_batch_size, sort=self.sort):
             out["tokens"].append(pad([np.asarray(pool["chords"][r]).reshape(-1, VOICES) for r in rows], 0))
+            out["starts"].append(np.asarray(pool["start"], dtype=np.int64)[rows])
             out["lengths"].append(lengths[rows])
             out["labels"].append(pad([np.asarray(pool["labels"][r]).reshape(-1, VOICES) for r in rows], LABEL_PAD))
         return out

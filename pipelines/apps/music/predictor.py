@@ -92,14 +92,15 @@ class MusicPredictor(LoadedPredictor):
     def score(self, pieces: list[np.ndarray], protocol: Protocol) -> dict[str, float]:
         """Teacher-forced ``{"loss", "accuracy", "notes", "examples"}`` over the rows
         ``protocol`` cuts from ``pieces`` (every note but a row's first; state reset per row)."""
-        rows = [row for chords in pieces for row in piece_rows(chords, protocol, score_first=False)]
+        cut = [row for chords in pieces for row in piece_rows(chords, protocol, score_first=False)]
+        starts, rows = np.array([start for start, _ in cut], dtype=np.int64), [row for _, row in cut]
         loss = correct = notes = 0.0
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         for batch in plan_batches(lengths, max_tokens=max(self.budget, int(lengths.max(initial=1))),
                                   max_batch_size=256, sort=True):
             chords = torch.from_numpy(pad([rows[i] for i in batch], 0)).long().to(self.device)
             labels = torch.from_numpy(pad([labels_of(rows[i], False) for i in batch], LABEL_PAD)).long().to(self.device)
-            logits = self.model(chords, torch.from_numpy(lengths[batch]))
+            logits = self.model((chords, torch.from_numpy(starts[batch])), torch.from_numpy(lengths[batch]))
             scored = labels != LABEL_PAD
             loss += float(note_loss(logits, labels))
             correct += float(((logits.argmax(-1) == labels) & scored).sum())
