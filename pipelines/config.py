@@ -367,7 +367,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     schedule: str = "linear"
-    """LR after warm-up: ``linear`` or ``cosine`` decay to 0, or ``constant``."""
+    """LR after warm-up: ``linear`` or ``cosine`` decay to 0, ``constant``, or ``step``:
+    constant, times ``decay_gamma`` at each step of ``decay_at`` (PyTorch's MultiStepLR)."""
+    decay_at: list[int] = field(default_factory=list)
+    """``schedule: step``: the optimizer steps at which the LR drops, ascending."""
+    decay_gamma: float = 0.1
+    """``schedule: step``: what each drop multiplies the LR by."""
     clip_norm: float = 1.0
     """Clip gradients to this global L2 norm (0 disables)."""
     ema_decay: float = 0.0
@@ -397,8 +402,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise ConfigError(f"train.max_steps must be >= 1, got {self.max_steps}")
-        if self.schedule not in ("linear", "cosine", "constant"):
-            raise ConfigError(f"train.schedule: {self.schedule!r} is not linear, cosine or constant")
+        if self.schedule not in ("linear", "cosine", "constant", "step"):
+            raise ConfigError(f"train.schedule: {self.schedule!r} is not linear, cosine, constant or step")
+        if not isinstance(self.decay_at, list) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                          for s in self.decay_at):
+            raise ConfigError(f"train.decay_at must be a list of optimizer steps, got {self.decay_at!r}")
+        if self.decay_at and self.schedule != "step":
+            raise ConfigError(f"train.decay_at is read by schedule: step, not {self.schedule}")
+        if self.decay_at != sorted(set(self.decay_at)) or any(s < 1 for s in self.decay_at):
+            raise ConfigError(f"train.decay_at must be ascending steps >= 1, got {self.decay_at}")
+        if not 0.0 < self.decay_gamma <= 1.0:
+            raise ConfigError(f"train.decay_gamma must be in (0, 1], got {self.decay_gamma}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -141,3 +141,17 @@ def test_trainer_runs_without_the_placement_group_cleaner():
     stock = names(TorchTrainer)
     assert "PlacementGroupCleanerCallback" in stock  # else Ray changed and this is moot
     assert names(torch_trainer()) == [n for n in stock if n != "PlacementGroupCleanerCallback"]
+
+
+def test_step_schedule_drops_the_rate_at_its_steps():
+    from pipelines.config import TrainConfig
+    from pipelines.engine.optim import lr_factor
+
+    config = TrainConfig(max_steps=10, warmup_steps=2, schedule="step", decay_at=[5, 8], decay_gamma=0.3)
+    assert [round(lr_factor(s, config), 4) for s in range(10)] == [0.5, 1, 1, 1, 1, 0.3, 0.3, 0.3, 0.09, 0.09]
+    with pytest.raises(ConfigError, match="train.decay_at is read by schedule: step, not linear"):
+        TrainConfig(decay_at=[5])
+    with pytest.raises(ConfigError, match="ascending steps >= 1"):
+        TrainConfig(schedule="step", decay_at=[8, 5])
+    with pytest.raises(ConfigError, match="decay_gamma must be in"):
+        TrainConfig(schedule="step", decay_at=[5], decay_gamma=0.0)

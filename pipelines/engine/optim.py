@@ -15,6 +15,8 @@ def lr_factor(step: int, config: TrainConfig) -> float:
         return (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return 1.0
+    if config.schedule == "step":
+        return config.decay_gamma ** sum(step >= at for at in config.decay_at)
     span = max(config.max_steps - config.warmup_steps, 1)
     progress = min((step - config.warmup_steps) / span, 1.0)
     if config.schedule == "cosine":
