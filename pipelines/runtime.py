@@ -92,11 +92,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+"""Ray Train 2.60's switch for its per-run preemption watcher (default on)."""
+
+
 def _connect(num_cpus: int | None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         _use_local_auth_token()
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
+        # One machine has no node to lose: Ray Train's preemption watcher (an actor per run
+        # that polls for draining nodes) only costs a process, ~4 CPU-s of a tiny run's ~48.
+        os.environ.setdefault(PREEMPTION_WATCHER, "0")  # the local instance's workers inherit it
         # "local": always a fresh instance, never a stale one found in /tmp/ray.
         ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", log_to_driver=True)
 

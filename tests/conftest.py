@@ -58,7 +58,9 @@ def ray_head(tmp_path_factory):
     log = tmp_path_factory.mktemp("ray-head") / "head.log"
     # Jobs submitted to this head run `python` from its PATH: make that this venv's.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path}
+    # A one-machine head has no node to lose: no preemption watcher per run (as rayseq's own
+    # local instances, pipelines.runtime.PREEMPTION_WATCHER).
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
          f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
