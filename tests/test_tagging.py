@@ -14,7 +14,7 @@ import torch
 from models import ModelConfig
 from models.crf import Allowed, CRFScores, log_partition, neg_log_likelihood, path_score, viterbi
 from models.tagger import build_tagger, case_of
-from pipelines.apps.tag.data import CutTagPool, Featurize, pad
+from pipelines.apps.tag.data import CutTagPool, Featurize
 from pipelines.apps.tag.predictor import allowed_mask, tokenize
 from pipelines.apps.tag.vocab import TaggerVocab, normalize
 from pipelines.config import BatchingConfig, recipe_from_dict
@@ -283,8 +283,11 @@ def test_featurize_converts_tags_and_bucketing_pads_labels_with_minus_one():
 
 
 def test_pad_handles_ragged_matrices():
-    out = pad([np.ones((2, 3), dtype=np.int32), np.ones((1, 5), dtype=np.int32)])
-    assert out.shape == (2, 2, 5) and out[0, :, 3:].sum() == 0 and out[1, 1].sum() == 0
+    from pipelines.media.bucketing import pad_batch
+
+    out = pad_batch([np.ones((2, 3), dtype=np.int32), np.ones((1, 5), dtype=np.int32)], -1)
+    assert out.shape == (2, 2, 5) and (out[0, :, 3:] == -1).all() and (out[1, 1] == -1).all()
+    assert out.dtype == np.int32 and out[0, :, :3].sum() == 6
 
 
 # ----------------------------------------------------------------------------- scores, tokens

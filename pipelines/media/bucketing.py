@@ -99,14 +99,18 @@ def _greedy_cut(order: np.ndarray, lengths: np.ndarray, *, max_tokens: int, max_
     return batches
 
 
-def pad_batch(ids: list[np.ndarray]) -> np.ndarray:
-    """Rows padded with zeros to the longest: token ids ``(rows, longest)`` int32, or
-    audio frames ``(rows, longest, n_mels)`` in their own (float) dtype."""
+def pad_batch(ids: list, value: int = 0) -> np.ndarray:
+    """Rows padded with ``value`` to the largest size in every dimension: token ids (or
+    tags) ``(rows, longest)`` int32; rows of more dimensions in the first row's dtype:
+    audio frames ``(rows, longest, n_mels)``, a tagger's characters ``(rows, longest
+    sentence, longest word)``, chords ``(rows, longest, 4)``."""
     first = np.asarray(ids[0])
     dtype = first.dtype if first.ndim > 1 else np.int32
-    out = np.zeros((len(ids), max(len(x) for x in ids), *first.shape[1:]), dtype=dtype)
+    shape = (len(ids), *(max(np.shape(x)[d] for x in ids) for d in range(first.ndim)))
+    out = np.full(shape, value, dtype=dtype)
     for row, x in enumerate(ids):
-        out[row, : len(x)] = x
+        x = np.asarray(x)
+        out[(row, *(slice(0, n) for n in x.shape))] = x
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import ray
 
 from pipelines.config import DataConfig, Recipe
-from pipelines.media.bucketing import PaddingStats, bucket_with, padding_stats, plan_batches
+from pipelines.media.bucketing import PaddingStats, bucket_with, pad_batch, padding_stats, plan_batches
 from pipelines.media.chorales import VOICES, parse_piece, transposed, windows
 from pipelines.media.sources import check_records, read_file_records, resolve
 
@@ -99,14 +99,6 @@ class Windows:
                                              score_first=self.score_first)]
 
 
-def pad(rows: list[np.ndarray], value: int) -> np.ndarray:
-    """``(T_i, 4)`` rows -> ``(B, longest, 4)``."""
-    out = np.full((len(rows), max(len(r) for r in rows), VOICES), value, dtype=np.int32)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
-
-
 class CutChordPool:
     """``map_batches`` function: a pool of rows -> its padded batches (``rows * longest
     <= max_tokens`` chords, sorted by length; the layout in the module docstring)."""
@@ -119,10 +111,10 @@ class CutChordPool:
         out: dict[str, list[Any]] = {"tokens": [], "starts": [], "lengths": [], "labels": []}
         for rows in plan_batches(lengths, max_tokens=self.config.max_tokens,
                                  max_batch_size=self.config.max_batch_size, sort=self.sort):
-            out["tokens"].append(pad([np.asarray(pool["chords"][r]).reshape(-1, VOICES) for r in rows], 0))
+            out["tokens"].append(pad_batch([np.asarray(pool["chords"][r]).reshape(-1, VOICES) for r in rows], 0))
             out["starts"].append(np.asarray(pool["start"], dtype=np.int64)[rows])
             out["lengths"].append(lengths[rows])
-            out["labels"].append(pad([np.asarray(pool["labels"][r]).reshape(-1, VOICES) for r in rows], LABEL_PAD))
+            out["labels"].append(pad_batch([np.asarray(pool["labels"][r]).reshape(-1, VOICES) for r in rows], LABEL_PAD))
         return out
 
 

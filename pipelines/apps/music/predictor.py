@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from models.music import note_loss
-from pipelines.apps.music.data import LABEL_PAD, Protocol, labels_of, pad, piece_rows
+from pipelines.apps.music.data import LABEL_PAD, Protocol, labels_of, piece_rows
 from pipelines.errors import DataError
 from pipelines.inference.predictors import LoadedPredictor
-from pipelines.media.bucketing import plan_batches
+from pipelines.media.bucketing import pad_batch, plan_batches
 from pipelines.media.chorales import VOICES, check_chord, chords_to_midi
 
 
@@ -98,8 +98,8 @@ class MusicPredictor(LoadedPredictor):
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         for batch in plan_batches(lengths, max_tokens=max(self.budget, int(lengths.max(initial=1))),
                                   max_batch_size=256, sort=True):
-            chords = torch.from_numpy(pad([rows[i] for i in batch], 0)).long().to(self.device)
-            labels = torch.from_numpy(pad([labels_of(rows[i], False) for i in batch], LABEL_PAD)).long().to(self.device)
+            chords = torch.from_numpy(pad_batch([rows[i] for i in batch], 0)).long().to(self.device)
+            labels = torch.from_numpy(pad_batch([labels_of(rows[i], False) for i in batch], LABEL_PAD)).long().to(self.device)
             logits = self.model((chords, torch.from_numpy(starts[batch])), torch.from_numpy(lengths[batch]))
             scored = labels != LABEL_PAD
             loss += float(note_loss(logits, labels))

@@ -24,7 +24,7 @@ import ray
 from pipelines.apps.tag.vocab import TaggerVocab
 from pipelines.config import DataConfig, Recipe
 from pipelines.errors import DataError
-from pipelines.media.bucketing import PaddingStats, bucket_with, padding_stats, plan_batches
+from pipelines.media.bucketing import PaddingStats, bucket_with, pad_batch, padding_stats, plan_batches
 from pipelines.media.featurize import map_featurized
 from pipelines.media.sources import (CheckedSplit, check_records, is_hf_folder, load_hf, read_file_records, resolve,
                                      text_lines)
@@ -120,15 +120,6 @@ class Featurize:
         return result
 
 
-def pad(rows: list[np.ndarray], value: int = 0) -> np.ndarray:
-    """1-d rows -> ``(B, longest)``; 2-d rows ``(T_i, C_i)`` -> ``(B, longest T, longest C)``."""
-    shape = (len(rows), *(max(r.shape[d] for r in rows) for d in range(rows[0].ndim)))
-    out = np.full(shape, value, dtype=np.int32)
-    for i, r in enumerate(rows):
-        out[(i, *(slice(0, n) for n in r.shape))] = r
-    return out
-
-
 class CutTagPool:
     """``map_batches`` function: a pool of featurized sentences -> its padded batches
     (``rows * longest <= max_tokens``, sorted by length; the layout in the module docstring)."""
@@ -142,11 +133,11 @@ class CutTagPool:
         out: dict[str, list[Any]] = {name: [] for name in names}
         for rows in plan_batches(lengths, max_tokens=self.config.max_tokens,
                                  max_batch_size=self.config.max_batch_size, sort=self.sort):
-            out["tokens"].append(pad([pool["words"][r] for r in rows]))
-            out["cases"].append(pad([pool["cases"][r] for r in rows]))
-            out["chars"].append(pad([np.asarray(pool["chars"][r]).reshape(lengths[r], -1) for r in rows]))
+            out["tokens"].append(pad_batch([pool["words"][r] for r in rows]))
+            out["cases"].append(pad_batch([pool["cases"][r] for r in rows]))
+            out["chars"].append(pad_batch([np.asarray(pool["chars"][r]).reshape(lengths[r], -1) for r in rows]))
             out["lengths"].append(lengths[rows])
-            out["labels"].append(pad([pool["labels"][r] for r in rows], LABEL_PAD))
+            out["labels"].append(pad_batch([pool["labels"][r] for r in rows], LABEL_PAD))
             if "index" in pool:
                 out["index"].append(np.asarray(pool["index"], dtype=np.int64)[rows])
         return out

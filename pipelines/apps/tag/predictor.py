@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from models.crf import Allowed, viterbi
-from pipelines.apps.tag.data import pad
 from pipelines.apps.tag.vocab import TaggerVocab
 from pipelines.errors import DataError
 from pipelines.inference.predictors import LoadedPredictor
-from pipelines.media.bucketing import plan_batches
+from pipelines.media.bucketing import pad_batch, plan_batches
 from pipelines.media.tags import allowed_moves, spans, to_scheme
 
 ABBREVIATIONS = ("Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Jr", "Sr", "Inc", "Corp", "Co", "Ltd", "Bros", "Gen", "Gov",
@@ -106,7 +105,7 @@ class TagPredictor(LoadedPredictor):
     def batches(self, rows: list[TagRow], budget: int) -> Iterator[tuple[np.ndarray, tuple, torch.Tensor]]:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         for index in plan_batches(lengths, max_tokens=budget, max_batch_size=len(rows), sort=True):
-            inputs = tuple(torch.from_numpy(pad([getattr(rows[r], k) for r in index]).astype(np.int64)).to(self.device)
+            inputs = tuple(torch.from_numpy(pad_batch([getattr(rows[r], k) for r in index]).astype(np.int64)).to(self.device)
                            for k in ("words", "cases", "chars"))
             yield index, inputs, torch.from_numpy(lengths[index])
 
