@@ -204,9 +204,11 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int,
     return torch.cat([torch.multinomial(p[None], 1, generator=g)[:, 0] for p, g in zip(probs, generators)])
 
 
-def note_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+def note_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "sum",
+              label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy in nats over the notes of ``targets (B, T, 4)`` (-1: not scored)."""
-    return F.cross_entropy(logits.reshape(-1, PITCHES), targets.reshape(-1), ignore_index=-1, reduction=reduction)
+    return F.cross_entropy(logits.reshape(-1, PITCHES), targets.reshape(-1), ignore_index=-1, reduction=reduction,
+                           label_smoothing=label_smoothing)
 
 
 def chorale_layer_factories(config: ModelConfig) -> list[Callable[[], nn.Module]]:

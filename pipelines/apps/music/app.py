@@ -137,10 +137,9 @@ class Music(App):
         return plan
 
     def loss(self, out, targets, label_smoothing: float):
-        import torch.nn.functional as F
+        from models.music import note_loss
 
-        return F.cross_entropy(out.reshape(-1, out.size(-1)), targets.reshape(-1), ignore_index=-1, reduction="sum",
-                               label_smoothing=label_smoothing)
+        return note_loss(out, targets, label_smoothing=label_smoothing)
 
     def loss_units(self, plan) -> float:
         return float(sum(int((labels >= 0).sum()) for labels in plan.labels))

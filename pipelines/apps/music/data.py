@@ -23,6 +23,7 @@ import numpy as np
 import ray
 
 from pipelines.config import DataConfig, Recipe
+from pipelines.errors import DataError
 from pipelines.media.bucketing import PaddingStats, bucket_with, pad_batch, padding_stats, plan_batches
 from pipelines.media.chorales import VOICES, parse_piece, transposed, windows
 from pipelines.media.sources import check_records, read_file_records, resolve
@@ -151,8 +152,6 @@ def prepare_chorales(recipe: Recipe) -> PreparedChorales:
         report["valid_examples"] = valid.rows
         report["skipped_records"] += valid.skipped
         if valid_batches.count() == 0:
-            from pipelines.errors import DataError
-
             raise DataError(f"data.valid: no piece has {PROTOCOL.window + 1} chords, the shortest window "
                             "validation scores (the book's protocol)")
     stats = padding_stats(train_batches)
