@@ -16,8 +16,9 @@ class ModelConfig:
     """Application shape: ``seq2vec`` (sequence -> label), ``seq2seq`` (sequence ->
     sequence: encoder-decoder with attention), ``vec2seq`` (the encoded sequence pooled
     to one vector that conditions an RNN decoder: video captioning; ``models.vec2seq``)
-    ``tagger`` (a label per token: BiLSTM-CRF, ``models.tagger``) or ``music`` (the next
-    chord of four-voice music, voice by voice: ``models.music``)."""
+    ``tagger`` (a label per token: BiLSTM-CRF, ``models.tagger``), ``music`` (the next
+    chord of four-voice music, voice by voice: ``models.music``) or ``synthesis`` (a
+    (word, speaker) vector -> log-mel frames, Tacotron-style: ``models.speech``)."""
     input: str = "text"
     """What the first layer reads: ``text`` (token ids -> embedding), ``audio`` (log-mel
     frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``) or
@@ -105,7 +106,24 @@ class ModelConfig:
     """music: steps of the metrical cycle whose position each step gets as an input
     (``(step in the piece) % beat_positions``; 16: a 4/4 bar of 16th notes); 0: none."""
 
+    prenet_size: int = 256
+    """synthesis: width of the pre-net's two layers over the previous frame (dropout 0.5
+    in training and when sampling, as Tacotron 2's)."""
+    frames_per_step: int = 2
+    """synthesis: frames each decoder step emits (Tacotron's reduction factor r): r times
+    fewer recurrent steps; the pre-net reads the last frame of the previous step."""
+    postnet_channels: int = 256
+    """synthesis: channels of the post-net, 1-d convolutions over the whole predicted
+    spectrogram that add a residual correction (0: none)."""
+    postnet_layers: int = 5
+    """synthesis: convolutions of the post-net (kernel 5)."""
+
     def __post_init__(self) -> None:
+        for name in ("prenet_size", "frames_per_step", "postnet_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.postnet_channels < 0:
+            raise ValueError(f"model.postnet_channels must be >= 0 (0: no post-net), got {self.postnet_channels}")
         if self.tag_scheme not in TAG_SCHEMES:
             raise ValueError(f"model.tag_scheme: {self.tag_scheme!r} is not one of {TAG_SCHEMES}")
         if self.beat_positions < 0:

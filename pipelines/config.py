@@ -93,6 +93,9 @@ class AudioConfig:
     match."""
     tail_cut_max: float = 0.4
     """Largest fraction of a recording a tail-cut copy loses (at least 30 ms are kept)."""
+    label_field: int = 0
+    """A folder without a manifest: which ``_``-separated field of a file's name is its
+    label, 0 the first (FSDD ``7_theo_23.wav``: 0 the digit, 1 the speaker)."""
 
     def __post_init__(self) -> None:
         self._check_speed_perturb()
@@ -103,6 +106,8 @@ class AudioConfig:
                 or not 0 < self.tail_cut_max < 1:
             raise ConfigError(f"data.audio.tail_cut_max must be a fraction in (0, 1), got {self.tail_cut_max!r}")
         self.tail_cut_max = float(self.tail_cut_max)
+        if isinstance(self.label_field, bool) or not isinstance(self.label_field, int) or self.label_field < 0:
+            raise ConfigError(f"data.audio.label_field must be an integer >= 0, got {self.label_field!r}")
         if self.sample_rate < 1000 or self.n_mels < 8:
             raise ConfigError(f"data.audio.sample_rate must be >= 1000 and n_mels >= 8, got {self.sample_rate}, {self.n_mels}")
         if not 0 < self.hop_ms <= self.window_ms:
@@ -514,6 +519,40 @@ class DecodeConfig:
 
 
 @dataclass(kw_only=True)
+class SynthesisConfig:
+    """Speech synthesis (``app: speech_synthesis``): how a checkpoint turns its frames
+    into audio, and what ``rayseq eval`` judges the audio with."""
+
+    max_seconds: float = 2.5
+    """Longest word synthesized: decoding stops there if no stop token came."""
+    stop_threshold: float = 0.5
+    """A frame whose stop probability passes this is a word's last."""
+    pause_ms: float = 150.0
+    """Silence between the words of one input ("four one seven")."""
+    griffin_lim_iters: int = 60
+    """Griffin-Lim iterations of the vocoder (``pipelines.media.audio.vocoder``)."""
+    eval_seeds: int = 5
+    """``rayseq eval`` synthesizes every (word, speaker) pair of the data this many times,
+    with seeds 0..n-1."""
+    word_classifier: str = ""
+    """An audio classifier checkpoint (trained on real recordings) whose accuracy on the
+    synthesized audio is ``intelligibility``; empty: not judged."""
+    speaker_classifier: str = ""
+    """An audio classifier of the speakers (``recipes/fsdd_speakers.yaml``), judging
+    ``speaker_accuracy`` the same way; empty: not judged."""
+
+    def __post_init__(self) -> None:
+        if self.max_seconds <= 0 or self.pause_ms < 0:
+            raise ConfigError(f"synthesis.max_seconds must be > 0 and synthesis.pause_ms >= 0, got "
+                              f"{self.max_seconds}, {self.pause_ms}")
+        if not 0 < self.stop_threshold < 1:
+            raise ConfigError(f"synthesis.stop_threshold must be in (0, 1), got {self.stop_threshold}")
+        if self.griffin_lim_iters < 1 or self.eval_seeds < 1:
+            raise ConfigError(f"synthesis.griffin_lim_iters and synthesis.eval_seeds must be >= 1, got "
+                              f"{self.griffin_lim_iters}, {self.eval_seeds}")
+
+
+@dataclass(kw_only=True)
 class Recipe:
     name: str = "recipe"
     """Run name; the default output folder is ``runs/<name>-<timestamp>``."""
@@ -527,6 +566,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
 
     def __post_init__(self) -> None:
         apps.check_recipe(self)  # ConfigError naming the key

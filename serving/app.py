@@ -198,13 +198,11 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
             inputs, options = await read_inputs(request, model.card, bodies)
             if options.pop("stream", False):
                 return await streamed(model, inputs, {k: v for k, v in options.items() if k != "beam_size"})
+            media = accepted_file(request, route, len(inputs))
             answers = await answer(model, inputs, options)
-            if not route.single:
-                return {route.answer_key: answers}
-            media = accepted_file(request, route)
             if media is not None:  # the file itself, e.g. Accept: audio/midi
                 return Response(base64.b64decode(answers[0][media[1]]), media_type=media[0])
-            return answers[0]
+            return answers[0] if route.single else {route.answer_key: answers}
 
         responses = _STREAMING_RESPONSES if route.decoding else _CLIENT_ERRORS
         if route.files:
@@ -264,11 +262,19 @@ async def once_more_if_replica_lost(call: Callable[[], Awaitable[T]]) -> T:
         return await call()
 
 
-def accepted_file(request: Request, route: RouteSpec) -> tuple[str, str, str] | None:
+def accepted_file(request: Request, route: RouteSpec, inputs: int) -> tuple[str, str, str] | None:
     """The route's file answer (``RouteSpec.files``) whose media type the request's
-    ``Accept`` header names, or None: JSON."""
+    ``Accept`` header names, the route's default file for one input unless it asks for
+    JSON, or None: JSON. A file asked for by name for several inputs is a 406 (one file
+    holds one answer)."""
     accepted = {part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(",")}
-    return next((file for file in route.files if file[0] in accepted), None)
+    named = next((file for file in route.files if file[0] in accepted), None)
+    if named is not None and inputs > 1:
+        raise HTTPException(406, f"{named[0]} holds the answer to one input, and {inputs} were sent: send one "
+                                 "input, or ask for Accept: application/json")
+    if named is None and route.file_by_default and inputs == 1 and "application/json" not in accepted:
+        return route.files[0]
+    return named
 
 
 def json_line(item: dict[str, Any]) -> bytes:
@@ -280,6 +286,9 @@ def model_info(card: ModelCard) -> dict[str, Any]:
     info: dict[str, Any] = {"name": card.name, "kind": card.kind, "task": card.task}
     if card.labels is not None:
         info["labels"] = list(card.labels)
+    for key in ("speakers", "words"):
+        if getattr(card, key) is not None:
+            info[key] = list(getattr(card, key))
     if card.input != "text":  # text models keep the original shape of ``/v1/models``
         info["input"] = card.input
     return info

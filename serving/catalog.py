@@ -65,6 +65,10 @@ class ModelCard:
     """A video model's ``data.video``: how uploads are sampled and resized, the longest
     clip it takes (``max_seconds``) and the most frames (``max_frames``). None for other
     models."""
+    speakers: tuple[str, ...] | None = None
+    """The voices of a speech synthesis model (its requests' ``speaker``), else None."""
+    words: tuple[str, ...] | None = None
+    """The words a speech synthesis model says, else None."""
 
 
 def read_card(checkpoint: str | Path) -> ModelCard:
@@ -88,6 +92,8 @@ def read_card(checkpoint: str | Path) -> ModelCard:
         task=meta["task"],
         app=app,
         labels=tuple(str(label) for label in labels) if isinstance(labels, list) else None,
+        speakers=tuple(meta["speakers"]) if "speakers" in app.meta_keys else None,
+        words=tuple(meta["words"]) if "words" in app.meta_keys else None,
         checkpoint=path,
         max_length=recipe.data.max_length,
         decode=recipe.decode if app.serve.route.decoding else None,

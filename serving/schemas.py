@@ -167,6 +167,10 @@ class ModelInfo(BaseModel):
     """The route the model answers: ``classify`` or ``generate``."""
     labels: list[str] | None = None
     """Label names (classifiers only)."""
+    speakers: list[str] | None = None
+    """Voices a speech synthesis model speaks in (synthesize's ``speaker``)."""
+    words: list[str] | None = None
+    """Words a speech synthesis model says (digits also by name: "7" as "seven")."""
     input: str | None = None
     """``audio`` or ``video`` for models that take uploads (multipart ``file`` parts) on
     their route; left out for text models, which take JSON ``inputs``."""

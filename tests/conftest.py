@@ -306,6 +306,37 @@ def tiny_music(tmp_path_factory) -> Path:
     return export_inference(shard_dir, out, recipe=recipe, app=app, files={}, meta={"voices": 4, "pitches": 128})
 
 
+TTS_RECIPE = {"name": "tiny_tts", "app": "speech_synthesis",
+              "data": {"format": "audio-folder", "max_length": 8,
+                       "audio": {"sample_rate": 8000, "n_mels": 16, "window_ms": 50.0,
+                                                           "hop_ms": 12.5, "max_seconds": 1.0}},
+              "model": {"kind": "synthesis", "embed_dim": 4, "hidden_size": 8, "num_layers": 2, "residual_from": 1,
+                        "prenet_size": 8, "frames_per_step": 2, "postnet_channels": 4, "postnet_layers": 2,
+                        "dropout": 0.0},
+              "synthesis": {"max_seconds": 0.3, "griffin_lim_iters": 4, "pause_ms": 100.0}}
+TTS_META = {"words": [str(d) for d in range(10)], "speakers": ["alice", "theo"], "feature_dim": 16,
+            "frame_mean": [-6.0] * 16, "frame_std": [2.0] * 16}
+
+
+@pytest.fixture(scope="session")
+def tiny_tts(tmp_path_factory) -> Path:
+    """An untrained speech synthesis checkpoint (words 0-9, speakers alice and theo) made
+    without Ray: its audio is what the in-process predictor gives for the same seed."""
+    import torch
+
+    from pipelines import apps
+    from pipelines.checkpoint import export_inference
+    from pipelines.config import recipe_from_dict
+
+    recipe = recipe_from_dict(TTS_RECIPE)
+    app = apps.app_for(recipe)
+    shard_dir = tmp_path_factory.mktemp("tiny-tts-train")
+    sizes = {"frame_size": 16, "num_words": 10, "num_speakers": 2}
+    torch.save(app.build(recipe.model, sizes, seed=0).state_dict(), shard_dir / "model.stage0.pt")
+    out = tmp_path_factory.mktemp("tiny-tts") / "checkpoint"
+    return export_inference(shard_dir, out, recipe=recipe, app=app, files={}, meta=dict(TTS_META))
+
+
 VIDEO_RECIPE = {"format": "video-folder", "train": "train", "valid": "valid",
                 "video": {"size": 16, "max_frames": 24, "max_seconds": 10.0}}
 VIDEO_MODEL = {"input": "video", "embed_dim": 16, "hidden_size": 16, "num_layers": 1, "frontend_channels": 4,

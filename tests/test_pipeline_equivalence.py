@@ -70,9 +70,14 @@ TAGGER = ModelConfig(kind="tagger", embed_dim=6, hidden_size=6, num_layers=2, ch
                      dropout=0.2, word_dropout=0.2)
 # Music: chords (4 voices) in, the next chord voice by voice out; residual from layer 1.
 MUSIC = ModelConfig(kind="music", embed_dim=3, hidden_size=6, num_layers=3, residual_from=1, head_size=5, dropout=0.2)
+# Speech synthesis: frames and a (word, speaker) condition in, 2 frames a step and stop
+# logits out (float labels: the frames), the post-net in the last layer.
+SYNTHESIS = ModelConfig(kind="synthesis", embed_dim=3, hidden_size=6, num_layers=3, residual_from=1, prenet_size=5,
+                        frames_per_step=2, postnet_channels=4, postnet_layers=3, dropout=0.2)
 CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ,
            "input_fed": INPUT_FED, "audio": AUDIO, "audio_attention": AUDIO_ATTENTION, "speech": SPEECH, "ctc": CTC,
-           "video": VIDEO, "caption": CAPTION, "tagger": TAGGER, "music": MUSIC}
+           "video": VIDEO, "caption": CAPTION, "tagger": TAGGER, "music": MUSIC,
+           "synthesis": SYNTHESIS}
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
 VOCAB, LABELS, MICRO, STEPS, MELS, PIXELS = 40, 3, 3, 4, 5, 8
 SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
@@ -81,7 +86,8 @@ SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
          ("seq2seq", "audio"): {"feature_dim": MELS, "tgt_vocab_size": VOCAB - 5},
          ("seq2vec", "video"): {"frame_size": PIXELS, "num_labels": LABELS},
          ("vec2seq", "video"): {"frame_size": PIXELS, "tgt_vocab_size": VOCAB - 5},
-         ("tagger", "text"): {"num_words": VOCAB, "num_chars": 12, "num_tags": 5}, ("music", "text"): {}}
+         ("tagger", "text"): {"num_words": VOCAB, "num_chars": 12, "num_tags": 5}, ("music", "text"): {},
+         ("synthesis", "text"): {"frame_size": MELS, "num_words": 4, "num_speakers": 3}}
 TAGS = tag_set(["PER"], "iobes")  # O B-PER I-PER E-PER S-PER
 
 
@@ -176,6 +182,19 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
             tgt = _padded(g, tgt_len, VOCAB - 5)[pick]
             out.append({"src_tokens": frames, "src_lengths": frame_lengths, "tgt_in": tgt, "tgt_out": tgt.roll(-1, 1),
                         "tgt_lengths": tgt_len[pick]})
+            continue
+        if kind == "synthesis":  # frames padded to whole steps of 2, labels: the frames and a real-frame mask
+            lengths = torch.randint(1, 9, (rows,), generator=g)
+            frames = torch.randn(rows, 8, MELS, generator=g)[pick]
+            lengths = lengths[pick]
+            longest = -(-int(lengths.max()) // 2) * 2
+            frames = frames[:, :longest]
+            real = (torch.arange(longest)[None, :] < lengths[:, None]).to(frames.dtype)
+            frames = frames * real[..., None]
+            conditions = torch.stack([torch.randint(0, 4, (rows,), generator=g),
+                                      torch.randint(0, 3, (rows,), generator=g)], 1)[pick]
+            out.append({"tokens": frames, "conditions": conditions, "lengths": lengths, "steps": -(-lengths // 2),
+                        "labels": torch.cat([frames, real[..., None]], -1)})
             continue
         if kind == "music":  # chords of 4 pitches (some rests), the first note of some rows unscored
             lengths = torch.randint(1, 9, (rows,), generator=g)
@@ -300,7 +319,8 @@ def test_each_model_is_trained_by_its_application():
         "dropout": "text_classify", "no_dropout": "text_classify", "unidirectional": "text_classify",
         "seq2seq": "translate", "input_fed": "translate", "audio": "audio_classify",
         "audio_attention": "audio_classify", "speech": "speech_to_text", "ctc": "speech_to_text",
-        "video": "video_classify", "caption": "video_caption", "tagger": "tag", "music": "music"}
+        "video": "video_classify", "caption": "video_caption", "tagger": "tag", "music": "music",
+        "synthesis": "speech_synthesis"}
     assert isinstance(app_of(CTC), SpeechToTextCTC) and not isinstance(app_of(SPEECH), SpeechToTextCTC)
 
 
@@ -321,7 +341,8 @@ def expected():
      (2, 2, "wavefront", "no_dropout"), (1, 2, "1f1b", "seq2seq"), (1, 3, "gpipe", "input_fed"),
      (1, 5, "1f1b", "seq2seq"), (1, 2, "gpipe", "audio"), (1, 3, "1f1b", "speech"), (1, 2, "1f1b", "ctc"),
      (1, 2, "1f1b", "audio_attention"), (1, 2, "gpipe", "video"), (1, 2, "wavefront", "video"), (1, 3, "1f1b", "caption"),
-     (1, 2, "1f1b", "tagger"), (1, 3, "gpipe", "tagger"), (1, 2, "1f1b", "music"), (1, 3, "gpipe", "music")],
+     (1, 2, "1f1b", "tagger"), (1, 3, "gpipe", "tagger"), (1, 2, "1f1b", "music"), (1, 3, "gpipe", "music"),
+     (1, 2, "1f1b", "synthesis"), (1, 3, "gpipe", "synthesis")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     ref_losses, ref_state = expected[model]

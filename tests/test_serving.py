@@ -223,7 +223,7 @@ def test_app_builder_checks_a_translator_against_the_limits(tiny_checkpoint, tin
 
 
 @pytest.fixture(scope="module")
-def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music):
+def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music, tiny_tts):
     """An HTTP client for the deployed application (deleted again after the module)."""
     from ray import serve
 
@@ -231,7 +231,7 @@ def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music):
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app([tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music], LIMITS), name=APP_NAME,
+    serve.run(build_app([tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music, tiny_tts], LIMITS), name=APP_NAME,
               route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
         yield http
@@ -291,10 +291,12 @@ def test_health_models_and_docs(client):
         {"name": "tiny_translation", "kind": "seq2seq", "task": "generate"},
         {"name": "tiny_tagger", "kind": "tagger", "task": "tag"},
         {"name": "tiny_music", "kind": "music", "task": "compose", "input": "music"},
+        {"name": "tiny_tts", "kind": "synthesis", "task": "synthesize", "speakers": ["alice", "theo"],
+         "words": [str(d) for d in range(10)]},
     ]}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/models/{name}/classify", "/v1/models/{name}/generate", "/v1/models/{name}/tag",
-            "/v1/models/{name}/compose"} <= set(paths)
+            "/v1/models/{name}/compose", "/v1/models/{name}/synthesize"} <= set(paths)
     assert client.get("/docs").status_code == 200
 
 
@@ -491,6 +493,47 @@ def test_the_tagger_answers_only_its_route(client):
     assert_error(client.post("/v1/models/tiny_tagger/classify", json={"inputs": ["a"]}), 404,
                  "'tiny_tagger' is a tag model", "use POST /v1/models/tiny_tagger/tag")
     assert_error(client.post("/v1/models/tiny_sentiment/tag", json={"inputs": ["a"]}), 404, "no /tag route")
+
+
+# ---------------------------------------------------------------- the synthesize route
+
+
+@pytest.mark.ray
+def test_synthesize_route_answers_the_wav_or_json(client, tiny_tts):
+    """One input: the WAV file itself, the in-process predictor's audio for the same
+    seed; ``Accept: application/json`` or several inputs: base64 WAVs in order."""
+    import base64
+
+    from pipelines.checkpoint import load_predictor
+
+    predictor = load_predictor(tiny_tts)
+    response = client.post("/v1/models/tiny_tts/synthesize", json={"inputs": ["seven"], "speaker": "theo", "seed": 2})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/wav"
+    want = predictor.predict(["seven"], speaker="theo", seed=2)[0]
+    assert response.content == base64.b64decode(want["wav_base64"])
+    as_json = client.post("/v1/models/tiny_tts/synthesize", json={"inputs": ["seven"], "speaker": "theo", "seed": 2},
+                          headers={"Accept": "application/json"})
+    assert as_json.json() == {"outputs": [want]}
+    several = client.post("/v1/models/tiny_tts/synthesize", json={"inputs": ["one", "4 1 7"], "speaker": "alice"})
+    assert several.status_code == 200 and several.headers["content-type"] == "application/json"
+    assert several.json()["outputs"] == predictor.predict(["one", "4 1 7"], speaker="alice", seed=0)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(("body", "headers", "status", "fragments"), [
+    ({"inputs": ["eleven"], "speaker": "theo"}, {}, 422, ["unknown word 'eleven'", "the model says 0, zero"]),
+    ({"inputs": ["one", "two twelve"], "speaker": "theo"}, {}, 422, ["input 1: unknown word 'twelve' (word 2)"]),
+    ({"inputs": ["seven"], "speaker": "bob"}, {}, 422, ["unknown speaker 'bob'", "alice, theo"]),
+    ({"inputs": ["seven"]}, {}, 422, ["speaker", "required"]),
+    ({"inputs": [], "speaker": "theo"}, {}, 422, ["inputs"]),
+    ({"inputs": ["seven"], "speaker": "theo", "seed": -1}, {}, 422, ["seed"]),
+    ({"inputs": ["seven"], "speaker": "theo", "voice": "x"}, {}, 422, ["voice: is not a known field"]),
+    ({"inputs": ["one", "two"], "speaker": "theo"}, {"Accept": "audio/wav"}, 406,
+     ["audio/wav holds the answer to one input, and 2 were sent"]),
+])
+def test_bad_synthesize_requests_answer_4xx(client, body, headers, status, fragments):
+    assert_error(client.post("/v1/models/tiny_tts/synthesize", json=body, headers=headers), status, *fragments)
 
 
 # ---------------------------------------------------------------- the compose route

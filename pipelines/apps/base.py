@@ -139,6 +139,8 @@ class App:
     """How many counts ``eval_counts`` returns: ``(loss, correct, scored)`` and any more."""
     wavefront: bool = False
     """Its layers stream over time chunks (``parallel.schedule: wavefront``)."""
+    synthesizes: bool = False
+    """It reads the recipe's ``synthesis`` section (else a recipe setting it is refused)."""
     generators: tuple[DatasetGenerator, ...] = ()
     serve: ServeSpec | None = None
     variants: tuple[App, ...] = ()
@@ -171,6 +173,9 @@ class App:
             if getattr(recipe.data, key) != getattr(defaults, key):
                 raise ConfigError(f"data.{key} is not read by the {self.name} application "
                                   f"(set: {getattr(recipe.data, key)!r}); leave it unset")
+        if recipe.synthesis != type(recipe.synthesis)() and not self.synthesizes:
+            raise ConfigError(f"synthesis is read by speech synthesis only, not by the {self.name} application; "
+                              "leave it unset")
         if recipe.parallel.schedule == "wavefront" and not self.wavefront:
             raise ConfigError(f"parallel.schedule: wavefront runs applications whose layers stream over time "
                               f"chunks; {self.name} does not, so use gpipe or 1f1b")

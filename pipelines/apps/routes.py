@@ -71,7 +71,11 @@ class RouteSpec:
     response body itself, not a list under ``answer_key``."""
     files: tuple[tuple[str, str, str], ...] = ()
     """``(media type, answer field, description)``: a request with ``Accept: <media
-    type>`` gets that base64 field's bytes as the body (``single`` routes)."""
+    type>`` gets that base64 field's bytes as the body (on a list route, when it sent one
+    input; for more, a 406)."""
+    file_by_default: bool = False
+    """A request for one input that does not ask for JSON (``Accept: application/json``)
+    gets the first of ``files`` (speech synthesis: the WAV file)."""
 
 
 CLASSIFY = RouteSpec(

@@ -51,10 +51,14 @@ def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.devi
     """Stage 0 sends the step's lengths and labels to every stage of its replica, in two
     int64 broadcasts::
 
-        header  (count, rows, length parts, label dims, label elements, label inner shape
-                 (dims 2.., padded with 1; the same in every micro-batch, e.g. 4 voices))
+        header  (count, rows, length parts, label dims, label elements, float labels,
+                 label inner shape (dims 2.., padded with 1; the same in every
+                 micro-batch, e.g. 4 voices))
         body    rows per micro-batch (count) | label width per micro-batch (count)
                 | each length part (rows each) | labels, flattened
+
+    Float labels (regression targets: a speech model's frames) travel as float32 bit
+    patterns in the int64 body, exactly.
 
     ``plan=None`` on stage 0 means the data ran out: every stage gets an empty plan.
     """
@@ -62,20 +66,21 @@ def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.devi
         return plan if plan is not None else StepPlan([], [])
     src = topology.stage_rank(0)
     group = topology.pipeline_group
-    header = torch.ones(5 + MAX_LABEL_INNER_DIMS, dtype=torch.int64, device=device)
+    header = torch.ones(6 + MAX_LABEL_INNER_DIMS, dtype=torch.int64, device=device)
     if topology.is_first and plan is not None:
         header[0], header[1] = len(plan.lengths), plan.examples
         header[2], header[3] = len(_parts(plan.lengths[0])), plan.labels[0].dim()
         header[4] = sum(x.numel() for x in plan.labels)
+        header[5] = int(plan.labels[0].is_floating_point())
         inner = plan.labels[0].shape[2:]
         if len(inner) > MAX_LABEL_INNER_DIMS:
             raise ValueError(f"labels of {plan.labels[0].dim()} dims; a step plan's have at most "
                              f"{2 + MAX_LABEL_INNER_DIMS}")
-        header[5 : 5 + len(inner)] = torch.tensor(inner, dtype=torch.int64)
+        header[6 : 6 + len(inner)] = torch.tensor(inner, dtype=torch.int64)
     elif topology.is_first:
         header.zero_()
     dist.broadcast(header, src, group=group)
-    count, rows, parts, label_dims, label_numel, *inner = header.tolist()
+    count, rows, parts, label_dims, label_numel, floating, *inner = header.tolist()
     inner = inner[: max(label_dims - 2, 0)]
     if count == 0:
         return StepPlan([], [])
@@ -87,7 +92,8 @@ def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.devi
         for k in range(parts):
             body[offset : offset + rows] = torch.cat([_parts(x)[k] for x in plan.lengths])
             offset += rows
-        body[offset:] = torch.cat([x.reshape(-1) for x in plan.labels]).to(device)
+        flat = torch.cat([x.reshape(-1) for x in plan.labels])
+        body[offset:] = (flat.float().view(torch.int32).long() if floating else flat).to(device)
     dist.broadcast(body, src, group=group)
     if topology.is_first:
         return plan
@@ -98,7 +104,8 @@ def broadcast_plan(plan: StepPlan | None, topology: Topology, device: torch.devi
         length_parts.append(body[offset : offset + rows].cpu().split(sizes))
         offset += rows
     lengths = [p[0] for p in zip(*length_parts)] if parts == 1 else list(zip(*length_parts))
-    flat = body[offset:].split([n * w for n, w in zip(sizes, widths)])
+    labels_body = body[offset:].int().view(torch.float32) if floating else body[offset:]
+    flat = labels_body.split([n * w for n, w in zip(sizes, widths)])
     labels = [x.view(n, -1, *inner) if label_dims > 1 else x for x, n, w in zip(flat, sizes, widths)]
     return StepPlan(lengths, labels)
 

@@ -38,6 +38,10 @@ from pipelines.config import AudioConfig
 from pipelines.errors import DataError
 
 
+LOG_FLOOR = 1e-6
+"""Added to the mel power before the log: silence sits at log(1e-6) = -13.8."""
+
+
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
 
@@ -125,17 +129,21 @@ class AudioFeaturizer:
         if frames < SUBSAMPLING:
             raise DataError(f"{origin}: too short ({len(samples) / self.config.sample_rate * 1000:.0f} ms); needs "
                             f"{SUBSAMPLING} frames ({(SUBSAMPLING - 1) * self.config.hop_ms:.0f} ms)")
-        wave = torch.from_numpy(samples)
-        half = self.n_fft // 2
-        wave = torch.nn.functional.pad(wave, (half, half))  # centred frames: 1 + len // hop
-        spec = torch.stft(wave, self.n_fft, hop_length=self.config.hop_length, win_length=len(self.window),
-                          window=self.window, center=False, return_complex=True)
-        power = spec.abs().pow(2).T  # (frames, freqs)
-        logmel = torch.log(power @ self.filterbank + 1e-6)
+        logmel = self.log_mel(samples)
         mean, std = logmel.mean(0, keepdim=True), logmel.std(0, keepdim=True, unbiased=False)
         normalised = (logmel - mean) / std.clamp_min(1e-3)
         padded = torch.nn.functional.pad(normalised, (0, 0, 0, self.config.frames_of(len(samples)) - frames))
         return padded.numpy().astype(np.float32)
+
+    def log_mel(self, samples: np.ndarray) -> torch.Tensor:
+        """``(1 + len // hop, n_mels)`` natural-log mel power of mono ``samples`` (frames
+        centred on every hop, zeros beyond the ends), not normalised: what the vocoder
+        (``pipelines.media.audio.vocoder``) inverts and speech synthesis predicts."""
+        wave = torch.nn.functional.pad(torch.from_numpy(samples), (self.n_fft // 2, self.n_fft // 2))
+        spec = torch.stft(wave, self.n_fft, hop_length=self.config.hop_length, win_length=len(self.window),
+                          window=self.window, center=False, return_complex=True)
+        power = spec.abs().pow(2).T  # (frames, freqs)
+        return torch.log(power @ self.filterbank + LOG_FLOOR)
 
     def __call__(self, data: bytes, origin: str, speed: float = 1.0,
                  tail_cut: float = 0.0) -> tuple[np.ndarray, Waveform]:

@@ -5,7 +5,8 @@ An ``audio-folder`` (``docs/data-formats.md``) is a folder of WAV/FLAC files wit
 - a ``manifest.csv`` / ``manifest.jsonl`` naming each file (``path``, relative to the
   folder) and its ``label`` (classification) or ``transcript`` (speech-to-text), or
 - no manifest: every ``*.wav``/``*.flac`` in it, labelled by its name's first
-  ``_``-separated field (FSDD: ``7_theo_23.wav`` is a 7).
+  ``_``-separated field (FSDD: ``7_theo_23.wav`` is a 7), or the field
+  ``data.audio.label_field`` says (1: the speaker, ``theo``).
 
 With ``data.valid`` empty and ``data.audio.valid_takes`` set, FSDD-style files whose third
 field (the take) is in that range form the validation split and stay out of training;
@@ -55,11 +56,11 @@ def fsdd_fields(path: Path) -> list[str]:
     return path.stem.split("_")
 
 
-def list_audio_folder(folder: Path, *, target: str) -> list[dict[str, str]]:
+def list_audio_folder(folder: Path, *, target: str, label_field: int = 0) -> list[dict[str, str]]:
     """Records ``{path, <target>, origin, error}`` of an audio folder, in file order.
 
     ``target`` is ``label`` or ``transcript``: the manifest column a record needs (a
-    folder without a manifest only has labels, from file names).
+    folder without a manifest only has labels: field ``label_field`` of each name).
     """
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder (audio-folder data is a folder of WAV/FLAC files)")
@@ -71,7 +72,11 @@ def list_audio_folder(folder: Path, *, target: str) -> list[dict[str, str]]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
     if not files:
         raise DataError(f"{folder}: no {'/'.join(AUDIO_EXTENSIONS)} files and no manifest")
-    return [manifest_record(str(p), str(p), "label", fsdd_fields(p)[0]) for p in files]
+    short = next((p for p in files if len(fsdd_fields(p)) <= label_field), None)
+    if short is not None:
+        raise DataError(f"{short}: data.audio.label_field={label_field} needs a name of at least {label_field + 1} "
+                        "'_'-separated fields ({label}_{speaker}_{take}.wav)")
+    return [manifest_record(str(p), str(p), "label", fsdd_fields(p)[label_field]) for p in files]
 
 
 def split_takes(records: list[dict[str, str]], takes: set[int]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -88,7 +93,7 @@ def split_takes(records: list[dict[str, str]], takes: set[int]) -> tuple[list[di
 
 def read_audio_splits(data: DataConfig, *, target: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The train and validation records of the recipe's audio folders (valid may be [])."""
-    train = list_audio_folder(resolve(data.root, data.train), target=target)
+    train = list_audio_folder(resolve(data.root, data.train), target=target, label_field=data.audio.label_field)
     if data.valid:
         return train, validation_records(data, target=target)
     if data.audio.valid_takes:
@@ -108,7 +113,7 @@ def validation_records(data: DataConfig, *, target: str) -> list[dict[str, str]]
     the training folder."""
     if not data.valid:
         return read_audio_splits(data, target=target)[1]
-    records = list_audio_folder(resolve(data.root, data.valid), target=target)
+    records = list_audio_folder(resolve(data.root, data.valid), target=target, label_field=data.audio.label_field)
     if data.audio.valid_takes:
         from pipelines.media.audio.synthetic import parse_takes
 
@@ -143,9 +148,10 @@ def _copy_name(speed: float, tail_cut: float) -> str:
     return "speed %g copy" % speed if tail_cut == 0 else "copy cut by %.0f%%" % (100 * tail_cut)
 
 
-def featurize_batch(batch: dict[str, np.ndarray], audio: dict[str, Any]) -> dict[str, Any]:
+def featurize_batch(batch: dict[str, np.ndarray], audio: dict[str, Any], raw: bool = False) -> dict[str, Any]:
     """``map_batches`` function: records -> ``{features (T, n_mels), length, cut}`` plus the
-    record's columns; a recording that fails to decode keeps its row with ``error`` set
+    record's columns (``raw``: log-mel frames as they are, not normalised or padded:
+    what speech synthesis predicts); a recording that fails to decode keeps its row with ``error`` set
     (and a placeholder of 4 zero frames) for ``check_records`` to stop on or count.
     Rows with a ``speed`` or ``tail_cut`` column (:func:`training_copies`) are played that
     much faster or cut that much shorter.
@@ -159,7 +165,11 @@ def featurize_batch(batch: dict[str, np.ndarray], audio: dict[str, Any]) -> dict
         x, was_cut = np.zeros((4, featurizer.feature_dim), np.float32), False
         if not error:
             try:
-                x, wave = featurizer(Path(path).read_bytes(), origin, float(speed), float(tail_cut))
+                if raw:
+                    wave = featurizer.decode(Path(path).read_bytes(), origin)
+                    x = featurizer.log_mel(wave.samples).numpy()
+                else:
+                    x, wave = featurizer(Path(path).read_bytes(), origin, float(speed), float(tail_cut))
                 was_cut = wave.cut
             except (DataError, OSError) as err:
                 error = str(err).removeprefix(f"{origin}: ")
@@ -173,10 +183,13 @@ def featurize_batch(batch: dict[str, np.ndarray], audio: dict[str, Any]) -> dict
             "length": np.array(lengths, dtype=np.int64), "cut": np.array(cut), "error": np.array(errors, dtype=object)}
 
 
-def featurize_audio(records: list[dict[str, str]], audio: AudioConfig, which: str, policy: str) -> CheckedSplit:
-    """Decode and featurize ``records`` in Ray Data; bad ones stop the run or are counted."""
+def featurize_audio(records: list[dict[str, str]], audio: AudioConfig, which: str, policy: str, *,
+                    raw: bool = False) -> CheckedSplit:
+    """Decode and featurize ``records`` in Ray Data (``raw``: see :func:`featurize_batch`);
+    bad ones stop the run or are counted."""
     ds = ray.data.from_items([{**r, "index": i} for i, r in enumerate(records)])
-    ds = ds.map_batches(featurize_batch, fn_kwargs={"audio": vars(audio)}, batch_size=32, batch_format="numpy")
+    ds = ds.map_batches(featurize_batch, fn_kwargs={"audio": vars(audio), "raw": raw}, batch_size=32,
+                        batch_format="numpy")
     return check_records(ds, policy, which)
 
 
