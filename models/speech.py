@@ -14,8 +14,9 @@ frames, Tacotron-style without attention (the input is one vector, not a text)::
                                 correction (1-d convolutions over the whole spectrogram),
                                 and a stop logit per frame ("this is the last frame")
 
-Training is teacher-forced (:func:`frame_loss`: mean squared error of the frames before
-and after the post-net, plus the stop token's binary cross-entropy); :meth:`SpeechModel.synthesize`
+Training is teacher-forced (:func:`frame_loss`: the absolute plus squared error of the
+frames before and after the post-net, as ESPnet's Tacotron 2 loss, plus the stop token's
+binary cross-entropy); :meth:`SpeechModel.synthesize`
 runs the decoder step by step on its own frames until a stop logit says the word ended.
 The pre-net's dropout stays on when synthesizing (Tacotron 2: without it the decoder
 reads cleaner inputs than it was trained on and drones); masks come from each row's own
@@ -241,19 +242,22 @@ def split_output(out: torch.Tensor, frame_size: int) -> tuple[torch.Tensor, torc
 
 
 def frame_loss(out: torch.Tensor, targets: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
-    """Summed over real frames: the squared error of the frames before and after the
-    post-net (each averaged over the M bands) plus the stop token's weighted binary
-    cross-entropy. ``targets (B, T, M + 1)``: the frames, then 1 on real frames and 0 on
-    padding; the stop frame is each row's last real one."""
+    """Summed over real frames: the absolute plus the squared error of the frames before
+    and after the post-net (each averaged over the M bands) plus the stop token's weighted
+    binary cross-entropy. ``targets (B, T, M + 1)``: the frames, then 1 on real frames
+    and 0 on padding; the stop frame is each row's last real one. The absolute error
+    (Tacotron 1's L1) is in for sharpness: squared error alone regresses to the mean
+    of a pair's takes and blurs the harmonics that carry a speaker's pitch (on FSDD it
+    lifted the speaker judge's accuracy, README)."""
     frame_size = targets.size(-1) - 1
     frames, mask = targets[..., :frame_size], targets[..., frame_size]
     out = out[:, : targets.size(1)]
     before, after, stop = split_output(out, frame_size)
-    squared = ((before - frames) ** 2).mean(-1) + ((after - frames) ** 2).mean(-1)
+    errors = sum(((x - frames) ** 2).mean(-1) + (x - frames).abs().mean(-1) for x in (before, after))
     last = mask * (1 - F.pad(mask[:, 1:], (0, 1)))  # 1 on each row's last real frame
     stop_loss = F.binary_cross_entropy_with_logits(stop, last, reduction="none",
                                                    pos_weight=stop.new_tensor(STOP_POS_WEIGHT))
-    per_frame = (squared + stop_loss) * mask
+    per_frame = (errors + stop_loss) * mask
     return per_frame.sum() if reduction == "sum" else per_frame.sum() / mask.sum().clamp_min(1)
 
 

@@ -170,7 +170,7 @@ def test_frame_loss_ignores_padding_and_scores_the_stop_frame():
     early = stopping.clone()
     early[1, 2, -1], early[1, 1, -1] = -20.0, 20.0
     assert frame_loss(stopping, targets) < frame_loss(early, targets)
-    assert float(frame_loss(out, targets, reduction="mean")) == pytest.approx(float(loss) / 9)
+    assert frame_loss(out, targets, reduction="mean").item() == pytest.approx(loss.item() / 9)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -206,8 +206,9 @@ def test_frame_scale_round_trip_and_meta_checks(tmp_path):
 
 def test_texts_become_words(tiny_tts):
     predictor = load_predictor(tiny_tts)
-    assert [row.words for row in predictor.rows(["seven", "four one 7", "417", " 2,3 "])] == [
-        (7,), (4, 1, 7), (4, 1, 7), (2, 3)]
+    rows = predictor.rows(["seven", "four one 7", "417", " 2,3 "])
+    assert [row.words for row in rows] == [(7,), (4, 1, 7), (4, 1, 7), (2, 3)]
+    assert [len(row) for row in rows] == [12, 36, 36, 24]  # decoder steps: 0.3 s is 24 frames, 12 steps of 2
     with pytest.raises(DataError, match=r"input 1: unknown word 'eleven' \(word 2\); the model says 0, zero"):
         predictor.rows(["one", "one eleven"])
     with pytest.raises(DataError, match="input: no words"):
@@ -254,6 +255,7 @@ RECIPE = {"app": "speech_synthesis", "data": {"format": "audio-folder", "audio":
     ({"batching": {"max_tokens": 100}}, "must hold one recording"),
     ({"synthesis": {"stop_threshold": 1.5}}, "synthesis.stop_threshold"),
     ({"model": {"frames_per_step": 0}}, "model.frames_per_step"),
+    ({"train": {"label_smoothing": 0.1}}, "train.label_smoothing smooths class targets"),
 ])
 def test_recipe_checks_name_the_key(change, message):
     raw = json.loads(json.dumps(RECIPE))

@@ -89,6 +89,9 @@ class SpeechSynthesis(App):
             raise ConfigError("data.audio.speed_perturb, tail_cut_copies and label_field are for classifiers; "
                               "speech synthesis reads the word and speaker from each file's name and learns the "
                               "recordings as they are: leave them unset")
+        if recipe.train.label_smoothing:
+            raise ConfigError("train.label_smoothing smooths class targets; speech synthesis regresses frames: "
+                              "leave it at 0")
         longest = audio.centred_frames(int(audio.max_seconds * audio.sample_rate)) + model.frames_per_step
         if recipe.batching.max_tokens < longest:
             raise ConfigError(f"batching.max_tokens ({recipe.batching.max_tokens}) must hold one recording: "

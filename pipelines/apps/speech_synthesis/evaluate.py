@@ -63,7 +63,6 @@ def _mcd_to(log_mel: np.ndarray, references: list[np.ndarray]) -> float:
 
 def evaluate(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
     from pipelines.apps.speech_synthesis.data import evaluation_records, featurized
-    from pipelines.apps.speech_synthesis.predictor import Utterance
     from pipelines.checkpoint import load_predictor
     from pipelines.media.audio.features import AudioFeaturizer
     from pipelines.media.audio.vocoder import wav_bytes
@@ -85,7 +84,7 @@ def evaluate(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[
     # the model's recordings: every pair, every seed
     seeds = list(range(synthesis.eval_seeds))
     jobs = [(pair, seed) for pair in pairs for seed in seeds]
-    rows = [Utterance(model.parse(word, "data").words) for (word, _), _ in jobs]
+    rows = [model.parse(word, "data") for (word, _), _ in jobs]
     audio = model.synthesize(rows, speaker=[speaker for (_, speaker), _ in jobs], seed=[seed for _, seed in jobs])
     wavs = [wav_bytes(samples, model.sample_rate) for samples in audio]
     names = [f"{word}_{speaker}_seed{seed}.wav" for (word, speaker), seed in jobs]

@@ -29,13 +29,16 @@ SPELLED = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight
 
 @dataclass(frozen=True)
 class Utterance:
-    """A row: the word ids of one input, in order. Its ``len`` (what a serving batch
-    budget counts) is its number of words, each one decoder run."""
+    """A row: the word ids of one input, in order. Its ``len`` (what a batch budget
+    counts) is the decoder steps its words may take: ``steps_per_word`` each (the longest
+    word, ``synthesis.max_seconds``), since every word of a batch runs until the last
+    one stops."""
 
     words: tuple[int, ...]
+    steps_per_word: int = 1
 
     def __len__(self) -> int:
-        return len(self.words)
+        return len(self.words) * self.steps_per_word
 
 
 def word_seed(seed: int, word: int) -> int:
@@ -55,6 +58,9 @@ class SpeechSynthesizer(LoadedPredictor):
         self.scale = FrameScale.from_meta(loaded.path, meta, self.audio.n_mels)
         self.vocoder = GriffinLim(self.audio, iterations=self.synthesis.griffin_lim_iters)
         self.featurizer = self.vocoder.featurizer
+        frames_per_second = self.audio.sample_rate / self.audio.hop_length
+        self.max_frames = max(2, int(self.synthesis.max_seconds * frames_per_second))
+        self.steps_per_word = -(-self.max_frames // self.recipe.model.frames_per_step)
         self._ids = {w: i for i, w in enumerate(self.words)}
         for digit, name in enumerate(SPELLED):  # "seven" for a model of the words 0..9
             if str(digit) in self._ids and name not in self._ids:
@@ -86,7 +92,7 @@ class SpeechSynthesizer(LoadedPredictor):
         if len(ids) > self.recipe.data.max_length:
             raise DataError(f"{where}: {len(ids)} words; the model says at most {self.recipe.data.max_length} an "
                             "input (data.max_length)")
-        return Utterance(tuple(ids))
+        return Utterance(tuple(ids), self.steps_per_word)
 
     def rows(self, inputs: list) -> list[Utterance]:
         return [self.parse(text, f"input {i}" if len(inputs) > 1 else "input") for i, text in enumerate(inputs)]
@@ -101,19 +107,18 @@ class SpeechSynthesizer(LoadedPredictor):
                      seed: int | list[int] = 0) -> list[list[np.ndarray]]:
         """Each row's words as log-mel frames ``(T, n_mels)`` (normalisation undone), in
         the voice of ``speaker`` (or ``speaker[i]``, row ``i``'s), sampled with ``seed``
-        (or ``seed[i]``). Words of every row are decoded together, ``self.budget`` words
-        a batch."""
+        (or ``seed[i]``). Words of every row are decoded together, as many a batch as
+        ``self.budget`` decoder steps hold (:class:`Utterance`)."""
         speakers = [self.speaker_id(s) for s in ([speaker] * len(rows) if isinstance(speaker, str) else speaker)]
         seeds = [seed] * len(rows) if isinstance(seed, int) else list(seed)
         jobs = [(r, w, word) for r, row in enumerate(rows) for w, word in enumerate(row.words)]
         out: list[list[np.ndarray]] = [[None] * len(row.words) for row in rows]  # type: ignore[list-item]
-        frames_per_second = self.audio.sample_rate / self.audio.hop_length
-        max_frames = max(2, int(self.synthesis.max_seconds * frames_per_second))
-        for start in range(0, len(jobs), self.budget):
-            part = jobs[start : start + self.budget]
+        per_batch = max(1, self.budget // self.steps_per_word)
+        for start in range(0, len(jobs), per_batch):
+            part = jobs[start : start + per_batch]
             conditions = torch.tensor([[word, speakers[r]] for r, _, word in part], device=self.device)
             generators = [torch.Generator(device=self.device).manual_seed(word_seed(seeds[r], w)) for r, w, _ in part]
-            found = self.model.synthesize(conditions, max_frames=max_frames, stop_threshold=self.synthesis.stop_threshold,
+            found = self.model.synthesize(conditions, max_frames=self.max_frames, stop_threshold=self.synthesis.stop_threshold,
                                           generators=generators)
             for (r, w, _), frames in zip(part, found):
                 frames = frames.float().cpu().numpy()

@@ -42,7 +42,7 @@ def synthesize_command(args: argparse.Namespace) -> dict[str, Any]:
     samples = predictor.synthesize(rows, speaker=args.speaker, seed=args.seed)[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(wav_bytes(samples, predictor.sample_rate))
-    summary = {"wav": str(args.out), "words": len(rows[0]), "speaker": args.speaker, "seed": args.seed,
+    summary = {"wav": str(args.out), "words": len(rows[0].words), "speaker": args.speaker, "seed": args.seed,
                "seconds": round(len(samples) / predictor.sample_rate, 3), "sample_rate": predictor.sample_rate}
     if args.spectrogram:
         from pipelines.media.audio.plots import spectrogram_png
