@@ -124,6 +124,16 @@ class RecurrentLayer(nn.Module):
             y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return y + x if self.residual else y
 
+    def step_without_residual(self, x: torch.Tensor, state: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, tuple]:
+        """One time step of a unidirectional layer for every row (sampling): ``x (B, in)``
+        -> ``(B, H)`` before any residual, and the next state ``(h, c)`` or ``(h,)``
+        (each ``(1, B, H)``; None: zeros). No dropout: sampling runs in eval mode."""
+        if state is None:
+            zeros = x.new_zeros(1, x.size(0), self.rnn.hidden_size)
+            state = (zeros, zeros) if isinstance(self.rnn, nn.LSTM) else (zeros,)
+        out, h_n = self.rnn(x[:, None], state if len(state) == 2 else state[0])
+        return out[:, 0], (h_n if isinstance(h_n, tuple) else (h_n,))
+
     @staticmethod
     def _runs_dense(x: torch.Tensor, lengths: torch.Tensor, steps: int) -> bool:
         """Dense when the batch is (nearly) full: see :data:`DENSE_MAX_PADDING`. cuDNN

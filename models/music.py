@@ -91,13 +91,8 @@ class ChordRecurrent(nn.Module):
 
     def step(self, x: torch.Tensor, state: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, tuple]:
         """One step for every row: ``x (B, in)`` -> ``(B, H)``, the next state."""
-        rnn = self.recurrent.rnn
-        if state is None:
-            zeros = x.new_zeros(1, x.size(0), rnn.hidden_size)
-            state = (zeros, zeros) if isinstance(rnn, nn.LSTM) else (zeros,)
-        out, h_n = rnn(x[:, None], state if len(state) == 2 else state[0])
-        y = out[:, 0]
-        return (y + x if self.recurrent.residual else y), (h_n if isinstance(h_n, tuple) else (h_n,))
+        y, state = self.recurrent.step_without_residual(x, state)
+        return (y + x if self.recurrent.residual else y), state
 
     def flops_per_token(self) -> float:
         return self.recurrent.flops_per_token()

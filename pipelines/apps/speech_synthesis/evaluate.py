@@ -64,7 +64,6 @@ def _mcd_to(log_mel: np.ndarray, references: list[np.ndarray]) -> float:
 def evaluate(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
     from pipelines.apps.speech_synthesis.data import evaluation_records, featurized
     from pipelines.checkpoint import load_predictor
-    from pipelines.media.audio.features import AudioFeaturizer
     from pipelines.media.audio.vocoder import wav_bytes
 
     synthesis = recipe.synthesis
@@ -72,7 +71,7 @@ def evaluate(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[
     judges = {"word": _judge(synthesis.word_classifier, "word"), "speaker": _judge(synthesis.speaker_classifier, "speaker")}
     split = featurized(evaluation_records(recipe), recipe.data.audio, "eval", recipe.data.on_bad_record)
     real = sorted(split.dataset.iter_rows(), key=lambda r: r["origin"])
-    featurizer = AudioFeaturizer(recipe.data.audio)
+    featurizer = model.featurizer  # the checkpoint's analysis; the eval recipe's is the same
     by_pair: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
     for row in real:
         by_pair[row["label"], row["speaker"]].append(np.asarray(row["features"], dtype=np.float32))
