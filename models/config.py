@@ -18,7 +18,9 @@ class ModelConfig:
     to one vector that conditions an RNN decoder: video captioning; ``models.vec2seq``)
     ``tagger`` (a label per token: BiLSTM-CRF, ``models.tagger``), ``music`` (the next
     chord of four-voice music, voice by voice: ``models.music``) or ``synthesis`` (a
-    (word, speaker) vector -> log-mel frames, Tacotron-style: ``models.speech``)."""
+    (word, speaker) vector -> log-mel frames, Tacotron-style: ``models.speech``) or
+    ``language_model`` (text conditioned on a label: ``models.language_model``; its
+    ``decoder_layers`` are the recurrent stack, ``num_layers`` is unused)."""
     input: str = "text"
     """What the first layer reads: ``text`` (token ids -> embedding), ``audio`` (log-mel
     frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``) or

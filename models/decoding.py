@@ -1,10 +1,11 @@
-"""Turning source sentences into target sentences: greedy and batched beam search.
+"""Turning source sentences into target sentences: greedy and batched beam search, and sampling.
 
-Both drive a model's incremental decoder (:class:`IncrementalDecoder`, which
+All drive a model's incremental decoder (:class:`IncrementalDecoder`, which
 ``models.seq2seq.Seq2Seq`` is) one token at a time, for a whole batch of sentences at
-once, on whatever device the model is on. :func:`generate` is the entry point;
-:meth:`GreedySearch.steps` hands out greedy decoding step by step (for streaming), and
-``generate(..., beam_size=1)`` runs those same steps to the end.
+once, on whatever device the model is on. :func:`generate` is the entry point
+(:class:`Sampling` draws instead of searching); :meth:`GreedySearch.steps` hands out
+greedy decoding step by step (for streaming), and ``generate(..., beam_size=1)`` runs
+those same steps to the end.
 
 Scores are GNMT's (Wu et al. 2016, eq. 14, without the coverage term)::
 
@@ -63,20 +64,25 @@ class DecodeStrategy:
                                     min(max_length, int(max_length_ratio * src_len + max_length_offset))
 
     ``search`` returns, per sentence, up to ``n_best`` :class:`Hypothesis`, best first.
-    PAD and BOS are never generated; at a sentence's max length only EOS may follow.
+    PAD and BOS are never generated, nor EOS before ``min_length`` output tokens; at a
+    sentence's max length only EOS may follow.
     """
 
     def __init__(
         self, *, alpha: float = 0.6, max_length: int = 256, max_length_ratio: float = 2.0,
-        max_length_offset: int = 10, n_best: int = 1,
+        max_length_offset: int = 10, n_best: int = 1, min_length: int = 0, forbidden: tuple[int, ...] = (),
     ) -> None:
         if max_length < 0:
             raise ValueError(f"max_length must be >= 0, got {max_length}")
+        if min_length < 0:
+            raise ValueError(f"min_length must be >= 0, got {min_length}")
         self.alpha = alpha
         self.max_length = max_length
         self.max_length_ratio = max_length_ratio
         self.max_length_offset = max_length_offset
         self.n_best = n_best
+        self.min_length = min_length
+        self.forbidden = list(forbidden)
 
     def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
         raise NotImplementedError
@@ -89,15 +95,16 @@ class DecodeStrategy:
         limit = (src_lengths.double() * self.max_length_ratio + self.max_length_offset).long()
         return limit.clamp(min=0, max=self.max_length).cpu()
 
-    @staticmethod
-    def restrict(log_probs: torch.Tensor, force_eos: torch.Tensor) -> torch.Tensor:
-        """``log_probs (N, V)`` with PAD and BOS ruled out, and rows ``force_eos (N,)``
-        (at their max length) left only EOS."""
+    def restrict(self, log_probs: torch.Tensor, force_eos: torch.Tensor, t: int) -> torch.Tensor:
+        """Step ``t``'s ``log_probs (N, V)`` with PAD, BOS and the ``forbidden`` tokens
+        (a generator's UNK) ruled out, EOS too before ``min_length`` tokens, and rows
+        ``force_eos (N,)`` (at their max length, which wins) left only EOS."""
         log_probs = log_probs.clone()
-        log_probs[:, PAD_ID] = float("-inf")
-        log_probs[:, BOS_ID] = float("-inf")
+        log_probs[:, [PAD_ID, BOS_ID, *self.forbidden]] = float("-inf")
         eos_only = torch.full_like(log_probs, float("-inf"))
         eos_only[:, EOS_ID] = log_probs[:, EOS_ID]
+        if t < self.min_length:
+            log_probs[:, EOS_ID] = float("-inf")
         return torch.where(force_eos.to(log_probs.device).unsqueeze(1), eos_only, log_probs)
 
 
@@ -162,7 +169,7 @@ class GreedySearch(DecodeStrategy):
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         for t in range(int(limits.max()) + 1):
             step_log_probs, state = model.decode_step(prev, state, memory, src_lengths)
-            best_log_prob, best = self.restrict(step_log_probs, limits <= t).max(dim=-1)
+            best_log_prob, best = self.restrict(step_log_probs, limits <= t, t).max(dim=-1)
             running = ~done
             # Out of place: a step already handed out must not change under its reader.
             log_prob = log_prob + best_log_prob.masked_fill(done, 0.0)
@@ -220,7 +227,7 @@ class BeamSearch(DecodeStrategy):
         for t in range(int(limits.max()) + 1):
             b = len(sentences)
             step_log_probs, state = model.decode_step(prev, state, memory, row_lengths)
-            step_log_probs = self.restrict(step_log_probs, (limits <= t).repeat_interleave(k))
+            step_log_probs = self.restrict(step_log_probs, (limits <= t).repeat_interleave(k), t)
             vocab = step_log_probs.size(-1)
             candidates = (alive_log_probs.unsqueeze(-1) + step_log_probs.view(b, k, vocab)).view(b, k * vocab)
             width = min(2 * k, k * vocab)  # 2K, unless the vocabulary is tiny
@@ -262,6 +269,79 @@ class BeamSearch(DecodeStrategy):
         return [sorted(hyps, key=lambda h: h.score, reverse=True)[: self.n_best] for hyps in finished]
 
 
+class Sampling(DecodeStrategy):
+    """Ancestral sampling: each step, one token per row drawn from the model's next-token
+    distribution, divided by ``temperature`` and cut to the ``top_k`` most probable
+    tokens (ties at the k-th kept) and to the nucleus (Holtzman et al. 2020): the fewest
+    most probable tokens whose probability reaches ``top_p``. ``temperature = 0`` takes
+    the most probable token (greedy).
+
+    Row ``i`` draws with ``generators[i]``, one uniform number a step (inverse CDF), so
+    its sample depends on its own seed only, not on what else shares the batch. Scores are
+    the model's own log-probabilities of the tokens drawn (temperature 1, nothing cut),
+    length-penalised as every search's.
+    """
+
+    def __init__(self, *, generators: list[torch.Generator], temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+            raise ValueError(f"need temperature >= 0, top_k >= 0 and top_p in (0, 1], got {temperature}, {top_k}, "
+                             f"{top_p}")
+        self.generators, self.temperature, self.top_k, self.top_p = generators, temperature, top_k, top_p
+
+    def distribution(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """``(N, V)`` log-probabilities -> the ``(N, V)`` probabilities drawn from."""
+        logits = log_probs / self.temperature
+        if 0 < self.top_k < logits.size(-1):
+            kth = logits.topk(self.top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1:
+            ordered, order = logits.sort(dim=-1, descending=True)
+            probs = ordered.softmax(-1)
+            outside = probs.cumsum(-1) - probs >= self.top_p  # the mass before it already reaches p
+            logits = logits.masked_fill(outside.scatter(1, order, outside), float("-inf"))
+        return logits.softmax(-1)
+
+    def draw(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """One token per row ``(N,)``."""
+        if self.temperature == 0:
+            return log_probs.argmax(-1)
+        probs = self.distribution(log_probs)
+        cdf = probs.cumsum(-1)
+        u = torch.cat([torch.rand(1, generator=g, device=g.device) for g in self.generators]).to(cdf)
+        drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+        return drawn.clamp(max=probs.size(-1) - 1)
+
+    @torch.no_grad()
+    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        memory = model.encode(src_tokens, src_lengths)
+        batch, device = memory.size(0), memory.device
+        if len(self.generators) != batch:
+            raise ValueError(f"sampling needs one generator per row: {len(self.generators)} for {batch} rows")
+        state = model.init_decoder_state(batch)
+        limits = self.max_lengths(src_lengths)
+        prev = torch.full((batch,), BOS_ID, dtype=torch.int64, device=device)
+        log_prob = torch.zeros(batch, device=device)
+        length = torch.zeros(batch, dtype=torch.int64, device=device)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        tokens = []
+        for t in range(int(limits.max()) + 1):
+            step_log_probs, state = model.decode_step(prev, state, memory, src_lengths)
+            allowed = self.restrict(step_log_probs, limits <= t, t)
+            drawn = self.draw(allowed)  # every row draws every step: its t-th draw is its own
+            log_prob = log_prob + allowed.gather(1, drawn.unsqueeze(1)).squeeze(1).masked_fill(done, 0.0)
+            length = length + (~done).long()
+            prev = drawn.masked_fill(done, PAD_ID)
+            done = done | (prev == EOS_ID)
+            tokens.append(prev)
+            if bool(done.all()):
+                break
+        rows = torch.stack(tokens, dim=1).tolist()
+        scores = (log_prob / self.length_penalty(length.to(log_prob.dtype))).tolist()
+        return [[Hypothesis(tokens=row[: n - 1], score=score)] for row, n, score in zip(rows, length.tolist(), scores)]
+
+
 def generate(
     model: IncrementalDecoder,
     src_tokens: torch.Tensor,
@@ -273,6 +353,8 @@ def generate(
     max_length_ratio: float = 2.0,
     max_length_offset: int = 10,
     n_best: int = 1,
+    min_length: int = 0,
+    forbidden: tuple[int, ...] = (),
 ) -> list[list[Hypothesis]]:
     """Translate a batch: ``src_tokens (B, S)`` int64 on the model's device (PAD-padded),
     ``src_lengths (B,)`` int64 -> per sentence, ``n_best`` hypotheses, best first.
@@ -283,7 +365,7 @@ def generate(
     if src_tokens.size(0) == 0:
         return []
     limits = dict(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio,
-                  max_length_offset=max_length_offset, n_best=n_best)
+                  max_length_offset=max_length_offset, n_best=n_best, min_length=min_length, forbidden=forbidden)
     if beam_size == 1 and n_best == 1:
         strategy: DecodeStrategy = GreedySearch(**limits)
     else:

@@ -5,6 +5,7 @@
     rayseq serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000]
     rayseq compose CHECKPOINT --out PIECE.mid [--primer FILE] [--steps 64] [--seed 0] [--roll PIECE.png]
     rayseq synthesize CHECKPOINT "four one seven" --speaker theo --out SPEECH.wav [--seed 0]
+    rayseq sample CHECKPOINT --condition positive [--num-samples 5] [--temperature 0.8] [--top-p 0.9] [--seed 0]
     rayseq generate speech RECORDINGS OUT_DIR --count N --seed S [--takes 10-49]
                            [--min-digits 1] [--max-digits 7] [--snr-db 30]
     rayseq generate digits OUT_DIR [--speakers 3] [--takes 0-9]
@@ -23,6 +24,7 @@ from pipelines.errors import run_and_report
 def build_parser() -> argparse.ArgumentParser:
     from pipelines.apps.music.compose import add_compose_arguments
     from pipelines.apps.speech_synthesis.synthesize import add_synthesize_arguments
+    from pipelines.apps.text_generate.sample import add_sample_arguments
     from pipelines.generate_cli import add_generate_arguments
     from pipelines.evaluate import add_eval_arguments
     from pipelines.train import add_train_arguments
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_arguments(commands.add_parser("generate", help="write a synthetic or derived dataset"))
     add_compose_arguments(commands.add_parser("compose", help="sample music from a music checkpoint (MIDI, PNG)"))
     add_synthesize_arguments(commands.add_parser("synthesize", help="say words with a speech synthesis checkpoint (WAV)"))
+    add_sample_arguments(commands.add_parser("sample", help="write texts with a conditional generator"))
     return parser
 
 
@@ -58,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.apps.speech_synthesis.synthesize import synthesize_command
 
         return run_and_report(lambda: synthesize_command(args))
+    if args.command == "sample":
+        from pipelines.apps.text_generate.sample import sample_command
+
+        return run_and_report(lambda: sample_command(args))
     if args.command == "generate":
         from pipelines.generate_cli import generate_command
 

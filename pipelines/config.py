@@ -552,6 +552,53 @@ class SynthesisConfig:
                               f"{self.griffin_lim_iters}, {self.eval_seeds}")
 
 
+@dataclass
+class GenerationConfig:
+    """Conditional text generation (``app: text_generate``): how samples are drawn
+    (``rayseq sample``, the generate route's defaults, ``rayseq eval``) and what ``rayseq
+    eval`` judges them with."""
+
+    conditioned: bool = True
+    """Condition on the records' labels; false: one condition (``any``) for every
+    record, the unconditioned language model the conditioned one is compared with."""
+    num_samples: int = 500
+    """``rayseq eval`` draws this many samples per condition (seeds: ``seed``, row by row)."""
+    temperature: float = 1.0
+    """Softmax temperature of every token drawn; 0: the most probable token (greedy)."""
+    top_k: int = 0
+    """Draw among the ``k`` most probable tokens; 0: all."""
+    top_p: float = 1.0
+    """Nucleus sampling: draw among the fewest tokens whose probability reaches ``p``; 1: all."""
+    seed: int = 0
+    """The first seed of ``rayseq eval``'s samples."""
+    max_length: int = 48
+    """Most tokens a sample has before its end is forced."""
+    min_length: int = 0
+    """Fewest tokens a sample has: its end may not be drawn (or searched) before."""
+    classifier: str = ""
+    """A text classifier checkpoint (``app: text_classify``) whose labels are the
+    conditions: ``condition_accuracy`` is the share of samples it gives the condition
+    asked for; empty: not judged."""
+    language_model: str = ""
+    """An unconditioned language model checkpoint (this application with
+    ``generation.conditioned: false``): ``sample_perplexity`` is the samples' perplexity
+    under it, and the validation sentences' perplexity under it is reported beside the
+    conditioned model's; empty: not scored."""
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1 or self.max_length < 1:
+            raise ConfigError(f"generation.num_samples and generation.max_length must be >= 1, got "
+                              f"{self.num_samples}, {self.max_length}")
+        if not 0 <= self.min_length <= self.max_length:
+            raise ConfigError(f"generation.min_length must be in [0, max_length ({self.max_length})], got "
+                              f"{self.min_length}")
+        if self.temperature < 0 or self.top_k < 0 or self.seed < 0:
+            raise ConfigError(f"generation.temperature, top_k and seed must be >= 0, got {self.temperature}, "
+                              f"{self.top_k}, {self.seed}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"generation.top_p must be in (0, 1], got {self.top_p}")
+
+
 @dataclass(kw_only=True)
 class Recipe:
     name: str = "recipe"
@@ -567,6 +614,7 @@ class Recipe:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     def __post_init__(self) -> None:
         apps.check_recipe(self)  # ConfigError naming the key

@@ -73,7 +73,7 @@ from pipelines.apps.routes import RouteSpec
 from serving.deployments import ModelServer, check_limits, with_options
 from serving.errors import client_error, error_response, install_error_handlers
 from serving.limits import ServeLimits
-from serving.schemas import ErrorBody, Health, ModelList, request_models, served_routes
+from serving.schemas import ErrorBody, Health, ModelList, all_routes, request_models, served_routes
 
 APP_NAME = "rayseq"
 """Name of the Serve application that ``rayseq serve`` and the tests run."""
@@ -113,7 +113,7 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
     """The HTTP API (``docs/http-api.md``) over ``models`` (keyed by name), enforcing ``limits``;
     with a ``token``, every route but /healthz asks for it (``serving.auth``)."""
     routes = served_routes()
-    bodies = request_models(limits, routes)
+    bodies = request_models(limits)
 
     app = FastAPI(
         title="rayseq",
@@ -195,14 +195,15 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
         or, on a decoding route with ``"stream": true``, stream greedy decoding."""
 
         async def endpoint(request: Request, model: ServedModel = Depends(serving(route.name))) -> Any:
+            spec = model.card.app.serve.route  # the model's own body on a shared path
             inputs, options = await read_inputs(request, model.card, bodies)
             if options.pop("stream", False):
                 return await streamed(model, inputs, {k: v for k, v in options.items() if k != "beam_size"})
-            media = accepted_file(request, route, len(inputs))
+            media = accepted_file(request, spec, len(inputs))
             answers = await answer(model, inputs, options)
             if media is not None:  # the file itself, e.g. Accept: audio/midi
                 return Response(base64.b64decode(answers[0][media[1]]), media_type=media[0])
-            return answers[0] if route.single else {route.answer_key: answers}
+            return answers[0] if spec.single else {spec.answer_key: answers}
 
         responses = _STREAMING_RESPONSES if route.decoding else _CLIENT_ERRORS
         if route.files:
@@ -211,7 +212,7 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
             responses = {**responses, 200: {"description": f"The answer as JSON; {described}", "content": content}}
         app.post(f"/v1/models/{{name}}/{route.name}", name=route.name, response_model=route.response,
                  description=route.description, responses=responses,
-                 openapi_extra=openapi_body(bodies, route))(endpoint)
+                 openapi_extra=openapi_body(bodies, bodies.bodies(route.name, all_routes())))(endpoint)
 
     for route in routes:
         add_route(route)
@@ -286,7 +287,7 @@ def model_info(card: ModelCard) -> dict[str, Any]:
     info: dict[str, Any] = {"name": card.name, "kind": card.kind, "task": card.task}
     if card.labels is not None:
         info["labels"] = list(card.labels)
-    for key in ("speakers", "words"):
+    for key in ("speakers", "words", "conditions"):
         if getattr(card, key) is not None:
             info[key] = list(getattr(card, key))
     if card.input != "text":  # text models keep the original shape of ``/v1/models``

@@ -43,7 +43,7 @@ async def read_inputs(request: Request, card: ModelCard, models: RequestModels) 
     :class:`Upload` s, and the other fields of its request model (generate's
     ``beam_size`` and ``max_length``) as keyword arguments for the model deployment."""
     route = card.app.serve.route
-    schema = models.body(card.task, card.input)
+    schema = models.body(route, card.input)
     field = route.input_field if route.request is not None else INPUT_FIELDS[card.input]
     if card.input in UPLOAD_FORMATS:
         body, inputs = await _read_uploads(request, card, schema)
@@ -127,11 +127,14 @@ def part_name(index: int, filename: str | None) -> str:
     return f"file[{index}] {filename!r}" if filename else f"file[{index}]"
 
 
-def openapi_body(models: RequestModels, route: RouteSpec) -> dict[str, Any]:
-    """The ``openapi_extra`` of a route: the bodies it takes (a route with a body of its
-    own: JSON only). FastAPI documents only a body it parses itself; these models are
-    flat (no ``$defs`` to resolve)."""
-    content = {"application/json": {"schema": models.body(route.name, "text").model_json_schema()}}
-    if route.request is None:
-        content[MULTIPART] = {"schema": models.body(route.name, "video").model_json_schema()}  # audio's too
+def openapi_body(models: RequestModels, routes: list[RouteSpec]) -> dict[str, Any]:
+    """The ``openapi_extra`` of one path: the bodies its ``routes`` take (a route with a
+    body of its own: JSON only), one of them when several applications share the path
+    (``anyOf``). FastAPI documents only a body it parses itself; these models are flat
+    (no ``$defs`` to resolve)."""
+    json_bodies = [models.body(route, "text").model_json_schema() for route in routes]
+    content = {"application/json": {"schema": json_bodies[0] if len(json_bodies) == 1 else {"anyOf": json_bodies}}}
+    forms = [models.body(route, "video").model_json_schema() for route in routes if route.request is None]
+    if forms:
+        content[MULTIPART] = {"schema": forms[0]}  # audio's too; one form body a path
     return {"requestBody": {"required": True, "content": content}}

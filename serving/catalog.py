@@ -69,6 +69,8 @@ class ModelCard:
     """The voices of a speech synthesis model (its requests' ``speaker``), else None."""
     words: tuple[str, ...] | None = None
     """The words a speech synthesis model says, else None."""
+    conditions: tuple[str, ...] | None = None
+    """What a conditional generator writes to order (its requests' ``condition``), else None."""
 
 
 def read_card(checkpoint: str | Path) -> ModelCard:
@@ -94,6 +96,7 @@ def read_card(checkpoint: str | Path) -> ModelCard:
         labels=tuple(str(label) for label in labels) if isinstance(labels, list) else None,
         speakers=tuple(meta["speakers"]) if "speakers" in app.meta_keys else None,
         words=tuple(meta["words"]) if "words" in app.meta_keys else None,
+        conditions=tuple(meta["conditions"]) if "conditions" in app.meta_keys else None,
         checkpoint=path,
         max_length=recipe.data.max_length,
         decode=recipe.decode if app.serve.route.decoding else None,

@@ -98,7 +98,7 @@ class BatchItem:
     @property
     def rows_per_source(self) -> int:
         """Copies of each row a pass holds: the beam (a decoder keeps one per beam)."""
-        return int(dict(self.options).get("beam_size", 1))
+        return int(dict(self.options).get("beam_size") or 1)  # None: a recipe default filled in later, or none
 
 
 def item_cost(items: list[BatchItem]) -> int:
@@ -312,7 +312,7 @@ class ModelServer:
         """One answer per input, in order."""
         options = self._options(options)
         item_options = tuple(sorted(options.items()))
-        chunks = token_chunks(await self._rows(inputs), self.budget // int(options.get("beam_size", 1)))
+        chunks = token_chunks(await self._rows(inputs), self.budget // int(options.get("beam_size") or 1))
         found = await asyncio.gather(*(self._batched(BatchItem(chunk, item_options)) for chunk in chunks))
         return [answer for part in found for answer in part]
 

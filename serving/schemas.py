@@ -81,13 +81,19 @@ class RequestModels:
     the applications answer (``pipelines.apps.routes``): JSON bodies for text models,
     multipart forms for audio and video models."""
 
-    models: dict[tuple[str, bool], type[BaseModel]]
-    """``(route name, uploads)`` -> body model."""
+    models: dict[tuple[str | RouteSpec, bool], type[BaseModel]]
+    """``(route, uploads)`` -> body model; ``route`` a :class:`RouteSpec`, or its name for
+    the first route of that name (two applications may answer one path with different
+    bodies: a translator's and a conditional generator's ``generate``)."""
 
-    def body(self, route: str, input: str) -> type[BaseModel]:
+    def body(self, route: str | RouteSpec, input: str) -> type[BaseModel]:
         """The model of a ``route`` request to a model taking ``input``: the JSON model for
         ``text``, the form model for anything uploaded (``audio``, ``video``)."""
         return self.models[route, input != "text"]
+
+    def bodies(self, name: str, routes: Iterable[RouteSpec]) -> list[RouteSpec]:
+        """The routes of ``routes`` called ``name`` (each a body on that path)."""
+        return [route for route in routes if route.name == name and (route, False) in self.models]
 
 
 def request_models(limits: ServeLimits, routes: Iterable[RouteSpec] | None = None) -> RequestModels:
@@ -127,29 +133,37 @@ def request_models(limits: ServeLimits, routes: Iterable[RouteSpec] | None = Non
     decoding = {"beam_size": (BeamSize, None), "max_length": (MaxLength, None), "stream": (Stream, False)}
     validators = {"_greedy_stream": model_validator(mode="after")(_stream_is_greedy)}
 
-    models: dict[tuple[str, bool], type[BaseModel]] = {}
-    for route in routes if routes is not None else served_routes():
+    models: dict[tuple[str | RouteSpec, bool], type[BaseModel]] = {}
+    for route in routes if routes is not None else all_routes():
         if route.request is not None:  # a body of its own, JSON only
-            models[route.name, False] = models[route.name, True] = route.request(limits)
-            continue
-        title = route.name.capitalize()
-        options = decoding if route.decoding else {}
-        checks = validators if route.decoding else {}
-        models[route.name, False] = create_model(
-            f"{title}Request", __base__=_Request, __doc__=route.json_doc, __validators__=checks,
-            inputs=(Texts, Field(examples=[list(route.json_example)])), **options)
-        models[route.name, True] = create_model(
-            f"{title}Upload", __base__=_Form, __doc__=route.upload_doc, __validators__=checks,
-            file=(Files, ...), **options)
+            models[route, False] = models[route, True] = route.request(limits)
+        else:
+            title = route.name.capitalize()
+            options = decoding if route.decoding else {}
+            checks = validators if route.decoding else {}
+            models[route, False] = create_model(
+                f"{title}Request", __base__=_Request, __doc__=route.json_doc, __validators__=checks,
+                inputs=(Texts, Field(examples=[list(route.json_example)])), **options)
+            models[route, True] = create_model(
+                f"{title}Upload", __base__=_Form, __doc__=route.upload_doc, __validators__=checks,
+                file=(Files, ...), **options)
+        for uploads in (False, True):
+            models.setdefault((route.name, uploads), models[route, uploads])
     return RequestModels(models)
 
 
-def served_routes() -> list[RouteSpec]:
+def all_routes() -> list[RouteSpec]:
     """Every route some application answers, in the order the applications are found
-    (by name), each once."""
+    (by name), each once; several may share a path (``generate``)."""
+    return list(dict.fromkeys(app.serve.route for app in apps.discover().values()))
+
+
+def served_routes() -> list[RouteSpec]:
+    """The first route of each path, in the order :func:`all_routes` gives them: one
+    endpoint each."""
     found: dict[str, RouteSpec] = {}
-    for app in apps.discover().values():
-        found.setdefault(app.serve.route.name, app.serve.route)
+    for route in all_routes():
+        found.setdefault(route.name, route)
     return list(found.values())
 
 
@@ -171,6 +185,8 @@ class ModelInfo(BaseModel):
     """Voices a speech synthesis model speaks in (synthesize's ``speaker``)."""
     words: list[str] | None = None
     """Words a speech synthesis model says (digits also by name: "7" as "seven")."""
+    conditions: list[str] | None = None
+    """What a conditional generator writes to order (generate's ``condition``)."""
     input: str | None = None
     """``audio`` or ``video`` for models that take uploads (multipart ``file`` parts) on
     their route; left out for text models, which take JSON ``inputs``."""

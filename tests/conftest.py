@@ -343,6 +343,74 @@ VIDEO_MODEL = {"input": "video", "embed_dim": 16, "hidden_size": 16, "num_layers
                "dropout": 0.0}
 
 
+GENERATOR_RECIPE = {"name": "tiny_generate", "app": "text_generate",
+                    "data": {"format": "labeled-lines", "train": "train.txt", "valid": "valid.txt", "max_length": 32},
+                    "tokenizer": {"kind": "wordlevel", "vocab_size": 200, "min_frequency": 1},
+                    "model": {"kind": "language_model", "embed_dim": 16, "hidden_size": 32, "decoder_layers": 2,
+                              "dropout": 0.0},
+                    "decode": {"beam_size": 3}, "generation": {"num_samples": 20, "max_length": 24}}
+
+
+def _language_model(tmp_path_factory, name: str, sentiment_dir: Path, *, conditioned: bool, steps: int) -> Path:
+    """A language model of the sentiment reviews (conditioned on their label, or not),
+    trained in this process for ``steps`` Adam steps (no Ray): small, but it has learned
+    which words each condition writes."""
+    import random
+
+    import torch
+
+    from models.seq2seq import sequence_loss
+    from pipelines import apps
+    from pipelines.checkpoint import export_inference
+    from pipelines.config import recipe_from_dict
+    from pipelines.media.bucketing import pad_batch
+    from pipelines.media.tokenization import encode_targets, train_tokenizer
+
+    recipe = recipe_from_dict({**GENERATOR_RECIPE, "name": name, "data": {**GENERATOR_RECIPE["data"],
+                               "root": str(sentiment_dir)}, "generation": {**GENERATOR_RECIPE["generation"],
+                                                                            "conditioned": conditioned}})
+    records = [line.split(" ", 1) for line in (sentiment_dir / "train.txt").read_text().splitlines()]
+    tokenizer = train_tokenizer([text for _, text in records], recipe.tokenizer)
+    conditions = ["negative", "positive"] if conditioned else ["any"]
+    sizes = {"num_conditions": len(conditions), "tgt_vocab_size": tokenizer.get_vocab_size()}
+    app = apps.app_for(recipe)
+    with torch.random.fork_rng(devices=[]):
+        model = app.build(recipe.model, sizes, seed=0).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        targets, _ = encode_targets(tokenizer, [text for _, text in records], 32)
+        ids = [conditions.index(label) if conditioned else 0 for label, _ in records]
+        rng = random.Random(0)
+        for _ in range(steps):
+            rows = rng.sample(range(len(records)), 64)
+            batch = [targets[r] for r in rows]
+            tgt_in = torch.as_tensor(pad_batch([t[:-1] for t in batch]), dtype=torch.int64)
+            tgt_out = torch.as_tensor(pad_batch([t[1:] for t in batch]), dtype=torch.int64)
+            lengths = torch.tensor([len(t) - 1 for t in batch])
+            src = torch.tensor([[ids[r]] for r in rows])
+            loss = sequence_loss(model((src, tgt_in), (torch.ones(len(rows), dtype=torch.int64), lengths)), tgt_out)
+            optimizer.zero_grad()
+            (loss / lengths.sum()).backward()
+            optimizer.step()
+    shard_dir = tmp_path_factory.mktemp(f"{name}-train")
+    torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
+    meta = {"conditions": conditions, "tgt_vocab_size": tokenizer.get_vocab_size()}
+    return export_inference(shard_dir, tmp_path_factory.mktemp(name) / "checkpoint", recipe=recipe, app=app,
+                            files={"tokenizer.json": tokenizer.to_str()}, meta=meta)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory, sentiment_dir) -> Path:
+    """A sentiment-conditioned language model of the generated reviews, trained without
+    Ray for 150 steps (a few seconds)."""
+    return _language_model(tmp_path_factory, "tiny_generate", sentiment_dir, conditioned=True, steps=150)
+
+
+@pytest.fixture(scope="session")
+def tiny_unconditioned_lm(tmp_path_factory, sentiment_dir) -> Path:
+    """The same reviews' unconditioned language model (one condition, ``any``)."""
+    return _language_model(tmp_path_factory, "tiny_lm", sentiment_dir, conditioned=False, steps=150)
+
+
 @pytest.fixture(scope="session")
 def tiny_video_classifier(tmp_path_factory) -> Path:
     """A moving-shape classifier checkpoint with random weights (16x16 frames, at most 24

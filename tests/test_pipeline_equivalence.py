@@ -74,10 +74,12 @@ MUSIC = ModelConfig(kind="music", embed_dim=3, hidden_size=6, num_layers=3, resi
 # logits out (float labels: the frames), the post-net in the last layer.
 SYNTHESIS = ModelConfig(kind="synthesis", embed_dim=3, hidden_size=6, num_layers=3, residual_from=1, prenet_size=5,
                         frames_per_step=2, postnet_channels=4, postnet_layers=3, dropout=0.2)
+# Conditioned language model: a condition id (one step) in, tokens out; 3 recurrent layers.
+LANGUAGE_MODEL = ModelConfig(kind="language_model", embed_dim=4, hidden_size=6, decoder_layers=3, dropout=0.2)
 CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ,
            "input_fed": INPUT_FED, "audio": AUDIO, "audio_attention": AUDIO_ATTENTION, "speech": SPEECH, "ctc": CTC,
            "video": VIDEO, "caption": CAPTION, "tagger": TAGGER, "music": MUSIC,
-           "synthesis": SYNTHESIS}
+           "synthesis": SYNTHESIS, "language_model": LANGUAGE_MODEL}
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
 VOCAB, LABELS, MICRO, STEPS, MELS, PIXELS = 40, 3, 3, 4, 5, 8
 SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
@@ -87,7 +89,8 @@ SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
          ("seq2vec", "video"): {"frame_size": PIXELS, "num_labels": LABELS},
          ("vec2seq", "video"): {"frame_size": PIXELS, "tgt_vocab_size": VOCAB - 5},
          ("tagger", "text"): {"num_words": VOCAB, "num_chars": 12, "num_tags": 5}, ("music", "text"): {},
-         ("synthesis", "text"): {"frame_size": MELS, "num_words": 4, "num_speakers": 3}}
+         ("synthesis", "text"): {"frame_size": MELS, "num_words": 4, "num_speakers": 3},
+         ("language_model", "text"): {"num_conditions": 3, "tgt_vocab_size": VOCAB - 5}}
 TAGS = tag_set(["PER"], "iobes")  # O B-PER I-PER E-PER S-PER
 
 
@@ -220,6 +223,13 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
             out.append({"tokens": tokens[:, : int(lengths[pick].max())], "lengths": lengths[pick],
                         "labels": labels[pick]})
             continue
+        if kind == "language_model":  # one condition id per row
+            tgt_len = torch.randint(2, 9, (rows,), generator=g)
+            tgt = _padded(g, tgt_len, VOCAB - 5)[pick]
+            conditions = torch.randint(0, 3, (rows, 1), generator=g)[pick]
+            out.append({"src_tokens": conditions, "src_lengths": torch.ones(len(conditions), dtype=torch.int64),
+                        "tgt_in": tgt, "tgt_out": tgt.roll(-1, 1), "tgt_lengths": tgt_len[pick]})
+            continue
         src_len, tgt_len = torch.randint(1, 9, (rows,), generator=g), torch.randint(2, 9, (rows,), generator=g)
         src, tgt = _padded(g, src_len, VOCAB)[pick], _padded(g, tgt_len, VOCAB - 5)[pick]
         out.append({"src_tokens": src[:, : int(src_len[pick].max())], "src_lengths": src_len[pick],
@@ -320,7 +330,7 @@ def test_each_model_is_trained_by_its_application():
         "seq2seq": "translate", "input_fed": "translate", "audio": "audio_classify",
         "audio_attention": "audio_classify", "speech": "speech_to_text", "ctc": "speech_to_text",
         "video": "video_classify", "caption": "video_caption", "tagger": "tag", "music": "music",
-        "synthesis": "speech_synthesis"}
+        "synthesis": "speech_synthesis", "language_model": "text_generate"}
     assert isinstance(app_of(CTC), SpeechToTextCTC) and not isinstance(app_of(SPEECH), SpeechToTextCTC)
 
 
@@ -342,7 +352,8 @@ def expected():
      (1, 5, "1f1b", "seq2seq"), (1, 2, "gpipe", "audio"), (1, 3, "1f1b", "speech"), (1, 2, "1f1b", "ctc"),
      (1, 2, "1f1b", "audio_attention"), (1, 2, "gpipe", "video"), (1, 2, "wavefront", "video"), (1, 3, "1f1b", "caption"),
      (1, 2, "1f1b", "tagger"), (1, 3, "gpipe", "tagger"), (1, 2, "1f1b", "music"), (1, 3, "gpipe", "music"),
-     (1, 2, "1f1b", "synthesis"), (1, 3, "gpipe", "synthesis")],
+     (1, 2, "1f1b", "synthesis"), (1, 3, "gpipe", "synthesis"), (1, 2, "1f1b", "language_model"),
+     (1, 4, "gpipe", "language_model")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     ref_losses, ref_state = expected[model]

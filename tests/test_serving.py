@@ -223,7 +223,7 @@ def test_app_builder_checks_a_translator_against_the_limits(tiny_checkpoint, tin
 
 
 @pytest.fixture(scope="module")
-def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music, tiny_tts):
+def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music, tiny_tts, tiny_generator):
     """An HTTP client for the deployed application (deleted again after the module)."""
     from ray import serve
 
@@ -231,8 +231,8 @@ def client(ray_head, tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music, 
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app([tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music, tiny_tts], LIMITS), name=APP_NAME,
-              route_prefix="/")
+    served = [tiny_checkpoint, tiny_translator, tiny_tagger, tiny_music, tiny_tts, tiny_generator]
+    serve.run(build_app(served, LIMITS), name=APP_NAME, route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
         yield http
     serve.delete(APP_NAME)
@@ -293,6 +293,8 @@ def test_health_models_and_docs(client):
         {"name": "tiny_music", "kind": "music", "task": "compose", "input": "music"},
         {"name": "tiny_tts", "kind": "synthesis", "task": "synthesize", "speakers": ["alice", "theo"],
          "words": [str(d) for d in range(10)]},
+        {"name": "tiny_generate", "kind": "language_model", "task": "generate",
+         "conditions": ["negative", "positive"]},
     ]}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/models/{name}/classify", "/v1/models/{name}/generate", "/v1/models/{name}/tag",
@@ -534,6 +536,51 @@ def test_synthesize_route_answers_the_wav_or_json(client, tiny_tts):
 ])
 def test_bad_synthesize_requests_answer_4xx(client, body, headers, status, fragments):
     assert_error(client.post("/v1/models/tiny_tts/synthesize", json=body, headers=headers), status, *fragments)
+
+
+# ---------------------------------------------------------------- conditional generation
+
+
+@pytest.mark.ray
+def test_conditional_generate_answers_seeded_samples(client, tiny_generator):
+    """The generate path answers a conditional generator's own body with the in-process
+    predictor's texts for the same seed, beside a translator's on the same path."""
+    from pipelines.checkpoint import load_predictor
+
+    predictor = load_predictor(tiny_generator)
+    body = {"condition": "positive", "num_samples": 3, "temperature": 0.8, "top_p": 0.9, "seed": 5}
+    response = client.post("/v1/models/tiny_generate/generate", json=body)
+    assert response.status_code == 200, response.text
+    want = predictor.run(predictor.rows(["positive"]), **{k: v for k, v in body.items() if k != "condition"})[0]
+    got = response.json()["outputs"]
+    assert [o["text"] for o in got] == [o["text"] for o in want["outputs"]]
+    assert [o["score"] for o in got] == pytest.approx([o["score"] for o in want["outputs"]], abs=1e-4)
+    again = client.post("/v1/models/tiny_generate/generate", json={**body, "num_samples": 2}).json()["outputs"]
+    assert [o["text"] for o in again] == [o["text"] for o in got[:2]]
+    beams = client.post("/v1/models/tiny_generate/generate",
+                        json={"condition": "negative", "num_samples": 2, "beam_size": 3}).json()["outputs"]
+    assert len(beams) == 2 and beams[0]["score"] >= beams[1]["score"]
+    assert generate(client, ["the cat sat on the mat"]).status_code == 200  # the translator's body, same path
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(("body", "fragments"), [
+    ({"condition": "neutral"}, ["unknown condition 'neutral'", "negative, positive"]),
+    ({"condition": "positive", "num_samples": 0}, ["num_samples"]),
+    ({"condition": "positive", "top_p": 1.5}, ["top_p"]),
+    ({"condition": "positive", "temperature": -1}, ["temperature"]),
+    ({"condition": "positive", "num_samples": 3, "beam_size": 2}, ["at most beam_size (2) texts, asked for 3"]),
+    ({"inputs": ["positive"]}, ["inputs: is not a known field"]),
+    ({"condition": "positive", "seed": "1"}, ["seed"]),
+])
+def test_bad_conditional_generate_requests_answer_422(client, body, fragments):
+    assert_error(client.post("/v1/models/tiny_generate/generate", json=body), 422, *fragments)
+
+
+@pytest.mark.ray
+def test_a_translator_refuses_the_conditional_body(client):
+    assert_error(client.post("/v1/models/tiny_translation/generate", json={"condition": "positive"}), 422,
+                 "inputs", "condition: is not a known field")
 
 
 # ---------------------------------------------------------------- the compose route

@@ -60,6 +60,7 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from conftest import mp4_bytes, serve_app, wav_bytes
+from pipelines.errors import DataError
 from pipelines.media.audio.features import AudioFeaturizer
 from pipelines.media.video.decode import VideoFeaturizer
 from serving import audio as audio_uploads
@@ -78,9 +79,10 @@ LIMITS = ServeLimits(max_body_bytes=8192, max_upload_bytes=64_000, max_inputs=4,
                      max_audio_seconds=3.0, max_video_seconds=5.0, max_batch_tokens=128,
                      batch_wait_timeout_s=0.005, max_beam_size=4, max_generate_length=128)
 TEXT, TRANSLATOR, AUDIO, VIDEO = "tiny_sentiment", "tiny_translation", "tiny_digits", "tiny_caption"
+GENERATOR = "tiny_generate"
 JSON, MULTIPART, NDJSON = "application/json", "multipart/form-data", "application/x-ndjson"
 MODELS = {TEXT: ("classify", JSON), TRANSLATOR: ("generate", JSON), AUDIO: ("classify", MULTIPART),
-          VIDEO: ("generate", MULTIPART)}
+          VIDEO: ("generate", MULTIPART), GENERATOR: ("generate", JSON)}
 """The models every app here serves (the recipe names of the tiny checkpoints), with the
 route each answers and the body it takes there."""
 ROUTES = {task: f"/v1/models/{{name}}/{task}" for task in ("classify", "generate")}
@@ -89,8 +91,9 @@ MP4 = mp4_bytes(frames=8, size=16)
 
 
 @pytest.fixture(scope="module")
-def cards(tiny_checkpoint, tiny_translator, tiny_audio_classifier, tiny_video_captioner) -> list[ModelCard]:
-    cards = read_cards([tiny_checkpoint, tiny_translator, tiny_audio_classifier, tiny_video_captioner])
+def cards(tiny_checkpoint, tiny_translator, tiny_audio_classifier, tiny_video_captioner,
+          tiny_generator) -> list[ModelCard]:
+    cards = read_cards([tiny_checkpoint, tiny_translator, tiny_audio_classifier, tiny_video_captioner, tiny_generator])
     assert {card.name: card.task for card in cards} == {model: task for model, (task, _) in MODELS.items()}
     return cards
 
@@ -117,6 +120,8 @@ class StandInReplica:
             self.read = video_uploads.UploadClips(VideoFeaturizer(card.video, refuse_longer=True), limit)
 
     async def answer(self, inputs: list, **options: Any) -> list[dict[str, Any]]:
+        if self.card.conditions is not None:
+            return self._write(inputs, options)
         await self._take(inputs)
         if not self.card.app.serve.route.decoding:
             assert not options, f"options {options!r} got through to a classifier"
@@ -127,6 +132,21 @@ class StandInReplica:
         self._check_option(options.get("beam_size"), self.limits.max_beam_size)
         self._check_option(options.get("max_length"), self.limits.max_generate_length)
         return [{"text": "stand-in output", "score": -1.0} for _ in inputs]
+
+    def _write(self, inputs: list, options: dict[str, Any]) -> list[dict[str, Any]]:
+        """A conditional generator: one condition in (an unknown one is the replica's
+        DataError, a 422), ``num_samples`` texts out."""
+        assert isinstance(inputs, list) and len(inputs) == 1 and isinstance(inputs[0], str), inputs
+        if inputs[0] not in self.card.conditions:
+            raise DataError(f"condition: unknown condition {inputs[0]!r}")
+        assert set(options) <= {"num_samples", "temperature", "top_k", "top_p", "seed", "max_length", "beam_size"}
+        self._check_option(options.get("beam_size"), self.limits.max_beam_size)
+        self._check_option(options.get("max_length"), self.limits.max_generate_length)
+        samples = options["num_samples"]
+        assert type(samples) is int and 1 <= samples <= self.limits.max_inputs, samples
+        if options.get("beam_size") is not None and samples > options["beam_size"]:
+            raise DataError("num_samples: beam search returns at most beam_size texts")
+        return [{"outputs": [{"text": "stand-in output", "score": -1.0}] * samples}]
 
     async def stream(self, inputs: list, *, max_length: int | None = None) -> AsyncIterator[dict[str, Any]]:
         await self._take(inputs)
@@ -243,7 +263,10 @@ def check_case(case: schemathesis.Case, session: requests.Session) -> None:
             answers = [item for item in body if item["type"] == "final"]
         else:
             [answers] = body.values()
-        sent = case.body["inputs" if case.media_type == JSON else "file"]
+        if case.media_type == JSON and "condition" in case.body:  # a conditional generator: num_samples texts
+            sent = [None] * case.body.get("num_samples", 1)
+        else:
+            sent = case.body["inputs" if case.media_type == JSON else "file"]
         assert len(answers) == len(sent), f"{len(answers)} answers to {len(sent)} inputs for {what}"
 
 

@@ -141,6 +141,8 @@ class App:
     """Its layers stream over time chunks (``parallel.schedule: wavefront``)."""
     synthesizes: bool = False
     """It reads the recipe's ``synthesis`` section (else a recipe setting it is refused)."""
+    samples_text: bool = False
+    """It reads the recipe's ``generation`` section (else a recipe setting it is refused)."""
     generators: tuple[DatasetGenerator, ...] = ()
     serve: ServeSpec | None = None
     variants: tuple[App, ...] = ()
@@ -176,6 +178,9 @@ class App:
         if recipe.synthesis != type(recipe.synthesis)() and not self.synthesizes:
             raise ConfigError(f"synthesis is read by speech synthesis only, not by the {self.name} application; "
                               "leave it unset")
+        if recipe.generation != type(recipe.generation)() and not self.samples_text:
+            raise ConfigError(f"generation is read by conditional text generation (app text_generate) only, not by "
+                              f"the {self.name} application; leave it unset")
         if recipe.parallel.schedule == "wavefront" and not self.wavefront:
             raise ConfigError(f"parallel.schedule: wavefront runs applications whose layers stream over time "
                               f"chunks; {self.name} does not, so use gpipe or 1f1b")

@@ -107,7 +107,12 @@ recipe's `decode` values.
 
 With `"stream": true` (greedy decoding) the answer is JSON lines
 (`application/x-ndjson`) sent while decoding: one line per output token, then a
-final line per input with its `text` and `score`.""",
+final line per input with its `text` and `score`.
+
+Conditional generators (models listing `conditions` on `/v1/models`) take
+`{"condition": "positive", "num_samples": 4, "temperature": 0.8, "top_k": 0, "top_p": 0.9,
+"seed": 0}` instead (or `beam_size` to search) and answer `num_samples` texts in
+`outputs`; the same condition, options and seed give the same texts.""",
     json_doc="Source texts for a sequence-to-sequence model; one output per text, in order.",
     upload_doc="Recordings to transcribe (a speech model) or video files to caption (a video\ncaptioner); "
                "one output per file, in order.",

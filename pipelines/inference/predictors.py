@@ -49,6 +49,13 @@ def predictions(probs: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
     ]
 
 
+def item_seed(seed: int, item: int) -> int:
+    """The generator seed of item ``item`` (a word, a sample) of a request sampled with
+    ``seed``: each item's draws depend on the request's seed and its own position only,
+    not on what else shares the batch."""
+    return int(np.random.SeedSequence([seed, item]).generate_state(1, np.uint64)[0] >> 1)
+
+
 class LoadedPredictor:
     """A loaded checkpoint (``pipelines.checkpoint.InferenceCheckpoint``) in eval mode on
     its device; ``budget`` bounds one forward pass in row units (tokens or frames)."""

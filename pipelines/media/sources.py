@@ -518,6 +518,18 @@ def carve_validation(train: CheckedSplit, fraction: float,
             CheckedSplit(valid, valid_rows, 0, []), report)
 
 
+def read_checked_splits(data: DataConfig) -> tuple[CheckedSplit, CheckedSplit | None, dict[str, Any]]:
+    """The checked ``train`` and validation splits of labelled records: ``data.valid``, or
+    the part ``data.valid_fraction`` carves out of the training file (and its report), or
+    none."""
+    train = check_records(read_split(data, "train"), data.on_bad_record, "train")
+    if data.valid_fraction:
+        return carve_validation(train, data.valid_fraction, data.valid_seed)
+    if data.valid:
+        return train, check_records(read_split(data, "valid"), data.on_bad_record, "valid"), {}
+    return train, None, {}
+
+
 def with_index(records: ray.data.Dataset, rows: int) -> ray.data.Dataset:
     """Add ``index`` = row position (0..rows-1) to a materialized dataset, zipped with a range."""
     return records.zip(ray.data.range(rows).rename_columns({"id": "index"})).materialize()

@@ -20,7 +20,7 @@ import torch
 
 from pipelines.apps.speech_synthesis.data import FrameScale
 from pipelines.errors import DataError
-from pipelines.inference.predictors import LoadedPredictor
+from pipelines.inference.predictors import LoadedPredictor, item_seed
 from pipelines.media.audio.vocoder import GriffinLim, wav_bytes
 
 SPELLED = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -39,11 +39,6 @@ class Utterance:
 
     def __len__(self) -> int:
         return len(self.words) * self.steps_per_word
-
-
-def word_seed(seed: int, word: int) -> int:
-    """The generator seed of word ``word`` of an input sampled with ``seed``."""
-    return int(np.random.SeedSequence([seed, word]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class SpeechSynthesizer(LoadedPredictor):
@@ -117,7 +112,7 @@ class SpeechSynthesizer(LoadedPredictor):
         for start in range(0, len(jobs), per_batch):
             part = jobs[start : start + per_batch]
             conditions = torch.tensor([[word, speakers[r]] for r, _, word in part], device=self.device)
-            generators = [torch.Generator(device=self.device).manual_seed(word_seed(seeds[r], w)) for r, w, _ in part]
+            generators = [torch.Generator(device=self.device).manual_seed(item_seed(seeds[r], w)) for r, w, _ in part]
             found = self.model.synthesize(conditions, max_frames=self.max_frames, stop_threshold=self.synthesis.stop_threshold,
                                           generators=generators)
             for (r, w, _), frames in zip(part, found):

@@ -18,7 +18,7 @@ from pipelines.media.bucketing import PaddingStats, bucket, padding_stats
 from pipelines.config import Recipe
 from pipelines.errors import DataError
 from pipelines.media.featurize import map_featurized
-from pipelines.media.sources import carve_validation, check_records, read_split
+from pipelines.media.sources import read_checked_splits
 from pipelines.media.tokenization import encode_batch, load_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,7 @@ class PreparedText:
 
 def prepare_text_classification(recipe: Recipe) -> PreparedText:
     data = recipe.data
-    train = check_records(read_split(data, "train"), data.on_bad_record, "train")
-    valid, carved = None, {}
-    if data.valid_fraction:
-        train, valid, carved = carve_validation(train, data.valid_fraction, data.valid_seed)
-    elif data.valid:
-        valid = check_records(read_split(data, "valid"), data.on_bad_record, "valid")
+    train, valid, carved = read_checked_splits(data)
     labels = sorted(train.dataset.unique("label"))
     if len(labels) < 2:
         raise DataError(f"data.train: need at least 2 distinct labels, found {labels}")
