@@ -23,8 +23,9 @@ class ModelConfig:
     ``decoder_layers`` are the recurrent stack, ``num_layers`` is unused)."""
     input: str = "text"
     """What the first layer reads: ``text`` (token ids -> embedding), ``audio`` (log-mel
-    frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``) or
-    ``video`` (RGB frames -> a per-frame CNN, one step per frame; ``models.video``)."""
+    frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``),
+    ``video`` (RGB frames -> a per-frame CNN, one step per frame; ``models.video``) or
+    ``image`` (one RGB frame through the same CNN: image captioning)."""
     frontend_channels: int = 32
     """audio: channels of the subsampler's two stride-2 convolutions; video: channels of
     the frame CNN's first block (doubling in each of the next two)."""
@@ -45,7 +46,9 @@ class ModelConfig:
     num_layers: int = 2
     """Number of recurrent layers in the stack (for seq2seq: in the encoder). seq2vec
     takes 0: the head then pools the front end's per-step vectors, an order-blind
-    bag-of-frames (or bag-of-words) baseline for ablations."""
+    bag-of-frames (or bag-of-words) baseline for ablations. vec2seq on an image takes 0
+    too (a recurrent layer over one frame adds nothing): the summary then reads the frame
+    CNN's vector, so the model is CNN -> vector -> decoder."""
     bidirectional_bottom: bool = True
     """Make layer 0 bidirectional (GNMT): its output is ``2 * hidden_size`` wide."""
     residual_from: int = 2
@@ -147,8 +150,9 @@ class ModelConfig:
             raise ValueError(f"model.pooling: {self.pooling!r} is not one of {POOLINGS}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"model.attention: {self.attention!r} is not one of {ATTENTIONS}")
-        if self.num_layers < (0 if self.kind == "seq2vec" else 1):
-            raise ValueError(f"model.num_layers must be >= 1 (seq2vec: >= 0), got {self.num_layers}")
+        if self.num_layers < (0 if self.kind == "seq2vec" or (self.kind, self.input) == ("vec2seq", "image") else 1):
+            raise ValueError(f"model.num_layers must be >= 1 (seq2vec, and vec2seq on images: >= 0), "
+                             f"got {self.num_layers}")
         for name in ("embed_dim", "hidden_size", "decoder_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")

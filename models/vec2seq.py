@@ -1,4 +1,4 @@
-"""vec2seq: one vector -> token sequence (video captioning), as one cuttable layer list.
+"""vec2seq: one vector -> token sequence (video and image captioning), as one cuttable layer list.
 
 The encoder (front end + RNN stack, as in seq2seq) is summarised into a single vector,
 and that vector is all the decoder ever sees of the input: no attention. This is the
@@ -14,6 +14,10 @@ and that vector is all the decoder ever sees of the input: no attention. This is
     E+3     ConditionedDecoderLayer    (v, tgt_x)                 -> (h (B,T,H), context = v (B,T,H))
     E+4..   DecoderLayer x (D-1)       (h, context)               -> (h', context)
     E+D+3   Generator                  (h, context)               -> logits (B, T, V)
+
+(E = ``config.num_layers``, D = ``config.decoder_layers``.) With E = 0 the summary reads
+the front end's vectors directly: an image (one frame, ``S = 1``) is then CNN -> one
+vector -> LSTM decoder, Show and Tell's model without the pretrained CNN.
 
 Every decoder step reads ``[y_{t-1}; v]`` and every layer above and the generator read
 ``v`` as their "context": the seq2seq decoder with a constant context in place of

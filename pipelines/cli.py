@@ -10,6 +10,7 @@
                            [--min-digits 1] [--max-digits 7] [--snr-db 30]
     rayseq generate digits OUT_DIR [--speakers 3] [--takes 0-9]
     rayseq generate video OUT_DIR --count N --seed S [--size 64] [--fps 10] [--images]
+    rayseq generate digit-captions MNIST_FOLDER OUT_DIR --count N --seed S [--index-range 0-999]
     rayseq generate {sentiment,translation} OUT_DIR [--size N] [--seed S]
 """
 

@@ -189,6 +189,28 @@ class VideoConfig:
             raise ConfigError(f"data.video.max_seconds must be > 0, got {self.max_seconds}")
 
 
+@dataclass(kw_only=True)
+class ImageConfig:
+    """How ``image-folder`` images (and image uploads) become model input: one RGB frame
+    ``(1, size, size, 3)`` uint8, so an image is a one-frame sequence to the models."""
+
+    size: int = 64
+    """Images are resized to ``size x size`` pixels (the aspect ratio is not kept); a
+    multiple of 8, since the frame CNN halves it three times (``models.video``)."""
+    max_pixels: int = 4096 * 4096
+    """Images with more pixels (width x height, read from the header) are refused before
+    decoding: a training image is a bad record, an upload a 413. A few kilobytes of PNG
+    can declare gigabytes of pixels."""
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.size <= 512 or self.size % 8:
+            raise ConfigError(f"data.image.size must be a multiple of 8 in 8..512 (the frame CNN halves it "
+                              f"three times), got {self.size}")
+        if self.max_pixels < self.size * self.size:
+            raise ConfigError(f"data.image.max_pixels must be at least size x size = {self.size * self.size}, "
+                              f"got {self.max_pixels}")
+
+
 TREE_LABELS = ("binary", "fine")
 """``data.tree_labels`` of ``sst-trees`` data: two classes (neutral dropped) or all five."""
 
@@ -268,6 +290,8 @@ class DataConfig:
     """``audio-folder`` data: decoding, features and the validation carve-out."""
     video: VideoConfig = field(default_factory=lambda: VideoConfig())
     """``video-folder`` data: frame sampling and size."""
+    image: ImageConfig = field(default_factory=lambda: ImageConfig())
+    """``image-folder`` data: image size and the largest image read."""
 
     def __post_init__(self) -> None:
         if self.on_bad_record not in ("error", "skip"):

@@ -3,7 +3,8 @@
 Each application declares its generators (``App.generators``; ``rayseq generate --help``
 lists them all): ``sentiment`` (text classification), ``translation``, ``digits``
 (spoken digits), ``speech`` (speech-to-text), ``video`` (video classification and
-captioning). Each prints a JSON summary naming the folder and what was written; a bad
+captioning), ``digit-captions`` (image captioning), ``entities`` (tagging), ``chorales``
+(music). Each prints a JSON summary naming the folder and what was written; a bad
 argument is a :class:`~pipelines.errors.ConfigError`, one line on stderr.
 """
 

@@ -19,9 +19,9 @@ replicas, which serve HTTP themselves.
 
 One application serves any mix of checkpoints (``rayseq serve A B``); each model
 answers the route of its task (``meta.json``), and any other route is a 404 naming
-the right one. Text models take JSON ``{"inputs": [...]}``; audio and video models
-take the same routes as ``multipart/form-data`` with one ``file`` part per recording or
-video file (``serving.bodies``), decoded by the model server.
+the right one. Text models take JSON ``{"inputs": [...]}``; audio, video and image
+models take the same routes as ``multipart/form-data`` with one ``file`` part per
+recording, video file or image (``serving.bodies``), decoded by the model server.
 
 Build it from Python with :func:`build_app`, from a Serve config with
 :func:`app_builder` (a full one: ``deploy/serve_config.yaml``)::

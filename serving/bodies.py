@@ -1,16 +1,16 @@
 """A request's body, read by what its model takes: JSON texts or multipart uploads.
 
-Text, audio and video models answer the same routes (``docs/http-api.md``), but FastAPI
-declares one body per route, so the classify and generate routes read their body here,
-after the ``{name}`` lookup (an unknown model is a 404 whatever the body says)::
+Text, audio, video and image models answer the same routes (``docs/http-api.md``), but
+FastAPI declares one body per route, so the classify and generate routes read their body
+here, after the ``{name}`` lookup (an unknown model is a 404 whatever the body says)::
 
-    text model         application/json     -> json.loads -> request model (strict)  -> (texts, options)
-                       anything else        -> 415 naming what the model takes
-    audio/video model  multipart/form-data  -> form -> upload model (file parts)     -> (uploads, options)
-                       anything else        -> 415 naming what the model takes
+    text model          application/json     -> json.loads -> request model (strict) -> (texts, options)
+                        anything else        -> 415 naming what the model takes
+    audio/video/image   multipart/form-data  -> form -> upload model (file parts)    -> (uploads, options)
+    model               anything else        -> 415 naming what the model takes
 
 Uploads stay undecoded bytes here; the model replica reads them (``serving.audio``,
-``serving.video``).
+``serving.video``, ``serving.image``).
 
 Failures are raised as FastAPI raises them for a body it parsed itself (malformed JSON
 and pydantic errors as ``RequestValidationError`` with ``body`` locations), so
@@ -136,5 +136,5 @@ def openapi_body(models: RequestModels, routes: list[RouteSpec]) -> dict[str, An
     content = {"application/json": {"schema": json_bodies[0] if len(json_bodies) == 1 else {"anyOf": json_bodies}}}
     forms = [models.body(route, "video").model_json_schema() for route in routes if route.request is None]
     if forms:
-        content[MULTIPART] = {"schema": forms[0]}  # audio's too; one form body a path
+        content[MULTIPART] = {"schema": forms[0]}  # audio's and image's too; one form body a path
     return {"requestBody": {"required": True, "content": content}}

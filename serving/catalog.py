@@ -14,8 +14,8 @@ stay on disk), so a tampered checkpoint is refused here, before anything is depl
 Tokenizer files depend on the application (``App.missing_files``): a text classifier
 has ``tokenizer.json``; a translation model the joint ``tokenizer.json`` or the pair
 ``source_tokenizer.json`` + ``target_tokenizer.json``; a speech recognizer its
-transcript ``tokenizer.json``; a video captioner its caption ``tokenizer.json``; audio
-and video classifiers none.
+transcript ``tokenizer.json``; a video or image captioner its caption ``tokenizer.json``;
+audio and video classifiers none.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class ModelCard:
     max_length: int
     """Tokens kept per text input (the recipe's ``data.max_length``)."""
     input: str = "text"
-    """What a request sends: ``text`` (JSON ``inputs``), ``audio`` or ``video``
+    """What a request sends: ``text`` (JSON ``inputs``), ``audio``, ``video`` or ``image``
     (multipart ``file`` uploads); ``meta.json``'s ``input``, text on checkpoints from
     before audio."""
     decode: DecodeConfig | None = None

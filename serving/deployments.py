@@ -8,7 +8,7 @@ application (``pipelines.apps``): its predictor (``rows``/``run``/``stream``) an
 
 A request's inputs become model rows as soon as it arrives (texts -> token ids;
 uploaded recordings -> log-mel frames, ``serving.audio``; uploaded video files -> RGB
-frames, ``serving.video``), then they go through ``@serve.batch``, whose batch size is a
+frames, ``serving.video``; uploaded images -> one RGB frame, ``serving.image``), then they go through ``@serve.batch``, whose batch size is a
 *row-unit count* (``batch_size_fn``): many short requests share one forward pass, and
 one batch never holds more than ``max_batch_tokens`` tokens however the traffic looks.
 A request with more than that is split into consecutive chunks that queue like separate
@@ -22,6 +22,8 @@ requests, so Serve never sees an item larger than a batch::
                     (in a worker thread)              SUBSAMPLING = 4 per token of the budget)
              video: uploads -> UploadClips         -> [(T, S, S, 3) uint8 frames, ...] (length:
                     (in a worker thread)              frames, one per token of the budget)
+             image: uploads -> UploadImages        -> [(1, S, S, 3) uint8 frame, ...] (length: 1,
+                    (in a worker thread)              one image per token of the budget)
 
 An item of a decoding route counts ``beam_size x`` its source rows: every beam row holds
 a copy of its sentence's encoder memory, which each decoder step attends over, so that
@@ -55,6 +57,7 @@ from ray.serve.config import AutoscalingConfig
 from pipelines.checkpoint import load_inference
 from pipelines.errors import ConfigError, DataError
 from serving import audio as audio_uploads
+from serving import image as image_uploads
 from serving import video as video_uploads
 from serving.limits import ServeLimits
 from serving.uploads import Upload
@@ -200,6 +203,19 @@ class _Video(_Medium):
         return card.video.max_frames, "data.video.max_frames"
 
 
+class _Image(_Medium):
+    """Uploads read with the checkpoint's own image reader; an image is one frame, so
+    one token of the budget."""
+
+    unit = "images"
+
+    def reader(self, predictor, limits: ServeLimits) -> Callable[[list[Upload]], list]:
+        return image_uploads.UploadImages(predictor.reader)
+
+    def largest_input(self, card: ModelCard, limits: ServeLimits) -> tuple[int, str]:
+        return 1, "one image"
+
+
 class _Chords(_Medium):
     """Music: a compose request's primer (a list of chords), one row unit whatever its
     length (``pipelines.apps.music.predictor.Primer``): a batch holds up to
@@ -211,7 +227,7 @@ class _Chords(_Medium):
         return 1, "one primer"
 
 
-MEDIA = {"text": _Medium(), "audio": _Audio(), "video": _Video(), "music": _Chords()}
+MEDIA = {"text": _Medium(), "audio": _Audio(), "video": _Video(), "image": _Image(), "music": _Chords()}
 """What serving does per medium (``App.medium``): the one place a new medium plugs in."""
 
 

@@ -4,10 +4,10 @@ FastAPI's own error bodies (``{"detail": [...]}``) are replaced here, in one pla
 one readable sentence that names what is wrong and where (``inputs[2]: must not be
 empty``). A 5xx only ever comes from the catch-all handler, and that is a bug.
 
-Some client mistakes only show in the model replica (an upload that is not audio or
-video, or too long): the replica raises :class:`~pipelines.errors.DataError` (or
-:class:`TooLarge`), Ray carries it back to the ingress, and :func:`client_error` turns
-it into the 422 (413) it is.
+Some client mistakes only show in the model replica (an upload that is not audio,
+video or an image, or one too long or too large): the replica raises
+:class:`~pipelines.errors.DataError` (or :class:`TooLarge`), Ray carries it back to the
+ingress, and :func:`client_error` turns it into the 422 (413) it is.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ UPLOAD_EXAMPLE = "one or more multipart/form-data parts named 'file', one file p
 UPLOAD_FORMATS = {
     "audio": "WAV, FLAC or another format libsndfile reads",
     "video": "MP4, WebM or another video file FFmpeg reads; not frame images",
+    "image": "PNG or JPEG (BMP and WebP too), one image per part",
 }
 """What an upload of each ``ModelCard.input`` may be, for messages that know the model."""
 
@@ -120,7 +121,8 @@ def validation_error_response(errors: Sequence[dict[str, Any]]) -> JSONResponse:
 
 class TooLarge(DataError):
     """Client input over a size limit that only the model replica can measure (an
-    upload's duration, a clip's frames): answered 413 like an oversized body, not 422."""
+    upload's duration, a clip's frames, an image's pixels): answered 413 like an
+    oversized body, not 422."""
 
 
 def client_error(exc: BaseException) -> HTTPException | None:

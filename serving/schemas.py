@@ -12,7 +12,7 @@ one application can serve models with different defaults.
 Requests are strict (no ``"4"`` -> ``4``, no ``true`` -> ``1``) and reject unknown
 fields, so a typo such as ``beam_szie`` is reported instead of silently ignored.
 
-Audio and video models take the same routes as ``multipart/form-data``: ``file`` parts
+Audio, video and image models take the same routes as ``multipart/form-data``: ``file`` parts
 in place of ``inputs``, and generate's options as form fields, whose values are always
 text (so there ``"4"`` is 4). The upload models validate the parsed form
 (``serving.bodies``) and document it in ``/openapi.json``.
@@ -70,7 +70,7 @@ class _Form(BaseModel):
 UPLOAD_FIELD = "file"
 """The form field of every upload, whatever its medium."""
 
-INPUT_FIELDS = {"text": "inputs", "audio": UPLOAD_FIELD, "video": UPLOAD_FIELD}
+INPUT_FIELDS = {"text": "inputs", "audio": UPLOAD_FIELD, "video": UPLOAD_FIELD, "image": UPLOAD_FIELD}
 """The field holding a request's inputs, by what the model takes (``ModelCard.input``);
 the other fields are options passed on to the model deployment."""
 
@@ -79,7 +79,7 @@ the other fields are options passed on to the model deployment."""
 class RequestModels:
     """The request body models of one application (one set of limits), for every route
     the applications answer (``pipelines.apps.routes``): JSON bodies for text models,
-    multipart forms for audio and video models."""
+    multipart forms for audio, video and image models."""
 
     models: dict[tuple[str | RouteSpec, bool], type[BaseModel]]
     """``(route, uploads)`` -> body model; ``route`` a :class:`RouteSpec`, or its name for
@@ -88,7 +88,7 @@ class RequestModels:
 
     def body(self, route: str | RouteSpec, input: str) -> type[BaseModel]:
         """The model of a ``route`` request to a model taking ``input``: the JSON model for
-        ``text``, the form model for anything uploaded (``audio``, ``video``)."""
+        ``text``, the form model for anything uploaded (``audio``, ``video``, ``image``)."""
         return self.models[route, input != "text"]
 
     def bodies(self, name: str, routes: Iterable[RouteSpec]) -> list[RouteSpec]:
@@ -188,7 +188,7 @@ class ModelInfo(BaseModel):
     conditions: list[str] | None = None
     """What a conditional generator writes to order (generate's ``condition``)."""
     input: str | None = None
-    """``audio`` or ``video`` for models that take uploads (multipart ``file`` parts) on
+    """``audio``, ``video`` or ``image`` for models that take uploads (multipart ``file`` parts) on
     their route; left out for text models, which take JSON ``inputs``."""
 
 

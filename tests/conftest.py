@@ -443,6 +443,49 @@ def tiny_video_captioner(tmp_path_factory) -> Path:
     return _export(tmp_path_factory, "tiny-caption", recipe, meta, {"tokenizer.json": tokenizer.to_str()}, meta)
 
 
+IMAGE_RECIPE = {"format": "image-folder", "train": "train", "valid": "valid", "max_target_length": 16,
+                "image": {"size": 16, "max_pixels": 64 * 64}}
+IMAGE_MODEL = {"kind": "vec2seq", "input": "image", "embed_dim": 16, "hidden_size": 16, "num_layers": 0,
+               "decoder_layers": 1, "frontend_channels": 4, "dropout": 0.0}
+
+
+@pytest.fixture(scope="session")
+def tiny_image_captioner(tmp_path_factory) -> Path:
+    """A digit-canvas captioner checkpoint with random weights (16x16 images, at most
+    64x64 pixels read) and a word-level tokenizer of the canvas captions, made without Ray."""
+    import itertools
+
+    from pipelines.config import recipe_from_dict
+    from pipelines.media.image.digit_canvas import caption_of
+    from pipelines.media.tokenization import train_tokenizer
+
+    recipe = recipe_from_dict({
+        "name": "tiny_image_caption", "data": IMAGE_RECIPE,
+        "tokenizer": {"kind": "wordlevel", "vocab_size": 32, "min_frequency": 1},
+        "model": IMAGE_MODEL, "decode": {"beam_size": 2, "max_length": 16},
+    })
+    captions = [caption_of([(cell, digit), ((cell + 1) % 4, 9 - digit)]) for cell, digit in
+                itertools.product(range(4), range(10))]
+    tokenizer = train_tokenizer(captions, recipe.tokenizer)
+    meta = {"frame_size": 16, "tgt_vocab_size": tokenizer.get_vocab_size()}
+    return _export(tmp_path_factory, "tiny-image-caption", recipe, meta, {"tokenizer.json": tokenizer.to_str()},
+                   meta)
+
+
+def image_bytes(size: tuple[int, int] = (40, 40), fmt: str = "PNG", seed: int = 0, mode: str = "RGB") -> bytes:
+    """An encoded image of random pixels (``mode`` ``RGB`` or ``L``) in ``fmt`` (Pillow's name)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)  # 2-D: L, 3-D: RGB
+    return buffer.getvalue()
+
+
 def mp4_bytes(frames: int = 8, size: int = 32, fps: int = 10, seed: int = 0, faststart: bool = False) -> bytes:
     """An H.264 MP4 of a moving-shape clip (``pipelines.media.video.synthetic``). ``faststart``
     puts the index first (as streaming sites serve MP4s): cut short, such a file opens but

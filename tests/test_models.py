@@ -198,7 +198,7 @@ def test_seeded_dropout_depends_only_on_key_and_stream():
         ({"cell": "rnn"}, r"model.cell: 'rnn' is not one of"),
         ({"pooling": "sum"}, r"model.pooling"),
         ({"dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
-        ({"num_layers": -1}, r"model.num_layers must be >= 1 \(seq2vec: >= 0\)"),
+        ({"num_layers": -1}, r"model.num_layers must be >= 1 \(seq2vec, and vec2seq on images: >= 0\)"),
         ({"num_layers": 0, "kind": "seq2seq"}, r"model.num_layers must be >= 1"),
     ],
 )

@@ -10,7 +10,9 @@ tokens cross stage boundaries inside the encoder, between encoder and decoder, a
 inside the decoder. Audio models (convolutional front end with SpecAugment, then the
 RNN stack) run as 2- and 3-stage pipelines, the front end a stage of its own. Video
 models (a per-frame CNN over uint8 frames) run as a 2-stage GPipe classifier, under the
-wavefront schedule (the CNN streams over time chunks) and as a 3-stage vec2seq captioner.
+wavefront schedule (the CNN streams over time chunks) and as a 3-stage vec2seq captioner;
+the image captioner (the CNN over one frame, no encoder RNN, then the decoder) as 2 and 3
+stages.
 The tagger (character CNN, BiLSTM stack, CRF) runs as 2 and 3 stages: the CRF's
 transition scores and the tag scheme's mask live in the last stage with the loss. The
 music model (chord embedding, unidirectional LSTM stack, voice heads) runs as 2 and 3
@@ -64,6 +66,9 @@ CTC = ModelConfig(kind="seq2seq", input="audio", decoder="ctc", embed_dim=6, hid
 VIDEO = ModelConfig(input="video", embed_dim=6, hidden_size=6, num_layers=2, dropout=0.2, frontend_channels=2)
 CAPTION = ModelConfig(kind="vec2seq", input="video", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=2,
                       dropout=0.2, frontend_channels=2)
+# Images: one uint8 frame through the same CNN, no encoder RNN: CNN -> vector -> decoder.
+IMAGE_CAPTION = ModelConfig(kind="vec2seq", input="image", embed_dim=6, hidden_size=6, num_layers=0,
+                            decoder_layers=2, dropout=0.2, frontend_channels=2)
 # Tagging: word/case/character features, a BiLSTM stack, the CRF in the last stage
 # (word dropout and the tag scheme's transition mask on).
 TAGGER = ModelConfig(kind="tagger", embed_dim=6, hidden_size=6, num_layers=2, char_embed_dim=3, char_channels=4,
@@ -78,7 +83,7 @@ SYNTHESIS = ModelConfig(kind="synthesis", embed_dim=3, hidden_size=6, num_layers
 LANGUAGE_MODEL = ModelConfig(kind="language_model", embed_dim=4, hidden_size=6, decoder_layers=3, dropout=0.2)
 CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ,
            "input_fed": INPUT_FED, "audio": AUDIO, "audio_attention": AUDIO_ATTENTION, "speech": SPEECH, "ctc": CTC,
-           "video": VIDEO, "caption": CAPTION, "tagger": TAGGER, "music": MUSIC,
+           "video": VIDEO, "caption": CAPTION, "image_caption": IMAGE_CAPTION, "tagger": TAGGER, "music": MUSIC,
            "synthesis": SYNTHESIS, "language_model": LANGUAGE_MODEL}
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
 VOCAB, LABELS, MICRO, STEPS, MELS, PIXELS = 40, 3, 3, 4, 5, 8
@@ -88,6 +93,7 @@ SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
          ("seq2seq", "audio"): {"feature_dim": MELS, "tgt_vocab_size": VOCAB - 5},
          ("seq2vec", "video"): {"frame_size": PIXELS, "num_labels": LABELS},
          ("vec2seq", "video"): {"frame_size": PIXELS, "tgt_vocab_size": VOCAB - 5},
+         ("vec2seq", "image"): {"frame_size": PIXELS, "tgt_vocab_size": VOCAB - 5},
          ("tagger", "text"): {"num_words": VOCAB, "num_chars": 12, "num_tags": 5}, ("music", "text"): {},
          ("synthesis", "text"): {"frame_size": MELS, "num_words": 4, "num_speakers": 3},
          ("language_model", "text"): {"num_conditions": 3, "tgt_vocab_size": VOCAB - 5}}
@@ -160,8 +166,10 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
         g = torch.Generator().manual_seed(100 + step)
         rows = 6 + step
         pick = torch.arange(replica, rows, dp)
-        if config.input == "video":
+        if config.input in ("video", "image"):
             lengths = torch.randint(1, 7, (rows,), generator=g)
+            if config.input == "image":  # an image: a clip of one frame
+                lengths = torch.ones(rows, dtype=torch.int64)
             clips, lengths = _clips(g, lengths)[pick], lengths[pick]
             clips = clips[:, : int(lengths.max())]
             if kind == "seq2vec":
@@ -329,8 +337,8 @@ def test_each_model_is_trained_by_its_application():
         "dropout": "text_classify", "no_dropout": "text_classify", "unidirectional": "text_classify",
         "seq2seq": "translate", "input_fed": "translate", "audio": "audio_classify",
         "audio_attention": "audio_classify", "speech": "speech_to_text", "ctc": "speech_to_text",
-        "video": "video_classify", "caption": "video_caption", "tagger": "tag", "music": "music",
-        "synthesis": "speech_synthesis", "language_model": "text_generate"}
+        "video": "video_classify", "caption": "video_caption", "image_caption": "image_caption", "tagger": "tag",
+        "music": "music", "synthesis": "speech_synthesis", "language_model": "text_generate"}
     assert isinstance(app_of(CTC), SpeechToTextCTC) and not isinstance(app_of(SPEECH), SpeechToTextCTC)
 
 
@@ -351,6 +359,7 @@ def expected():
      (2, 2, "wavefront", "no_dropout"), (1, 2, "1f1b", "seq2seq"), (1, 3, "gpipe", "input_fed"),
      (1, 5, "1f1b", "seq2seq"), (1, 2, "gpipe", "audio"), (1, 3, "1f1b", "speech"), (1, 2, "1f1b", "ctc"),
      (1, 2, "1f1b", "audio_attention"), (1, 2, "gpipe", "video"), (1, 2, "wavefront", "video"), (1, 3, "1f1b", "caption"),
+     (1, 2, "1f1b", "image_caption"), (1, 3, "gpipe", "image_caption"),
      (1, 2, "1f1b", "tagger"), (1, 3, "gpipe", "tagger"), (1, 2, "1f1b", "music"), (1, 3, "gpipe", "music"),
      (1, 2, "1f1b", "synthesis"), (1, 3, "gpipe", "synthesis"), (1, 2, "1f1b", "language_model"),
      (1, 4, "gpipe", "language_model")],

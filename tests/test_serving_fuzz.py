@@ -139,9 +139,14 @@ class StandInReplica:
         assert isinstance(inputs, list) and len(inputs) == 1 and isinstance(inputs[0], str), inputs
         if inputs[0] not in self.card.conditions:
             raise DataError(f"condition: unknown condition {inputs[0]!r}")
-        assert set(options) <= {"num_samples", "temperature", "top_k", "top_p", "seed", "max_length", "beam_size"}
+        assert set(options) <= {"num_samples", "temperature", "top_k", "top_p", "seed", "max_length", "min_length",
+                                "beam_size"}
         self._check_option(options.get("beam_size"), self.limits.max_beam_size)
         self._check_option(options.get("max_length"), self.limits.max_generate_length)
+        shortest = options.get("min_length")
+        assert shortest is None or (type(shortest) is int and 0 <= shortest <= self.limits.max_generate_length)
+        if shortest is not None and shortest > (options.get("max_length") or shortest):
+            raise DataError("need 0 <= min_length <= max_length")
         samples = options["num_samples"]
         assert type(samples) is int and 1 <= samples <= self.limits.max_inputs, samples
         if options.get("beam_size") is not None and samples > options["beam_size"]:

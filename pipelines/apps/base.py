@@ -119,8 +119,8 @@ class App:
     name: str = ""
     """Registry key; the recipe's ``app:`` value and meta.json's ``app``."""
     medium: str = "text"
-    """What the first layer reads and a request sends: ``text``, ``audio`` or ``video``
-    (``model.input``)."""
+    """What the first layer reads and a request sends: ``text``, ``audio``, ``video`` or
+    ``image`` (``model.input``); ``serving.deployments.MEDIA`` says how each is served."""
     shapes: tuple[tuple[str, str, str], ...] = ()
     """The ``(model.kind, model.input, model.decoder)`` a recipe without ``app:`` names
     to select this application (decoder ``""`` where the kind has none)."""

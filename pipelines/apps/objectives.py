@@ -11,7 +11,8 @@ counts. An application mixes in the one that fits its shape::
 Inputs are token ids ``(B, T)`` int64 for text, log-mel frames ``(B, 4T, n_mels)``
 float32 for audio (lengths in the front end's subsampled steps ``T``,
 ``models.frontend``), RGB frames ``(B, T, size, size, 3)`` uint8 for video (one step
-per frame): :data:`INPUTS` converts a batch row's column for each medium.
+per frame) and images (one frame, ``T = 1``): :data:`INPUTS` converts a batch row's
+column for each medium.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def frames(value: Any) -> torch.Tensor:
 
 
 def pixels(value: Any) -> torch.Tensor:
-    """Video frames stay uint8 up to the front end, which scales them on its device."""
+    """Video frames (and images) stay uint8 up to the front end, which scales them on its device."""
     return torch.from_numpy(np.array(value, dtype=np.uint8))
 
 
@@ -53,6 +54,7 @@ INPUTS: dict[str, MediumInputs] = {
     "text": (tensor, tensor, 1),
     "audio": (frames, steps, SUBSAMPLING),
     "video": (pixels, tensor, 1),
+    "image": (pixels, tensor, 1),
 }
 """Per medium: ``(inputs converter, lengths -> model steps, input positions per step)``."""
 

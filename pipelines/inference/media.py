@@ -1,18 +1,21 @@
-"""Rows of text, audio and video predictors: texts or encoded files in, token ids or
+"""Rows of text, audio, video and image predictors: texts or encoded files in, token ids or
 frames out, batched by length.
 
 A text predictor encodes with the checkpoint's own source tokenizer, cut to its recipe's
 ``data.max_length``. A media predictor reads files with the checkpoint's own featurizer (its recipe's
-``data.audio`` or ``data.video``), so a file is heard or seen exactly as the training
-data was::
+``data.audio``, ``data.video`` or ``data.image``), so a file is heard or seen exactly as
+the training data was::
 
     audio:  (name, bytes) -> AudioFeaturizer -> (4S, n_mels) float32 log-mel frames
             -> batches (B, 4S, n_mels) zero-padded, lengths in model steps S (frames / 4)
     video:  (name, bytes) -> VideoFeaturizer (sample, resize; longer clips refused)
             -> (T, size, size, 3) uint8 frames -> batches (B, T, size, size, 3)
+    image:  (name, bytes) -> ImageReader (decode, resize; over max_pixels refused)
+            -> (1, size, size, 3) uint8: a one-frame clip -> batches (B, 1, size, size, 3)
 
-Mix :class:`TokenRows`, :class:`AudioRows` or :class:`VideoRows` into a ``Classifier``
-or ``Decoder`` (``pipelines.inference.predictors``). Budgets count tokens or frames.
+Mix :class:`TokenRows`, :class:`AudioRows`, :class:`VideoRows` or :class:`ImageRows` into
+a ``Classifier`` or ``Decoder`` (``pipelines.inference.predictors``). Budgets count tokens
+or frames.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from models.frontend import SUBSAMPLING
 from pipelines.inference.predictors import Batch
 from pipelines.media.audio.features import AudioFeaturizer
 from pipelines.media.bucketing import array_batches, length_sorted_batches
+from pipelines.media.image.decode import ImageReader
 from pipelines.media.tokenization import encode_batch
 from pipelines.media.video.decode import VideoFeaturizer
 
@@ -85,6 +89,28 @@ class VideoRows:
     def rows(self, inputs: list[MediaFile]) -> list[np.ndarray]:
         """Frames of each encoded clip; ``DataError`` (``ClipTooLong`` over a limit) names the bad one."""
         return [self.featurizer(data, name).frames for name, data in inputs]
+
+    def batches(self, rows: list[np.ndarray], budget: int) -> Iterator[Batch]:
+        for index, frames, lengths in array_batches(rows, budget):
+            yield index, torch.from_numpy(frames).to(self.device), torch.from_numpy(lengths)
+
+
+class ImageRows:
+    """Rows are one RGB frame per image, read with the checkpoint's own
+    :class:`~pipelines.media.image.decode.ImageReader`; images over its ``max_pixels``
+    are refused (``ImageTooLarge``). Batched as one-frame clips: a pass holds at most
+    ``budget`` images."""
+
+    default_budget = 4096
+    per_step = 1
+
+    def __init__(self, loaded, *, budget: int | None = None) -> None:
+        super().__init__(loaded, budget=budget)
+        self.reader = ImageReader(loaded.recipe.data.image)
+
+    def rows(self, inputs: list[MediaFile]) -> list[np.ndarray]:
+        """``(1, size, size, 3)`` uint8 of each encoded image; ``DataError`` names the bad one."""
+        return [self.reader(data, name) for name, data in inputs]
 
     def batches(self, rows: list[np.ndarray], budget: int) -> Iterator[Batch]:
         for index, frames, lengths in array_batches(rows, budget):

@@ -39,6 +39,7 @@ from PIL import Image
 
 from pipelines.config import VideoConfig
 from pipelines.errors import DataError
+from pipelines.media.image.decode import square_rgb
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -212,10 +213,10 @@ class VideoFeaturizer:
             with Image.open(path) as image:
                 size = image.size
                 image.draft("RGB", (side, side))  # JPEG: decode at 1/2..1/8 scale, still >= side
-                rgb = image.convert("RGB").resize((side, side), Image.Resampling.BOX)
+                frame = square_rgb(image, side)  # the image medium's resize: the two paths agree
         except (OSError, SyntaxError, Image.DecompressionBombError) as err:
             raise DataError(f"{origin}: unreadable frame image '{path.name}' ({_reason(err)})") from None
-        return np.asarray(rgb, dtype=np.uint8), size
+        return frame, size
 
 
 class _Sampler:
