@@ -57,7 +57,10 @@ def demo_runs(ray_head, tmp_path_factory) -> dict[str, tuple[Path, subprocess.Co
                 "music": ["train", "recipes/demo_music.yaml", *sets(*MUSIC_SMALL)],
                 "tts": ["train", "recipes/demo_tts.yaml", *sets(*TTS_SMALL)],
                 "generate": ["train", "recipes/demo_generate.yaml", *sets(*GENERATE_SMALL)]}
-    done = rayseq_together(*([*args, "--output", str(work / name)] for name, args in commands.items()))
+    # Six runs share two cores: ~4 min on a quiet machine, 6.5-8.5 min beside a training
+    # job; the timeout only guards against a hang.
+    done = rayseq_together(*([*args, "--output", str(work / name)] for name, args in commands.items()),
+                           timeout=900)
     return {name: (work / name, run) for name, run in zip(commands, done)}
 
 
