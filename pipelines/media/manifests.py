@@ -60,3 +60,16 @@ def read_manifest(manifest: Path, target: str, *, folders: bool = False) -> list
             error = f"no such {'file or folder' if folders else 'file'} {path}"
         records.append(record(str(path), f"{origin} ({name})" if name else origin, target, value, error))
     return records
+
+
+def list_manifest_folder(folder: Path, *, target: str, kind: str, folders: bool = False) -> list[dict[str, str]]:
+    """Records ``{path, <target>, origin, error}`` of a ``video`` or ``image`` folder
+    (``kind``), in manifest order; ``target`` is the manifest column a record needs
+    (``label`` or ``caption``); ``folders``: a path may name a folder (of video frames)."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder ({kind}-folder data is a folder with a {' or '.join(MANIFESTS)})")
+    manifest = find_manifest(folder)
+    if manifest is None:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise DataError(f"{folder}: {article} {kind} folder needs a {' or '.join(MANIFESTS)} with path,{target} columns")
+    return read_manifest(manifest, target, folders=folders)

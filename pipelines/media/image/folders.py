@@ -27,19 +27,14 @@ import ray
 from pipelines.config import DataConfig, ImageConfig, Recipe
 from pipelines.errors import ConfigError, DataError
 from pipelines.media.image.decode import ImageReader
-from pipelines.media.manifests import MANIFESTS, find_manifest, read_manifest
+from pipelines.media.manifests import list_manifest_folder
 from pipelines.media.sources import CheckedSplit, check_records, resolve
 
 
 def list_image_folder(folder: Path, *, target: str) -> list[dict[str, str]]:
-    """Records ``{path, <target>, origin, error}`` of an image folder, in manifest order;
-    ``target`` is the manifest column a record needs (``caption`` or ``label``)."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder (image-folder data is a folder with a {' or '.join(MANIFESTS)})")
-    manifest = find_manifest(folder)
-    if manifest is None:
-        raise DataError(f"{folder}: an image folder needs a {' or '.join(MANIFESTS)} with path,{target} columns")
-    return read_manifest(manifest, target)
+    """Records ``{path, <target>, origin, error}`` of an image folder, in manifest order
+    (``pipelines.media.manifests.list_manifest_folder``)."""
+    return list_manifest_folder(folder, target=target, kind="image")
 
 
 def read_image_batch(batch: dict[str, np.ndarray], image: dict[str, Any]) -> dict[str, Any]:

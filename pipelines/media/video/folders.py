@@ -26,20 +26,15 @@ import ray
 
 from pipelines.config import DataConfig, Recipe, VideoConfig
 from pipelines.errors import ConfigError, DataError
-from pipelines.media.manifests import MANIFESTS, find_manifest, read_manifest
+from pipelines.media.manifests import list_manifest_folder
 from pipelines.media.sources import CheckedSplit, check_records, resolve
 from pipelines.media.video.decode import VideoFeaturizer
 
 
 def list_video_folder(folder: Path, *, target: str) -> list[dict[str, str]]:
-    """Records ``{path, <target>, origin, error}`` of a video folder, in manifest order;
-    ``target`` is the manifest column a record needs (``label`` or ``caption``)."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder (video-folder data is a folder with a {' or '.join(MANIFESTS)})")
-    manifest = find_manifest(folder)
-    if manifest is None:
-        raise DataError(f"{folder}: a video folder needs a {' or '.join(MANIFESTS)} with path,{target} columns")
-    return read_manifest(manifest, target, folders=True)
+    """Records ``{path, <target>, origin, error}`` of a video folder, in manifest order
+    (``pipelines.media.manifests.list_manifest_folder``)."""
+    return list_manifest_folder(folder, target=target, kind="video", folders=True)
 
 
 def read_video_splits(data: DataConfig, *, target: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
