@@ -20,7 +20,9 @@ class ModelConfig:
     chord of four-voice music, voice by voice: ``models.music``) or ``synthesis`` (a
     (word, speaker) vector -> log-mel frames, Tacotron-style: ``models.speech``) or
     ``language_model`` (text conditioned on a label: ``models.language_model``; its
-    ``decoder_layers`` are the recurrent stack, ``num_layers`` is unused)."""
+    ``decoder_layers`` are the recurrent stack, ``num_layers`` is unused) or
+    ``pointer_generator`` (seq2seq that can copy source words, with optional coverage:
+    ``models.pointer``; summarization)."""
     input: str = "text"
     """What the first layer reads: ``text`` (token ids -> embedding), ``audio`` (log-mel
     frames -> convolutional subsampler, 4x fewer steps; see ``models.frontend``),
@@ -83,6 +85,12 @@ class ModelConfig:
     beside the previous token (Luong et al. 2015, OpenNMT's default). Costs that layer its
     parallelism over time in training (a step loop); on the translation demo it learned
     slower (token accuracy at step 200, 1+1 layers: 0.93 with, 0.99 without)."""
+    coverage: bool = False
+    """pointer_generator: the attention reads how much each source step was attended so
+    far, and the loss adds ``coverage_weight * sum_i min(a_ti, coverage_ti)`` a target step
+    (See et al. 2017): attending twice to one place costs, which curbs repetition."""
+    coverage_weight: float = 1.0
+    """pointer_generator: the coverage loss's weight (See et al.: 1)."""
     tie_embeddings: bool = False
     """seq2seq: the output projection shares the target embedding matrix (needs
     ``embed_dim == hidden_size``)."""
@@ -167,6 +175,8 @@ class ModelConfig:
                 "model.decoder_residual_from must be >= 1 (decoder layer 0 reads the embedding), "
                 f"got {self.decoder_residual_from}"
             )
+        if self.coverage_weight < 0:
+            raise ValueError(f"model.coverage_weight must be >= 0, got {self.coverage_weight}")
         if self.freeze_embeddings and not self.pretrained_embeddings:
             raise ValueError("model.freeze_embeddings keeps pretrained vectors fixed; set "
                              "model.pretrained_embeddings too (a frozen random embedding learns nothing)")

@@ -26,6 +26,40 @@ import torch
 from models.layers import PAD_ID
 from models.seq2seq import BOS_ID, EOS_ID, DecoderState
 
+Memory = torch.Tensor | tuple[torch.Tensor, ...]
+"""What ``model.encode`` returns and ``decode_step`` reads: a tensor ``(N, S, H_mem)`` or a
+tuple of tensors (``models.pointer``'s ``(memory, keys, src)``), rows on dim 0 of each."""
+
+
+def memory_rows(memory: Memory) -> int:
+    return (memory[0] if isinstance(memory, tuple) else memory).size(0)
+
+
+def memory_device(memory: Memory) -> torch.device:
+    return (memory[0] if isinstance(memory, tuple) else memory).device
+
+
+def select_rows(memory: Memory, index: torch.Tensor) -> Memory:
+    """Rows ``index`` of the memory: beam search's expand and the sentences that stay."""
+    if isinstance(memory, tuple):
+        return tuple(t.index_select(0, index) for t in memory)
+    return memory.index_select(0, index)
+
+
+def repeated_ngram_tokens(history: list[list[int]], n: int) -> list[tuple[int, int]]:
+    """``(row, token)`` pairs whose token would complete an ``n``-gram the row already
+    holds (n-gram blocking, Paulus et al. 2018): each row's last ``n - 1`` tokens looked up
+    among its earlier ``n``-grams."""
+    banned = []
+    for row, seq in enumerate(history):
+        if len(seq) < n:
+            continue
+        prefix = tuple(seq[len(seq) - n + 1 :])
+        for i in range(len(seq) - n + 1):
+            if tuple(seq[i : i + n - 1]) == prefix:
+                banned.append((row, seq[i + n - 1]))
+    return banned
+
 
 @dataclass(frozen=True)
 class Hypothesis:
@@ -38,10 +72,10 @@ class Hypothesis:
 class IncrementalDecoder(Protocol):
     """What a search needs from a model (see ``models.seq2seq.Seq2Seq``)."""
 
-    def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> Memory: ...
     def init_decoder_state(self, batch: int) -> DecoderState: ...
     def decode_step(
-        self, prev_tokens: torch.Tensor, state: DecoderState, memory: torch.Tensor, src_lengths: torch.Tensor
+        self, prev_tokens: torch.Tensor, state: DecoderState, memory: Memory, src_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, DecoderState]: ...
     def reorder_state(self, state: DecoderState, index: torch.Tensor) -> DecoderState: ...
 
@@ -64,18 +98,23 @@ class DecodeStrategy:
                                     min(max_length, int(max_length_ratio * src_len + max_length_offset))
 
     ``search`` returns, per sentence, up to ``n_best`` :class:`Hypothesis`, best first.
-    PAD and BOS are never generated, nor EOS before ``min_length`` output tokens; at a
-    sentence's max length only EOS may follow.
+    PAD and BOS are never generated, nor EOS before ``min_length`` output tokens, nor
+    (with ``no_repeat_ngram = n > 0``) a token that would repeat an n-gram of its own
+    output; at a sentence's max length only EOS may follow.
     """
 
     def __init__(
         self, *, alpha: float = 0.6, max_length: int = 256, max_length_ratio: float = 2.0,
         max_length_offset: int = 10, n_best: int = 1, min_length: int = 0, forbidden: tuple[int, ...] = (),
+        no_repeat_ngram: int = 0,
     ) -> None:
         if max_length < 0:
             raise ValueError(f"max_length must be >= 0, got {max_length}")
         if min_length < 0:
             raise ValueError(f"min_length must be >= 0, got {min_length}")
+        if no_repeat_ngram < 0:
+            raise ValueError(f"no_repeat_ngram must be >= 0 (0: off), got {no_repeat_ngram}")
+        self.no_repeat_ngram = no_repeat_ngram
         self.alpha = alpha
         self.max_length = max_length
         self.max_length_ratio = max_length_ratio
@@ -106,6 +145,19 @@ class DecodeStrategy:
         if t < self.min_length:
             log_probs[:, EOS_ID] = float("-inf")
         return torch.where(force_eos.to(log_probs.device).unsqueeze(1), eos_only, log_probs)
+
+    def block_repeats(self, log_probs: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
+        """``log_probs (N, V)`` with every token that would repeat an n-gram of its row's
+        ``history (N, t)`` ruled out (``no_repeat_ngram``; off at 0). In place."""
+        n = self.no_repeat_ngram
+        if n < 1 or history is None or history.size(1) < n - 1:
+            return log_probs
+        banned = repeated_ngram_tokens(history.tolist(), n) if n > 1 else [
+            (row, token) for row, seq in enumerate(history.tolist()) for token in set(seq)]
+        if banned:
+            rows, tokens = zip(*banned)
+            log_probs[list(rows), list(tokens)] = float("-inf")
+        return log_probs
 
 
 @dataclass(frozen=True)
@@ -156,11 +208,12 @@ class GreedySearch(DecodeStrategy):
         return [[Hypothesis(tokens=row[: n - 1], score=score)] for row, n, score in zip(rows, lengths, scores)]
 
     @torch.no_grad()
-    def steps(self, model: IncrementalDecoder, memory: torch.Tensor, src_lengths: torch.Tensor) -> Iterator[GreedyStep]:
-        """Decode ``memory (B, S, H_mem)`` (``model.encode``'s) one step per item, until
+    def steps(self, model: IncrementalDecoder, memory: Memory, src_lengths: torch.Tensor) -> Iterator[GreedyStep]:
+        """Decode ``memory`` (``model.encode``'s, ``B`` rows) one step per item, until
         every row has ended: with EOS, or at its max length (``src_lengths (B,)`` CPU)."""
-        batch = memory.size(0)
-        device = memory.device
+        batch = memory_rows(memory)
+        device = memory_device(memory)
+        history = torch.zeros(batch, 0, dtype=torch.int64, device=device) if self.no_repeat_ngram else None
         state = model.init_decoder_state(batch)
         limits = self.max_lengths(src_lengths)
         prev = torch.full((batch,), BOS_ID, dtype=torch.int64, device=device)
@@ -169,13 +222,16 @@ class GreedySearch(DecodeStrategy):
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         for t in range(int(limits.max()) + 1):
             step_log_probs, state = model.decode_step(prev, state, memory, src_lengths)
-            best_log_prob, best = self.restrict(step_log_probs, limits <= t, t).max(dim=-1)
+            allowed = self.block_repeats(self.restrict(step_log_probs, limits <= t, t), history)
+            best_log_prob, best = allowed.max(dim=-1)
             running = ~done
             # Out of place: a step already handed out must not change under its reader.
             log_prob = log_prob + best_log_prob.masked_fill(done, 0.0)
             length = length + running.long()
             prev = best.masked_fill(done, PAD_ID)  # rows already done just idle
             done = done | (prev == EOS_ID)
+            if history is not None:
+                history = torch.cat([history, prev.unsqueeze(1)], dim=1)
             yield GreedyStep(t=t, tokens=prev, running=running, log_prob=log_prob, length=length,
                              length_penalty=self.length_penalty)
             if bool(done.all()):
@@ -210,9 +266,9 @@ class BeamSearch(DecodeStrategy):
     def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
         batch, k = src_tokens.size(0), self.beam_size
         memory = model.encode(src_tokens, src_lengths)
-        device = memory.device
+        device = memory_device(memory)
         rows = torch.arange(batch).repeat_interleave(k)
-        memory = memory.index_select(0, rows.to(device))
+        memory = select_rows(memory, rows.to(device))
         row_lengths = src_lengths[rows]
         state = model.init_decoder_state(batch * k)
         prev = torch.full((batch * k,), BOS_ID, dtype=torch.int64, device=device)
@@ -228,6 +284,7 @@ class BeamSearch(DecodeStrategy):
             b = len(sentences)
             step_log_probs, state = model.decode_step(prev, state, memory, row_lengths)
             step_log_probs = self.restrict(step_log_probs, (limits <= t).repeat_interleave(k), t)
+            step_log_probs = self.block_repeats(step_log_probs, alive_tokens.view(b * k, t) if t else None)
             vocab = step_log_probs.size(-1)
             candidates = (alive_log_probs.unsqueeze(-1) + step_log_probs.view(b, k, vocab)).view(b, k * vocab)
             width = min(2 * k, k * vocab)  # 2K, unless the vocabulary is tiny
@@ -262,7 +319,7 @@ class BeamSearch(DecodeStrategy):
                 limits, row_lengths = limits[keep], row_lengths[keep_rows]
                 keep, keep_rows = keep.to(device), keep_rows.to(device)
                 alive_log_probs, alive_tokens = alive_log_probs[keep], alive_tokens[keep]
-                memory, state = memory.index_select(0, keep_rows), model.reorder_state(state, keep_rows)
+                memory, state = select_rows(memory, keep_rows), model.reorder_state(state, keep_rows)
                 prev = prev[keep_rows]
                 sentences = [sentences[s] for s in searching]
 
@@ -316,7 +373,7 @@ class Sampling(DecodeStrategy):
     @torch.no_grad()
     def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
         memory = model.encode(src_tokens, src_lengths)
-        batch, device = memory.size(0), memory.device
+        batch, device = memory_rows(memory), memory_device(memory)
         if len(self.generators) != batch:
             raise ValueError(f"sampling needs one generator per row: {len(self.generators)} for {batch} rows")
         state = model.init_decoder_state(batch)
@@ -329,6 +386,8 @@ class Sampling(DecodeStrategy):
         for t in range(int(limits.max()) + 1):
             step_log_probs, state = model.decode_step(prev, state, memory, src_lengths)
             allowed = self.restrict(step_log_probs, limits <= t, t)
+            if self.no_repeat_ngram and tokens:
+                allowed = self.block_repeats(allowed, torch.stack(tokens, dim=1))
             drawn = self.draw(allowed)  # every row draws every step: its t-th draw is its own
             log_prob = log_prob + allowed.gather(1, drawn.unsqueeze(1)).squeeze(1).masked_fill(done, 0.0)
             length = length + (~done).long()
@@ -355,6 +414,7 @@ def generate(
     n_best: int = 1,
     min_length: int = 0,
     forbidden: tuple[int, ...] = (),
+    no_repeat_ngram: int = 0,
 ) -> list[list[Hypothesis]]:
     """Translate a batch: ``src_tokens (B, S)`` int64 on the model's device (PAD-padded),
     ``src_lengths (B,)`` int64 -> per sentence, ``n_best`` hypotheses, best first.
@@ -365,7 +425,8 @@ def generate(
     if src_tokens.size(0) == 0:
         return []
     limits = dict(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio,
-                  max_length_offset=max_length_offset, n_best=n_best, min_length=min_length, forbidden=forbidden)
+                  max_length_offset=max_length_offset, n_best=n_best, min_length=min_length, forbidden=forbidden,
+                  no_repeat_ngram=no_repeat_ngram)
     if beam_size == 1 and n_best == 1:
         strategy: DecodeStrategy = GreedySearch(**limits)
     else:

@@ -204,7 +204,9 @@ class AttentionDecoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Decoder layers 1..D-1: ``(h (B, T, H), context (B, T, H_mem))`` -> ``(h', context)``.
+    """Decoder layers 1..D-1: ``(h (B, T, H), context (B, T, H_mem), *rest)`` -> ``(h',
+    context, *rest)`` (``rest``: what a model carries to its output layer, e.g. the
+    pointer-generator's attention; nothing in plain seq2seq).
 
     An RNN over ``[h; context]`` (every layer sees the bottom layer's context, GNMT's
     way of attending once for a deep decoder); with ``residual``, ``h' = rnn(..) + h``.
@@ -222,10 +224,10 @@ class DecoderLayer(nn.Module):
         self.residual = residual
         self.output_size = hidden_size
 
-    def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths) -> tuple[torch.Tensor, torch.Tensor]:
-        h, context = x
+    def forward(self, x: tuple[torch.Tensor, ...], lengths) -> tuple[torch.Tensor, ...]:
+        h, context, *rest = x
         y = self.recurrent(torch.cat([h, context], dim=-1), lengths[1])
-        return (y + h if self.residual else y), context
+        return (y + h if self.residual else y), context, *rest
 
     def step(self, x: tuple[torch.Tensor, torch.Tensor], hx):
         """One step: ``(h (N, 1, H), context (N, 1, H_mem))`` -> ``((h', context), hx)``."""

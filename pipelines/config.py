@@ -240,6 +240,10 @@ class DataConfig:
     ``translation`` column of ``{lang: text}`` dicts (the WMT datasets)."""
     target_column: str = "target"
     """seq2seq: target column, with the same fallbacks as ``source_column``."""
+    reference_columns: list[str] = field(default_factory=list)
+    """summarization, ``rayseq eval`` only: more reference columns of the validation file
+    (csv/tsv/jsonl/parquet) beside ``target_column``, e.g. DialogSum's test ``[summary2,
+    summary3]``; each summary is scored against all of them (mean and best)."""
     source_lang: str = ""
     """seq2seq: source language code, the suffix of ``parallel`` files (``en`` for ``val.en``)."""
     target_lang: str = ""
@@ -525,8 +529,15 @@ class DecodeConfig:
     """Hard cap on output tokens."""
     max_length_ratio: float = 2.0
     """Output tokens per source token at most (plus a small offset)."""
+    min_length: int = 0
+    """Output tokens before EOS is allowed (summaries: a floor against stopping early)."""
+    no_repeat_ngram: int = 0
+    """n-gram blocking (Paulus et al. 2018): no output repeats an n-gram of its own; 0: off."""
 
     def __post_init__(self) -> None:
+        if self.min_length < 0 or self.min_length > self.max_length or self.no_repeat_ngram < 0:
+            raise ConfigError(f"decode.min_length must be in [0, max_length ({self.max_length})] and "
+                              f"decode.no_repeat_ngram >= 0, got {self.min_length}, {self.no_repeat_ngram}")
         if self.beam_size < 1 or self.max_length < 1:
             raise ConfigError(f"decode.beam_size and decode.max_length must be >= 1, got {self.beam_size}, {self.max_length}")
         if self.alpha < 0 or self.max_length_ratio <= 0:
@@ -539,7 +550,8 @@ class DecodeConfig:
         keywords): these settings, overridden by those given (not None)."""
         return dict(alpha=self.alpha if alpha is None else alpha,
                     max_length=self.max_length if max_length is None else max_length,
-                    max_length_ratio=self.max_length_ratio if max_length_ratio is None else max_length_ratio)
+                    max_length_ratio=self.max_length_ratio if max_length_ratio is None else max_length_ratio,
+                    min_length=self.min_length, no_repeat_ngram=self.no_repeat_ngram)
 
 
 @dataclass(kw_only=True)

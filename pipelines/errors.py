@@ -20,6 +20,11 @@ class DataError(RayseqError):
     """Bad input data; the message names the file and line (or row)."""
 
 
+class InputTooLarge(DataError):
+    """A client's input over a size limit the model sets (a text longer than the words a
+    summarizer reads): a server answers 413, like an oversized body, not 422."""
+
+
 class ConfigError(RayseqError):
     """A recipe or override is wrong; the message names the key."""
 

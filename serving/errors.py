@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from pipelines.errors import DataError, user_error
+from pipelines.errors import DataError, InputTooLarge, user_error
 
 BODY_EXAMPLE = '{"inputs": ["some text"]}'
 NOT_JSON = f"the body must be JSON sent with 'Content-Type: application/json', e.g. {BODY_EXAMPLE}"
@@ -119,7 +119,7 @@ def validation_error_response(errors: Sequence[dict[str, Any]]) -> JSONResponse:
     return error_response(422, "; ".join(describe_error(e) for e in errors))
 
 
-class TooLarge(DataError):
+class TooLarge(InputTooLarge):
     """Client input over a size limit that only the model replica can measure (an
     upload's duration, a clip's frames, an image's pixels): answered 413 like an
     oversized body, not 422."""
@@ -137,7 +137,7 @@ def client_error(exc: BaseException) -> HTTPException | None:
     original = getattr(error, "cause", None)
     if isinstance(original, DataError):
         error = original
-    return HTTPException(413 if isinstance(error, TooLarge) else 422, str(error))
+    return HTTPException(413 if isinstance(error, InputTooLarge) else 422, str(error))
 
 
 def http_error_message(request: Request, exc: HTTPException) -> str:

@@ -411,6 +411,72 @@ def tiny_unconditioned_lm(tmp_path_factory, sentiment_dir) -> Path:
     return _language_model(tmp_path_factory, "tiny_lm", sentiment_dir, conditioned=False, steps=150)
 
 
+SUMMARIZER_RECIPE = {"name": "tiny_summarize", "app": "summarize",
+                     "data": {"format": "jsonl", "train": "train.jsonl", "valid": "valid.jsonl",
+                              "source_column": "dialogue", "target_column": "summary", "max_length": 120,
+                              "max_target_length": 32},
+                     "tokenizer": {"kind": "wordlevel", "vocab_size": 300, "min_frequency": 3},
+                     "model": {"kind": "pointer_generator", "embed_dim": 32, "hidden_size": 48, "num_layers": 1,
+                               "decoder_layers": 1, "input_feeding": True, "coverage": True, "dropout": 0.0},
+                     "decode": {"beam_size": 3, "max_length": 40, "min_length": 4, "no_repeat_ngram": 3}}
+
+
+@pytest.fixture(scope="session")
+def dialogues_dir(tmp_path_factory) -> Path:
+    """800 generated training dialogues and 200 validation ones (their names unseen)."""
+    from pipelines.apps.summarize.generate import write_dialogues
+
+    return write_dialogues(tmp_path_factory.mktemp("dialogues"), size=800, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_summarizer(tmp_path_factory, dialogues_dir) -> Path:
+    """A pointer-generator of the generated dialogues, trained in this process (no Ray)
+    for 250 steps: it has learned to copy the made-up names it summarizes."""
+    import json
+    import random
+
+    import numpy as np
+    import torch
+
+    from models.pointer import copy_loss
+    from pipelines import apps
+    from pipelines.apps.summarize.data import FeaturizeCopyPairs
+    from pipelines.apps.summarize.words import train_word_tokenizer
+    from pipelines.checkpoint import export_inference
+    from pipelines.config import recipe_from_dict
+    from pipelines.media.bucketing import pad_batch
+
+    recipe = recipe_from_dict({**SUMMARIZER_RECIPE, "data": {**SUMMARIZER_RECIPE["data"], "root": str(dialogues_dir)}})
+    records = [json.loads(line) for line in (dialogues_dir / "train.jsonl").read_text().splitlines()]
+    tokenizer = train_word_tokenizer([t for r in records for t in (r["dialogue"], r["summary"])], recipe.tokenizer)
+    features = FeaturizeCopyPairs(tokenizer.to_str(), 120, 32)({
+        "source": np.array([r["dialogue"] for r in records]), "target": np.array([r["summary"] for r in records]),
+        "index": np.arange(len(records))})
+    sizes = {"vocab_size": tokenizer.get_vocab_size()}
+    app = apps.app_for(recipe)
+    with torch.random.fork_rng(devices=[]):
+        model = app.build(recipe.model, sizes, seed=0).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
+        rng = random.Random(0)
+        for _ in range(150):
+            rows = rng.sample(range(len(records)), 32)
+            src = torch.as_tensor(pad_batch([features["src_ids"][r] for r in rows]), dtype=torch.int64)
+            tgt = [features["tgt_ids"][r] for r in rows]
+            tgt_in = torch.as_tensor(pad_batch([t[:-1] for t in tgt]), dtype=torch.int64)
+            tgt_out = torch.as_tensor(pad_batch([t[1:] for t in tgt]), dtype=torch.int64)
+            lengths = (torch.as_tensor(features["src_length"][rows]), torch.tensor([len(t) - 1 for t in tgt]))
+            loss = copy_loss(model((src, tgt_in), lengths), tgt_out)
+            optimizer.zero_grad()
+            (loss / lengths[1].sum()).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+            optimizer.step()
+    shard_dir = tmp_path_factory.mktemp("tiny-summarize-train")
+    torch.save(model.state_dict(), shard_dir / "model.stage0.pt")
+    return export_inference(shard_dir, tmp_path_factory.mktemp("tiny_summarize") / "checkpoint", recipe=recipe,
+                            app=app, files={"tokenizer.json": tokenizer.to_str()}, meta=dict(sizes))
+
+
 @pytest.fixture(scope="session")
 def tiny_video_classifier(tmp_path_factory) -> Path:
     """A moving-shape classifier checkpoint with random weights (16x16 frames, at most 24

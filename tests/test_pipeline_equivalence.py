@@ -35,7 +35,7 @@ from models import ModelConfig
 from models.dropout import dropout_key
 from pipelines import apps
 from pipelines.apps.base import App
-from pipelines.config import Recipe, TrainConfig
+from pipelines.config import Recipe, TokenizerConfig, TrainConfig
 from pipelines.engine.averaging import ParameterAverage
 from pipelines.engine.optim import build_optimizer
 from pipelines.engine.schedules import StageRunner, broadcast_plan
@@ -81,10 +81,14 @@ SYNTHESIS = ModelConfig(kind="synthesis", embed_dim=3, hidden_size=6, num_layers
                         frames_per_step=2, postnet_channels=4, postnet_layers=3, dropout=0.2)
 # Conditioned language model: a condition id (one step) in, tokens out; 3 recurrent layers.
 LANGUAGE_MODEL = ModelConfig(kind="language_model", embed_dim=4, hidden_size=6, decoder_layers=3, dropout=0.2)
+# Pointer-generator: source ids past the vocabulary (copyable words), targets that copy
+# them, coverage (its loss rides to the last stage with the attention), 2+2 layers.
+POINTER = ModelConfig(kind="pointer_generator", embed_dim=4, hidden_size=6, num_layers=2, decoder_layers=2,
+                      input_feeding=True, coverage=True, coverage_weight=0.5, dropout=0.2)
 CONFIGS = {"dropout": MODEL, "no_dropout": NO_DROPOUT, "unidirectional": UNIDIRECTIONAL, "seq2seq": SEQ2SEQ,
            "input_fed": INPUT_FED, "audio": AUDIO, "audio_attention": AUDIO_ATTENTION, "speech": SPEECH, "ctc": CTC,
            "video": VIDEO, "caption": CAPTION, "image_caption": IMAGE_CAPTION, "tagger": TAGGER, "music": MUSIC,
-           "synthesis": SYNTHESIS, "language_model": LANGUAGE_MODEL}
+           "synthesis": SYNTHESIS, "language_model": LANGUAGE_MODEL, "pointer": POINTER}
 TRAIN = TrainConfig(max_steps=4, lr=0.01, warmup_steps=1, clip_norm=0.5, seed=3, label_smoothing=0.1)
 VOCAB, LABELS, MICRO, STEPS, MELS, PIXELS = 40, 3, 3, 4, 5, 8
 SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
@@ -96,7 +100,8 @@ SIZES = {("seq2vec", "text"): {"vocab_size": VOCAB, "num_labels": LABELS},
          ("vec2seq", "image"): {"frame_size": PIXELS, "tgt_vocab_size": VOCAB - 5},
          ("tagger", "text"): {"num_words": VOCAB, "num_chars": 12, "num_tags": 5}, ("music", "text"): {},
          ("synthesis", "text"): {"frame_size": MELS, "num_words": 4, "num_speakers": 3},
-         ("language_model", "text"): {"num_conditions": 3, "tgt_vocab_size": VOCAB - 5}}
+         ("language_model", "text"): {"num_conditions": 3, "tgt_vocab_size": VOCAB - 5},
+         ("pointer_generator", "text"): {"vocab_size": VOCAB - 5}}
 TAGS = tag_set(["PER"], "iobes")  # O B-PER I-PER E-PER S-PER
 
 
@@ -108,7 +113,8 @@ def app_of(config: ModelConfig) -> App:
     """The application that trains ``config``'s model (a recipe without ``app:`` picks it
     by model kind/input/decoder), handed to the engine as its ``task`` (a tagger bound to
     its tag set, as training binds it)."""
-    app = apps.app_for(Recipe(model=config))
+    words = {"tokenizer": TokenizerConfig(kind="wordlevel")} if config.kind == "pointer_generator" else {}
+    app = apps.app_for(Recipe(model=config, **words))
     return type(app)(TAGS, "iobes") if config.kind == "tagger" else app
 
 
@@ -240,6 +246,8 @@ def batches(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.
             continue
         src_len, tgt_len = torch.randint(1, 9, (rows,), generator=g), torch.randint(2, 9, (rows,), generator=g)
         src, tgt = _padded(g, src_len, VOCAB)[pick], _padded(g, tgt_len, VOCAB - 5)[pick]
+        if kind == "pointer_generator":  # ids >= VOCAB - 5 are copied words: each target's first copies its source's
+            tgt[:, 1] = src[:, 0]
         out.append({"src_tokens": src[:, : int(src_len[pick].max())], "src_lengths": src_len[pick],
                     "tgt_in": tgt, "tgt_out": tgt.roll(-1, 1), "tgt_lengths": tgt_len[pick]})
     return out
@@ -338,7 +346,8 @@ def test_each_model_is_trained_by_its_application():
         "seq2seq": "translate", "input_fed": "translate", "audio": "audio_classify",
         "audio_attention": "audio_classify", "speech": "speech_to_text", "ctc": "speech_to_text",
         "video": "video_classify", "caption": "video_caption", "image_caption": "image_caption", "tagger": "tag",
-        "music": "music", "synthesis": "speech_synthesis", "language_model": "text_generate"}
+        "music": "music", "synthesis": "speech_synthesis", "language_model": "text_generate",
+        "pointer": "summarize"}
     assert isinstance(app_of(CTC), SpeechToTextCTC) and not isinstance(app_of(SPEECH), SpeechToTextCTC)
 
 
@@ -362,7 +371,7 @@ def expected():
      (1, 2, "1f1b", "image_caption"), (1, 3, "gpipe", "image_caption"),
      (1, 2, "1f1b", "tagger"), (1, 3, "gpipe", "tagger"), (1, 2, "1f1b", "music"), (1, 3, "gpipe", "music"),
      (1, 2, "1f1b", "synthesis"), (1, 3, "gpipe", "synthesis"), (1, 2, "1f1b", "language_model"),
-     (1, 4, "gpipe", "language_model")],
+     (1, 4, "gpipe", "language_model"), (1, 2, "1f1b", "pointer"), (1, 4, "gpipe", "pointer")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     ref_losses, ref_state = expected[model]

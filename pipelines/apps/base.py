@@ -109,7 +109,7 @@ class DatasetGenerator:
 
 
 DATA_OPTIONS = frozenset({"valid_format", "valid_fraction", "label_names", "tree_labels", "tag_scheme", "tag_column",
-                          "window", "window_shift", "transpose"})
+                          "window", "window_shift", "transpose", "reference_columns"})
 """``data`` keys only some applications read (``App.data_options``)."""
 
 

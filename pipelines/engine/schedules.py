@@ -186,7 +186,7 @@ class StageRunner:
             loss = self.loss(out, plan, i)
             if train:
                 self._saved[i] = (_floats(x), loss / denominator)
-            return loss.detach() if train else out.detach()
+            return loss.detach() if train else _detached(out)
         start = Timeline.now()
         self.transport.send(out, topo.stage_rank(topo.stage + 1), ACTIVATION)
         self.timeline.record("send", i, start)
@@ -264,6 +264,12 @@ class StageRunner:
                 totals = [a + b for a, b in zip(totals, counts)]
         self.transport.flush()
         return tuple(totals) if self.topology.is_last else (0.0,) * self.task.eval_width
+
+
+def _detached(out: torch.Tensor | tuple[torch.Tensor, ...]):
+    """The last stage's output out of the graph (a tensor, or a tuple of them: a
+    pointer-generator's ``(log_probs, coverage_loss)``)."""
+    return tuple(t.detach() for t in out) if isinstance(out, tuple) else out.detach()
 
 
 def clip_global_norm(parameters: list[torch.nn.Parameter], max_norm: float, topology: Topology) -> float:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from models.frontend import SUBSAMPLING
+from pipelines.errors import InputTooLarge
 from pipelines.inference.predictors import Batch
 from pipelines.media.audio.features import AudioFeaturizer
 from pipelines.media.bucketing import array_batches, length_sorted_batches
@@ -39,17 +40,26 @@ MediaFile = tuple[str, bytes]
 
 class TokenRows:
     """Rows are source token ids of each text, cut to the recipe's ``data.max_length`` (a
-    text that tokenizes to nothing becomes ``[UNK]``, so every row has a step). The mixing
+    text that tokenizes to nothing becomes ``[UNK]``, so every row has a step), or with
+    ``refuse_longer`` refused (``InputTooLarge``, a 413 when served). The mixing
     predictor sets ``source_tokenizer`` (a ``tokenizers.Tokenizer``)."""
 
     source_tokenizer = None
+    refuse_longer = False
+    """Refuse a text longer than ``data.max_length`` tokens instead of cutting it (a
+    summary of half a dialogue is wrong, not shorter). ``rayseq eval`` cuts, as training did."""
 
     def __init__(self, loaded, *, budget: int | None = None) -> None:
         super().__init__(loaded, budget=budget)
         self.max_length = loaded.recipe.data.max_length
 
     def rows(self, inputs: list[str]) -> list[list[int]]:
-        return encode_batch(self.source_tokenizer, inputs, self.max_length)[0]
+        rows, cut = encode_batch(self.source_tokenizer, inputs, self.max_length)
+        if self.refuse_longer and any(cut):
+            first = cut.index(True)
+            raise InputTooLarge(f"input {first}: longer than the {self.max_length} tokens this model reads "
+                                f"(its data.max_length); send a shorter text")
+        return rows
 
     def batches(self, rows: list[list[int]], budget: int) -> Iterator[Batch]:
         for index, tokens, lengths in length_sorted_batches(rows, budget):

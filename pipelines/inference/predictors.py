@@ -133,16 +133,23 @@ class Decoder(LoadedPredictor):
     @torch.inference_mode()
     def search(self, rows: list, *, beam_size: int | None = None, alpha: float | None = None,
                max_length: int | None = None, max_length_ratio: float | None = None,
+               min_length: int | None = None, no_repeat_ngram: int | None = None,
                n_best: int = 1) -> list[list[Hypothesis]]:
         """``n_best`` hypotheses per row (best first), in input order. ``max_length`` caps
         output tokens, as does ``max_length_ratio * source length + 10``; options left as
-        None take the recipe's ``decode`` values."""
+        None take the recipe's ``decode`` values (``min_length`` and ``no_repeat_ngram``
+        too, capped at ``max_length``)."""
         decode = self.recipe.decode
         beam_size = decode.beam_size if beam_size is None else beam_size
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-        options = dict(beam_size=beam_size, n_best=n_best,
-                       **decode.limits(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio))
+        limits = decode.limits(alpha=alpha, max_length=max_length, max_length_ratio=max_length_ratio)
+        if min_length is not None:
+            limits["min_length"] = min_length
+        if no_repeat_ngram is not None:
+            limits["no_repeat_ngram"] = no_repeat_ngram
+        limits["min_length"] = min(limits["min_length"], limits["max_length"])
+        options = dict(beam_size=beam_size, n_best=n_best, **limits)
         out: list[list[Hypothesis]] = [[] for _ in rows]
         for index, inputs, lengths in self.passes(rows, self._rows_per_source(beam_size)):
             for r, hypotheses in zip(index, self._search(inputs, lengths, **options)):

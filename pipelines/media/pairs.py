@@ -88,7 +88,7 @@ class PreparedPairs:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _texts(split: CheckedSplit, column: str):
+def column_texts(split: CheckedSplit, column: str):
     def iterate() -> Iterator[str]:
         for batch in split.dataset.iter_batches(batch_size=4096, batch_format="pyarrow"):
             yield from batch.column(column).to_pylist()
@@ -111,7 +111,7 @@ def prepare_pairs(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | Non
     ``data.max_length``, targets to ``data.max_target_length``."""
     data, batching = recipe.data, recipe.batching
     check_target_budget(recipe)
-    tokenizers = train_translation_tokenizers(_texts(train, "source"), _texts(train, "target"), recipe.tokenizer)
+    tokenizers = train_translation_tokenizers(column_texts(train, "source"), column_texts(train, "target"), recipe.tokenizer)
     log.info(
         "tokenizer: %s %s, %d source / %d target tokens (asked %d)",
         "joint" if tokenizers.joint else "per-language", recipe.tokenizer.kind, *tokenizers.vocab_sizes,

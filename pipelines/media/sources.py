@@ -104,11 +104,15 @@ def text_schema(text_column: str = "text", label_column: str = "label") -> Recor
     )
 
 
-def pair_schema(source_column: str = "source", target_column: str = "target") -> RecordSchema:
-    """Translation records ``{source, target}``."""
+def pair_schema(source_column: str = "source", target_column: str = "target",
+                references: tuple[str, ...] = ()) -> RecordSchema:
+    """Translation records ``{source, target}``; with ``references`` (columns), also
+    ``reference1``, ``reference2``, ... (more references of the same target)."""
+    extra = tuple((f"reference{i}", column) for i, column in enumerate(references, start=1))
     return RecordSchema(
-        fields=(("source", source_column), ("target", target_column)),
-        checks=(("source", "empty source"), ("target", "empty target")),
+        fields=(("source", source_column), ("target", target_column), *extra),
+        checks=(("source", "empty source"), ("target", "empty target"),
+                *((name, f"empty reference ({column})") for name, column in extra)),
     )
 
 
@@ -310,16 +314,20 @@ def read_split(config: DataConfig, which: str) -> ray.data.Dataset:
 # ----------------------------------------------------------------------------- translation
 
 
-def read_pairs(config: DataConfig, which: str) -> ray.data.Dataset:
+def read_pairs(config: DataConfig, which: str, references: tuple[str, ...] = ()) -> ray.data.Dataset:
     """The ``train`` or ``valid`` split as translation records ``{source, target, origin, error}``.
 
     Formats: ``parallel`` (``PREFIX.<source_lang>`` + ``PREFIX.<target_lang>``), csv/tsv/
     jsonl/parquet with ``data.source_column``/``data.target_column``, and ``hf``.
+    ``references``: more target columns (csv/tsv/jsonl/parquet), as ``reference1``, ...
     """
     name = config.train if which == "train" else config.valid
     path = resolve(config.root, name)
     langs = (config.source_lang, config.target_lang) if config.source_lang and config.target_lang else None
     fmt = detect_format(path, config.format, langs)
+    if references and fmt in ("hf", "parallel"):
+        raise ConfigError(f"data.reference_columns: more references are read from csv/tsv/jsonl/parquet files, "
+                          f"not {fmt} (data.{which})")
     if fmt == "hf":
         split = config.split if which == "train" else config.valid_split
         return _read_hf_pairs(path, split, config)
@@ -336,7 +344,7 @@ def read_pairs(config: DataConfig, which: str) -> ray.data.Dataset:
             f"data.{which}: {path} is labeled-lines (classification); translation reads parallel "
             "PREFIX.<lang> files, csv/tsv/jsonl/parquet with source/target columns, or hf"
         )
-    return _read_files(path, fmt, which, config, pair_schema(config.source_column, config.target_column))
+    return _read_files(path, fmt, which, config, pair_schema(config.source_column, config.target_column, references))
 
 
 def _side_lines(path: Path, side: str) -> ray.data.Dataset:

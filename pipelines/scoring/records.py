@@ -41,6 +41,7 @@ class _Actor:
         self.predictor = load_predictor(checkpoint)
         if max_length is not None:
             self.predictor.max_length = max_length  # the eval recipe's ``data.max_length`` (``--set``)
+        self.predictor.refuse_longer = False  # scored as trained: long sources cut, not refused
         self.inputs, self.encoded = inputs, encoded
 
     def rows(self, batch: dict[str, np.ndarray]) -> list:

@@ -1,0 +1,5 @@
+"""Summarization: ``pipelines.apps.summarize.app``."""
+
+from pipelines.apps.summarize.app import APP
+
+__all__ = ["APP"]
