@@ -248,3 +248,12 @@ def test_more_reference_columns_are_read_and_checked():
     assert records[1]["error"] == "empty reference (summary2)" and records[1]["origin"] == "test.jsonl:2"
     plain = parse_jsonl(data, "test.jsonl", schema=pair_schema("dialogue", "summary"))
     assert "reference1" not in plain[0] and plain[1]["error"] == ""
+
+
+def test_summaries_write_names_as_their_source_does():
+    words = Words(train_word_tokenizer(["hello there"], TokenizerConfig(kind="wordlevel", min_frequency=1)))
+    text = "#Person1#: Hello Jimmy, see you in Calgary? Hello.\n#Person2#: Sure, Jimmy. Bye."
+    casing = words.casing(text)
+    assert casing == {"jimmy": "Jimmy", "calgary": "Calgary"}  # "Hello" only starts sentences
+    assert detokenize(["#person1#", "meets", "jimmy", "in", "calgary", ".", "hello"], casing) == \
+        "#Person1# meets Jimmy in Calgary. Hello"

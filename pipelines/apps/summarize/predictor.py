@@ -25,9 +25,11 @@ from pipelines.media.tokenization import load_tokenizer
 
 class SourceRow(list):
     """A source's extended ids, with ``outside``: its words the vocabulary lacks, in id
-    order (id ``V + k`` is ``outside[k]``)."""
+    order (id ``V + k`` is ``outside[k]``), and ``casing``: how it writes its proper
+    names (the vocabulary is lowercase; a summary writes ``Jimmy`` as its dialogue does)."""
 
     outside: list[str]
+    casing: dict[str, str]
 
 
 class Summarizer(TokenRows, Decoder):
@@ -48,17 +50,17 @@ class Summarizer(TokenRows, Decoder):
                 words = words[: self.max_length]
             ids, outside = self.words.source(words or ["[UNK]"])
             row = SourceRow(ids)
-            row.outside = outside
+            row.outside, row.casing = outside, self.words.casing(text)
             rows.append(row)
         return rows
 
-    def text(self, tokens: list[int], outside: list[str]) -> str:
-        return detokenize(self.words.words(tokens, outside))
+    def text(self, tokens: list[int], outside: list[str], casing: dict[str, str] | None = None) -> str:
+        return detokenize(self.words.words(tokens, outside), casing)
 
     def detokenize(self, tokens: list[int]) -> str:
         return self.text(tokens, [])
 
     def run(self, rows: list[SourceRow], **options: Any) -> list[dict[str, Any]]:
         found = self.search(rows, **options)
-        return [{"text": self.text(h[0].tokens, getattr(row, "outside", [])), "score": float(h[0].score)}
-                for row, h in zip(rows, found)]
+        return [{"text": self.text(h[0].tokens, getattr(row, "outside", []), getattr(row, "casing", None)),
+                 "score": float(h[0].score)} for row, h in zip(rows, found)]

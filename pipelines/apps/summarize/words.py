@@ -69,6 +69,27 @@ class Words:
         normalized = self.tokenizer.normalizer.normalize_str(text)
         return [w for w, _ in self.tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
 
+    def casing(self, text: str) -> dict[str, str]:
+        """Proper names of ``text`` as it writes them: lowercased word -> its surface form,
+        for words written capitalised somewhere other than a sentence's or a turn's start
+        and never in lowercase (``jimmy`` -> ``Jimmy``; ``hello`` stays)."""
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        seen: dict[str, set[str]] = {}
+        starts = set()
+        previous = "."
+        for start, end in encoding.offsets:
+            surface = text[start:end]
+            seen.setdefault(surface.lower(), set()).add(surface)
+            if previous in ".!?:" or previous.startswith("#"):
+                starts.add(surface)
+            previous = surface
+        cased = {}
+        for word, forms in seen.items():
+            proper = [f for f in forms if f != word and f[:1].isupper() and f not in starts]
+            if proper and word not in forms:
+                cased[word] = proper[0]
+        return cased
+
     def source(self, words: list[str]) -> tuple[list[int], list[str]]:
         """``(extended ids, the unknown words in id order)`` of a source's words."""
         outside: dict[str, int] = {}
@@ -100,11 +121,13 @@ class Words:
         return out
 
 
-def detokenize(words: list[str]) -> str:
+def detokenize(words: list[str], casing: dict[str, str] | None = None) -> str:
     """Readable text of words: ``["#person1#", "asks", "mr", ".", "smith", "'s", ...]`` ->
-    ``"#Person1# asks mr. Smith's ..."`` (sentence starts capitalised)."""
+    ``"#Person1# asks mr. Smith's ..."`` (sentence starts capitalised, and words ``casing``
+    (:meth:`Words.casing` of the source) written as the source writes them)."""
+    casing = casing or {}
     text, previous = "", ""
-    for w in words:
+    for w in (casing.get(w, w) for w in words):
         glued = w[0] in ATTACHED or w.startswith("'") or previous in OPENING
         if text and not glued:
             text += " "
