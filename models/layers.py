@@ -36,6 +36,20 @@ PAD_ID = 0
 DENSE_MAX_PADDING = 0.25
 
 
+def runs_dense(device_type: str, padding: float) -> bool:
+    """Whether a batch with ``padding`` (the padded share of its ``rows x longest``
+    steps) runs as one dense RNN call on a ``device_type`` device, or packed.
+
+    No padding: always dense; packing would only sort and copy the rows. On the CPU,
+    up to :data:`DENSE_MAX_PADDING`. On CUDA, never with padding: cuDNN takes a packed
+    batch as it is (one call over the variable lengths, both directions of a
+    bidirectional layer in it, no work on padded steps), whereas the dense path over
+    padding adds masking and splits a bidirectional layer into two one-direction calls
+    with a reversal gather each. (Reasoned from cuDNN's interface, not yet timed on a
+    GPU; bench/rnn_dense.py times the two paths.) Other devices are treated as CUDA."""
+    return padding == 0.0 or (device_type == "cpu" and padding <= DENSE_MAX_PADDING)
+
+
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """``(batch, max_len)`` bool, True on valid steps."""
     steps = torch.arange(max_len, device=lengths.device)
@@ -136,10 +150,9 @@ class RecurrentLayer(nn.Module):
 
     @staticmethod
     def _runs_dense(x: torch.Tensor, lengths: torch.Tensor, steps: int) -> bool:
-        """Dense when the batch is (nearly) full: see :data:`DENSE_MAX_PADDING`. cuDNN
-        packs well, so on a GPU only a batch without padding skips packing."""
+        """:func:`runs_dense` for this batch (bench/rnn_dense.py patches this decision)."""
         padding = 1.0 - float(lengths.sum()) / (lengths.numel() * steps)
-        return padding == 0.0 or (x.device.type == "cpu" and padding <= DENSE_MAX_PADDING)
+        return runs_dense(x.device.type, padding)
 
     def _dense(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The packed result computed over the padded rectangle ``x (B, T, in)``,

@@ -22,6 +22,8 @@ from models.frontend import SUBSAMPLING
 from pipelines import apps
 from pipelines.errors import ConfigError
 
+PRECISIONS = ("float32", "bf16", "fp16")
+"""``train.precision`` values; ``pipelines.precision`` maps them to autocast dtypes."""
 
 @dataclass(kw_only=True)
 class GenerateConfig:
@@ -431,6 +433,10 @@ class TrainConfig:
     many tensors it took and names those the checkpoint has in another shape (a width
     changed on one side only). Workers read it, so on a cluster it must be on shared
     storage. Ignored when resuming."""
+    precision: str = "float32"
+    """Autocast of forward passes (``pipelines.precision``): ``float32`` (off), ``bf16``
+    (GPU or CPU) or ``fp16`` (GPU only, with a gradient scaler). Weights, optimizer state
+    and checkpoints stay in ``parallel.dtype``."""
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
@@ -453,6 +459,8 @@ class TrainConfig:
         for name in ("log_every", "eval_every", "keep_checkpoints", "shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 @dataclass(kw_only=True)
@@ -653,9 +661,20 @@ class Recipe:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     def __post_init__(self) -> None:
+        self._check_precision()
         apps.check_recipe(self)  # ConfigError naming the key
         if self.data.generate is not None:
             self.data.generate.check()
+
+    def _check_precision(self) -> None:
+        """Autocast settings that would fail or silently do nothing on the workers."""
+        precision = self.train.precision
+        if precision == "fp16" and not self.parallel.use_gpu:
+            raise ConfigError("train.precision: fp16 needs parallel.use_gpu: true (CPU autocast has no float16 "
+                              "LSTM kernel); on CPU use bf16")
+        if precision != "float32" and self.parallel.dtype != "float32":
+            raise ConfigError(f"train.precision: {precision} needs parallel.dtype float32, got "
+                              f"{self.parallel.dtype} (autocast leaves float64 tensors as they are)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -118,7 +118,7 @@ class ReverseDigits(Tokens, App):
     def predictor(self, loaded, *, budget: int | None = None) -> Reverser:
         return Reverser(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
         """Exact match of the decoded validation lines (greedy)."""
         from pipelines.media.sources import with_index
         from pipelines.scoring.records import DECODED_COLUMNS, decoded, write_predictions
@@ -126,7 +126,7 @@ class ReverseDigits(Tokens, App):
         records = self._split(recipe, "valid")
         indexed = with_index(records.dataset, records.rows)
         rows = decoded(checkpoint, indexed, inputs="source", target="target", encoded=True,
-                       options={"beam_size": 1})
+                       options={"beam_size": 1}, device=device)
         exact = sum(r["hypothesis"] == r["reference"] for r in rows)
         return {"exact_match": round(exact / len(rows), 4), "examples": len(rows),
                 "skipped_records": records.skipped, **write_predictions(predictions, rows, DECODED_COLUMNS)}

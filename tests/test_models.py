@@ -117,6 +117,38 @@ def test_a_nearly_full_cpu_batch_runs_dense_and_a_ragged_one_packed(monkeypatch)
     assert calls == ["packed"]
 
 
+@pytest.mark.parametrize("device_type, padding, dense", [
+    ("cpu", 0.0, True), ("cpu", 0.1, True), ("cpu", layers.DENSE_MAX_PADDING, True), ("cpu", 0.3, False),
+    ("cuda", 0.0, True), ("cuda", 0.01, False), ("cuda", 0.5, False),
+])
+def test_the_dense_or_packed_rule_depends_on_the_device(device_type, padding, dense):
+    """On CUDA only a batch without padding skips packing: cuDNN runs packed batches natively."""
+    assert layers.runs_dense(device_type, padding) is dense
+
+
+def test_a_layer_asks_the_rule_with_its_inputs_device_and_padding(monkeypatch):
+    asked = []
+    monkeypatch.setattr(layers, "runs_dense", lambda device_type, padding: asked.append((device_type, padding)) or False)
+    layer = RecurrentLayer(cell="gru", input_size=3, hidden_size=3, bidirectional=False, residual=False, dropout=0.0, stream=0)
+    layer(torch.randn(4, 10, 3), torch.tensor([10, 10, 9, 10]))
+    assert asked == [("cpu", pytest.approx(0.025))]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_cuda_layer_equals_cpu_layer_on_ragged_and_full_batches(bidirectional):
+    torch.manual_seed(0)
+    layer = RecurrentLayer(cell="lstm", input_size=5, hidden_size=4, bidirectional=bidirectional, residual=False,
+                           dropout=0.0, stream=0).double()
+    gpu = RecurrentLayer(cell="lstm", input_size=5, hidden_size=4, bidirectional=bidirectional, residual=False,
+                         dropout=0.0, stream=0).double().cuda()
+    gpu.load_state_dict(layer.state_dict())
+    x = torch.randn(4, 7, 5, dtype=torch.float64)
+    for lengths in ([7, 7, 7, 7], [7, 6, 7, 7], [7, 2, 5, 1]):  # dense everywhere, CPU-dense, packed
+        lengths = torch.tensor(lengths)
+        torch.testing.assert_close(gpu(x.cuda(), lengths).cpu(), layer(x, lengths))
+
+
 def test_residual_needs_matching_width():
     with pytest.raises(ValueError, match=r"input width == output width \(6 != 4\)"):
         RecurrentLayer(cell="gru", input_size=6, hidden_size=4, bidirectional=False, residual=True, dropout=0.0, stream=0)

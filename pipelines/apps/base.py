@@ -237,9 +237,12 @@ class App:
         ``budget`` bounds one forward pass in row units (tokens or frames)."""
         raise NotImplementedError
 
-    def score(self, checkpoint: Path, recipe: Recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe: Recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """``rayseq eval``: the checkpoint scored on ``recipe.data.valid``; with
-        ``predictions``, every record's prediction written there too."""
+        ``predictions``, every record's prediction written there too. Models run on
+        ``device`` (``pipelines.devices``: checked already), in this process or in Ray
+        actors reserving a GPU for it (``pipelines.scoring.records``)."""
         raise NotImplementedError
 
     def final_scores(self, checkpoint: Path, recipe: Recipe) -> dict[str, Any]:

@@ -62,7 +62,7 @@ class Captioning(Tokens):
     def sizes_from_meta(self, path: Path, meta: dict[str, Any]) -> dict[str, int]:
         return checked_sizes(path, meta, ("frame_size", "tgt_vocab_size"))
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
         """Exact-match rate (whitespace- and case-normalised) and BLEU on the recipe's
         validation frames, with the recipe's ``decode`` settings."""
         from pipelines.scoring.records import DECODED_COLUMNS, decoded, write_predictions
@@ -70,7 +70,8 @@ class Captioning(Tokens):
 
         records = self.validation_split(recipe)
         options = {"beam_size": recipe.decode.beam_size, "max_length": recipe.decode.max_length}
-        rows = decoded(checkpoint, records.dataset, inputs="frames", target="caption", options=options, batch_size=64)
+        rows = decoded(checkpoint, records.dataset, inputs="frames", target="caption", options=options, batch_size=64,
+                       device=device)
         scores = caption_scores([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
         return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped,
                 **write_predictions(predictions, rows, DECODED_COLUMNS)}

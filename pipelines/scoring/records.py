@@ -1,7 +1,8 @@
 """``rayseq eval`` over Ray Data: checkpoint predictions for every record, in input order.
 
 Prediction runs as Ray Data batch inference, the checkpoint loaded once per actor
-through ``pipelines.checkpoint.load_predictor`` (the same predictor Serve runs)::
+through ``pipelines.checkpoint.load_predictor`` (the same predictor Serve runs); on a
+CUDA ``device`` the actor reserves one GPU and runs the model there::
 
     records {index, origin, <inputs>, <target>}
         -> map_batches(Classify | Decode, ActorPoolStrategy(size=1))
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from pipelines.devices import actor_device, actor_gpus
 from pipelines.errors import DataError
 
 DECODED_COLUMNS = ("origin", "reference", "hypothesis")
@@ -35,10 +37,11 @@ class _Actor:
     """A Ray Data actor holding one predictor; ``encoded``: the ``inputs`` column holds
     raw inputs (texts) the predictor's ``rows`` turns into model rows."""
 
-    def __init__(self, checkpoint: str, inputs: str, encoded: bool, max_length: int | None) -> None:
+    def __init__(self, checkpoint: str, inputs: str, encoded: bool, max_length: int | None,
+                 device: str = "cpu") -> None:
         from pipelines.checkpoint import load_predictor
 
-        self.predictor = load_predictor(checkpoint)
+        self.predictor = load_predictor(checkpoint, device=device)
         if max_length is not None:
             self.predictor.max_length = max_length  # the eval recipe's ``data.max_length`` (``--set``)
         self.predictor.refuse_longer = False  # scored as trained: long sources cut, not refused
@@ -68,8 +71,8 @@ class Decode(_Actor):
     returns hypotheses beside the target texts."""
 
     def __init__(self, checkpoint: str, inputs: str, encoded: bool, max_length: int | None, target: str,
-                 options: dict[str, Any]) -> None:
-        super().__init__(checkpoint, inputs, encoded, max_length)
+                 options: dict[str, Any], device: str = "cpu") -> None:
+        super().__init__(checkpoint, inputs, encoded, max_length, device)
         self.target, self.options = target, options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -79,24 +82,28 @@ class Decode(_Actor):
 
 
 def classified(checkpoint: Path, records, *, inputs: str, encoded: bool = False, max_length: int | None = None,
-               batch_size: int = 128) -> list[dict[str, Any]]:
+               batch_size: int = 128, device: str = "cpu") -> list[dict[str, Any]]:
     """``{origin, label, predicted, score}`` of each record (a ``ray.data.Dataset`` with
-    ``index``), in input order."""
+    ``index``), in input order, the model on ``device``."""
     scored = records.map_batches(
         Classify, fn_constructor_kwargs={"checkpoint": str(checkpoint), "inputs": inputs, "encoded": encoded,
-                                         "max_length": max_length},
+                                         "max_length": max_length, "device": actor_device(device)},
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+        **actor_gpus(device),
     )
     return in_order(scored)
 
 
 def decoded(checkpoint: Path, records, *, inputs: str, target: str, options: dict[str, Any], encoded: bool = False,
-            batch_size: int = 128) -> list[dict[str, Any]]:
-    """``{origin, reference, hypothesis}`` of each record, in input order, decoded with ``options``."""
+            batch_size: int = 128, device: str = "cpu") -> list[dict[str, Any]]:
+    """``{origin, reference, hypothesis}`` of each record, in input order, decoded with
+    ``options``, the model on ``device``."""
     found = records.map_batches(
         Decode, fn_constructor_kwargs={"checkpoint": str(checkpoint), "inputs": inputs, "encoded": encoded,
-                                       "max_length": None, "target": target, "options": options},
+                                       "max_length": None, "target": target, "options": options,
+                                       "device": actor_device(device)},
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+        **actor_gpus(device),
     )
     return in_order(found)
 

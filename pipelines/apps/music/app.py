@@ -168,7 +168,7 @@ class Music(App):
 
         return MusicPredictor(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
         """Next-note accuracy and cross-entropy (nats a note) on ``recipe.data.valid``,
         teacher-forced: under the book's protocol (windows of 32 + 1 chords every 16,
         every note but a window's first) and over whole pieces (every note but the
@@ -177,7 +177,7 @@ class Music(App):
         from pipelines.checkpoint import load_predictor
 
         pieces = read_checked(recipe.data, "valid")
-        predictor = load_predictor(checkpoint)
+        predictor = load_predictor(checkpoint, device=device)
         windows = predictor.score([p["chords"] for p in pieces], PROTOCOL)
         whole = predictor.score([p["chords"] for p in pieces], WHOLE)
         report = {**windows, "pieces": len(pieces), "whole": whole}

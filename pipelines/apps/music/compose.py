@@ -16,6 +16,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from pipelines.devices import add_device_argument, checked_device
 from pipelines.errors import ConfigError, DataError
 
 
@@ -30,6 +31,7 @@ def add_compose_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=0, help="draw among the k most probable pitches (0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--roll", type=Path, help="also draw the piece as a piano-roll PNG here")
+    add_device_argument(parser)
 
 
 def read_primer(path: Path, steps: int) -> list[list[int]]:
@@ -50,7 +52,7 @@ def compose_command(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.steps < 1 or args.primer_steps < 0 or args.top_k < 0 or args.temperature < 0:
         raise ConfigError("--steps must be >= 1, and --primer-steps, --top-k and --temperature >= 0")
-    predictor = load_predictor(args.checkpoint)
+    predictor = load_predictor(args.checkpoint, device=checked_device(args.device))
     if predictor.loaded.app.name != "music":
         raise ConfigError(f"{args.checkpoint}: a {predictor.loaded.app.name} model; compose needs a music model")
     primer = read_primer(args.primer, args.primer_steps) if args.primer else []

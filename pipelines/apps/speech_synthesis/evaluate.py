@@ -30,13 +30,13 @@ import numpy as np
 from pipelines.errors import ConfigError
 
 
-def _judge(path: str, role: str):
+def _judge(path: str, role: str, device: str):
     """The audio classifier at ``path`` (None when unset)."""
     from pipelines.checkpoint import load_predictor
 
     if not path:
         return None
-    judge = load_predictor(Path(path))
+    judge = load_predictor(Path(path), device=device)
     if judge.loaded.app.name != "audio_classify":
         raise ConfigError(f"synthesis.{role}_classifier: {path} is a {judge.loaded.app.name} model; "
                           "it must be an audio classifier (app audio_classify) trained on real recordings")
@@ -61,14 +61,15 @@ def _mcd_to(log_mel: np.ndarray, references: list[np.ndarray]) -> float:
     return float(np.mean([mcd(log_mel, ref) for ref in references]))
 
 
-def evaluate(checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+def evaluate(checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
     from pipelines.apps.speech_synthesis.data import evaluation_records, featurized
     from pipelines.checkpoint import load_predictor
     from pipelines.media.audio.vocoder import wav_bytes
 
     synthesis = recipe.synthesis
-    model = load_predictor(checkpoint)
-    judges = {"word": _judge(synthesis.word_classifier, "word"), "speaker": _judge(synthesis.speaker_classifier, "speaker")}
+    model = load_predictor(checkpoint, device=device)
+    judges = {"word": _judge(synthesis.word_classifier, "word", device),
+              "speaker": _judge(synthesis.speaker_classifier, "speaker", device)}
     split = featurized(evaluation_records(recipe), recipe.data.audio, "eval", recipe.data.on_bad_record)
     real = sorted(split.dataset.iter_rows(), key=lambda r: r["origin"])
     featurizer = model.featurizer  # the checkpoint's analysis; the eval recipe's is the same

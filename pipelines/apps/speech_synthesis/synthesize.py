@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pipelines.devices import add_device_argument, checked_device
 from pipelines.errors import ConfigError, DataError
 
 
@@ -26,6 +27,7 @@ def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spectrogram", type=Path, help="also draw the synthesized log-mel spectrogram as a PNG here")
     parser.add_argument("--reference", type=Path, nargs="*", default=[],
                         help="real recordings to draw beside it (same analysis, same colour scale)")
+    add_device_argument(parser)
 
 
 def synthesize_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def synthesize_command(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
-    predictor = load_predictor(args.checkpoint)
+    predictor = load_predictor(args.checkpoint, device=checked_device(args.device))
     if predictor.loaded.app.name != "speech_synthesis":
         raise ConfigError(f"{args.checkpoint}: a {predictor.loaded.app.name} model; synthesize needs a speech "
                           "synthesis model")

@@ -61,7 +61,7 @@ class _Speech(App):
 
         without_valid_takes(raw)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
         """WER, CER and exact-match rate on the recipe's validation recordings (its ``decode``)."""
         from pipelines.media.audio.folders import featurized_validation
         from pipelines.scoring.records import DECODED_COLUMNS, decoded, write_predictions
@@ -69,7 +69,8 @@ class _Speech(App):
 
         records = featurized_validation(recipe, "transcript")
         options = {"beam_size": recipe.decode.beam_size, "max_length": recipe.decode.max_length}
-        rows = decoded(checkpoint, records.dataset, inputs="features", target="transcript", options=options)
+        rows = decoded(checkpoint, records.dataset, inputs="features", target="transcript", options=options,
+                       device=device)
         scores = speech_scores([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
         return {**scores, "beam_size": recipe.decode.beam_size, "skipped_records": records.skipped,
                 **write_predictions(predictions, rows, DECODED_COLUMNS)}

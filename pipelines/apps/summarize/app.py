@@ -102,11 +102,11 @@ class Summarize(Copies, App):
 
         return Summarizer(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
         """ROUGE-1/2/L F1 (stemmed) of the decoded ``recipe.data.valid`` (the recipe's ``decode``)."""
         from pipelines.apps.summarize.evaluate import evaluate
 
-        return evaluate(checkpoint, recipe, predictions)
+        return evaluate(checkpoint, recipe, predictions, device=device)
 
     def final_scores(self, checkpoint: Path, recipe) -> dict[str, Any]:
         if not recipe.data.valid:

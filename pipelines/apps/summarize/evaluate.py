@@ -16,7 +16,8 @@ from typing import Any
 from pipelines.config import Recipe
 
 
-def evaluate(checkpoint: Path, recipe: Recipe, predictions: Path | None = None) -> dict[str, Any]:
+def evaluate(checkpoint: Path, recipe: Recipe, predictions: Path | None = None, *,
+             device: str = "cpu") -> dict[str, Any]:
     from pipelines.apps.summarize.words import Words
     from pipelines.media.sources import check_records, read_pairs, with_index
     from pipelines.media.tokenization import load_tokenizer
@@ -29,7 +30,7 @@ def evaluate(checkpoint: Path, recipe: Recipe, predictions: Path | None = None) 
     indexed = with_index(records.dataset.select_columns(["source", "target", "origin", *extra]), records.rows)
     decode = recipe.decode
     rows = decoded(checkpoint, indexed, inputs="source", target="target", encoded=True, batch_size=64,
-                   options={"beam_size": decode.beam_size, **decode.limits()})
+                   options={"beam_size": decode.beam_size, **decode.limits()}, device=device)
     inputs = {int(r["index"]): r for r in indexed.select_columns(["index", "source", *extra]).iter_rows()}
     references = [[r["reference"], *(inputs[int(r["index"])][c] for c in extra)] for r in rows]
     hypotheses = [r["hypothesis"] for r in rows]

@@ -195,7 +195,7 @@ class Tag(App):
 
         return TagPredictor(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
         """Entity-level micro precision, recall and F1 (x 100) and per type on
         ``recipe.data.valid``, read and checked as in training; with ``predictions``,
         each sentence's tokens, gold and predicted tags (``data.tag_scheme``)."""
@@ -206,7 +206,7 @@ class Tag(App):
 
         records = check_records(read_tagged(recipe.data, "valid"), recipe.data.on_bad_record, "eval")
         sentences = sorted(records.dataset.iter_rows(), key=lambda r: origin_order(r["origin"]))
-        predictor = load_predictor(checkpoint)
+        predictor = load_predictor(checkpoint, device=device)
         predictor.max_length = 1 << 30  # score every token of every sentence
         answers = predictor.run(predictor.token_rows([list(s["tokens"]) for s in sentences],
                                                      [s["origin"] for s in sentences]))

@@ -83,7 +83,7 @@ class TextClassify(Labels, App):
 
         return TextClassifier(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
         """Accuracy on ``recipe.data.valid``, records read and checked as in training."""
         from pipelines.media.sources import check_records, read_split, with_index
         from pipelines.scoring.records import accuracy, classified
@@ -91,7 +91,7 @@ class TextClassify(Labels, App):
         records = check_records(read_split(recipe.data, "valid"), recipe.data.on_bad_record, "eval")
         indexed = with_index(records.dataset.select_columns(["text", "label", "origin"]), records.rows)
         rows = classified(checkpoint, indexed, inputs="text", encoded=True, max_length=recipe.data.max_length,
-                          batch_size=512)
+                          batch_size=512, device=device)
         return accuracy(rows, records.skipped, predictions)
 
 

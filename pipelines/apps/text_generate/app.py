@@ -133,10 +133,10 @@ class TextGenerate(Tokens, App):
 
         return ConditionalGenerator(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
         from pipelines.apps.text_generate.evaluate import evaluate
 
-        return evaluate(checkpoint, recipe, predictions)
+        return evaluate(checkpoint, recipe, predictions, device=device)
 
     def final_scores(self, checkpoint: Path, recipe) -> dict[str, Any]:
         """The validation perplexity with every figure that needs no other checkpoint."""

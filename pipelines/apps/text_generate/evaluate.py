@@ -62,10 +62,10 @@ def _validation_perplexity(model, records: list[dict[str, str]]) -> float | None
     return _perplexity(*model.log_likelihood([r["text"] for r in records], ids))
 
 
-def _classifier(path: str, conditions: list[str]):
+def _classifier(path: str, conditions: list[str], device: str):
     from pipelines.checkpoint import load_predictor
 
-    judge = load_predictor(Path(path))
+    judge = load_predictor(Path(path), device=device)
     if judge.loaded.app.name != "text_classify":
         raise ConfigError(f"generation.classifier: {path} is a {judge.loaded.app.name} model; it must be a text "
                           "classifier (app text_classify)")
@@ -76,18 +76,19 @@ def _classifier(path: str, conditions: list[str]):
     return judge
 
 
-def _language_model(path: str):
+def _language_model(path: str, device: str):
     from pipelines.apps.text_generate.data import UNCONDITIONED
     from pipelines.checkpoint import load_predictor
 
-    lm = load_predictor(Path(path))
+    lm = load_predictor(Path(path), device=device)
     if lm.loaded.app.name != "text_generate" or lm.conditions != [UNCONDITIONED]:
         raise ConfigError(f"generation.language_model: {path} must be an unconditioned language model (app "
                           "text_generate trained with generation.conditioned=false)")
     return lm
 
 
-def evaluate(checkpoint: Path, recipe, predictions: Path | None = None, *, judged: bool = True) -> dict[str, Any]:
+def evaluate(checkpoint: Path, recipe, predictions: Path | None = None, *, judged: bool = True,
+             device: str = "cpu") -> dict[str, Any]:
     """The figures above; ``judged=False`` leaves out those needing other checkpoints."""
     from pipelines.apps.text_generate.predictor import ConditionalGenerator
     from pipelines.checkpoint import load_predictor
@@ -95,11 +96,11 @@ def evaluate(checkpoint: Path, recipe, predictions: Path | None = None, *, judge
     from pipelines.scoring.diversity import distinct_n, self_bleu
 
     g = recipe.generation
-    model = load_predictor(checkpoint)
+    model = load_predictor(checkpoint, device=device)
     if not isinstance(model, ConditionalGenerator):
         raise ConfigError(f"{checkpoint}: a {model.loaded.app.name} model, not a conditional generator")
-    judge = _classifier(g.classifier, model.conditions) if judged and g.classifier else None
-    lm = _language_model(g.language_model) if judged and g.language_model else None
+    judge = _classifier(g.classifier, model.conditions, device) if judged and g.classifier else None
+    lm = _language_model(g.language_model, device) if judged and g.language_model else None
     records = validation_records(recipe)
 
     jobs = [(c, j) for c in range(len(model.conditions)) for j in range(g.num_samples)]

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipelines.devices import add_device_argument, checked_device
 from pipelines.errors import ConfigError
 
 
@@ -30,13 +31,14 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="most tokens a text has")
     parser.add_argument("--min-length", type=int, help="fewest tokens a text has")
     parser.add_argument("--beam-size", type=int, help="search instead: the beam's num-samples most probable texts")
+    add_device_argument(parser)
 
 
 def sample_command(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.checkpoint import load_predictor
     from pipelines.config import GenerationConfig
 
-    predictor = load_predictor(args.checkpoint)
+    predictor = load_predictor(args.checkpoint, device=checked_device(args.device))
     if predictor.loaded.app.name != "text_generate":
         raise ConfigError(f"{args.checkpoint}: a {predictor.loaded.app.name} model; sample needs a conditional "
                           "generator (app text_generate)")

@@ -60,7 +60,7 @@ class Translate(Tokens, App):
 
         return Translator(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None) -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
         """BLEU, chrF and ``bleu_tok_lc`` on ``recipe.data.valid`` (the recipe's ``decode``)."""
         from pipelines.media.sources import check_records, read_pairs, with_index
         from pipelines.scoring.records import DECODED_COLUMNS, decoded, write_predictions
@@ -70,7 +70,7 @@ class Translate(Tokens, App):
         indexed = with_index(records.dataset.select_columns(["source", "target", "origin"]), records.rows)
         decode = recipe.decode
         rows = decoded(checkpoint, indexed, inputs="source", target="target", encoded=True, batch_size=256,
-                       options={"beam_size": decode.beam_size, **decode.limits()})
+                       options={"beam_size": decode.beam_size, **decode.limits()}, device=device)
         scores = translation_scores([r["hypothesis"] for r in rows], [r["reference"] for r in rows])
         return {**scores, "beam_size": decode.beam_size, "skipped_records": records.skipped,
                 **write_predictions(predictions, rows, DECODED_COLUMNS)}
