@@ -73,6 +73,7 @@ from pipelines.apps.routes import RouteSpec
 from serving.deployments import ModelServer, check_limits, with_options
 from serving.errors import client_error, error_response, install_error_handlers
 from serving.limits import ServeLimits
+from serving.placement import ReplicaDevice
 from serving.schemas import ErrorBody, Health, ModelList, all_routes, request_models, served_routes
 
 APP_NAME = "rayseq"
@@ -310,8 +311,8 @@ class LocalModel:
     """A model server (``serving.deployments.ModelServer``) built inside the ingress
     replica, behind the handle interface the routes call: ``model.answer.remote(...)``."""
 
-    def __init__(self, card: ModelCard, limits: ServeLimits, batching: bool) -> None:
-        self.server = ModelServer.func_or_class(card, limits, batching)
+    def __init__(self, card: ModelCard, limits: ServeLimits, batching: bool, device: str = "cpu") -> None:
+        self.server = ModelServer.func_or_class(card, limits, batching, device)
         for method in ("answer", "ready", "stream"):
             setattr(self, method, LocalMethod(getattr(self.server, method)))
 
@@ -331,8 +332,9 @@ class Ingress:
     must reach a model together to be batched."""
 
     def __init__(self, models: list[tuple[ModelCard, DeploymentHandle | None]], limits: ServeLimits,
-                 token: ApiToken | None = None, *, batching: bool = True) -> None:
-        self.models = {card.name: ServedModel(card, LocalModel(card, limits, batching) if handle is None else handle)
+                 token: ApiToken | None = None, *, batching: bool = True, device: str = "cpu") -> None:
+        self.models = {card.name: ServedModel(card, LocalModel(card, limits, batching, device) if handle is None
+                                              else handle)
                        for card, handle in models}
         self.limits = limits
         self.token = token
@@ -359,7 +361,7 @@ throughput mode), where waiting costs no Python: with 128 clients and 256 allowe
 
 def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = None,
               deployment_options: Mapping[str, Any] | None = None, *, batching: bool = True,
-              separate_models: bool = False) -> serve.Application:
+              separate_models: bool = False, placement: ReplicaDevice | None = None) -> serve.Application:
     """The Serve application for ``checkpoints``; model names come from each recipe's
     ``name`` (made unique).
 
@@ -371,35 +373,42 @@ def build_app(checkpoints: Sequence[str | Path], limits: ServeLimits | None = No
     such as ``autoscaling_config``; see ``serving.deployments.DEPLOYMENT_OPTIONS``)
     apply to whatever holds the models: the ingress, or every model deployment.
     ``batching=False`` runs each request alone (``rayseq serve --no-batching``: the
-    serving benchmark's comparison).
+    serving benchmark's comparison). ``placement`` (``serving.placement``): the device
+    of the replicas holding models and the GPUs each reserves (default: CPU).
 
     Bad checkpoints raise :class:`DataError`, and limits a model cannot run under or
     options Serve rejects :class:`ConfigError`, here, on the driver, before anything
     is deployed."""
     limits = limits or ServeLimits()
     options = deployment_options or {}
+    placement = placement or ReplicaDevice()
+    device = placement.device
     models = []
     for card in read_cards(checkpoints):
         check_limits(card, limits)  # ConfigError naming the limit
         if separate_models:
-            configured = with_options(ModelServer, name=f"{card.task}-{card.name}", options=options)
-            models.append((card, configured.bind(card, limits, batching)))
+            configured = with_options(ModelServer, name=f"{card.task}-{card.name}",
+                                      options=placement.options(options, ModelServer.ray_actor_options))
+            models.append((card, configured.bind(card, limits, batching, device)))
         else:
             models.append((card, None))
-    ingress = Ingress if separate_models else with_options(Ingress, name="Ingress",
-                                                           options={**INGRESS_OPTIONS, **options})
-    return ingress.bind(models, limits, ApiToken.from_env(), batching=batching)  # the token as an argument: the replica's env is not ours
+    ingress = Ingress if separate_models else with_options(
+        Ingress, name="Ingress", options=placement.options({**INGRESS_OPTIONS, **options}, Ingress.ray_actor_options))
+    token = ApiToken.from_env()  # passed as an argument: the replica's env is not ours
+    return ingress.bind(models, limits, token, batching=batching, device=device)
 
 
-APP_ARGS = ("checkpoints", "limits", "deployment_options", "batching", "separate_models")
+APP_ARGS = ("checkpoints", "limits", "deployment_options", "batching", "separate_models", "device",
+            "gpus_per_replica")
 """The ``args`` of a Serve config application whose ``import_path`` is :func:`app_builder`."""
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """Serve config ``import_path`` entry: ``args`` are ``{"checkpoints": [...]}`` and,
     optionally, ``{"limits": {<ServeLimits field>: value}}`` and
-    ``{"deployment_options": {<Serve option>: value}}``, ``{"batching": false}`` and
-    ``{"separate_models": true}`` (see :func:`build_app`)."""
+    ``{"deployment_options": {<Serve option>: value}}``, ``{"batching": false}``,
+    ``{"separate_models": true}`` and ``{"device": "cuda", "gpus_per_replica": 0.5}``
+    (see :func:`build_app` and ``serving.placement``)."""
     unknown = sorted(set(args) - set(APP_ARGS))
     if unknown:
         raise ConfigError(f"serve args: unknown key(s) {unknown}; known: {list(APP_ARGS)}")
@@ -417,4 +426,6 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     for key, value in switches.items():
         if not isinstance(value, bool):
             raise ConfigError(f"serve args: {key!r} must be true or false, got {value!r}")
-    return build_app(checkpoints, ServeLimits.from_dict(limits), options, **switches)
+    placement = ReplicaDevice(args.get("device", "cpu"), args.get("gpus_per_replica"),
+                              names=("serve args: device", "serve args: gpus_per_replica"))
+    return build_app(checkpoints, ServeLimits.from_dict(limits), options, **switches, placement=placement)

@@ -1,4 +1,4 @@
-"""``rayseq serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000]``
+"""``rayseq serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000] [--device cuda]``
 
 Checks the checkpoints, deploys the Serve application on the Ray cluster in
 ``RAY_ADDRESS`` (or a local one), prints where it listens, and serves until Ctrl-C or
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.errors import ConfigError
 from serving.limits import ServeLimits
+from serving.placement import ReplicaDevice
 
 if TYPE_CHECKING:  # serving.auth imports FastAPI: too slow for every rayseq command's parser
     from serving.auth import ApiToken
@@ -51,6 +52,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--access-log", action="store_true",
                         help="log every request in Serve's replica and proxy logs (off by default: it costs "
                              "CPU on every request)")
+    parser.add_argument("--device", default="cpu", metavar="DEVICE",
+                        help="cpu (default) or cuda: model replicas reserve a GPU each (--gpus-per-replica) and run "
+                             "their models on it")
+    parser.add_argument("--gpus-per-replica", type=float, metavar="G",
+                        help="with --device cuda: GPUs each replica holding models reserves (default 1; a fraction "
+                             "such as 0.5 lets replicas share a GPU)")
     parser.add_argument("--separate-models", action="store_true",
                         help="serve each model from deployments of its own behind a thin ingress (models scale "
                              "and are placed independently; one more hop per request) instead of loading them "
@@ -80,8 +87,10 @@ def serve_command(args: argparse.Namespace) -> None:
 
     limits = limits_from_args(args)
     warning = check_exposure(args.host, ApiToken.from_env(), allow_unauthenticated=args.allow_unauthenticated)
+    placement = placement_from_args(args)
     cards = read_cards(args.checkpoints)  # DataError naming the bad folder, before Ray starts
-    app = build_app(args.checkpoints, limits, batching=args.batching, separate_models=args.separate_models)
+    app = build_app(args.checkpoints, limits, batching=args.batching, separate_models=args.separate_models,
+                    placement=placement)
     init_ray()
     try:
         log_config = {"enable_access_log": args.access_log}
@@ -92,6 +101,8 @@ def serve_command(args: argparse.Namespace) -> None:
         for card in cards:
             takes = f" (multipart 'file' {card.input} uploads)" if card.input != "text" else ""
             print(f"serving {card.name} ({card.kind}): POST {url}/v1/models/{card.name}/{card.task}{takes}", flush=True)
+        if placement.num_gpus:
+            print(f"model replicas on cuda, {placement.num_gpus:g} GPU(s) each", flush=True)
         print(f"models at {url}/v1/models, API docs at {url}/docs; Ctrl-C to stop", flush=True)
         if warning:
             print(warning, file=sys.stderr, flush=True)
@@ -103,6 +114,19 @@ def serve_command(args: argparse.Namespace) -> None:
             serve.delete(APP_NAME)
         else:
             serve.shutdown()
+
+
+def placement_from_args(args: argparse.Namespace) -> ReplicaDevice:
+    """``--device``/``--gpus-per-replica``, checked. Starting a local Ray, this machine
+    must have the GPU; joining ``RAY_ADDRESS``, the GPUs may be on other nodes (or on
+    nodes the autoscaler has yet to start), and Serve waits for them."""
+    from pipelines.devices import check_available
+
+    placement = ReplicaDevice(args.device.strip().lower(), args.gpus_per_replica,
+                              names=("--device", "--gpus-per-replica"))
+    if placement.num_gpus and not os.environ.get("RAY_ADDRESS"):
+        check_available(placement.device, flag="--device")
+    return placement
 
 
 def check_exposure(host: str, token: ApiToken | None, *, allow_unauthenticated: bool) -> str | None:

@@ -55,6 +55,7 @@ from ray.serve import Deployment
 from ray.serve.config import AutoscalingConfig
 
 from pipelines.checkpoint import load_inference
+from pipelines.devices import check_available
 from pipelines.errors import ConfigError, DataError
 from serving import audio as audio_uploads
 from serving import image as image_uploads
@@ -288,9 +289,13 @@ class ModelServer:
 
     A decoding request's ``beam_size`` / ``max_length`` left as None take the recipe's
     ``decode`` values; ``alpha`` and ``max_length_ratio`` always come from there.
+
+    ``device`` is ``cpu`` or ``cuda``: the GPU this replica reserved (``serving.placement``);
+    a replica placed without one fails to start, naming the setting, instead of
+    serving from the CPU unnoticed.
     """
 
-    def __init__(self, card: ModelCard, limits: ServeLimits, batching: bool = True) -> None:
+    def __init__(self, card: ModelCard, limits: ServeLimits, batching: bool = True, device: str = "cpu") -> None:
         torch.set_num_threads(1)
         _quiet_token_batch_warning()
         self.card, self.spec = card, card.app.serve
@@ -304,7 +309,7 @@ class ModelServer:
                 return (await self._run([item]))[0]
 
             self._batched = alone
-        loaded = load_inference(card.checkpoint)
+        loaded = load_inference(card.checkpoint, device=check_available(device, flag="device"))
         self.model = card.app.predictor(loaded, budget=self.budget)
         self._read = MEDIA[card.input].reader(self.model, limits)
 

@@ -96,12 +96,25 @@ def rayservice_serve_config() -> dict:
     return yaml.safe_load(the_one("RayService")["spec"]["serveConfigV2"])
 
 
-def without_checkpoints(applications: list[dict]) -> list[dict]:
-    """The applications with each checkpoint path replaced by a placeholder."""
+def without_checkpoints_or_device(applications: list[dict]) -> list[dict]:
+    """The applications with each checkpoint path replaced by a placeholder and the
+    replicas' device left out (the Serve config runs anywhere, the RayService on GPUs)."""
     stripped = yaml.safe_load(yaml.safe_dump(applications))
     for app in stripped:
         app["args"]["checkpoints"] = ["CHECKPOINT"] * len(app["args"]["checkpoints"])
+        for key in ("device", "gpus_per_replica"):
+            app["args"].pop(key, None)
     return stripped
+
+
+def placement(args: dict):
+    from serving.placement import ReplicaDevice
+
+    return ReplicaDevice(args.get("device", "cpu"), args.get("gpus_per_replica"))
+
+
+def limit(container: dict, resource: str) -> float:
+    return float(container["resources"]["limits"].get(resource, 0))
 
 
 # ---------------------------------------------------------------- image
@@ -184,7 +197,8 @@ def test_serve_config_validates_against_serve_schema():
 def test_rayservice_serves_the_serve_config_application():
     service = rayservice_serve_config()
     assert set(service) == {"applications"}, "leave http_options to Serve's default, 0.0.0.0:8000"
-    assert without_checkpoints(service["applications"]) == without_checkpoints(load_serve_config()["applications"])
+    assert (without_checkpoints_or_device(service["applications"])
+            == without_checkpoints_or_device(load_serve_config()["applications"]))
 
 
 def test_rayservice_serves_what_the_rayjobs_train_from_the_same_volume():
@@ -202,7 +216,8 @@ def test_rayservice_serves_what_the_rayjobs_train_from_the_same_volume():
 
 
 def test_rayservice_workers_hold_the_most_replicas():
-    """Serve would keep replicas pending that no worker pod can hold."""
+    """Serve would keep replicas pending that no worker pod can hold: model replicas
+    that reserve GPUs fit only on GPU pods, with their CPUs."""
     from serving.app import Ingress
     from serving.deployments import ModelServer
 
@@ -210,12 +225,50 @@ def test_rayservice_workers_hold_the_most_replicas():
     options = app["args"]["deployment_options"]
     default_cpus = ModelServer.ray_actor_options["num_cpus"]  # every checkpoint's model deployment
     model_cpus = options.get("ray_actor_options", {}).get("num_cpus", default_cpus)
-    most_models = options["autoscaling_config"]["max_replicas"]
+    model_gpus = placement(app["args"]).num_gpus
+    most_models = len(app["args"]["checkpoints"]) * options["autoscaling_config"]["max_replicas"]
     (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
-    wanted = (len(app["args"]["checkpoints"]) * most_models * model_cpus
-              + ingress["autoscaling_config"]["max_replicas"] * Ingress.ray_actor_options["num_cpus"])
+    ingress_cpus = ingress["autoscaling_config"]["max_replicas"] * Ingress.ray_actor_options["num_cpus"]
     spec = cluster_spec(the_one("RayService"))
-    capacity = sum(group["maxReplicas"] * float(container["resources"]["limits"]["cpu"])
-                   for group in spec["workerGroupSpecs"] for container in group["template"]["spec"]["containers"])
+    pods = [(group["maxReplicas"], container) for group in spec["workerGroupSpecs"]
+            for container in group["template"]["spec"]["containers"]]
+    capacity = sum(n * limit(c, "cpu") for n, c in pods)
     assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0"
-    assert wanted <= capacity, f"replicas need {wanted} CPUs; the worker pods have {capacity}"
+    assert most_models * model_cpus + ingress_cpus <= capacity, f"replicas need more CPUs than the pods' {capacity}"
+    if model_gpus:
+        gpu_pods = [(n, c) for n, c in pods if limit(c, GPU)]
+        gpus = sum(n * limit(c, GPU) for n, c in gpu_pods)
+        assert most_models * model_gpus <= gpus, f"{most_models} model replicas need {most_models * model_gpus} GPUs"
+        for n, c in gpu_pods:  # the replicas a pod's GPUs admit must find their CPUs there too
+            assert limit(c, GPU) // model_gpus * model_cpus <= limit(c, "cpu")
+
+
+def test_rayservice_model_replicas_reserve_gpus_on_gpu_pods():
+    """Built as the cluster builds it (the two checkpoints swapped for local stand-ins of
+    the same applications): every model deployment asks Ray for its GPU share, the
+    ingress for none, and the GPU pods offer GPUs as the training pods do."""
+    from serving.app import app_builder
+
+    (app,) = rayservice_serve_config()["applications"]
+    share = placement(app["args"]).num_gpus
+    assert share > 0, "the RayService serves on GPUs"
+    legacy = ROOT / "tests" / "fixtures" / "legacy"
+    args = {**app["args"], "checkpoints": [str(legacy / "text_classify" / "checkpoint"),
+                                           str(legacy / "translate" / "checkpoint")]}
+    ingress = app_builder(args)._bound_deployment
+    assert "num_gpus" not in ingress.ray_actor_options
+    models = [model._bound_deployment for _, model in ingress.init_args[0]]
+    assert len(models) == 2
+    for model in models:
+        assert model.ray_actor_options["num_gpus"] == share and model.init_args[3] == "cuda", model.name
+    spec = cluster_spec(the_one("RayService"))
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"]
+    assert all(GPU not in c.get("resources", {}).get("limits", {}) for c in head)
+    gpu_groups = [g for g in spec["workerGroupSpecs"]
+                  if any(limit(c, GPU) for c in g["template"]["spec"]["containers"])]
+    assert [g["groupName"] for g in gpu_groups] == ["gpu-serve"]
+    for group in gpu_groups:
+        (container,) = group["template"]["spec"]["containers"]
+        assert container["resources"]["limits"][GPU] == container["resources"]["requests"][GPU] == 1
+        assert group["minReplicas"] >= 1, "a model replica is always up"
+        assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in group["template"]["spec"]["tolerations"]
