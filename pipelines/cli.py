@@ -1,8 +1,8 @@
 """``rayseq``: train, evaluate and serve recurrent sequence models on Ray.
 
     rayseq train RECIPE.yaml [--set KEY=VALUE ...] [--output DIR]
-    rayseq eval CHECKPOINT --data PATH [--format FORMAT] [--set KEY=VALUE ...] [--predictions FILE]
-    rayseq serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000]
+    rayseq eval CHECKPOINT --data PATH [--format FORMAT] [--set KEY=VALUE ...] [--predictions FILE] [--device cuda]
+    rayseq serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000] [--device cuda]
     rayseq compose CHECKPOINT --out PIECE.mid [--primer FILE] [--steps 64] [--seed 0] [--roll PIECE.png]
     rayseq synthesize CHECKPOINT "four one seven" --speaker theo --out SPEECH.wav [--seed 0]
     rayseq sample CHECKPOINT --condition positive [--num-samples 5] [--temperature 0.8] [--top-p 0.9] [--seed 0]

@@ -118,7 +118,8 @@ class ReverseDigits(Tokens, App):
     def predictor(self, loaded, *, budget: int | None = None) -> Reverser:
         return Reverser(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """Exact match of the decoded validation lines (greedy)."""
         from pipelines.media.sources import with_index
         from pipelines.scoring.records import DECODED_COLUMNS, decoded, write_predictions

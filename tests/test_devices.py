@@ -139,3 +139,25 @@ def test_a_translator_on_cuda_decodes_as_on_cpu():
     for beam in (1, 3):
         assert [a["text"] for a in cpu.predict(texts, beam_size=beam)] == \
                [b["text"] for b in gpu.predict(texts, beam_size=beam)]
+
+
+# ---------------------------------------------------------------- on Ray
+
+
+def labelled_as_predicted(tmp_path: Path) -> Path:
+    """The fixture's texts, each labelled with what the checkpoint predicted when written."""
+    texts = json.loads((LEGACY / "text_classify" / "inputs" / "inputs.json").read_text())
+    expected = json.loads((LEGACY / "text_classify" / "expected.json").read_text())["classify"]
+    data = tmp_path / "valid.txt"
+    data.write_text("".join(f"{e['label']} {text}\n" for text, e in zip(texts, expected, strict=True)))
+    return data
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_eval_scores_on_the_device_through_ray_data(ray_head, tmp_path, device):
+    """The device reaches the Ray Data actors (a GPU reserved for cuda): every record
+    scored as the checkpoint predicted it."""
+    data = labelled_as_predicted(tmp_path)
+    result = evaluate.evaluate_checkpoint(CLASSIFIER, data, device=device)
+    assert result["accuracy"] == 1.0 and result["examples"] == len(data.read_text().splitlines())

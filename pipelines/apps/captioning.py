@@ -62,7 +62,8 @@ class Captioning(Tokens):
     def sizes_from_meta(self, path: Path, meta: dict[str, Any]) -> dict[str, int]:
         return checked_sizes(path, meta, ("frame_size", "tgt_vocab_size"))
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """Exact-match rate (whitespace- and case-normalised) and BLEU on the recipe's
         validation frames, with the recipe's ``decode`` settings."""
         from pipelines.scoring.records import DECODED_COLUMNS, decoded, write_predictions

@@ -59,13 +59,15 @@ class AudioClassify(Labels, App):
 
         without_valid_takes(raw)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """Accuracy on the recipe's validation recordings."""
         from pipelines.media.audio.folders import featurized_validation
         from pipelines.scoring.records import accuracy, classified
 
         records = featurized_validation(recipe, "label")
-        return accuracy(classified(checkpoint, records.dataset, inputs="features", device=device), records.skipped, predictions)
+        rows = classified(checkpoint, records.dataset, inputs="features", device=device)
+        return accuracy(rows, records.skipped, predictions)
 
 
 APP = AudioClassify()

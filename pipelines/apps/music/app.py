@@ -168,7 +168,8 @@ class Music(App):
 
         return MusicPredictor(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """Next-note accuracy and cross-entropy (nats a note) on ``recipe.data.valid``,
         teacher-forced: under the book's protocol (windows of 32 + 1 chords every 16,
         every note but a window's first) and over whole pieces (every note but the

@@ -190,7 +190,8 @@ class SpeechSynthesis(App):
 
         without_valid_takes(raw)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         from pipelines.apps.speech_synthesis.evaluate import evaluate
 
         return evaluate(checkpoint, recipe, predictions, device=device)

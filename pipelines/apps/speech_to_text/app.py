@@ -61,7 +61,8 @@ class _Speech(App):
 
         without_valid_takes(raw)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """WER, CER and exact-match rate on the recipe's validation recordings (its ``decode``)."""
         from pipelines.media.audio.folders import featurized_validation
         from pipelines.scoring.records import DECODED_COLUMNS, decoded, write_predictions

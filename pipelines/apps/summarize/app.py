@@ -102,7 +102,8 @@ class Summarize(Copies, App):
 
         return Summarizer(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """ROUGE-1/2/L F1 (stemmed) of the decoded ``recipe.data.valid`` (the recipe's ``decode``)."""
         from pipelines.apps.summarize.evaluate import evaluate
 

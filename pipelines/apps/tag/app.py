@@ -195,7 +195,8 @@ class Tag(App):
 
         return TagPredictor(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """Entity-level micro precision, recall and F1 (x 100) and per type on
         ``recipe.data.valid``, read and checked as in training; with ``predictions``,
         each sentence's tokens, gold and predicted tags (``data.tag_scheme``)."""

@@ -83,7 +83,8 @@ class TextClassify(Labels, App):
 
         return TextClassifier(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """Accuracy on ``recipe.data.valid``, records read and checked as in training."""
         from pipelines.media.sources import check_records, read_split, with_index
         from pipelines.scoring.records import accuracy, classified

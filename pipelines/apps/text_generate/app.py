@@ -133,7 +133,8 @@ class TextGenerate(Tokens, App):
 
         return ConditionalGenerator(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         from pipelines.apps.text_generate.evaluate import evaluate
 
         return evaluate(checkpoint, recipe, predictions, device=device)

@@ -60,7 +60,8 @@ class Translate(Tokens, App):
 
         return Translator(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """BLEU, chrF and ``bleu_tok_lc`` on ``recipe.data.valid`` (the recipe's ``decode``)."""
         from pipelines.media.sources import check_records, read_pairs, with_index
         from pipelines.scoring.records import DECODED_COLUMNS, decoded, write_predictions

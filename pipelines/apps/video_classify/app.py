@@ -53,13 +53,15 @@ class VideoClassify(Labels, App):
 
         return VideoClassifier(loaded, budget=budget)
 
-    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    def score(self, checkpoint: Path, recipe, predictions: Path | None = None, *,
+              device: str = "cpu") -> dict[str, Any]:
         """Accuracy on the recipe's validation clips."""
         from pipelines.media.video.folders import validation_clips
         from pipelines.scoring.records import accuracy, classified
 
         records = validation_clips(recipe, "label")
-        return accuracy(classified(checkpoint, records.dataset, inputs="frames", device=device), records.skipped, predictions)
+        rows = classified(checkpoint, records.dataset, inputs="frames", device=device)
+        return accuracy(rows, records.skipped, predictions)
 
 
 APP = VideoClassify()
