@@ -357,7 +357,8 @@ class _PipeliningStage(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         with dropout_key(self.seed, self.calls):
-            return self.module(x, lengths)
+            # Its P2P buffers must be contiguous; the dense RNN path returns a view.
+            return self.module(x, lengths).contiguous()
 
 
 class TorchArm:

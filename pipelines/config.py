@@ -435,7 +435,8 @@ class TrainConfig:
     storage. Ignored when resuming."""
     precision: str = "float32"
     """Autocast of forward passes (``pipelines.precision``): ``float32`` (off), ``bf16``
-    (GPU or CPU) or ``fp16`` (GPU only, with a gradient scaler). Weights, optimizer state
+    (GPU or CPU) or ``fp16`` (GPU only, with a loss scale every stage agrees on:
+    ``pipelines.engine.loss_scale``). Weights, optimizer state
     and checkpoints stay in ``parallel.dtype``."""
 
     def __post_init__(self) -> None:

@@ -1,5 +1,6 @@
 """``train.precision``: the recipe key's checks and ``pipelines.precision``'s autocast
-contexts and gradient scalers. No Ray; the CUDA tests skip without a GPU."""
+contexts, the engine's fp16 loss scale, and the engine under bf16. No Ray; the CUDA tests
+skip without a GPU."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import torch
 from models.layers import RecurrentLayer
 from pipelines.config import load_recipe
 from pipelines.errors import ConfigError
-from pipelines.precision import autocast, grad_scaler
+from pipelines.engine.loss_scale import LossScale
+from pipelines.engine.topology import Topology
+from pipelines.precision import autocast
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo_sentiment.yaml"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -45,11 +48,10 @@ def test_bad_precisions_are_refused_naming_the_key(overrides, message):
 # ---------------------------------------------------------------- autocast on CPU
 
 
-def test_float32_is_no_autocast_and_no_scaler():
+def test_float32_is_no_autocast():
     assert isinstance(autocast("float32", "cpu"), contextlib.nullcontext)
     with autocast("float32", "cpu"):
         assert torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3)).dtype == torch.float32
-    assert grad_scaler("float32", "cpu") is None and grad_scaler("bf16", "cpu") is None
 
 
 def test_bf16_autocast_trains_a_recurrent_layer_on_cpu_with_float32_weights():
@@ -66,10 +68,9 @@ def test_bf16_autocast_trains_a_recurrent_layer_on_cpu_with_float32_weights():
                for p in layer.parameters())
 
 
-def test_fp16_is_refused_on_cpu_by_both_helpers():
-    for helper in (autocast, grad_scaler):
-        with pytest.raises(ValueError, match=r"fp16 runs on CUDA only, not on cpu"):
-            helper("fp16", "cpu")
+def test_fp16_autocast_is_refused_on_cpu():
+    with pytest.raises(ValueError, match=r"fp16 runs on CUDA only, not on cpu"):
+        autocast("fp16", "cpu")
     with pytest.raises(ValueError, match=r"train\.precision: 'half' is not one of"):
         autocast("half", "cpu")
 
@@ -89,25 +90,41 @@ def test_cuda_autocast_runs_packed_and_dense_recurrent_layers_in_low_precision(p
         assert y.dtype == dtype, lengths
 
 
-@CUDA
-def test_fp16_scaler_steps_a_cuda_layer_and_skips_an_overflowed_step():
-    layer = torch.nn.Linear(4, 1).cuda()
+# ---------------------------------------------------------------- the engine's loss scale
+
+
+def _linear_step(scale: LossScale | None, inputs: torch.Tensor) -> tuple[torch.nn.Linear, bool]:
+    """One optimizer step of a seeded linear model through the loss-scale path."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 1)
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
-    scaler = grad_scaler("fp16", "cuda")
-    assert isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled()
-    before = layer.weight.detach().clone()
-    with autocast("fp16", "cuda"):
-        loss = layer(torch.randn(8, 4, device="cuda")).float().pow(2).mean()
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    assert not torch.equal(layer.weight, before)
-    after_good = layer.weight.detach().clone()
-    optimizer.zero_grad()
-    with autocast("fp16", "cuda"):
-        loss = layer(torch.full((8, 4), float("inf"), device="cuda")).float().mean()
-    scaler.scale(loss).backward()
-    scale = scaler.get_scale()
-    scaler.step(optimizer)  # inf gradients: the step is skipped and the scale backs off
-    scaler.update()
-    assert torch.equal(layer.weight, after_good) and scaler.get_scale() < scale
+    factor = scale.scale if scale is not None else 1.0
+    (layer(inputs).pow(2).mean() * factor).backward()
+    finite = True
+    if scale is not None:
+        finite = scale.unscale_and_check(list(layer.parameters()), Topology(0, 1, 1))
+        scale.update(finite)
+    if finite:
+        optimizer.step()
+    return layer, finite
+
+
+def test_a_power_of_two_loss_scale_steps_exactly_as_unscaled():
+    x = torch.randn(8, 4)
+    plain, _ = _linear_step(None, x)
+    scaled, finite = _linear_step(LossScale(), x)
+    assert finite and torch.equal(plain.weight, scaled.weight) and torch.equal(plain.bias, scaled.bias)
+
+
+def test_an_overflowed_step_is_skipped_and_the_scale_backs_off_then_grows():
+    scale = LossScale(growth_interval=2)
+    layer, finite = _linear_step(scale, torch.full((8, 4), 1e30))  # (1e30 * 4)^2 overflows float32
+    torch.manual_seed(0)
+    assert not finite and torch.equal(layer.weight, torch.nn.Linear(4, 1).weight)  # untouched
+    assert scale.scale == 2.0**15 and scale.skipped == 1
+    for _ in range(2):
+        _linear_step(scale, torch.randn(8, 4))
+    assert scale.scale == 2.0**16 and scale.clean_steps == 0
+    restored = LossScale(growth_interval=2)
+    restored.load_state_dict(scale.state_dict())
+    assert restored == scale

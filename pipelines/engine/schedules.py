@@ -14,7 +14,9 @@ equal one pass over the whole batch.
 
 What crosses stages (``pipelines.engine.p2p``): activations ``(B_i, T_i, width)`` forward (or
 a tuple of tensors, e.g. an encoder-decoder's ``(memory, target tokens)``), gradients of
-their floating-point parts backward. What every stage of a replica shares (``StepPlan``,
+their floating-point parts backward. A stage posts what it sends and the transport
+issues it fused with the stage's next receive (or alone before the next computation),
+so 1F1B's crossing sends never wait on each other under NCCL's rules. What every stage of a replica shares (``StepPlan``,
 broadcast by stage 0 each step): each micro-batch's lengths and, for the last stage's
 loss, its targets. What differs between applications (step plans, loss, validation
 counts) comes from the :class:`TrainingTask` the engine is handed; it never names one.
@@ -29,7 +31,8 @@ import torch
 import torch.distributed as dist
 
 from models.dropout import dropout_key
-from pipelines.engine.p2p import ACTIVATION, GRADIENT, Transport
+from pipelines.engine.p2p import Transport
+from pipelines.precision import autocast
 from pipelines.engine.timeline import Timeline
 from pipelines.engine.topology import Topology
 from pipelines.engine.microbatches import StepPlan, parts as _parts
@@ -143,14 +146,16 @@ class StageRunner:
     """
 
     def __init__(self, module: torch.nn.Module, topology: Topology, device: torch.device, *, task: TrainingTask,
-                 label_smoothing: float = 0.0, timeline: Timeline | None = None, time_chunks: int = 4) -> None:
+                 label_smoothing: float = 0.0, timeline: Timeline | None = None, time_chunks: int = 4,
+                 transport: Transport | None = None, precision: str = "float32") -> None:
         self.task = task
         self.module = module
         self.time_chunks = time_chunks
         self.topology = topology
         self.device = device
         self.label_smoothing = label_smoothing
-        self.transport = Transport(device)
+        self.precision = precision  # train.precision: forwards and losses under autocast
+        self.transport = transport or Transport.over_torch(topology, device)
         self.timeline = timeline or Timeline(stage=topology.stage)
         self._saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
 
@@ -167,9 +172,17 @@ class StageRunner:
             x = plan.tokens[i]
             return tuple(t.to(self.device) for t in x) if isinstance(x, tuple) else x.to(self.device)
         start = Timeline.now()
-        x = self.transport.recv(topo.stage_rank(topo.stage - 1), ACTIVATION)
+        x = self.transport.receive(topo.stage_rank(topo.stage - 1))
         self.timeline.record("recv", i, start)
         return x
+
+    def compute_start(self, i: int) -> float:
+        """Ship what is posted and no receive took along (its span: ``send``), then
+        start the compute clock."""
+        start = Timeline.now()
+        if self.transport.ship():
+            self.timeline.record("send", i, start)
+        return Timeline.now()
 
     def forward(self, plan: StepPlan, i: int, *, key: tuple[int, ...], denominator: float, train: bool = True) -> torch.Tensor:
         """Forward micro-batch ``i``; returns its summed loss (last stage) or output."""
@@ -178,21 +191,23 @@ class StageRunner:
         if train:
             for t in _floats(x):
                 t.requires_grad_(True)
-        start = Timeline.now()
-        with dropout_key(*key, i), torch.set_grad_enabled(train):
+        start = self.compute_start(i)
+        with dropout_key(*key, i), torch.set_grad_enabled(train), self.autocast():
             out = self.module(x, plan.lengths[i])
+            loss = self.loss(out, plan, i) if topo.is_last and train else None
         self.timeline.record("forward", i, start)
         if topo.is_last:
-            loss = self.loss(out, plan, i)
             if train:
                 self._saved[i] = (_floats(x), loss / denominator)
             return loss.detach() if train else _detached(out)
-        start = Timeline.now()
-        self.transport.send(out, topo.stage_rank(topo.stage + 1), ACTIVATION)
-        self.timeline.record("send", i, start)
+        self.transport.post(out, topo.stage_rank(topo.stage + 1))
         if train:
             self._saved[i] = (_floats(x), out)
         return out
+
+    def autocast(self):
+        """The autocast context of ``train.precision`` (backward passes run outside it)."""
+        return autocast(self.precision, self.device)
 
     def loss(self, out: torch.Tensor, plan: StepPlan, i: int) -> torch.Tensor:
         """Summed loss of micro-batch ``i`` from the last stage's output."""
@@ -202,21 +217,19 @@ class StageRunner:
         topo = self.topology
         inputs, out = self._saved.pop(i)
         if topo.is_last:
-            start = Timeline.now()
+            start = self.compute_start(i)
             out.backward()
         else:
             start = Timeline.now()
-            grads = self.transport.recv(topo.stage_rank(topo.stage + 1), GRADIENT)
+            grads = self.transport.receive(topo.stage_rank(topo.stage + 1), like=_floats(out))
             self.timeline.record("recv", i, start)
-            start = Timeline.now()
+            start = self.compute_start(i)
             pairs = [(o, g) for o, g in zip(_floats(out), _floats(grads)) if o.requires_grad]
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         self.timeline.record("backward", i, start)
         if not topo.is_first and inputs:
-            start = Timeline.now()
             grads = tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in inputs)
-            self.transport.send(grads if len(grads) > 1 else grads[0], topo.stage_rank(topo.stage - 1), GRADIENT)
-            self.timeline.record("send", i, start)
+            self.transport.post(grads if len(grads) > 1 else grads[0], topo.stage_rank(topo.stage - 1), headed=False)
 
     # -- one step ---------------------------------------------------------------------
     def train_step(self, plan: StepPlan, *, schedule: str, key: tuple[int, ...], denominator: float) -> float:
@@ -260,7 +273,8 @@ class StageRunner:
         for i in range(len(plan.lengths)):
             out = self.forward(plan, i, key=(0,), denominator=1.0, train=False)
             if self.topology.is_last:
-                counts = self.task.eval_counts(out, plan.labels[i].to(self.device))
+                with self.autocast():
+                    counts = self.task.eval_counts(out, plan.labels[i].to(self.device))
                 totals = [a + b for a, b in zip(totals, counts)]
         self.transport.flush()
         return tuple(totals) if self.topology.is_last else (0.0,) * self.task.eval_width

@@ -35,10 +35,13 @@ def optim_file(stage: int) -> str:
 
 
 def save_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimizer, scheduler,
-                     average: ParameterAverage | None = None) -> None:
+                     average: ParameterAverage | None = None, loss_scale=None) -> None:
     """The stage's model file holds the weights to serve: the parameter average when
-    ``train.ema_decay`` is on (the raw weights then go beside the optimizer state)."""
+    ``train.ema_decay`` is on (the raw weights then go beside the optimizer state).
+    fp16's loss scale goes with the optimizer state."""
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    if loss_scale is not None:
+        state["loss_scale"] = loss_scale.state_dict()
     if average is not None:
         state.update(raw_model=model.state_dict(), average_updates=average.updates)
     # Saved before the average is swapped in: raw_model shares the parameters' storage.
@@ -48,7 +51,7 @@ def save_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimi
 
 
 def load_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimizer, scheduler,
-                     average: ParameterAverage | None = None) -> None:
+                     average: ParameterAverage | None = None, loss_scale=None) -> None:
     """Resume a stage: raw weights into ``model``, the average into ``average`` (restarted
     from the weights when the checkpoint was saved without one)."""
     model.load_state_dict(torch.load(directory / model_file(stage), weights_only=True))
@@ -61,6 +64,8 @@ def load_train_shard(directory: Path, stage: int, model: torch.nn.Module, optimi
         average.restart_from_module()
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if loss_scale is not None and "loss_scale" in state:
+        loss_scale.load_state_dict(state["loss_scale"])
 
 
 def write_train_state(directory: Path, state: dict[str, Any]) -> None:

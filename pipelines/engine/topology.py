@@ -3,14 +3,18 @@
 ``rank = dp_rank * pp + stage``: the stages of one replica are neighbours in rank order
 (on one node when a node holds a whole replica, so activations cross the fastest link).
 
-    pipeline group of replica d:  ranks d*pp .. d*pp + pp - 1   (P2P, step plan, clip norm)
+    pipeline group of replica d:  ranks d*pp .. d*pp + pp - 1   (step plan, clip norm)
     data group of stage s:        ranks s, pp + s, 2*pp + s ... (gradient all-reduce)
+    header group:                 every rank, gloo on the host  (P2P message headers)
+
+Payloads go point to point on the default group (``pipelines.engine.p2p``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.distributed as dist
 
 
@@ -21,6 +25,7 @@ class Topology:
     pp: int
     pipeline_group: object = None
     data_group: object = None
+    header_group: object = None
 
     @property
     def stage(self) -> int:
@@ -58,6 +63,11 @@ class Topology:
             group = dist.new_group([d * pp + s for d in range(dp)])
             if s == topology.stage:
                 topology.data_group = group
+        if pp > 1:
+            topology.header_group = dist.new_group(backend="gloo")
+            # NCCL builds the default group's communicator on its first use, and
+            # batch_isend_irecv's first call must involve every rank: a barrier does.
+            dist.barrier()
         return topology
 
     def all_reduce(self, tensor, group_name: str) -> None:
@@ -67,4 +77,9 @@ class Topology:
         if group_name == "pipeline" and self.pp == 1 or group_name == "data" and self.dp == 1:
             return
         group = {"pipeline": self.pipeline_group, "data": self.data_group, "world": None}[group_name]
+        if tensor.device.type == "cpu" and dist.get_backend(group) == "nccl":  # NCCL reduces GPU memory only
+            staged = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(staged, group=group)
+            tensor.copy_(staged)
+            return
         dist.all_reduce(tensor, group=group)

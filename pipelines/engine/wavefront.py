@@ -23,7 +23,8 @@ rows before anything can stream (a bidirectional layer, and whatever precedes it
 
 What crosses stages: chunks ``(B_i, w, width)`` of the activations forward and their
 gradients backward, in chunk order forward and reverse chunk order backward; every
-stage derives the same chunk bounds from the step plan's lengths.
+stage derives the same chunk bounds from the step plan's lengths. Sends are posted and
+go out with the next receive or before the next computation (``StageRunner``'s rule).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import torch
 from torch import nn
 
 from models.dropout import dropout_key
-from pipelines.engine.p2p import ACTIVATION, GRADIENT
 from pipelines.engine.timeline import Timeline
 
 from pipelines.engine.microbatches import StepPlan
@@ -113,22 +113,22 @@ class Wavefront:
             raise ValueError("the last stage must end with a whole-row head (the loss needs whole rows)")
 
     # -- transport --------------------------------------------------------------------
-    def _recv(self, channel: int, peer: int, micro: int) -> torch.Tensor:
+    def _recv(self, peer: int, micro: int, like: torch.Tensor | None = None) -> torch.Tensor:
+        """The next chunk from ``peer``: an activation (headed), or the gradient of the
+        chunk ``like`` this stage sent."""
         start = Timeline.now()
-        x = self.runner.transport.recv(self.runner.topology.stage_rank(peer), channel)
+        x = self.runner.transport.receive(self.runner.topology.stage_rank(peer), None if like is None else [like])
         self.runner.timeline.record("recv", micro, start)
         return x
 
-    def _send(self, x: torch.Tensor, channel: int, peer: int, micro: int) -> None:
-        start = Timeline.now()
-        self.runner.transport.send(x, self.runner.topology.stage_rank(peer), channel)
-        self.runner.timeline.record("send", micro, start)
+    def _send(self, x: torch.Tensor, peer: int, *, headed: bool = True) -> None:
+        self.runner.transport.post(x, self.runner.topology.stage_rank(peer), headed=headed)
 
     def _input_chunk(self, plan: StepPlan, i: int, offset: int, steps: int) -> torch.Tensor:
         topo = self.runner.topology
         if topo.is_first:
             return plan.tokens[i][:, offset : offset + steps].to(self.runner.device)
-        return _leaf(self._recv(ACTIVATION, topo.stage - 1, i))
+        return _leaf(self._recv(topo.stage - 1, i))
 
     # -- forward ----------------------------------------------------------------------
     def forward(self, plan: StepPlan, i: int, *, key: tuple[int, ...], denominator: float) -> float:
@@ -136,10 +136,10 @@ class Wavefront:
         runner, topo, parts = self.runner, self.runner.topology, self.parts
         lengths = plan.lengths[i]
         mb = _MicroBatch(chunk_bounds(int(lengths.max()), self.time_chunks))
-        with dropout_key(*key, i):
+        with dropout_key(*key, i), runner.autocast():
             if parts.prefix or not parts.stream:  # whole rows needed before anything runs
                 mb.inputs = [self._input_chunk(plan, i, o, w) for o, w in mb.bounds]
-                start = Timeline.now()
+                start = runner.compute_start(i)
                 mb.prefix_out = _run(parts.prefix, torch.cat(mb.inputs, 1), lengths)
                 mb.stream_inputs = [_leaf(mb.prefix_out[:, o : o + w]) for o, w in mb.bounds] if parts.stream else []
                 runner.timeline.record("forward", i, start)
@@ -150,7 +150,7 @@ class Wavefront:
                 else:
                     x = self._input_chunk(plan, i, offset, steps)
                     mb.inputs.append(x)
-                start = Timeline.now()
+                start = runner.compute_start(i)
                 state_in = [None if s is None else tuple(_leaf(t) for t in s) for s in states]
                 y = x
                 for j, layer in enumerate(parts.stream):
@@ -161,10 +161,10 @@ class Wavefront:
                 if parts.suffix:
                     mb.suffix_inputs.append(_leaf(y))
                 else:
-                    self._send(y, ACTIVATION, topo.stage + 1, i)
+                    self._send(y, topo.stage + 1)
             loss = 0.0
             if parts.suffix:
-                start = Timeline.now()
+                start = runner.compute_start(i)
                 rows = torch.cat(mb.suffix_inputs, 1) if parts.stream else mb.prefix_out
                 out = _run(parts.suffix, rows, lengths)
                 runner.timeline.record("forward", i, start)
@@ -174,7 +174,7 @@ class Wavefront:
                 else:
                     mb.output = out
                     for offset, steps in mb.bounds:
-                        self._send(out[:, offset : offset + steps], ACTIVATION, topo.stage + 1, i)
+                        self._send(out[:, offset : offset + steps], topo.stage + 1)
         self._saved[i] = mb
         return loss
 
@@ -184,18 +184,18 @@ class Wavefront:
         mb = self._saved.pop(i)
         if parts.suffix:
             if topo.is_last:
-                start = Timeline.now()
+                start = runner.compute_start(i)
                 mb.output.backward()
             else:
-                grads = [self._recv(GRADIENT, topo.stage + 1, i) for _ in mb.bounds][::-1]
-                start = Timeline.now()
+                grads = [self._recv(topo.stage + 1, i, mb.output[:, o : o + w]) for o, w in reversed(mb.bounds)][::-1]
+                start = runner.compute_start(i)
                 torch.autograd.backward(mb.output, torch.cat(grads, 1))
             runner.timeline.record("backward", i, start)
         state_grads: list[torch.Tensor] = []
         for c in reversed(range(len(mb.chunks))):
             chunk = mb.chunks[c]
-            grad = mb.suffix_inputs[c].grad if parts.suffix else self._recv(GRADIENT, topo.stage + 1, i)
-            start = Timeline.now()
+            grad = mb.suffix_inputs[c].grad if parts.suffix else self._recv(topo.stage + 1, i, chunk.output)
+            start = runner.compute_start(i)
             tensors, grads = [chunk.output], [grad]
             for t, g in zip(chunk.state_out, state_grads):
                 if g is not None:
@@ -205,14 +205,14 @@ class Wavefront:
             state_grads = [t.grad for t in chunk.state_in]
             runner.timeline.record("backward", i, start)
             if not mb.stream_inputs and not topo.is_first:
-                self._send(chunk.inputs.grad, GRADIENT, topo.stage - 1, i)
+                self._send(chunk.inputs.grad, topo.stage - 1, headed=False)
         if mb.stream_inputs:
-            start = Timeline.now()
+            start = runner.compute_start(i)
             torch.autograd.backward(mb.prefix_out, torch.cat([x.grad for x in mb.stream_inputs], 1))
             runner.timeline.record("backward", i, start)
         if mb.prefix_out is not None and not topo.is_first:
             for x in reversed(mb.inputs):
-                self._send(x.grad, GRADIENT, topo.stage - 1, i)
+                self._send(x.grad, topo.stage - 1, headed=False)
 
     def train_step(self, plan: StepPlan, *, key: tuple[int, ...], denominator: float) -> float:
         m = len(plan.lengths)

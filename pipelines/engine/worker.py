@@ -28,6 +28,7 @@ from pipelines.engine.averaging import ParameterAverage
 from pipelines.engine.shards import load_train_shard, read_train_state, save_train_shard, write_train_state
 from pipelines.config import Recipe, recipe_from_dict
 from pipelines.engine.ingest import shuffled_epochs
+from pipelines.engine.loss_scale import LossScale
 from pipelines.engine.optim import build_optimizer
 from pipelines.errors import ConfigError
 from pipelines.engine.schedules import StageRunner, all_reduce_gradients, broadcast_plan, clip_global_norm
@@ -65,15 +66,26 @@ def build_stage(recipe: Recipe, task, plan: StagePlan, stage: int, sizes: dict[s
 
 
 def optimizer_step(runner: StageRunner, optimizer, scheduler, plan, *, schedule: str, key: tuple[int, ...],
-                   clip_norm: float, average: ParameterAverage | None = None) -> float:
-    """One optimizer step of this stage; the summed loss on the last stage, else 0."""
+                   clip_norm: float, average: ParameterAverage | None = None,
+                   loss_scale: LossScale | None = None) -> float:
+    """One optimizer step of this stage; the summed loss on the last stage, else 0.
+    With ``loss_scale`` (fp16) the loss is scaled up, the gradients unscaled, and a step
+    whose gradients overflowed on any stage is skipped by every stage."""
     topology = runner.topology
     params = [p for group in optimizer.param_groups for p in group["params"]]
     units = torch.tensor([runner.task.loss_units(plan)], dtype=torch.float64)
     topology.all_reduce(units, "data")
     optimizer.zero_grad(set_to_none=True)
-    loss_sum = runner.train_step(plan, schedule=schedule, key=key, denominator=float(units))
+    scale = loss_scale.scale if loss_scale is not None else 1.0
+    loss_sum = runner.train_step(plan, schedule=schedule, key=key, denominator=float(units) / scale)
     all_reduce_gradients(params, topology)
+    if loss_scale is not None:
+        finite = loss_scale.unscale_and_check(params, topology)
+        loss_scale.update(finite)
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()  # the schedule follows steps taken or skipped, as on every stage
+            return loss_sum
     clip_global_norm(params, clip_norm, topology)
     optimizer.step()
     scheduler.step()
@@ -157,8 +169,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_cfg, parallel = recipe.train, recipe.parallel
     torch.set_num_threads(parallel.threads_per_worker)
     context = ray.train.get_context()
-    topology = Topology.create(context.get_world_rank(), parallel.dp, parallel.pp)
     device = ray.train.torch.get_device() if parallel.use_gpu else torch.device("cpu")
+    if device.type == "cuda":  # before any NCCL call: batched P2P hangs without it (batch_isend_irecv's docs)
+        torch.cuda.set_device(device)
+    topology = Topology.create(context.get_world_rank(), parallel.dp, parallel.pp)
     if parallel.dtype == "float64":
         torch.set_default_dtype(torch.float64)
 
@@ -181,13 +195,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer, scheduler = build_optimizer(trainable, train_cfg)
     average = ParameterAverage(model, train_cfg.ema_decay) if train_cfg.ema_decay else None
     runner = StageRunner(model, topology, device, label_smoothing=train_cfg.label_smoothing,
-                         time_chunks=parallel.time_chunks, task=task)
+                         time_chunks=parallel.time_chunks, task=task, precision=train_cfg.precision)
+    loss_scale = LossScale() if train_cfg.precision == "fp16" else None
 
     step, epoch, history = 0, 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            load_train_shard(Path(directory), topology.stage, model, optimizer, scheduler, average)
+            load_train_shard(Path(directory), topology.stage, model, optimizer, scheduler, average, loss_scale)
             state = read_train_state(Path(directory))
             step, epoch, history = state["step"], state["epoch"], state["history"]
         if topology.rank == 0:
@@ -213,7 +228,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         runner.timeline.step = step
         lr = scheduler.get_last_lr()[0]
         loss_sum = optimizer_step(runner, optimizer, scheduler, step_plan, schedule=parallel.schedule,
-                                  key=(train_cfg.seed, step), clip_norm=train_cfg.clip_norm, average=average)
+                                  key=(train_cfg.seed, step), clip_norm=train_cfg.clip_norm, average=average,
+                                  loss_scale=loss_scale)
         runner.timeline.enabled = False  # evaluation forwards are not part of the step
         step += 1
         if topology.is_last:
@@ -245,11 +261,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if evaluate_now:
                 metrics = {**entry, "run_tokens_per_s": run_totals[0] / run_totals[1] if run_totals[1] else 0.0}
                 _report(topology, {"step": step, "epoch": epoch, "history": history}, runner, optimizer, scheduler,
-                        metrics, average)
+                        metrics, average, loss_scale)
 
 
 def _report(topology: Topology, state, runner: StageRunner, optimizer, scheduler, metrics,
-            average: ParameterAverage | None) -> None:
+            average: ParameterAverage | None, loss_scale: LossScale | None = None) -> None:
     """Every worker reports (it is a barrier); dp rank 0 of each stage writes that
     stage's shard (and timeline, if recorded), world rank 0 the step, epoch and history."""
     if topology.dp_rank != 0:
@@ -257,7 +273,7 @@ def _report(topology: Topology, state, runner: StageRunner, optimizer, scheduler
         return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        save_train_shard(directory, topology.stage, runner.module, optimizer, scheduler, average)
+        save_train_shard(directory, topology.stage, runner.module, optimizer, scheduler, average, loss_scale)
         if runner.timeline.spans:
             (directory / f"timeline.stage{topology.stage}.json").write_text(runner.timeline.to_json())
         if topology.rank == 0:
