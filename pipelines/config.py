@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -695,8 +696,16 @@ def _dataclass_type(tp: Any) -> type | None:
     return None
 
 
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+"""A decimal number, exponent forms included: YAML 1.1 (PyYAML) reads ``1e-3`` (no dot)
+as a string, yet every ML user writes learning rates so."""
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+    floats = tp is float or float in typing.get_args(tp)
+    if floats and isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+        return float(value)
+    if floats and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,8 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
 
     output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
+    check_depth(recipe)
+    fit_workers(recipe)
     (output / "config.yaml").write_text(recipe.to_yaml())
     if recipe.train.init_from:
         init = Path(recipe.train.init_from).expanduser().resolve()
@@ -134,6 +137,66 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class _AnySize(dict):
+    """Sizes for counting a model's layers before the data says them (the count never
+    depends on vocabulary or label sizes)."""
+
+    def __missing__(self, key: str) -> int:
+        return 8
+
+
+def check_depth(recipe: Recipe) -> None:
+    """Refuse a pipeline deeper than the model has layers, before Ray starts (the stage
+    planner would refuse it on every worker, after the data is prepared)."""
+    try:
+        layers = len(apps.app_for(recipe).layer_factories(recipe.model, _AnySize()))
+    except Exception:  # noqa: BLE001 - an application that needs its data to say its layers: the workers check
+        return
+    pp = recipe.parallel.pp
+    if pp > layers:
+        raise ConfigError(f"parallel.pp={pp} stages for a model of {layers} layers: every stage needs a layer "
+                          f"(pp <= {layers})")
+
+
+def local_cpus() -> int:
+    """CPUs of the Ray instance this process is connected to, or that one started here
+    would get (the process's CPU affinity)."""
+    import ray
+
+    if ray.is_initialized():
+        return int(ray.cluster_resources().get("CPU", 0))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def fit_workers(recipe: Recipe) -> None:
+    """Make the Ray Train request fit where it will run. On a Ray instance rayseq starts
+    itself, ``dp x pp`` workers of ``threads_per_worker`` CPUs each must fit this
+    machine (Ray Train would otherwise wait for them forever): fewer threads per worker,
+    said in one line, or refused with the arithmetic when even one each does not fit. On
+    a cluster (``RAY_ADDRESS``) an autoscaler may add nodes: the request is said once."""
+    parallel = recipe.parallel
+    workers = parallel.world_size
+    per_worker = worker_resources(parallel) or {}
+    if os.environ.get("RAY_ADDRESS"):
+        print(f"requesting {workers} Ray Train workers x {per_worker or {'GPU': 1}} (parallel.dp x parallel.pp = "
+              f"{parallel.dp} x {parallel.pp}); on an autoscaling cluster training starts when nodes have joined",
+              flush=True)
+        return
+    if parallel.use_gpu:
+        return  # Ray Train asks one GPU a worker: its own error names a machine without them
+    cpus = local_cpus()
+    if workers > cpus:
+        raise ConfigError(f"parallel.dp x parallel.pp = {parallel.dp} x {parallel.pp} = {workers} workers need at least "
+                          f"{workers} CPUs (one thread each), this machine has {cpus}: lower parallel.pp or "
+                          f"parallel.dp, or run on a cluster (RAY_ADDRESS)")
+    if workers * parallel.threads_per_worker > cpus:
+        fitted = cpus // workers
+        print(f"note: {workers} workers x {parallel.threads_per_worker} threads (parallel.threads_per_worker) = "
+              f"{workers * parallel.threads_per_worker} CPUs, this machine has {cpus}: {fitted} thread"
+              f"{'s' if fitted > 1 else ''} per worker", flush=True)
+        parallel.threads_per_worker = fitted
 
 
 def worker_resources(parallel: ParallelConfig) -> dict[str, float] | None:

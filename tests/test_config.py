@@ -29,6 +29,22 @@ def test_overrides_parse_yaml_scalars():
     assert recipe.parallel.dp == 2 and recipe.batching.sort is False
 
 
+def test_floats_in_exponent_form_are_floats(tmp_path):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; a float key takes it, from --set and
+    from a recipe file, as any ML user writes it; an int key still refuses it."""
+    recipe = load_recipe(RECIPES / "demo_sentiment.yaml", ["train.lr=1e-3", "model.dropout=2.5E-1"])
+    assert recipe.train.lr == 0.001 and isinstance(recipe.train.lr, float) and recipe.model.dropout == 0.25
+    path = tmp_path / "r.yaml"
+    path.write_text((RECIPES / "demo_sentiment.yaml").read_text() + "\n")
+    raw = path.read_text().replace("train:\n", "train:\n  weight_decay: 3e-2\n", 1)
+    path.write_text(raw)
+    assert load_recipe(path).train.weight_decay == 0.03
+    with pytest.raises(ConfigError, match=r"train.lr: expected float, got '1e-3x'"):
+        load_recipe(RECIPES / "demo_sentiment.yaml", ["train.lr=1e-3x"])
+    with pytest.raises(ConfigError, match=r"train.max_steps: expected int, got '1e3'"):
+        load_recipe(RECIPES / "demo_sentiment.yaml", ["train.max_steps=1e3"])
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
