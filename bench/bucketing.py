@@ -54,9 +54,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import ray
@@ -67,19 +68,20 @@ from models import build_seq2vec
 from models.config import ModelConfig
 from models.frontend import SUBSAMPLING
 from models.frontends import log_mel, tokens
+from pipelines.apps.text_classify.data import featurize
+from pipelines.apps.text_classify.generate import write_sentiment
+from pipelines.config import AudioConfig, BatchingConfig, DataConfig, TokenizerConfig, TrainConfig
+from pipelines.engine.optim import build_optimizer
 from pipelines.media.audio.folders import featurize_audio, list_audio_folder
 from pipelines.media.bucketing import bucket, padding_stats
-from pipelines.config import AudioConfig, BatchingConfig, DataConfig, TokenizerConfig, TrainConfig
-from pipelines.apps.text_classify.generate import write_sentiment
-from pipelines.engine.optim import build_optimizer
-from pipelines.runtime import configure_logging
 from pipelines.media.sources import check_records, read_split
-from pipelines.apps.text_classify.data import featurize
 from pipelines.media.tokenization import train_tokenizer
+from pipelines.runtime import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
 from bench.machine import run_info, write_report  # noqa: E402
+
 DEFAULT_DATA_ROOT = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "bench" / "results" / "bucketing.json"
 GOAL_PADDING = 0.05
@@ -516,7 +518,8 @@ def run_benchmark(data_root: Path, settings: Settings) -> dict[str, Any]:
     if not sources:
         fallback_dir = tempfile.TemporaryDirectory(prefix="rayseq-bench-")
         path = write_sentiment(fallback_dir.name, size=4000, seed=settings.seed) / "train.txt"
-        sources = [Source("FALLBACK:gen", path, f"FALLBACK: no data under {data_root}; pipelines.apps.text_classify.generate sentiment")]
+        sources = [Source("FALLBACK:gen", path,
+                          f"FALLBACK: no data under {data_root}; pipelines.apps.text_classify.generate sentiment")]
         readers["FALLBACK:gen"] = _sst2_records
         notes.append(f"no shared data under {data_root}: used generated sentiment data instead")
         print(f"NOTE: {notes[-1]}", flush=True)
@@ -564,9 +567,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder holding sst2/, multi30k/ and fsdd/recordings/ (default: ../shared/data "
                              "from the repo root)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 600 examples a dataset, tiny models, 3 timed steps per arm; writes only with --out")
+                        help="smoke run: 600 examples a dataset, tiny models, 3 timed steps per arm; "
+                             "writes only with --out")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"report JSON (default {DEFAULT_OUT.relative_to(ROOT)}; none with --quick); a .png goes beside it")
+                        help=f"report JSON (default {DEFAULT_OUT.relative_to(ROOT)}; none with --quick); "
+                             "a .png goes beside it")
     parser.add_argument("--window-s", type=float, default=None, help="seconds per timing window (default 15)")
     parser.add_argument("--windows", type=int, default=None, help="timing windows per arm (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 1)")

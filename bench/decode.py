@@ -53,15 +53,16 @@ import torch
 import yaml
 
 from models.decoding import Hypothesis
-from pipelines.media.bucketing import plan_batches
-from pipelines.config import Recipe, recipe_from_dict
-from pipelines.media.sources import resolve
 from pipelines.apps.translate.predictor import Translator
 from pipelines.checkpoint import load_inference
+from pipelines.config import Recipe, recipe_from_dict
+from pipelines.media.bucketing import plan_batches
+from pipelines.media.sources import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
 from bench.machine import run_info, write_report  # noqa: E402
+
 DEFAULT_CHECKPOINT = ROOT / "runs" / "demo-translation" / "checkpoint"
 FALLBACK_DATA = ROOT.parent / "shared" / "data" / "multi30k" / "val.en"
 DEFAULT_OUT = ROOT / "bench" / "results" / "decode.json"
@@ -129,7 +130,8 @@ def training_summary(checkpoint: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------- timing
 
 
-def run_arm(translator: Translator, ids: list[list[int]], beam: int, batched: bool) -> tuple[float, float, list[list[Hypothesis]]]:
+def run_arm(translator: Translator, ids: list[list[int]], beam: int,
+            batched: bool) -> tuple[float, float, list[list[Hypothesis]]]:
     """Decode ``ids`` once: ``(wall seconds, CPU seconds, hypotheses)``."""
     wall, cpu = time.perf_counter(), time.process_time()
     if batched:
@@ -231,7 +233,8 @@ def run_benchmark(checkpoint: Path, data: Path, settings: Settings) -> dict[str,
                      "Its timings measure max-length decoding, not translation; do not publish them.")
     return {
         "name": "decode",
-        **run_info(torch_threads=torch.get_num_threads(), device=settings.device, load_avg_at_start=load_start, load_avg_at_end=list(os.getloadavg())),
+        **run_info(torch_threads=torch.get_num_threads(), device=settings.device, load_avg_at_start=load_start,
+                   load_avg_at_end=list(os.getloadavg())),
         "checkpoint": str(checkpoint),
         "model": {"recipe": translator.recipe.name, "model": asdict(translator.recipe.model),
                   "parameters": sum(p.numel() for p in translator.model.parameters()),

@@ -71,6 +71,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,22 +86,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
 from bench.machine import run_info, write_report  # noqa: E402
 from pipelines.runtime import free_port  # noqa: E402
+
 if str(ROOT) not in sys.path:  # spawned workers import this file by path
     sys.path.insert(0, str(ROOT))
 
 from models import ModelConfig, build_seq2vec  # noqa: E402
 from models.dropout import dropout_key  # noqa: E402
-from pipelines.media.bucketing import pad_batch, plan_batches  # noqa: E402
-from pipelines.config import TrainConfig  # noqa: E402
-from pipelines.engine.optim import build_optimizer  # noqa: E402
 from models.frontends import tokens  # noqa: E402
 from pipelines.apps.text_classify import APP as TEXT_CLASSIFY  # noqa: E402
+from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.engine.microbatches import split_batch  # noqa: E402
+from pipelines.engine.optim import build_optimizer  # noqa: E402
 from pipelines.engine.schedules import StageRunner, broadcast_plan, clip_global_norm  # noqa: E402
 from pipelines.engine.stage_plan import plan_stages  # noqa: E402
 from pipelines.engine.timeline import Timeline, bubble_fraction, theoretical_bubble  # noqa: E402
 from pipelines.engine.topology import Topology  # noqa: E402
 from pipelines.engine.worker import optimizer_step  # noqa: E402
+from pipelines.media.bucketing import pad_batch, plan_batches  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "pipeline.json"
 GOAL_PP_SPEEDUP = 1.7
@@ -583,6 +585,17 @@ def _cpu_profile(oplog: dict[str, Any], m: int) -> dict[str, Any]:
     }
 
 
+def _ratio(rows: list[dict[str, Any]], rounds: int, a: str, b: str | tuple[str, str], key: str) -> float | None:
+    """Median over rounds of a's value / b's (b a pair: the better of the two)."""
+    per_round = []
+    for r in range(rounds):
+        value = {w["arm"]: w[key] for w in rows if w["round"] == r}
+        bases = [value.get(x) for x in (b if isinstance(b, tuple) else (b,))]
+        if value.get(a) and all(bases):
+            per_round.append(value[a] / max(bases))
+    return round(_median(per_round), 3) if per_round else None
+
+
 def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     m = settings.microbatches
     theory = theoretical_bubble(2, m)
@@ -624,15 +637,7 @@ def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 entry.update(_cpu_profile(raw["oplogs"][f"{data}/{spec.name}"], m))
             arms[spec.name] = entry
 
-        def ratio(a: str, b: str | tuple[str, str], key: str) -> float | None:
-            """Median over rounds of a's value / b's (b a pair: the better of the two)."""
-            per_round = []
-            for r in range(settings.rounds):
-                value = {w["arm"]: w[key] for w in rows if w["round"] == r}
-                bases = [value.get(x) for x in (b if isinstance(b, tuple) else (b,))]
-                if value.get(a) and all(bases):
-                    per_round.append(value[a] / max(bases))
-            return round(_median(per_round), 3) if per_round else None
+        ratio = partial(_ratio, rows, settings.rounds)
 
         pp1, accum = "rayseq pp=1 m=1", f"rayseq pp=1 m={m}"
         speedups: dict[str, dict[str, float | None]] = {}
@@ -666,7 +671,8 @@ def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 goals[name] = {"measured": measured, "dedicated_estimate": estimate,
                                "met": (measured or 0) >= goal, "met_by_estimate": (estimate or 0) >= goal}
             goals[f"{schedule}_bubble_within_5_points"] = {
-                "measured": arm["bubble"], "dedicated_estimate": arm["dedicated_bubble"], "theory": arm["bubble_theory"],
+                "measured": arm["bubble"], "dedicated_estimate": arm["dedicated_bubble"],
+                "theory": arm["bubble_theory"],
                 "met": abs(arm["bubble"] - arm["bubble_theory"]) <= GOAL_BUBBLE_POINTS,
                 "met_by_estimate": arm["dedicated_bubble"] is not None
                 and abs(arm["dedicated_bubble"] - arm["bubble_theory"]) <= GOAL_BUBBLE_POINTS}
@@ -714,8 +720,8 @@ def table(results: dict[str, Any], settings: Settings) -> str:
             lines.append(f"{label:<9}{name:<16}{arm['pp']:>2}{arm['microbatches']:>2}{cols[0]} |{cols[1]} |"
                          f"{theory:>7}{arm['tokens_per_cpu_s']:>10,.0f}{cpu:>11}{wait:>12}")
     lines.append("")
-    lines.append("x pp=1: vs. the faster pp=1 arm (m=1 or m=%d) of the same round; x torch: vs. the same schedule "
-                 "under torch.distributed.pipelining" % m)
+    lines.append(f"x pp=1: vs. the faster pp=1 arm (m=1 or m={m}) of the same round; x torch: vs. the same schedule "
+                 "under torch.distributed.pipelining")
     for data, res in results.items():
         for name, goal in res["goals"].items():
             theory = f"theory {goal['theory']}  " if "theory" in goal else ""
@@ -765,7 +771,8 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
         "name": "pipeline",
         "goal": {"pp2_vs_pp1_min": GOAL_PP_SPEEDUP, "vs_torch_fixed_min": GOAL_VS_TORCH_FIXED,
                  "vs_torch_bucketed_min": GOAL_VS_TORCH_BUCKETED, "bubble_max_points": GOAL_BUBBLE_POINTS},
-        **run_info(torch_threads_per_process=settings.threads, load_avg_at_start=load_start, load_avg_at_end=list(os.getloadavg())),
+        **run_info(torch_threads_per_process=settings.threads, load_avg_at_start=load_start,
+                   load_avg_at_end=list(os.getloadavg())),
         "elapsed_s": round(elapsed, 1),
         "warmup_s": round(raw["warmup_s"], 1),
         "settings": asdict(settings),

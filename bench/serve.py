@@ -87,7 +87,8 @@ def request_bodies(ckpts: dict[str, Path], count: int = 256) -> dict[str, list[b
         recipe = load_recipe(str(ckpt.parent / "config.yaml"), [])
         data = Path(recipe.data.root or ckpt.parent / "data")  # generated data: <output>/data
         if task == "classify":  # labeled lines: "<label> <text>"
-            texts = [line.split(" ", 1)[1] for line in (data / recipe.data.valid).read_text().splitlines() if " " in line]
+            texts = [line.split(" ", 1)[1] for line in (data / recipe.data.valid).read_text().splitlines()
+                     if " " in line]
             bodies[task] = [json.dumps({"inputs": [t]}).encode() for t in texts[:count]]
         else:
             lines = (data / f"{recipe.data.valid}.{recipe.data.source_lang}").read_text().splitlines()
@@ -231,7 +232,8 @@ def run_arm(arm: str, ckpts: dict[str, Path], bodies: dict[str, list[bytes]], ro
         print(f"[{arm}] ready in {time.monotonic() - started:.0f} s", flush=True)
         for task in routes:
             for level in levels:
-                row = {"task": task, "arm": arm, **measure(server, routes[task], bodies[task], level, seconds, warmup_s)}
+                row = {"task": task, "arm": arm,
+                       **measure(server, routes[task], bodies[task], level, seconds, warmup_s)}
                 print(format_row(row), flush=True)
                 rows.append(row)
     finally:

@@ -29,7 +29,8 @@ def peer_app(checkpoints: list[str]):
     from serving.limits import ServeLimits
 
     limits = ServeLimits()
-    models = {card.name: ServedModel(card, LocalModel(card, limits, batching=False)) for card in read_cards(checkpoints)}
+    models = {card.name: ServedModel(card, LocalModel(card, limits, batching=False))
+              for card in read_cards(checkpoints)}
     return create_app(models, limits)
 
 

@@ -46,13 +46,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import run_info, write_report  # noqa: E402
 from pipelines import apps  # noqa: E402
-from pipelines.config import Recipe, recipe_from_dict  # noqa: E402
+from pipelines.config import Recipe  # noqa: E402
 from pipelines.media.bucketing import pad_batch  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"

@@ -101,11 +101,10 @@ def ray_data(records: list[dict[str, str]], config: VideoConfig):
 
 def measure_ingest(folder: Path, clips: int, settings: Settings) -> dict[str, Any]:
     """Both arms on the first ``clips`` clips of ``folder`` (Ray already started)."""
+    import av
     import numpy as np
 
     from pipelines.media.video.folders import list_video_folder
-
-    import av
 
     records = list_video_folder(folder, target="label")[:clips]
     paths = [Path(r["path"]) for r in records]
@@ -128,7 +127,8 @@ def measure_ingest(folder: Path, clips: int, settings: Settings) -> dict[str, An
                   "frames_per_s": round(frames / statistics.median(values), 1)} for arm, values in seconds.items()}
     with av.open(str(paths[0])) as container:
         source = f"{container.streams.video[0].width}x{container.streams.video[0].height}"
-    return {"source": source, "clips": len(records), "frames": frames, "same_frames": same, "arms": arms, "speedup": round(arms["ray-data"]["frames_per_s"] / arms["plain"]["frames_per_s"], 3)}
+    return {"source": source, "clips": len(records), "frames": frames, "same_frames": same, "arms": arms,
+            "speedup": round(arms["ray-data"]["frames_per_s"] / arms["plain"]["frames_per_s"], 3)}
 
 
 def train_arm(name: str, data_root: Path, out: Path, settings: Settings, extra: list[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ language model, which merges alignments that spell the same prefix.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,8 @@ class CTCRecognizer(LayerStack):
     """The whole CTC model, or a contiguous slice of it (a pipeline stage)."""
 
 
-def ctc_layer_factories(config: ModelConfig, *, frontend: FrontEnd, tgt_vocab_size: int) -> list[Callable[[], nn.Module]]:
+def ctc_layer_factories(config: ModelConfig, *, frontend: FrontEnd,
+                        tgt_vocab_size: int) -> list[Callable[[], nn.Module]]:
     """Front end (``models.frontends.log_mel``), ``num_layers`` recurrent layers (as the
     classifier's), CTC head."""
     factories: list[Callable[[], nn.Module]] = [lambda: frontend(config)]
@@ -77,7 +78,8 @@ def build_ctc(config: ModelConfig, *, frontend: FrontEnd, tgt_vocab_size: int, s
     return CTCRecognizer(build_layers(factories, seed=seed, keep=keep))
 
 
-def ctc_loss(log_probs: torch.Tensor, steps: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+def ctc_loss(log_probs: torch.Tensor, steps: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor) -> torch.Tensor:
     """Summed CTC loss of ``log_probs (B, T, V)`` over ``steps (B,)`` valid steps against
     ``targets (B, L)`` (PAD-padded, ``target_lengths (B,)``). An utterance too short for
     its target (fewer steps than tokens plus repeats) has infinite loss, counted as 0."""
@@ -112,6 +114,12 @@ def _logsumexp(a: float, b: float) -> float:
     return high + math.log(math.exp(a - high) + math.exp(b - high))
 
 
+def _add_prefix(nxt: dict[tuple[int, ...], tuple[float, float]], prefix: tuple[int, ...], blank: float,
+                token: float) -> None:
+    b, k = nxt.get(prefix, (-math.inf, -math.inf))
+    nxt[prefix] = (_logsumexp(b, blank), _logsumexp(k, token))
+
+
 def ctc_beam_search(log_probs: torch.Tensor, steps: torch.Tensor, *, beam_size: int, n_best: int = 1,
                     prune: float = -12.0) -> list[list[Hypothesis]]:
     """Prefix beam search per row: each prefix keeps (log P ending in blank, log P ending
@@ -125,22 +133,17 @@ def ctc_beam_search(log_probs: torch.Tensor, steps: torch.Tensor, *, beam_size: 
             frame = table[row, t]
             candidates = [int(v) for v in torch.nonzero(frame > prune).flatten()] or [int(frame.argmax())]
             nxt: dict[tuple[int, ...], tuple[float, float]] = {}
-
-            def add(prefix: tuple[int, ...], blank: float, token: float) -> None:
-                b, k = nxt.get(prefix, (-math.inf, -math.inf))
-                nxt[prefix] = (_logsumexp(b, blank), _logsumexp(k, token))
-
             for prefix, (p_blank, p_token) in beams.items():
                 total = _logsumexp(p_blank, p_token)
                 for v in candidates:
                     p = float(frame[v])
                     if v == BLANK_ID:
-                        add(prefix, total + p, -math.inf)
+                        _add_prefix(nxt, prefix, total + p, -math.inf)
                     elif prefix and prefix[-1] == v:
-                        add(prefix, -math.inf, p_token + p)  # repeat without a blank: same prefix
-                        add(prefix + (v,), -math.inf, p_blank + p)  # blank in between: a new token
+                        _add_prefix(nxt, prefix, -math.inf, p_token + p)  # repeat without a blank: same prefix
+                        _add_prefix(nxt, prefix + (v,), -math.inf, p_blank + p)  # blank in between: a new token
                     else:
-                        add(prefix + (v,), -math.inf, total + p)
+                        _add_prefix(nxt, prefix + (v,), -math.inf, total + p)
             beams = dict(sorted(nxt.items(), key=lambda kv: -_logsumexp(*kv[1]))[:beam_size])
         ranked = sorted(beams.items(), key=lambda kv: -_logsumexp(*kv[1]))[:n_best]
         out.append([Hypothesis(tokens=list(prefix), score=_logsumexp(*scores)) for prefix, scores in ranked])

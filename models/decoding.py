@@ -18,8 +18,9 @@ larger ``alpha`` favours longer outputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 import torch
 
@@ -123,7 +124,8 @@ class DecodeStrategy:
         self.min_length = min_length
         self.forbidden = list(forbidden)
 
-    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
+    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor,
+               src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
         raise NotImplementedError
 
     def length_penalty(self, length: int | torch.Tensor):
@@ -198,7 +200,8 @@ class GreedySearch(DecodeStrategy):
     """
 
     @torch.no_grad()
-    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
+    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor,
+               src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
         memory = model.encode(src_tokens, src_lengths)
         tokens, last = [], None
         for last in self.steps(model, memory, src_lengths):
@@ -263,7 +266,8 @@ class BeamSearch(DecodeStrategy):
         self.beam_size = beam_size
 
     @torch.no_grad()
-    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
+    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor,
+               src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
         batch, k = src_tokens.size(0), self.beam_size
         memory = model.encode(src_tokens, src_lengths)
         device = memory_device(memory)
@@ -305,7 +309,8 @@ class BeamSearch(DecodeStrategy):
             order = (torch.arange(width, device=device) + is_eos.long() * width).topk(k, dim=1, largest=False).indices
             alive_log_probs = top_log_probs.gather(1, order)
             beam, token = beam.gather(1, order), token.gather(1, order)
-            alive_tokens = torch.cat([alive_tokens.gather(1, beam.unsqueeze(-1).expand(-1, -1, t)), token.unsqueeze(-1)], dim=2)
+            alive_tokens = torch.cat([alive_tokens.gather(1, beam.unsqueeze(-1).expand(-1, -1, t)),
+                                      token.unsqueeze(-1)], dim=2)
             flat = (torch.arange(b, device=device).unsqueeze(1) * k + beam).view(-1)
             state = model.reorder_state(state, flat)
             prev = token.view(-1)
@@ -371,7 +376,8 @@ class Sampling(DecodeStrategy):
         return drawn.clamp(max=probs.size(-1) - 1)
 
     @torch.no_grad()
-    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
+    def search(self, model: IncrementalDecoder, src_tokens: torch.Tensor,
+               src_lengths: torch.Tensor) -> list[list[Hypothesis]]:
         memory = model.encode(src_tokens, src_lengths)
         batch, device = memory_rows(memory), memory_device(memory)
         if len(self.generators) != batch:

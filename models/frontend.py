@@ -78,13 +78,15 @@ class ConvSubsampler(nn.Module):
         for row in range(batch):
             for _ in range(freq_masks):
                 width = int(torch.randint(0, freq_width + 1, (1,), generator=generator, device=features.device))
-                start = int(torch.randint(0, max(bands - width, 0) + 1, (1,), generator=generator, device=features.device))
+                start = int(torch.randint(0, max(bands - width, 0) + 1, (1,), generator=generator,
+                                          device=features.device))
                 keep[row] &= ~((bins >= start) & (bins < start + width)).unsqueeze(0)
             length = int(frames[row])
             widest = min(time_width, length // 5)
             for _ in range(time_masks):
                 width = int(torch.randint(0, widest + 1, (1,), generator=generator, device=features.device))
-                start = int(torch.randint(0, max(length - width, 0) + 1, (1,), generator=generator, device=features.device))
+                start = int(torch.randint(0, max(length - width, 0) + 1, (1,), generator=generator,
+                                          device=features.device))
                 keep[row] &= ~((times >= start) & (times < start + width)).unsqueeze(1)
         return features * keep
 

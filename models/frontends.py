@@ -14,7 +14,7 @@ and a seq2seq encoder reads ``(source, tgt_in)`` through ``models.seq2seq.source
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -21,7 +21,7 @@ condition, whose vector is then a learned constant.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn

@@ -73,7 +73,8 @@ class TokenEmbedding(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.embed(tokens)
 
-    def forward_chunk(self, tokens: torch.Tensor, lengths: torch.Tensor, offset: int, state: None) -> tuple[torch.Tensor, None]:
+    def forward_chunk(self, tokens: torch.Tensor, lengths: torch.Tensor, offset: int,
+                      state: None) -> tuple[torch.Tensor, None]:
         return self.embed(tokens), None
 
     def flops_per_token(self) -> float:
@@ -138,7 +139,8 @@ class RecurrentLayer(nn.Module):
             y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return y + x if self.residual else y
 
-    def step_without_residual(self, x: torch.Tensor, state: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, tuple]:
+    def step_without_residual(self, x: torch.Tensor,
+                              state: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, tuple]:
         """One time step of a unidirectional layer for every row (sampling): ``x (B, in)``
         -> ``(B, H)`` before any residual, and the next state ``(h, c)`` or ``(h,)``
         (each ``(1, B, H)``; None: zeros). No dropout: sampling runs in eval mode."""

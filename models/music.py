@@ -29,7 +29,7 @@ along to the heads, as target tokens do through a translation model's encoder st
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F

@@ -40,8 +40,8 @@ per source, not once per step. Inference: :meth:`PointerSeq2Seq.encode` returns
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -259,7 +259,8 @@ class PointerSeq2Seq(LayerStack):
         layers = list(self.layers.values())
         if not (isinstance(layers[0], CopySourceEmbedding) and isinstance(layers[-1], PointerGenerator)):
             keys = list(self.layers.keys())
-            raise RuntimeError(f"incremental decoding needs the whole model; this one holds layers {keys[0]}..{keys[-1]}")
+            raise RuntimeError("incremental decoding needs the whole model; "
+                               f"this one holds layers {keys[0]}..{keys[-1]}")
         split = next(i for i, layer in enumerate(layers) if isinstance(layer, CopyTargetEmbedding))
         return layers[:split], layers[split], layers[split + 1 : -1], layers[-1]
 

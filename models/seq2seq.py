@@ -30,8 +30,8 @@ Token ids 0-3 are reserved as in ``pipelines.media.tokenization``: PAD, UNK, BOS
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -278,7 +278,8 @@ class Seq2Seq(LayerStack):
         layers = list(self.layers.values())
         if not (isinstance(layers[0], (SourceEmbedding, SourceFrontEnd)) and isinstance(layers[-1], Generator)):
             keys = list(self.layers.keys())
-            raise RuntimeError(f"incremental decoding needs the whole model; this one holds layers {keys[0]}..{keys[-1]}")
+            raise RuntimeError("incremental decoding needs the whole model; "
+                               f"this one holds layers {keys[0]}..{keys[-1]}")
         split = next(i for i, layer in enumerate(layers) if isinstance(layer, TargetEmbedding))
         return layers[:split], layers[split], layers[split + 1 : -1], layers[-1]
 

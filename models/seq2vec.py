@@ -17,7 +17,7 @@ that builds only layers 3..5 gets exactly the weights the whole model would have
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn

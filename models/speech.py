@@ -28,7 +28,7 @@ vector rides along to the output layer as a music model's chords do.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +60,10 @@ class Prenet(nn.Module):
         for layer, dropout in zip(self.layers, self.dropouts):
             x = F.relu(layer(x))
             if generators is not None:
-                keep = torch.stack([torch.empty(x.shape[1:], device=x.device).bernoulli_(1 - PRENET_DROPOUT, generator=g)
-                                    for g in generators])
+                keep = torch.stack([
+                    torch.empty(x.shape[1:], device=x.device).bernoulli_(1 - PRENET_DROPOUT, generator=g)
+                    for g in generators
+                ])
                 x = x * keep / (1 - PRENET_DROPOUT)
             else:
                 x = dropout(x)
@@ -119,7 +121,8 @@ class FrameRecurrent(nn.Module):
         y = self.recurrent(torch.cat([h, cond[:, None].expand(-1, h.size(1), -1)], dim=-1), lengths)
         return (y + h if self.residual else y), cond
 
-    def step(self, x: torch.Tensor, cond: torch.Tensor, state: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, tuple]:
+    def step(self, x: torch.Tensor, cond: torch.Tensor,
+             state: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, tuple]:
         """One step for every row: ``x (B, in)`` -> ``(B, H)``, the next state."""
         y, state = self.recurrent.step_without_residual(torch.cat([x, cond], dim=-1), state)
         return (y + x if self.residual else y), state

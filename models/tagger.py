@@ -14,7 +14,7 @@ the scores with them (:class:`models.crf.Allowed`).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn

@@ -27,8 +27,8 @@ long, and greedy and beam search (``models.decoding``) run on it unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Callable, Iterable
 
 import torch
 from torch import nn

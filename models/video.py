@@ -59,7 +59,8 @@ class FrameEncoder(nn.Module):
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self._encode(frames, padding_mask(lengths.to(frames.device), frames.size(1)))
 
-    def forward_chunk(self, frames: torch.Tensor, lengths: torch.Tensor, offset: int, state: None) -> tuple[torch.Tensor, None]:
+    def forward_chunk(self, frames: torch.Tensor, lengths: torch.Tensor, offset: int,
+                      state: None) -> tuple[torch.Tensor, None]:
         steps = torch.arange(offset, offset + frames.size(1), device=frames.device)
         return self._encode(frames, steps.unsqueeze(0) < lengths.to(frames.device).unsqueeze(1)), None
 

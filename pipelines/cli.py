@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.apps.music.compose import add_compose_arguments
     from pipelines.apps.speech_synthesis.synthesize import add_synthesize_arguments
     from pipelines.apps.text_generate.sample import add_sample_arguments
-    from pipelines.generate_cli import add_generate_arguments
     from pipelines.evaluate import add_eval_arguments
+    from pipelines.generate_cli import add_generate_arguments
     from pipelines.train import add_train_arguments
     from serving.cli import add_serve_arguments
 
@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(commands.add_parser("serve", help="serve checkpoints over HTTP with Ray Serve"))
     add_generate_arguments(commands.add_parser("generate", help="write a synthetic or derived dataset"))
     add_compose_arguments(commands.add_parser("compose", help="sample music from a music checkpoint (MIDI, PNG)"))
-    add_synthesize_arguments(commands.add_parser("synthesize", help="say words with a speech synthesis checkpoint (WAV)"))
+    add_synthesize_arguments(commands.add_parser("synthesize",
+                                                 help="say words with a speech synthesis checkpoint (WAV)"))
     add_sample_arguments(commands.add_parser("sample", help="write texts with a conditional generator"))
     return parser
 

@@ -112,7 +112,8 @@ class AudioConfig:
         if isinstance(self.label_field, bool) or not isinstance(self.label_field, int) or self.label_field < 0:
             raise ConfigError(f"data.audio.label_field must be an integer >= 0, got {self.label_field!r}")
         if self.sample_rate < 1000 or self.n_mels < 8:
-            raise ConfigError(f"data.audio.sample_rate must be >= 1000 and n_mels >= 8, got {self.sample_rate}, {self.n_mels}")
+            raise ConfigError("data.audio.sample_rate must be >= 1000 and n_mels >= 8, "
+                              f"got {self.sample_rate}, {self.n_mels}")
         if not 0 < self.hop_ms <= self.window_ms:
             raise ConfigError(f"data.audio: need 0 < hop_ms <= window_ms, got {self.hop_ms}, {self.window_ms}")
         if self.max_seconds <= 0:
@@ -549,7 +550,8 @@ class DecodeConfig:
             raise ConfigError(f"decode.min_length must be in [0, max_length ({self.max_length})] and "
                               f"decode.no_repeat_ngram >= 0, got {self.min_length}, {self.no_repeat_ngram}")
         if self.beam_size < 1 or self.max_length < 1:
-            raise ConfigError(f"decode.beam_size and decode.max_length must be >= 1, got {self.beam_size}, {self.max_length}")
+            raise ConfigError("decode.beam_size and decode.max_length must be >= 1, "
+                              f"got {self.beam_size}, {self.max_length}")
         if self.alpha < 0 or self.max_length_ratio <= 0:
             raise ConfigError(f"decode.alpha must be >= 0 and decode.max_length_ratio > 0, got {self.alpha}, "
                               f"{self.max_length_ratio}")

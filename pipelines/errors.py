@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Ray Data keeps an error raised in a task only as text in the traceback it re-raises.
 _REMOTE_ERROR = re.compile(r"pipelines\.errors\.(DataError|ConfigError): (.+)")

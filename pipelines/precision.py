@@ -18,7 +18,7 @@ each forward and loss in :func:`autocast`.
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -28,7 +28,7 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """The autocast dtype of each ``train.precision`` other than ``float32``."""
 
 
-def autocast(precision: str, device: torch.device | str) -> ContextManager:
+def autocast(precision: str, device: torch.device | str) -> AbstractContextManager:
     """The context a forward pass on ``device`` runs in under ``precision``."""
     device = torch.device(device)
     _check(precision, device)

@@ -188,8 +188,8 @@ def fit_workers(recipe: Recipe) -> None:
         return  # Ray Train asks one GPU a worker: its own error names a machine without them
     cpus = local_cpus()
     if workers > cpus:
-        raise ConfigError(f"parallel.dp x parallel.pp = {parallel.dp} x {parallel.pp} = {workers} workers need at least "
-                          f"{workers} CPUs (one thread each), this machine has {cpus}: lower parallel.pp or "
+        raise ConfigError(f"parallel.dp x parallel.pp = {parallel.dp} x {parallel.pp} = {workers} workers need "
+                          f"at least {workers} CPUs (one thread each), this machine has {cpus}: lower parallel.pp or "
                           f"parallel.dp, or run on a cluster (RAY_ADDRESS)")
     if workers * parallel.threads_per_worker > cpus:
         fitted = cpus // workers
@@ -209,7 +209,13 @@ def worker_resources(parallel: ParallelConfig) -> dict[str, float] | None:
 def write_timeline(paths: list[Path], output: Path, recipe: Recipe) -> dict[str, float]:
     """Merge the stages' timelines: ``timeline.json`` (Perfetto), ``timeline.png``, and
     the measured vs. theoretical bubble fraction."""
-    from pipelines.engine.timeline import bubble_fraction, load_timelines, plot_gantt, theoretical_bubble, write_chrome_trace
+    from pipelines.engine.timeline import (
+        bubble_fraction,
+        load_timelines,
+        plot_gantt,
+        theoretical_bubble,
+        write_chrome_trace,
+    )
 
     stages = load_timelines(paths)
     measured = bubble_fraction(stages)
@@ -230,7 +236,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/demo_sentiment.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key by dotted path (YAML scalar value); repeatable")
-    parser.add_argument("--output", type=Path, help="run folder (default runs/<recipe>-<timestamp>); an existing one resumes")
+    parser.add_argument("--output", type=Path,
+                        help="run folder (default runs/<recipe>-<timestamp>); an existing one resumes")
 
 
 def train_command(args: argparse.Namespace) -> dict[str, Any]:

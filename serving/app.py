@@ -51,11 +51,11 @@ model table and the limits, so its routes and errors can be tested without Ray.
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
@@ -64,12 +64,12 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from pipelines.apps.routes import RouteSpec
 from pipelines.errors import ConfigError
 from serving.auth import ApiToken, require_token
 from serving.bodies import openapi_body, read_inputs
 from serving.body_limit import BodySizeLimit
 from serving.catalog import ModelCard, read_cards
-from pipelines.apps.routes import RouteSpec
 from serving.deployments import ModelServer, check_limits, with_options
 from serving.errors import client_error, error_response, install_error_handlers
 from serving.limits import ServeLimits
@@ -195,7 +195,8 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
         """``POST /v1/models/{name}/<route>``: read the body the model takes, answer it,
         or, on a decoding route with ``"stream": true``, stream greedy decoding."""
 
-        async def endpoint(request: Request, model: ServedModel = Depends(serving(route.name))) -> Any:
+        # Depends() in the default is FastAPI's idiom: a marker it reads, not a value shared between calls
+        async def endpoint(request: Request, model: ServedModel = Depends(serving(route.name))) -> Any:  # noqa: B008
             spec = model.card.app.serve.route  # the model's own body on a shared path
             inputs, options = await read_inputs(request, model.card, bodies)
             if options.pop("stream", False):

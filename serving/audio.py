@@ -22,8 +22,8 @@ import io
 import numpy as np
 import soundfile
 
-from pipelines.media.audio.features import AudioFeaturizer
 from pipelines.config import AudioConfig
+from pipelines.media.audio.features import AudioFeaturizer
 from serving import uploads
 from serving.limits import ServeLimits
 from serving.uploads import Upload
@@ -40,7 +40,7 @@ class DurationLimit(uploads.DurationLimit):
     medium = "audio"
 
     @classmethod
-    def of(cls, audio: AudioConfig, limits: ServeLimits) -> "DurationLimit":
+    def of(cls, audio: AudioConfig, limits: ServeLimits) -> DurationLimit:
         return cls.lower(model=(audio.max_seconds, "the model's data.audio.max_seconds"),
                          server=(limits.max_audio_seconds, "max_audio_seconds"))
 

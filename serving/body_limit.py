@@ -21,7 +21,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.errors import error_response
 
-
 MULTIPART = "multipart/form-data"
 
 

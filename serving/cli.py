@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import sys
 import signal
+import sys
 import threading
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING

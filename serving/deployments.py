@@ -8,8 +8,9 @@ application (``pipelines.apps``): its predictor (``rows``/``run``/``stream``) an
 
 A request's inputs become model rows as soon as it arrives (texts -> token ids;
 uploaded recordings -> log-mel frames, ``serving.audio``; uploaded video files -> RGB
-frames, ``serving.video``; uploaded images -> one RGB frame, ``serving.image``), then they go through ``@serve.batch``, whose batch size is a
-*row-unit count* (``batch_size_fn``): many short requests share one forward pass, and
+frames, ``serving.video``; uploaded images -> one RGB frame, ``serving.image``), then
+they go through ``@serve.batch``, whose batch size is a *row-unit count*
+(``batch_size_fn``): many short requests share one forward pass, and
 one batch never holds more than ``max_batch_tokens`` tokens however the traffic looks.
 A request with more than that is split into consecutive chunks that queue like separate
 requests, so Serve never sees an item larger than a batch::

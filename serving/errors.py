@@ -88,7 +88,8 @@ def describe_error(error: dict[str, Any]) -> str:
         what = "is not a known field"
     elif kind == "too_short":
         minimum = ctx.get("min_length")
-        what = "must not be empty" if minimum == 1 else f"must have at least {minimum} items, got {ctx.get('actual_length')}"
+        what = ("must not be empty" if minimum == 1
+                else f"must have at least {minimum} items, got {ctx.get('actual_length')}")
     elif kind == "too_long":
         what = f"has {ctx.get('actual_length')} items; the limit is {ctx.get('max_length')}"
     elif kind == "string_too_long":

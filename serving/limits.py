@@ -70,7 +70,7 @@ class ServeLimits:
                 raise ConfigError(f"serve limit {f.name} must be an integer >= 1, got {value!r}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ServeLimits":
+    def from_dict(cls, values: dict) -> ServeLimits:
         """Limits from a plain mapping (a Serve config's ``args``); unknown keys are errors."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)

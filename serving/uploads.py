@@ -40,11 +40,12 @@ class DurationLimit:
     """What a second is a second of, in messages: ``3.50 s of audio``."""
 
     @classmethod
-    def lower(cls, model: tuple[float, str], server: tuple[float, str]) -> "DurationLimit":
+    def lower(cls, model: tuple[float, str], server: tuple[float, str]) -> DurationLimit:
         """The lower of the model's ``(seconds, setting)`` (it never saw longer) and the
         server's (the decoding work one file may ask for); the model's on a tie."""
         return cls(*server) if server[0] < model[0] else cls(*model)
 
     def check(self, name: str, seconds: float) -> None:
         if seconds > self.seconds:
-            raise TooLarge(f"{name}: {seconds:.2f} s of {self.medium}; the limit is {self.seconds:g} s ({self.setting})")
+            raise TooLarge(f"{name}: {seconds:.2f} s of {self.medium}; "
+                           f"the limit is {self.seconds:g} s ({self.setting})")

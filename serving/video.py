@@ -43,7 +43,7 @@ class DurationLimit(uploads.DurationLimit):
     medium = "video"
 
     @classmethod
-    def of(cls, video: VideoConfig, limits: ServeLimits) -> "DurationLimit":
+    def of(cls, video: VideoConfig, limits: ServeLimits) -> DurationLimit:
         return cls.lower(model=(video.max_seconds, "the model's data.video.max_seconds"),
                          server=(limits.max_video_seconds, "max_video_seconds"))
 

@@ -60,7 +60,8 @@ def ray_head(tmp_path_factory):
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     # A one-machine head has no node to lose: no preemption watcher per run (as rayseq's own
     # local instances, pipelines.runtime.PREEMPTION_WATCHER).
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path,
+           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
          f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
@@ -76,10 +77,10 @@ def ray_head(tmp_path_factory):
         try:
             ray.init(address=address, log_to_driver=False)
             break
-        except Exception:  # noqa: BLE001 - the head is still starting
+        except Exception as exc:  # noqa: BLE001 - the head is still starting
             if time.time() > deadline or head.poll() is not None:
                 head.kill()
-                raise RuntimeError(f"Ray head did not start; see {log}:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"Ray head did not start; see {log}:\n{log.read_text()[-3000:]}") from exc
             time.sleep(1)
     os.environ["RAY_ADDRESS"] = address
     from pipelines.runtime import init_ray

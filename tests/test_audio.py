@@ -18,10 +18,10 @@ from models.dropout import dropout_key
 from models.frontend import SUBSAMPLING
 from models.frontends import log_mel
 from models.seq2seq import source
-from pipelines.media.audio.features import AudioFeaturizer, mel_filterbank, mel_to_hz, hz_to_mel
-from pipelines.media.audio.folders import list_audio_folder, split_takes
 from pipelines.config import AudioConfig, ConfigError, recipe_from_dict
 from pipelines.errors import DataError
+from pipelines.media.audio.features import AudioFeaturizer, hz_to_mel, mel_filterbank, mel_to_hz
+from pipelines.media.audio.folders import list_audio_folder, split_takes
 
 CONFIG = AudioConfig(sample_rate=8000, n_mels=40, max_seconds=2.0)
 

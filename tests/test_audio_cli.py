@@ -95,7 +95,8 @@ def test_speech_recognizer_reports_wer_and_cer_that_eval_reproduces(speech_run):
     assert 0 <= summary["val_cer"] and 0 <= summary["val_wer"]
     manifest = (out / "data" / "valid" / "manifest.csv").read_text().splitlines()
     assert manifest[0] == "path,transcript,speaker,sources" and len(manifest) == 61
-    assert all(s.split("_")[-1].split(".")[0] in ("8", "9") for row in manifest[1:] for s in row.split(",")[3].split(";"))
+    assert all(s.split("_")[-1].split(".")[0] in ("8", "9")
+               for row in manifest[1:] for s in row.split(",")[3].split(";"))
     done = rayseq("eval", summary["checkpoint"], "--data", str(out / "data" / "valid"),
                   "--predictions", str(out / "valid.jsonl"))
     assert done.returncode == 0, done.stderr[-3000:]

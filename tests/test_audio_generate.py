@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from pipelines.cli import main
+from pipelines.errors import ConfigError, DataError
 from pipelines.media.audio.synthetic import (
     DIGIT_WORDS,
     RECORDING_NAME,
@@ -19,8 +21,6 @@ from pipelines.media.audio.synthetic import (
     write_digit_utterances,
     write_synthetic_recordings,
 )
-from pipelines.cli import main
-from pipelines.errors import ConfigError, DataError
 
 RATE = 8000
 

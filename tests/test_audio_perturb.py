@@ -13,9 +13,9 @@ import pytest
 import soundfile
 
 from conftest import wav_bytes
+from pipelines.config import AudioConfig, ConfigError, recipe_from_dict
 from pipelines.media.audio.features import AudioFeaturizer
 from pipelines.media.audio.folders import featurize_batch, tail_cut_fractions, training_copies
-from pipelines.config import AudioConfig, ConfigError, recipe_from_dict
 
 CONFIG = AudioConfig(sample_rate=8000, n_mels=40, max_seconds=2.0)
 
@@ -73,7 +73,8 @@ def test_speed_one_and_no_speed_column_give_the_same_features(tmp_path):
     assert training_copies(records, CONFIG) is records  # off: the records as they were, no speed column
 
     def batch(rows):
-        return {k: np.array([r[k] for r in rows], dtype=object if k not in ("speed", "tail_cut") else float) for k in rows[0]}
+        return {k: np.array([r[k] for r in rows], dtype=object if k not in ("speed", "tail_cut") else float)
+                for k in rows[0]}
 
     plain = featurize_batch(batch(records), vars(CONFIG))
     copies = featurize_batch(batch(training_copies(records, _speeds(0.9, 1.0, 1.1))), vars(CONFIG))

@@ -42,7 +42,8 @@ def test_csv_and_tsv_columns_and_field_counts():
     records = parse_delimited(data, "d.csv", delimiter=",", text_column="text", label_column="label")
     assert records[0]["text"] == "good, really" and records[0]["label"] == "positive"
     assert errors(records) == [("d.csv:3", "expected 2 fields, found 1"), ("d.csv:4", "missing label")]
-    tsv = parse_delimited(b"text\tlabel\nhi there\t1\n", "d.tsv", delimiter="\t", text_column="text", label_column="label")
+    tsv = parse_delimited(b"text\tlabel\nhi there\t1\n", "d.tsv", delimiter="\t", text_column="text",
+                          label_column="label")
     assert tsv[0]["text"] == "hi there"
     with pytest.raises(DataError, match=r"d.csv:1: header has no column 'text'"):
         parse_delimited(b"sentence,label\nx,1\n", "d.csv", delimiter=",", text_column="text", label_column="label")
@@ -92,7 +93,8 @@ def test_plan_batches_sorted_pads_less():
     lengths = np.random.default_rng(1).integers(1, 80, size=2000)
 
     def waste(batches):
-        return sum(len(b) * lengths[b].max() - lengths[b].sum() for b in batches) / sum(len(b) * lengths[b].max() for b in batches)
+        return (sum(len(b) * lengths[b].max() - lengths[b].sum() for b in batches)
+                / sum(len(b) * lengths[b].max() for b in batches))
 
     assert waste(plan_batches(lengths, max_tokens=1024, max_batch_size=999, sort=True)) < 0.05
     assert waste(plan_batches(lengths, max_tokens=1024, max_batch_size=999, sort=False)) > 0.3

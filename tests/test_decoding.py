@@ -114,7 +114,8 @@ def test_length_penalty_changes_the_ranking_as_computed_by_hand(alpha, expected)
     model = BigramModel(LENGTH_PENALTY_TABLE)
     src, lengths = torch.ones(1, 3, dtype=torch.int64), torch.tensor([3])
     (hyps,) = generate(model, src, lengths, beam_size=2, n_best=2, alpha=alpha)
-    assert [(h.tokens, round(h.score, 6)) for h in hyps] == [(tokens, pytest.approx(score)) for tokens, score in expected]
+    assert [(h.tokens, round(h.score, 6)) for h in hyps] == [(tokens, pytest.approx(score))
+                                                             for tokens, score in expected]
 
 
 def test_max_length_follows_the_source_and_the_hard_cap():

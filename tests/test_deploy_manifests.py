@@ -239,7 +239,7 @@ def test_rayservice_workers_hold_the_most_replicas():
         gpu_pods = [(n, c) for n, c in pods if limit(c, GPU)]
         gpus = sum(n * limit(c, GPU) for n, c in gpu_pods)
         assert most_models * model_gpus <= gpus, f"{most_models} model replicas need {most_models * model_gpus} GPUs"
-        for n, c in gpu_pods:  # the replicas a pod's GPUs admit must find their CPUs there too
+        for _, c in gpu_pods:  # the replicas a pod's GPUs admit must find their CPUs there too
             assert limit(c, GPU) // model_gpus * model_cpus <= limit(c, "cpu")
 
 

@@ -31,7 +31,8 @@ def no_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
-@pytest.mark.parametrize("value, device", [("cpu", "cpu"), ("cuda", "cuda"), ("cuda:1", "cuda:1"), (" CUDA:0", "cuda:0")])
+@pytest.mark.parametrize("value, device",
+                         [("cpu", "cpu"), ("cuda", "cuda"), ("cuda:1", "cuda:1"), (" CUDA:0", "cuda:0")])
 def test_devices_parse_to_canonical_names(value, device):
     assert devices.parse_device(value) == device
 

@@ -65,7 +65,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     src = fake_mnist(tmp_path / "src")
     a = write_digit_captions(src, tmp_path / "a", count=12, seed=3)
     b = write_digit_captions(src, tmp_path / "b", count=12, seed=3)
-    c = write_digit_captions(src, tmp_path / "c", count=12, seed=4)
+    write_digit_captions(src, tmp_path / "c", count=12, seed=4)
     assert a["images"] == 12 and sum(a["digits_per_canvas"].values()) == 12
     assert a["source_images"] == 30 and a["index_range"] is None
     assert a["manifest"] == str(tmp_path / "a" / "manifest.csv")
@@ -161,7 +161,7 @@ def test_index_range_keeps_only_files_in_range(tmp_path):
     held = write_digit_captions(src, tmp_path / "held", count=60, seed=0, index_range=(2, 3))
     assert held["source_images"] == 20 and held["index_range"] == [2, 3]
     assert indices_seen(tmp_path / "held") == {2, 3}
-    train = write_digit_captions(src, tmp_path / "train", count=60, seed=0, index_range=(0, 1))
+    write_digit_captions(src, tmp_path / "train", count=60, seed=0, index_range=(0, 1))
     assert indices_seen(tmp_path / "train") == {0, 1}
     everything = write_digit_captions(src, tmp_path / "all", count=60, seed=0)
     assert everything["source_images"] == 40

@@ -57,7 +57,8 @@ def test_reader_reads_bytes_and_files_alike_and_grey_becomes_three_equal_channel
     (tmp_path / "g.png").write_bytes(grey)
     from_bytes, from_file = reader()(grey, "g"), reader()(tmp_path / "g.png", "g")
     assert np.array_equal(from_bytes, from_file)
-    assert np.array_equal(from_bytes[..., 0], from_bytes[..., 1]) and np.array_equal(from_bytes[..., 0], from_bytes[..., 2])
+    assert (np.array_equal(from_bytes[..., 0], from_bytes[..., 1])
+            and np.array_equal(from_bytes[..., 0], from_bytes[..., 2]))
     # each output pixel is the mean of the 4x4 source pixels it covers (BOX): no aliasing
     source = np.asarray(Image.open(io.BytesIO(grey)), dtype=np.float64)
     means = source.reshape(16, 4, 16, 4).mean(axis=(1, 3))

@@ -43,4 +43,5 @@ def test_a_checkpoint_of_the_same_shape_gives_every_tensor(tmp_path):
     target = build_seq2vec(config, frontend=tokens(30), num_labels=3, seed=2)
     loaded, total, reshaped = init_matching(target, tmp_path / "model.pt")
     assert loaded == total and reshaped == []
-    assert init_from_line(1, loaded, total, reshaped, "ckpt") == f"stage 1: {total} of {total} parameter tensors from ckpt"
+    assert (init_from_line(1, loaded, total, reshaped, "ckpt")
+            == f"stage 1: {total} of {total} parameter tensors from ckpt")

@@ -90,7 +90,8 @@ def assert_matches(actual, expected, where: str = "result") -> None:
     """``actual`` has ``expected``'s structure, strings and integers exactly; floats within
     :data:`TOLERANCE`."""
     if isinstance(expected, float):
-        assert isinstance(actual, (int, float)) and not isinstance(actual, bool), f"{where}: {actual!r}, expected a number"
+        assert isinstance(actual, (int, float)) and not isinstance(actual, bool), \
+            f"{where}: {actual!r}, expected a number"
         assert math.isclose(actual, expected, rel_tol=TOLERANCE, abs_tol=TOLERANCE), \
             f"{where}: {actual!r} != {expected!r} (tolerance {TOLERANCE})"
     elif isinstance(expected, dict):
@@ -169,7 +170,8 @@ def test_openapi_document_is_unchanged():
         del document["components"]["schemas"][schema]
     for schema, fields in ADDED_FIELDS.items():
         properties = document["components"]["schemas"][schema]["properties"]
-        assert fields <= set(properties) and not fields & set(document["components"]["schemas"][schema].get("required", []))
+        required = document["components"]["schemas"][schema].get("required", [])
+        assert fields <= set(properties) and not fields & set(required)
         for name in fields:
             del properties[name]
     assert document == snapshot

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import ModelConfig, build_seq2vec, layers
+from models import ModelConfig, build_seq2vec, frontends, layers
 from models.dropout import SeededDropout, dropout_key
-from models import frontends
 from models.layers import PooledClassifier, RecurrentLayer
 
 
@@ -28,8 +27,8 @@ RNN_PATHS = pytest.mark.parametrize("dense_max_padding", [-1.0, 1.0], ids=["pack
 def test_padding_does_not_change_outputs(cell, pooling, num_layers, dense_max_padding, monkeypatch):
     monkeypatch.setattr(layers, "DENSE_MAX_PADDING", dense_max_padding)
     torch.manual_seed(0)
-    model = build_seq2vec(small_config(cell=cell, pooling=pooling, num_layers=num_layers), frontend=frontends.tokens(30),
-                          num_labels=3).eval()
+    model = build_seq2vec(small_config(cell=cell, pooling=pooling, num_layers=num_layers),
+                          frontend=frontends.tokens(30), num_labels=3).eval()
     tokens = torch.randint(4, 30, (3, 7))
     lengths = torch.tensor([7, 4, 2])
     tokens[1, 4:] = 0
@@ -49,7 +48,8 @@ def test_padding_does_not_change_outputs(cell, pooling, num_layers, dense_max_pa
 @RNN_PATHS
 def test_recurrent_layer_zeroes_padded_steps_and_adds_residual(dense_max_padding, monkeypatch):
     monkeypatch.setattr(layers, "DENSE_MAX_PADDING", dense_max_padding)
-    layer = RecurrentLayer(cell="lstm", input_size=4, hidden_size=4, bidirectional=False, residual=True, dropout=0.0, stream=1)
+    layer = RecurrentLayer(cell="lstm", input_size=4, hidden_size=4, bidirectional=False, residual=True, dropout=0.0,
+                           stream=1)
     x = torch.randn(2, 5, 4)
     lengths = torch.tensor([5, 3])
     y = layer(x, lengths)
@@ -100,16 +100,19 @@ def test_nan_in_padding_reaches_no_output_or_gradient_on_the_dense_path(bidirect
 
 
 def test_a_row_without_steps_is_refused_on_both_paths():
-    layer = RecurrentLayer(cell="gru", input_size=3, hidden_size=3, bidirectional=True, residual=False, dropout=0.0, stream=0)
+    layer = RecurrentLayer(cell="gru", input_size=3, hidden_size=3, bidirectional=True, residual=False, dropout=0.0,
+                           stream=0)
     for lengths in ([4, 4, 4, 0], [4, 1, 0, 2]):  # 25% padding (dense), 56% (packed)
         with pytest.raises(ValueError, match=r"every row needs at least one step, got lengths \[4, "):
             layer(torch.randn(4, 4, 3), torch.tensor(lengths))
 
 
 def test_a_nearly_full_cpu_batch_runs_dense_and_a_ragged_one_packed(monkeypatch):
-    layer = RecurrentLayer(cell="lstm", input_size=3, hidden_size=3, bidirectional=True, residual=False, dropout=0.0, stream=0)
+    layer = RecurrentLayer(cell="lstm", input_size=3, hidden_size=3, bidirectional=True, residual=False, dropout=0.0,
+                           stream=0)
     calls = []
-    monkeypatch.setattr(layers, "pack_padded_sequence", lambda *a, **k: calls.append("packed") or torch.nn.utils.rnn.pack_padded_sequence(*a, **k))
+    monkeypatch.setattr(layers, "pack_padded_sequence",
+                        lambda *a, **k: calls.append("packed") or torch.nn.utils.rnn.pack_padded_sequence(*a, **k))
     x = torch.randn(4, 10, 3)
     layer(x, torch.tensor([10, 10, 9, 10]))  # 2.5% padding
     assert calls == []
@@ -128,8 +131,10 @@ def test_the_dense_or_packed_rule_depends_on_the_device(device_type, padding, de
 
 def test_a_layer_asks_the_rule_with_its_inputs_device_and_padding(monkeypatch):
     asked = []
-    monkeypatch.setattr(layers, "runs_dense", lambda device_type, padding: asked.append((device_type, padding)) or False)
-    layer = RecurrentLayer(cell="gru", input_size=3, hidden_size=3, bidirectional=False, residual=False, dropout=0.0, stream=0)
+    monkeypatch.setattr(layers, "runs_dense",
+                        lambda device_type, padding: asked.append((device_type, padding)) or False)
+    layer = RecurrentLayer(cell="gru", input_size=3, hidden_size=3, bidirectional=False, residual=False, dropout=0.0,
+                           stream=0)
     layer(torch.randn(4, 10, 3), torch.tensor([10, 10, 9, 10]))
     assert asked == [("cpu", pytest.approx(0.025))]
 
@@ -151,7 +156,8 @@ def test_cuda_layer_equals_cpu_layer_on_ragged_and_full_batches(bidirectional):
 
 def test_residual_needs_matching_width():
     with pytest.raises(ValueError, match=r"input width == output width \(6 != 4\)"):
-        RecurrentLayer(cell="gru", input_size=6, hidden_size=4, bidirectional=False, residual=True, dropout=0.0, stream=0)
+        RecurrentLayer(cell="gru", input_size=6, hidden_size=4, bidirectional=False, residual=True, dropout=0.0,
+                       stream=0)
 
 
 def test_stack_layout_is_an_ordered_cuttable_list():
@@ -178,7 +184,8 @@ def test_last_pooling_on_bidirectional_top_uses_both_ends():
 
 
 def test_mean_pooling_ignores_padding():
-    head = PooledClassifier(input_size=2, num_labels=2, pooling="mean", bidirectional_input=False, dropout=0.0, stream=0)
+    head = PooledClassifier(input_size=2, num_labels=2, pooling="mean", bidirectional_input=False, dropout=0.0,
+                            stream=0)
     x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     torch.testing.assert_close(head.pool(x, torch.tensor([2])), torch.tensor([[2.0, 3.0]]))
 
@@ -190,7 +197,8 @@ def test_max_pooling_ignores_padding_even_when_valid_steps_are_negative():
 
 
 def test_attention_pooling_is_a_softmax_weighted_mean_of_the_valid_steps():
-    head = PooledClassifier(input_size=2, num_labels=2, pooling="attention", bidirectional_input=False, dropout=0.0, stream=0)
+    head = PooledClassifier(input_size=2, num_labels=2, pooling="attention", bidirectional_input=False, dropout=0.0,
+                            stream=0)
     x = torch.tensor([[[1.0, 2.0], [3.0, -4.0], [100.0, 100.0]]])  # step 2 is padding
     lengths = torch.tensor([2])
     with torch.no_grad():  # a constant score: every valid step weighs the same -> the mean
@@ -248,6 +256,7 @@ def test_a_slice_built_alone_has_the_full_models_weights():
     for name, value in part.state_dict().items():
         torch.testing.assert_close(value, full_state[name], rtol=0, atol=0)
     other_seed = build_seq2vec(config, frontend=frontends.tokens(30), num_labels=2, seed=8)
-    assert not torch.equal(other_seed.state_dict()["layers.2.rnn.weight_hh_l0"], full_state["layers.2.rnn.weight_hh_l0"])
+    assert not torch.equal(other_seed.state_dict()["layers.2.rnn.weight_hh_l0"],
+                           full_state["layers.2.rnn.weight_hh_l0"])
     with pytest.raises(ValueError, match="contiguous"):
         build_seq2vec(config, frontend=frontends.tokens(30), num_labels=2, keep=[1, 3])

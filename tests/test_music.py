@@ -22,8 +22,15 @@ from pipelines.apps.music.generate import piece, write_chorales
 from pipelines.apps.music.predictor import primer_chords
 from pipelines.config import recipe_from_dict
 from pipelines.errors import ConfigError, DataError
-from pipelines.media.chorales import (chords_to_midi, midi_to_chords, parse_csv, parse_piece, piano_roll_png,
-                                      transposed, windows)
+from pipelines.media.chorales import (
+    chords_to_midi,
+    midi_to_chords,
+    parse_csv,
+    parse_piece,
+    piano_roll_png,
+    transposed,
+    windows,
+)
 
 SMALL = ModelConfig(kind="music", embed_dim=4, hidden_size=8, num_layers=2, residual_from=1, head_size=6, dropout=0.0)
 

@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from conftest import ROOT, last_json_line, serve_app
-from test_train_cli import rayseq_together
 from pipelines import apps
 from pipelines.config import recipe_from_dict
 from pipelines.errors import ConfigError
+from test_train_cli import rayseq_together
 
 MODULE = "tests.reverse_app"
 

@@ -12,9 +12,9 @@ import torch
 
 from models.layers import RecurrentLayer
 from pipelines.config import load_recipe
-from pipelines.errors import ConfigError
 from pipelines.engine.loss_scale import LossScale
 from pipelines.engine.topology import Topology
+from pipelines.errors import ConfigError
 from pipelines.precision import autocast
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo_sentiment.yaml"

@@ -22,14 +22,16 @@ ROWS = [("positive", "a truly good film"), ("negative", "the plot was dull"), ("
 
 
 def write_all_formats(root):
-    (root / "lines.txt").write_text("".join(f"{l} {t}\n" for l, t in ROWS))
-    (root / "data.csv").write_text("text,label\n" + "".join(f'"{t}",{l}\n' for l, t in ROWS))
-    (root / "data.tsv").write_text("label\ttext\n" + "".join(f"{l}\t{t}\n" for l, t in ROWS))
-    (root / "data.jsonl").write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for l, t in ROWS))
-    pq.write_table(pa.table({"text": [t for _, t in ROWS], "label": [l for l, _ in ROWS]}), root / "data.parquet")
+    (root / "lines.txt").write_text("".join(f"{label} {t}\n" for label, t in ROWS))
+    (root / "data.csv").write_text("text,label\n" + "".join(f'"{t}",{label}\n' for label, t in ROWS))
+    (root / "data.tsv").write_text("label\ttext\n" + "".join(f"{label}\t{t}\n" for label, t in ROWS))
+    (root / "data.jsonl").write_text("".join(json.dumps({"text": t, "label": label}) + "\n" for label, t in ROWS))
+    pq.write_table(pa.table({"text": [t for _, t in ROWS], "label": [label for label, _ in ROWS]}),
+                   root / "data.parquet")
     import datasets
 
-    datasets.Dataset.from_dict({"text": [t for _, t in ROWS], "label": [l for l, _ in ROWS]}).save_to_disk(str(root / "hf"))
+    hf = datasets.Dataset.from_dict({"text": [t for _, t in ROWS], "label": [label for label, _ in ROWS]})
+    hf.save_to_disk(str(root / "hf"))
 
 
 @pytest.mark.parametrize("name", ["lines.txt", "data.csv", "data.tsv", "data.jsonl", "data.parquet", "hf"])
@@ -79,7 +81,8 @@ def test_bucketing_on_ray_data_covers_every_example_once_under_budget(ray_head):
     assert sorted(seen) == list(range(700))
     stats = padding_stats(batches)
     assert stats.examples == 700 and stats.padding_fraction < 0.1
-    unsorted = padding_stats(bucket(featurized_rows(700), BatchingConfig(max_tokens=200, max_batch_size=16, pool_size=128, sort=False), seed=3))
+    unsorted_config = BatchingConfig(max_tokens=200, max_batch_size=16, pool_size=128, sort=False)
+    unsorted = padding_stats(bucket(featurized_rows(700), unsorted_config, seed=3))
     assert unsorted.padding_fraction > 2 * stats.padding_fraction
 
 
@@ -106,7 +109,8 @@ def test_prepare_text_classification(ray_head, sentiment_dir):
 def test_unseen_validation_label_is_an_error(ray_head, tmp_path):
     (tmp_path / "train.txt").write_text("a one two\nb three four\n")
     (tmp_path / "valid.txt").write_text("a one\nc five\n")
-    recipe = recipe_from_dict({"data": {"root": str(tmp_path), "max_length": 8}, "tokenizer": {"vocab_size": 20, "min_frequency": 1}})
+    recipe = recipe_from_dict({"data": {"root": str(tmp_path), "max_length": 8},
+                               "tokenizer": {"vocab_size": 20, "min_frequency": 1}})
     with pytest.raises(Exception) as info:
         prepare_text_classification(recipe)
     from pipelines.errors import user_error

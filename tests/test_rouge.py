@@ -88,7 +88,8 @@ def test_input_errors():
         example_rouge(HYP, [])
     with pytest.raises(TypeError):
         rouge_scores(HYP, HYP)  # a bare string is not one example per character
-    assert rouge_scores([], []) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "examples": 0, "references_per_example": 0}
+    assert rouge_scores([], []) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "examples": 0,
+                                    "references_per_example": 0}
 
 
 def test_scorer_built_once():

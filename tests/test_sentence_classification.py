@@ -93,8 +93,8 @@ def test_label_map_carved_split_and_frozen_vectors_end_to_end(ray_head, tmp_path
     done = rayseq("train", "recipes/trec.yaml", *sets(
         f"data.root={data}", "data.train=train.all", "data.valid_fraction=0.25", "data.valid_seed=3",
         "data.label_names={0: DESC, 1: HUM, 2: LOC}", f"model.pretrained_embeddings={tmp_path / 'vectors.txt'}",
-        "model.freeze_embeddings=true", "model.embed_dim=16", "model.hidden_size=16", "train.max_steps=40", "train.lr=0.01",
-        "train.warmup_steps=5", "train.eval_every=20", "train.log_every=20"), "--output", str(out))
+        "model.freeze_embeddings=true", "model.embed_dim=16", "model.hidden_size=16", "train.max_steps=40",
+        "train.lr=0.01", "train.warmup_steps=5", "train.eval_every=20", "train.log_every=20"), "--output", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     summary = last_json_line(done.stdout)
     assert summary["valid_fraction"] == 0.25 and summary["valid_seed"] == 3

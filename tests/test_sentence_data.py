@@ -204,6 +204,6 @@ def test_sst2_recipe_reads_the_treebank_as_the_published_phrase_set():
     sentences = {line.split(" ", 1)[1].strip() for line in (path.parent.parent / "stsa.binary.train").open()}
     roots = {r["text"] for r in out if r["text"] in sentences}
     assert len(roots) >= 6900  # all but a few sentences whose "2 1/2" the sentence file spells with a no-break space
-    sentence_only = load_recipe(ROOT / "recipes" / "sst2.yaml", ["data.train=stsa.binary.train", "data.format=labeled-lines",
-                                                      "data.valid_format="])
+    sentence_only = load_recipe(ROOT / "recipes" / "sst2.yaml",
+                                ["data.train=stsa.binary.train", "data.format=labeled-lines", "data.valid_format="])
     assert sentence_only.data.valid_format == "" and sentence_only.data.format == "labeled-lines"

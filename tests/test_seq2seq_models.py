@@ -60,7 +60,8 @@ ARCHITECTURES = [("lstm", "luong"), ("gru", "bahdanau"), ("lstm", "bahdanau"), (
 def test_config_accepts_seq2seq_and_names_bad_fields():
     assert small_config().decoder_layers == 3
     # An unknown kind is the recipe's to refuse: no application answers that model shape.
-    with pytest.raises(ConfigError, match=r"model kind/input/decoder vec2vec/text is not supported; known: ") as refused:
+    with pytest.raises(ConfigError,
+                       match=r"model kind/input/decoder vec2vec/text is not supported; known: ") as refused:
         recipe_from_dict({"model": {"kind": "vec2vec"}})
     known = str(refused.value).split("known: ", 1)[1].split(", ")
     assert {"seq2vec/text", "seq2seq/text/attention", "language_model/text", "vec2seq/image"} <= set(known)
@@ -134,7 +135,8 @@ def test_padding_never_influences_valid_outputs(cell, attention):
     # Each sentence alone, unpadded, gives what it gets in the batch.
     for row in range(3):
         s, t = int(lengths[0][row]), int(lengths[1][row])
-        alone = model((src[row : row + 1, :s], tgt_in[row : row + 1, :t]), (lengths[0][row : row + 1], lengths[1][row : row + 1]))
+        alone = model((src[row : row + 1, :s], tgt_in[row : row + 1, :t]),
+                      (lengths[0][row : row + 1], lengths[1][row : row + 1]))
         torch.testing.assert_close(alone[0], logits[row, :t], rtol=1e-5, atol=1e-6)
 
 
@@ -228,7 +230,8 @@ def test_sequence_loss_sums_over_valid_target_tokens_only():
     logits = torch.randn(2, 3, 5)
     targets = torch.tensor([[4, 3, PAD_ID], [4, 4, 3]])
     by_hand = -sum(
-        torch.log_softmax(logits[b, t], -1)[targets[b, t]] for b in range(2) for t in range(3) if targets[b, t] != PAD_ID
+        torch.log_softmax(logits[b, t], -1)[targets[b, t]]
+        for b in range(2) for t in range(3) if targets[b, t] != PAD_ID
     )
     torch.testing.assert_close(sequence_loss(logits, targets), by_hand)
     assert sequence_loss(logits, targets, label_smoothing=0.1) > 0

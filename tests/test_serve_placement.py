@@ -61,7 +61,9 @@ def test_cuda_adds_the_gpus_to_the_actor_options_it_is_given_or_the_default():
     assert ReplicaDevice().options({"num_replicas": 2}, default) == {"num_replicas": 2}  # CPU: nothing added
     assert ReplicaDevice("cuda").options({}, default) == {"ray_actor_options": {"num_cpus": 0.5, "num_gpus": 1}}
     given = {"ray_actor_options": {"num_cpus": 2}}
-    assert ReplicaDevice("cuda", 0.25).options(given, default) == {"ray_actor_options": {"num_cpus": 2, "num_gpus": 0.25}}
+    assert ReplicaDevice("cuda", 0.25).options(given, default) == {
+        "ray_actor_options": {"num_cpus": 2, "num_gpus": 0.25}
+    }
     assert given == {"ray_actor_options": {"num_cpus": 2}}  # not modified in place
     explicit = {"ray_actor_options": {"num_gpus": 2}}
     assert ReplicaDevice("cuda").options(explicit, default) == explicit

@@ -15,9 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import assert_error, call_deployment, free_port
+from pipelines.checkpoint import load_inference
 from pipelines.errors import ConfigError, DataError
 from serving.catalog import read_cards
-from pipelines.checkpoint import load_inference
 from serving.deployments import BatchItem, item_cost, run_grouped, token_chunks, total_tokens
 from serving.errors import describe_error
 from serving.limits import ServeLimits

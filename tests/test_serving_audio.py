@@ -19,7 +19,8 @@ from fastapi import UploadFile
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from conftest import assert_error, call_deployment, post_files as post, serve_app, wav_bytes
+from conftest import assert_error, call_deployment, serve_app, wav_bytes
+from conftest import post_files as post
 from pipelines.checkpoint import load_inference
 from pipelines.config import AudioConfig
 from pipelines.errors import ConfigError, DataError

@@ -41,8 +41,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-import json
 import inspect
+import json
 import traceback
 from collections.abc import AsyncIterator
 from types import SimpleNamespace

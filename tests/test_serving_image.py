@@ -18,7 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import assert_error, free_port, image_bytes, post_files as post, serve_app, wav_bytes
+from conftest import assert_error, free_port, image_bytes, serve_app, wav_bytes
+from conftest import post_files as post
 from pipelines.checkpoint import load_inference
 from pipelines.config import ImageConfig
 from pipelines.errors import ConfigError, DataError

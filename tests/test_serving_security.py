@@ -18,8 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -141,7 +142,7 @@ def test_a_missing_or_non_bearer_credential_is_401(guarded, models, method, path
 def test_a_wrong_token_is_403(guarded, models, method, path, body):
     for wrong in ("wrong-token-wrong-token", TOKEN[:-1], TOKEN + "x", TOKEN.upper(), "é" * 20):
         response = guarded.request(method, path, json=body,
-                                   headers={"Authorization": f"Bearer {wrong}".encode("utf-8")})
+                                   headers={"Authorization": f"Bearer {wrong}".encode()})
         assert_error(response, 403, "not this server's")
         assert "www-authenticate" not in response.headers
     assert calls(models) == []

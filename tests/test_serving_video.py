@@ -18,7 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import assert_error, mp4_bytes, post_files as post, serve_app, wav_bytes
+from conftest import assert_error, mp4_bytes, serve_app, wav_bytes
+from conftest import post_files as post
 from pipelines.checkpoint import load_inference
 from pipelines.config import VideoConfig
 from pipelines.errors import ConfigError, DataError
@@ -90,7 +91,8 @@ def uploads(*names: str) -> list[Upload]:
 def test_duration_limit_is_the_lower_of_the_model_and_the_server():
     assert DurationLimit.of(VIDEO, LIMITS) == DurationLimit(8.0, "max_video_seconds")
     assert DurationLimit.of(VIDEO, ServeLimits()) == DurationLimit(10.0, "the model's data.video.max_seconds")
-    with pytest.raises(TooLarge, match=r"^file\[0\] 'a.mp4': 12.00 s of video; the limit is 8 s \(max_video_seconds\)$"):
+    with pytest.raises(TooLarge,
+                       match=r"^file\[0\] 'a.mp4': 12.00 s of video; the limit is 8 s \(max_video_seconds\)$"):
         DurationLimit(8.0, "max_video_seconds").check("file[0] 'a.mp4'", 12.0)
     DurationLimit(8.0, "max_video_seconds").check("file[0]", 8.0)  # at the limit is fine
 

@@ -68,10 +68,12 @@ def test_each_stage_holds_about_one_pp_th_of_parameters_and_optimizer_state(pp):
         loss = sum(p.sum() for p in module.parameters())
         loss.backward()
         optimizer.step()  # materialises exp_avg and exp_avg_sq
-        state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+        state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+                    if torch.is_tensor(t))
         return state + sum(p.numel() * p.element_size() for p in module.parameters())
 
-    per_stage = [stage_bytes(build_stage(recipe, app, plan, s, {"vocab_size": 200, "num_labels": 2})) for s in range(pp)]
+    per_stage = [stage_bytes(build_stage(recipe, app, plan, s, {"vocab_size": 200, "num_labels": 2}))
+                 for s in range(pp)]
     whole = stage_bytes(build_seq2vec(recipe.model, frontend=tokens(200), num_labels=2))
     assert sum(per_stage) == pytest.approx(whole, rel=1e-3)
     for value in per_stage:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 import pytest
@@ -121,7 +122,7 @@ def test_text_deltas_join_into_the_decoded_text_whatever_the_tokenizer(tiny_tran
         for _ in range(50):
             ids = [rng.randrange(1, tokenizer.get_vocab_size()) for _ in range(rng.randrange(0, 12))]
             ids = [i for i in ids if i != EOS_ID]
-            deltas = TextDeltas(lambda tokens: decode(tokenizer, tokens))
+            deltas = TextDeltas(partial(decode, tokenizer))
             sent = "".join(deltas.add(i) for i in ids)
             full, rest = deltas.rest()
             assert (sent, rest) == (full, "") and full == decode(tokenizer, ids)
@@ -195,7 +196,7 @@ def test_the_stream_is_lazy_one_decoder_step_per_item(translator, monkeypatch):
     assert len(calls) == 0
     assert next(items)["type"] == "token" and len(calls) == 1
     # One source: each item is one step's (the final one the EOS step's), run when asked for.
-    for n, item in enumerate(items, start=2):
+    for n, item in enumerate(items, start=2):  # noqa: B007 - item: the last one, checked after the loop
         assert len(calls) == n
     assert item["type"] == "final" and n == len(item["tokens"]) + 1 > 2
 

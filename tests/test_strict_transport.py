@@ -87,11 +87,13 @@ def run_strict(config: ModelConfig, dp: int, pp: int, schedule: str, *, transpor
     task = app_of(config)
     stage_plan = plan_stages(task.build(config, sizes(config)).layer_costs(), pp)
     replicas = [rows(config, r, dp) for r in range(dp)]
-    units = [sum(task.loss_units(task.step_plan(steps[s], MICRO)) for steps in replicas) for s in range(len(replicas[0]))]
+    units = [sum(task.loss_units(task.step_plan(steps[s], MICRO)) for steps in replicas)
+             for s in range(len(replicas[0]))]
     results: dict[int, dict] = {}
     errors: list[BaseException] = []
     # Built here, not in the threads: layer init seeds the process's global RNG.
-    models = [task.build(config, sizes(config), seed=TRAIN.seed, keep=stage_plan.layers(r % pp)) for r in range(dp * pp)]
+    models = [task.build(config, sizes(config), seed=TRAIN.seed, keep=stage_plan.layers(r % pp))
+              for r in range(dp * pp)]
 
     def rank_main(rank: int) -> None:
         try:
@@ -143,7 +145,7 @@ def test_schedules_finish_and_match_one_process_under_nccl_rules(dp, pp, schedul
     results = run_strict(config, dp, pp, schedule)
     for step, expected in enumerate(ref_grads):
         got: dict[str, torch.Tensor] = {}
-        for rank, out in results.items():
+        for out in results.values():
             for name, grad in out["grads"][step].items():
                 got[name] = got[name] + grad if name in got else grad  # sum over replicas
         assert set(got) == set(expected)

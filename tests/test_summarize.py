@@ -63,7 +63,8 @@ def test_a_word_only_the_source_has_is_written_when_the_model_points_at_it():
     src = torch.tensor([[V, V, V, V, 11]])  # one unknown word four times, one known word
     found = generate(m, src, torch.tensor([5]), beam_size=1, max_length=1, max_length_ratio=10)
     assert found[0][0].tokens == [V]  # 4/5 of any attention lands on it unless peaked on 11
-    words = Words(train_word_tokenizer(["hello world"], TokenizerConfig(kind="wordlevel", vocab_size=50, min_frequency=1)))
+    words = Words(train_word_tokenizer(["hello world"],
+                                       TokenizerConfig(kind="wordlevel", vocab_size=50, min_frequency=1)))
     ids, outside = words.source(words.split("hello Zorblat"))
     assert ids == [words.vocab["hello"], words.size] and outside == ["zorblat"]
     assert words.words([words.size, words.vocab["hello"], words.eos, 7], outside) == ["zorblat", "hello"]
@@ -146,7 +147,8 @@ def test_min_length_holds_the_end_back():
 
 
 def test_words_turn_markers_and_detokenize():
-    words = Words(train_word_tokenizer(["#Person1#: Hi, Mr. Smith's here."], TokenizerConfig(kind="wordlevel", min_frequency=1)))
+    words = Words(train_word_tokenizer(["#Person1#: Hi, Mr. Smith's here."],
+                                       TokenizerConfig(kind="wordlevel", min_frequency=1)))
     assert words.split("#Person1#: Hi, Mr. Smith's here.") == [
         "#person1#", ":", "hi", ",", "mr", ".", "smith", "'s", "here", "."]
     assert detokenize(["#person1#", "asks", "#person2#", "for", "$", "5", ".", "she", "agrees", "(", "twice", ")"]) \
@@ -186,7 +188,8 @@ class _Loaded:
 def test_predictor_refuses_long_texts_unless_cutting(tmp_path):
     from pipelines.apps.summarize.predictor import Summarizer
 
-    tokenizer = train_word_tokenizer(["a b c d e f g"], TokenizerConfig(kind="wordlevel", vocab_size=V, min_frequency=1))
+    tokenizer = train_word_tokenizer(["a b c d e f g"],
+                                     TokenizerConfig(kind="wordlevel", vocab_size=V, min_frequency=1))
     (tmp_path / "tokenizer.json").write_text(tokenizer.to_str())
     predictor = Summarizer(_Loaded(tmp_path, 4), budget=1000)
     rows = predictor.rows(["a b c d", "a Zed"])

@@ -4,15 +4,15 @@ the tagger model, its vocabularies, entity scores and the predictor's offsets.""
 from __future__ import annotations
 
 import itertools
-import re
 import random
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from models import ModelConfig
-from models.crf import Allowed, CRFScores, log_partition, neg_log_likelihood, path_score, viterbi
+from models.crf import CRFScores, log_partition, neg_log_likelihood, path_score, viterbi
 from models.tagger import build_tagger, case_of
 from pipelines.apps.tag.data import CutTagPool, Featurize
 from pipelines.apps.tag.predictor import allowed_mask, tokenize
@@ -145,7 +145,8 @@ def test_bytes_that_are_not_utf8_spoil_only_their_sentence():
 def random_scores(g: torch.Generator, batch: int, steps: int, k: int) -> CRFScores:
     return CRFScores(torch.randn(batch, steps, k, generator=g, dtype=torch.float64),
                      torch.randn(k, generator=g, dtype=torch.float64),
-                     torch.randn(k, k, generator=g, dtype=torch.float64), torch.randn(k, generator=g, dtype=torch.float64))
+                     torch.randn(k, k, generator=g, dtype=torch.float64),
+                     torch.randn(k, generator=g, dtype=torch.float64))
 
 
 def brute_force(scores: CRFScores, b: int, n: int) -> tuple[torch.Tensor, list[int]]:
@@ -405,5 +406,6 @@ def test_a_vocabulary_that_does_not_fit_the_model_is_refused_by_name(tiny_tagger
     vocab = json.loads((broken / "vocab.json").read_text())
     vocab["tags"] = vocab["tags"][:-1]
     (broken / "vocab.json").write_text(json.dumps(vocab))
-    with pytest.raises(DataError, match=r"vocab.json: does not fit the checkpoint's model \(num_tags: 8 in vocab.json, 9"):
+    with pytest.raises(DataError,
+                       match=r"vocab.json: does not fit the checkpoint's model \(num_tags: 8 in vocab.json, 9"):
         load_predictor(broken)

@@ -34,7 +34,7 @@ def rayseq_together(*commands: list[str], timeout: int = 420) -> list[subprocess
     runs = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for args in commands]
     done = []
-    for args, run in zip(commands, runs):
+    for run in runs:
         stdout, stderr = run.communicate(timeout=timeout)
         done.append(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr))
     return done
@@ -193,7 +193,8 @@ def test_bad_input_exits_nonzero_with_one_line(bad_input_runs, case):
     message = BAD_INPUT[case][1]
     done = bad_input_runs[case]
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == f"rayseq: error: {message}" or message in done.stderr.strip().splitlines()[-1]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == f"rayseq: error: {message}" or message in last
 
 
 def test_bad_record_names_file_and_line(ray_head, tmp_path):

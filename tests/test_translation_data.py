@@ -31,7 +31,8 @@ from pipelines.media.tokenization import (
 )
 
 MULTI30K = SHARED_DATA / "multi30k"
-PAIRS = [("a man sleeps .", "ein mann schläft ."), ("two dogs play", "zwei hunde spielen"), ("hi , there", "hallo , da")]
+PAIRS = [("a man sleeps .", "ein mann schläft ."), ("two dogs play", "zwei hunde spielen"),
+         ("hi , there", "hallo , da")]
 SCHEMA = pair_schema()
 
 
@@ -61,7 +62,8 @@ def test_pair_schema_in_delimited_jsonl_and_parquet(tmp_path):
 
 
 def test_target_ids_get_bos_and_eos_and_decode_stops_at_eos():
-    tok = train_tokenizer(["ein mann schläft", "zwei hunde spielen"] * 10, TokenizerConfig(vocab_size=60, min_frequency=1, lowercase=False))
+    tok = train_tokenizer(["ein mann schläft", "zwei hunde spielen"] * 10,
+                          TokenizerConfig(vocab_size=60, min_frequency=1, lowercase=False))
     ids, cut = encode_targets(tok, ["ein mann schläft", "zwei hunde spielen"], max_length=2)
     assert all(x[0] == 2 and x[-1] == 3 for x in ids)  # [BOS] ... [EOS]
     assert cut == [True, True] and all(len(x) == 4 for x in ids)
@@ -112,7 +114,8 @@ def test_plan_pair_batches_covers_every_pair_once_under_the_budget():
         return 1 - (src.sum() + tgt.sum()) / slots
 
     sorted_batches = plan_pair_batches(src, tgt, max_tokens=1024, max_batch_size=999, sort=True)
-    assert waste(sorted_batches) < 0.15 < 0.3 < waste(plan_pair_batches(src, tgt, max_tokens=1024, max_batch_size=999, sort=False))
+    unsorted_batches = plan_pair_batches(src, tgt, max_tokens=1024, max_batch_size=999, sort=False)
+    assert waste(sorted_batches) < 0.15 < 0.3 < waste(unsorted_batches)
     order = np.concatenate(sorted_batches)
     keys = list(zip(np.maximum(src, tgt)[order], src[order], tgt[order]))
     assert keys == sorted(keys)  # by the budget's cost, then source, then target length
@@ -334,7 +337,8 @@ def test_prepare_translation_on_generated_numbers(ray_head, tmp_path):
             seen += 1
     assert seen == 100
     raw["data"]["max_target_length"] = 256
-    with pytest.raises(ConfigError, match=r"data.max_target_length \+ 1 \(the \[EOS\] step\) must fit the token budget"):
+    with pytest.raises(ConfigError,
+                       match=r"data.max_target_length \+ 1 \(the \[EOS\] step\) must fit the token budget"):
         prepare_translation(recipe_from_dict(raw))
 
 
@@ -346,7 +350,8 @@ def test_unknown_column_in_hf_pairs_is_named(ray_head, tmp_path):
     with pytest.raises(DataError, match=r"hf\[train\]: no column 'source' \(columns: \['english', 'german'\]\)"):
         read_pairs(DataConfig(root=str(tmp_path), train="hf"), "train")
     with pytest.raises(DataError, match=r"no column 'missing'"):
-        read_pairs(DataConfig(root=str(tmp_path), train="hf", source_column="english", target_column="missing"), "train")
+        read_pairs(DataConfig(root=str(tmp_path), train="hf", source_column="english", target_column="missing"),
+                   "train")
     checked = check_records(read_pairs(DataConfig(root=str(tmp_path), train="hf", source_column="english",
                                                   target_column="german"), "train"), "error", "train")
     assert checked.dataset.take_all()[0]["origin"] == f"{tmp_path}/hf[train]:row 1"

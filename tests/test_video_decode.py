@@ -257,5 +257,6 @@ def test_refuse_longer_by_frames_instead_of_cutting(tmp_path):
 
 def test_refuse_longer_by_timestamps_when_the_header_says_nothing(monkeypatch):
     monkeypatch.setattr(video, "_probe", lambda container, stream: Probe(None, None))
-    with pytest.raises(ClipTooLong, match=r"a\.mp4: video runs past 1 s; the limit is 1 s \(data\.video\.max_seconds\)"):
+    with pytest.raises(ClipTooLong,
+                       match=r"a\.mp4: video runs past 1 s; the limit is 1 s \(data\.video\.max_seconds\)"):
         featurizer(refuse_longer=True, max_seconds=1.0, fps=2)(encode(frames=60), "a.mp4")

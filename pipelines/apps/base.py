@@ -26,9 +26,10 @@ Applications are found by discovery (``pipelines.apps``: every sub-package with 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from pipelines.apps.routes import RouteSpec
 from pipelines.errors import ConfigError, DataError

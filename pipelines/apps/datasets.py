@@ -5,8 +5,9 @@ write ``size`` training and ``size // 4`` validation examples."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipelines.apps.base import DatasetGenerator
 from pipelines.errors import ConfigError

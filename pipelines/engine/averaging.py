@@ -14,8 +14,8 @@ Buffers (none in the RNN stacks; batch statistics in the video CNN) are used as 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

@@ -11,7 +11,8 @@ epoch because the batch order is reshuffled); validation is split with
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ray.train import DataConfig
 

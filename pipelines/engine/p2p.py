@@ -161,7 +161,7 @@ class Transport:
         self.headers = 0  # headers read (host round trips on the receive path)
 
     @classmethod
-    def over_torch(cls, topology, device: torch.device) -> "Transport":
+    def over_torch(cls, topology, device: torch.device) -> Transport:
         """The transport of a ``torch.distributed`` run (``topology`` made by
         :meth:`Topology.create`, which makes the header group)."""
         header_group = getattr(topology, "header_group", None)

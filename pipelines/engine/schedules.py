@@ -16,27 +16,29 @@ What crosses stages (``pipelines.engine.p2p``): activations ``(B_i, T_i, width)`
 a tuple of tensors, e.g. an encoder-decoder's ``(memory, target tokens)``), gradients of
 their floating-point parts backward. A stage posts what it sends and the transport
 issues it fused with the stage's next receive (or alone before the next computation),
-so 1F1B's crossing sends never wait on each other under NCCL's rules. What every stage of a replica shares (``StepPlan``,
-broadcast by stage 0 each step): each micro-batch's lengths and, for the last stage's
-loss, its targets. What differs between applications (step plans, loss, validation
-counts) comes from the :class:`TrainingTask` the engine is handed; it never names one.
+so 1F1B's crossing sends never wait on each other under NCCL's rules. What every stage
+of a replica shares (``StepPlan``, broadcast by stage 0 each step): each micro-batch's
+lengths and, for the last stage's loss, its targets. What differs between applications
+(step plans, loss, validation counts) comes from the :class:`TrainingTask` the engine is
+handed; it never names one.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
 from functools import cached_property
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
 
 from models.dropout import dropout_key
+from pipelines.engine.microbatches import StepPlan
+from pipelines.engine.microbatches import parts as _parts
 from pipelines.engine.p2p import Transport
-from pipelines.precision import autocast
 from pipelines.engine.timeline import Timeline
 from pipelines.engine.topology import Topology
-from pipelines.engine.microbatches import StepPlan, parts as _parts
 from pipelines.engine.wavefront import Wavefront
+from pipelines.precision import autocast
 
 SCHEDULES = ("gpipe", "1f1b", "wavefront")
 
@@ -184,7 +186,8 @@ class StageRunner:
             self.timeline.record("send", i, start)
         return Timeline.now()
 
-    def forward(self, plan: StepPlan, i: int, *, key: tuple[int, ...], denominator: float, train: bool = True) -> torch.Tensor:
+    def forward(self, plan: StepPlan, i: int, *, key: tuple[int, ...], denominator: float,
+                train: bool = True) -> torch.Tensor:
         """Forward micro-batch ``i``; returns its summed loss (last stage) or output."""
         topo = self.topology
         x = self._input(plan, i)

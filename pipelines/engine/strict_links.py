@@ -77,7 +77,7 @@ class StrictNetwork:
         self._failure: str | None = None
         self.completed_groups = 0
 
-    def links(self, rank: int) -> "StrictLinks":
+    def links(self, rank: int) -> StrictLinks:
         return StrictLinks(self, rank)
 
     # -- payload groups ------------------------------------------------------------------

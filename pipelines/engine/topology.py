@@ -48,7 +48,7 @@ class Topology:
         return self.dp_rank * self.pp + stage
 
     @classmethod
-    def create(cls, rank: int, dp: int, pp: int) -> "Topology":
+    def create(cls, rank: int, dp: int, pp: int) -> Topology:
         """Every worker must call this (``new_group`` is collective over the world)."""
         topology = cls(rank, dp, pp)
         if not dist.is_initialized() or dp * pp == 1:

@@ -36,9 +36,8 @@ import torch
 from torch import nn
 
 from models.dropout import dropout_key
-from pipelines.engine.timeline import Timeline
-
 from pipelines.engine.microbatches import StepPlan
+from pipelines.engine.timeline import Timeline
 
 
 @dataclass

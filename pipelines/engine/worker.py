@@ -24,16 +24,16 @@ from typing import Any
 import ray.train
 import torch
 
-from pipelines.engine.averaging import ParameterAverage
-from pipelines.engine.shards import load_train_shard, read_train_state, save_train_shard, write_train_state
 from pipelines.config import Recipe, recipe_from_dict
+from pipelines.engine.averaging import ParameterAverage
 from pipelines.engine.ingest import shuffled_epochs
 from pipelines.engine.loss_scale import LossScale
 from pipelines.engine.optim import build_optimizer
-from pipelines.errors import ConfigError
 from pipelines.engine.schedules import StageRunner, all_reduce_gradients, broadcast_plan, clip_global_norm
+from pipelines.engine.shards import load_train_shard, read_train_state, save_train_shard, write_train_state
 from pipelines.engine.stage_plan import StagePlan, plan_stages
 from pipelines.engine.topology import Topology
+from pipelines.errors import ConfigError
 
 TIMELINE_STEPS = 10
 
@@ -119,7 +119,8 @@ def evaluate(runner: StageRunner, topology: Topology, iterator, microbatches: in
     return runner.task.validation_metrics(loss_sum, correct, count, *more)
 
 
-def _progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: float, started: float, first_step: int) -> str:
+def _progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: float, started: float,
+                   first_step: int) -> str:
     eta = (time.perf_counter() - started) / max(step - first_step, 1) * (total - step)
     return (
         f"step {step}/{total} | loss {loss:.4f} | lr {lr:.2e} | "
@@ -249,8 +250,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             entry = {"step": step, "epoch": epoch, "train_loss": loss_total / units_total, "lr": lr,
                      "tokens_per_s": tokens_per_s}
             if topology.rank == 0:
-                print(_progress_line(step, train_cfg.max_steps, entry["train_loss"], lr, tokens_per_s, started, first_step),
-                      flush=True)
+                print(_progress_line(step, train_cfg.max_steps, entry["train_loss"], lr, tokens_per_s, started,
+                                     first_step), flush=True)
             window.zero_()
             if evaluate_now:
                 entry.update(evaluate(runner, topology, valid_iterator, parallel.microbatches, average))

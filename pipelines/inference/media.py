@@ -20,7 +20,7 @@ or frames.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -82,7 +82,8 @@ class AudioRows:
 
     def batches(self, rows: list[np.ndarray], budget: int) -> Iterator[Batch]:
         for index, frames, steps in array_batches(rows, budget, per_step=SUBSAMPLING):
-            yield index, torch.from_numpy(frames.astype(np.float32, copy=False)).to(self.device), torch.from_numpy(steps)
+            yield (index, torch.from_numpy(frames.astype(np.float32, copy=False)).to(self.device),
+                   torch.from_numpy(steps))
 
 
 class VideoRows:

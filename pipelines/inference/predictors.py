@@ -24,7 +24,8 @@ Decoding options a call leaves out (``beam_size``, ``max_length``, GNMT ``alpha`
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -18,7 +18,8 @@ Inputs of one pass interleave step by step; passes run one after another.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import ray
 
-from pipelines.media.bucketing import PaddingStats, bucket, bucket_pairs, padding_stats
 from pipelines.config import Recipe
 from pipelines.errors import DataError
+from pipelines.media.bucketing import PaddingStats, bucket, bucket_pairs, padding_stats
 from pipelines.media.sources import CheckedSplit
 
 

@@ -48,8 +48,9 @@ Each output row is one padded batch::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import ray
@@ -170,7 +171,8 @@ class _CutPairPool:
     def __call__(self, pool: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
         src_lengths = np.asarray(pool["src_length"], dtype=np.int64)
         tgt_lengths = np.asarray(pool["tgt_length"], dtype=np.int64)
-        columns = ["src_tokens", "src_lengths", "tgt_in", "tgt_out", "tgt_lengths"] + (["index"] if "index" in pool else [])
+        columns = (["src_tokens", "src_lengths", "tgt_in", "tgt_out", "tgt_lengths"]
+                   + (["index"] if "index" in pool else []))
         out: dict[str, list[Any]] = {name: [] for name in columns}
         for rows in plan_pair_batches(
             src_lengths, tgt_lengths,
@@ -208,7 +210,8 @@ def bucket_pairs(ds: ray.data.Dataset, config: BatchingConfig, *, seed: int, shu
     return bucket_with(ds, _CutPairPool(config, sort=config.sort), config, seed=seed, shuffle=shuffle)
 
 
-def bucket_with(ds: ray.data.Dataset, cut: Any, config: BatchingConfig, *, seed: int, shuffle: bool) -> ray.data.Dataset:
+def bucket_with(ds: ray.data.Dataset, cut: Any, config: BatchingConfig, *, seed: int,
+                shuffle: bool) -> ray.data.Dataset:
     """Featurized rows -> materialized batch rows, ``cut`` turning each pool of
     ``config.pool_size`` rows into its padded batches (:class:`_CutPool` and
     :class:`_CutPairPool` here; an application may bring its own). ``shuffle`` as in

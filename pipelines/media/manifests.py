@@ -71,5 +71,6 @@ def list_manifest_folder(folder: Path, *, target: str, kind: str, folders: bool 
     manifest = find_manifest(folder)
     if manifest is None:
         article = "an" if kind[0] in "aeiou" else "a"
-        raise DataError(f"{folder}: {article} {kind} folder needs a {' or '.join(MANIFESTS)} with path,{target} columns")
+        raise DataError(f"{folder}: {article} {kind} folder needs a {' or '.join(MANIFESTS)} "
+                        f"with path,{target} columns")
     return read_manifest(manifest, target, folders=folders)

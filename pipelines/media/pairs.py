@@ -15,8 +15,9 @@ order), through featurizing and bucketing: a validation batch's hypotheses line 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import ray
@@ -24,8 +25,8 @@ import ray
 from pipelines.config import Recipe
 from pipelines.errors import ConfigError
 from pipelines.media.bucketing import PaddingStats, bucket_pairs, padding_stats
-from pipelines.media.sources import CheckedSplit, with_index
 from pipelines.media.featurize import map_featurized
+from pipelines.media.sources import CheckedSplit, with_index
 from pipelines.media.tokenization import (
     TranslationTokenizers,
     encode_batch,
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 
 class FeaturizePairs:
-    """``map_batches`` callable: ``{source, target, index}`` -> ``{src_ids, tgt_ids, src_length, tgt_length, index, truncated}``.
+    """``map_batches`` callable: ``{source, target, index}`` ->
+    ``{src_ids, tgt_ids, src_length, tgt_length, index, truncated}``.
 
     ``src_ids`` is the source cut to ``max_source_length`` (``[UNK]`` if it tokenizes to
     nothing); ``tgt_ids`` is ``[BOS] y [EOS]`` with ``y`` cut to ``max_target_length``, and
@@ -111,7 +113,8 @@ def prepare_pairs(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | Non
     ``data.max_length``, targets to ``data.max_target_length``."""
     data, batching = recipe.data, recipe.batching
     check_target_budget(recipe)
-    tokenizers = train_translation_tokenizers(column_texts(train, "source"), column_texts(train, "target"), recipe.tokenizer)
+    tokenizers = train_translation_tokenizers(column_texts(train, "source"), column_texts(train, "target"),
+                                              recipe.tokenizer)
     log.info(
         "tokenizer: %s %s, %d source / %d target tokens (asked %d)",
         "joint" if tokenizers.joint else "per-language", recipe.tokenizer.kind, *tokenizers.vocab_sizes,
@@ -131,7 +134,8 @@ def prepare_pairs(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | Non
     valid_batches = valid_records = None
     if valid is not None:
         valid_records = with_index(valid.dataset, valid.rows)
-        valid_features = featurize_pairs(valid_records.select_columns(["source", "target", "index"]), tokenizers, **lengths)
+        valid_features = featurize_pairs(valid_records.select_columns(["source", "target", "index"]), tokenizers,
+                                         **lengths)
         valid_batches = bucket_pairs(
             valid_features.drop_columns(["truncated"]), batching, seed=recipe.train.seed, shuffle=False
         )

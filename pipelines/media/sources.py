@@ -18,9 +18,10 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import ray
@@ -215,7 +216,8 @@ def parse_parquet(
     ]
 
 
-def parse_file(data: bytes, path: str, fmt: str, config: DataConfig, schema: RecordSchema | None = None) -> list[dict[str, str]]:
+def parse_file(data: bytes, path: str, fmt: str, config: DataConfig,
+               schema: RecordSchema | None = None) -> list[dict[str, str]]:
     """Records of one file; ``schema`` defaults to classification's text/label columns."""
     schema = schema or text_schema(config.text_column, config.label_column)
     if fmt == "labeled-lines":
@@ -273,8 +275,8 @@ def _read_hf(path: Path, split: str, config: DataConfig) -> ray.data.Dataset:
     texts = loaded[config.text_column]
     labels = loaded[config.label_column]
     records = named_labels([
-        _record(t, names[l] if names is not None and l is not None else l, f"{name}[{split}]:row {i + 1}")
-        for i, (t, l) in enumerate(zip(texts, labels))
+        _record(t, names[label] if names is not None and label is not None else label, f"{name}[{split}]:row {i + 1}")
+        for i, (t, label) in enumerate(zip(texts, labels))
     ], config.label_names)
     return ray.data.from_items(records) if records else ray.data.from_items([])
 
@@ -368,10 +370,12 @@ def _join_sides(batch: dict[str, np.ndarray], *, origin: str, names: dict[str, s
         if s_line != t_line:  # zip pairs rows by position; this proves it paired the same lines
             raise RuntimeError(f"{origin}: source line {s_line} was paired with target line {t_line}")
         error = next(
-            (f"{batch[side + '_error'][i]} in {names[side]}" for side in ("source", "target") if batch[side + "_error"][i]),
+            (f"{batch[side + '_error'][i]} in {names[side]}" for side in ("source", "target")
+             if batch[side + "_error"][i]),
             "",
         )
-        record = schema.record({"source": batch["source"][i], "target": batch["target"][i]}, f"{origin}:{s_line}", error)
+        record = schema.record({"source": batch["source"][i], "target": batch["target"][i]}, f"{origin}:{s_line}",
+                               error)
         if record["error"] and not error:  # an empty side: say which file
             record["error"] += f" ({names['source' if not record['source'] else 'target']})"
         for key in out:

@@ -24,7 +24,7 @@ first line).
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 SCHEMES = ("iob1", "iob2", "iobes")
 PREFIXES = {"iob1": "IB", "iob2": "BI", "iobes": "BIES"}

@@ -15,7 +15,7 @@ parse is one bad record naming file and line; its phrases are not used.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from pipelines.config import TREE_LABELS
 

@@ -5,8 +5,8 @@ boundaries match a gold one exactly; micro-averaged over all entities, and per t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from pipelines.media.tags import Span, spans
 

@@ -21,7 +21,8 @@ Each takes pieces as ``(T, 4)`` arrays of MIDI pitches (soprano first, 0 = rest,
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

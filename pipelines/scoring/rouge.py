@@ -26,7 +26,7 @@ example (what ``rouge-score``'s own ``score_multi`` gives) comes alongside as ``
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 from rouge_score import rouge_scorer
 

@@ -26,7 +26,8 @@ repeats sentence-final words mid-line scores up to ~1 BLEU apart.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sacrebleu
 
@@ -67,6 +68,7 @@ def caption_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict
     lowercasing and collapsing whitespace) besides :func:`translation_scores`' BLEU and
     chrF. Same pairing check."""
     scores = translation_scores(hypotheses, references)
-    normal = [(" ".join(str(h).lower().split()), " ".join(str(r).lower().split())) for h, r in zip(hypotheses, references)]
+    normal = [(" ".join(str(h).lower().split()), " ".join(str(r).lower().split()))
+              for h, r in zip(hypotheses, references)]
     exact = sum(h == r for h, r in normal) / len(normal) if normal else 0.0
     return {"exact_match": round(exact, 4), **scores}

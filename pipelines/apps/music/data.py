@@ -115,7 +115,8 @@ class CutChordPool:
             out["tokens"].append(pad_batch([np.asarray(pool["chords"][r]).reshape(-1, VOICES) for r in rows], 0))
             out["starts"].append(np.asarray(pool["start"], dtype=np.int64)[rows])
             out["lengths"].append(lengths[rows])
-            out["labels"].append(pad_batch([np.asarray(pool["labels"][r]).reshape(-1, VOICES) for r in rows], LABEL_PAD))
+            out["labels"].append(pad_batch([np.asarray(pool["labels"][r]).reshape(-1, VOICES) for r in rows],
+                                           LABEL_PAD))
         return out
 
 

@@ -99,7 +99,8 @@ class MusicPredictor(LoadedPredictor):
         for batch in plan_batches(lengths, max_tokens=max(self.budget, int(lengths.max(initial=1))),
                                   max_batch_size=256, sort=True):
             chords = torch.from_numpy(pad_batch([rows[i] for i in batch], 0)).long().to(self.device)
-            labels = torch.from_numpy(pad_batch([labels_of(rows[i], False) for i in batch], LABEL_PAD)).long().to(self.device)
+            labels = torch.from_numpy(pad_batch([labels_of(rows[i], False) for i in batch], LABEL_PAD))
+            labels = labels.long().to(self.device)
             logits = self.model((chords, torch.from_numpy(starts[batch])), torch.from_numpy(lengths[batch]))
             scored = labels != LABEL_PAD
             loss += float(note_loss(logits, labels))

@@ -123,7 +123,8 @@ class SpeechSynthesis(App):
         conditions)`` in, decoder steps as lengths, frames and mask as labels."""
         import torch
 
-        from pipelines.apps.objectives import frames as float_tensor, tensor
+        from pipelines.apps.objectives import frames as float_tensor
+        from pipelines.apps.objectives import tensor
         from pipelines.engine.microbatches import StepPlan
 
         dtype = torch.get_default_dtype()  # float64 in the equivalence tests

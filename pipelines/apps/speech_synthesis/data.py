@@ -104,8 +104,9 @@ class CutFramePool:
             padded = np.pad(padded, ((0, 0), (0, extra), (0, 0)))
             real = np.pad(pad_batch([np.ones(len(f), np.float32) for f in frames], 0), ((0, 0), (0, extra)))
             out["tokens"].append(padded)
-            out["conditions"].append(np.array([[self.ids["words"][pool["label"][r]], self.ids["speakers"][pool["speaker"][r]]]
-                                               for r in rows], dtype=np.int64))
+            out["conditions"].append(np.array([[self.ids["words"][pool["label"][r]],
+                                                self.ids["speakers"][pool["speaker"][r]]] for r in rows],
+                                              dtype=np.int64))
             out["lengths"].append(lengths[rows])
             out["steps"].append(-(-lengths[rows] // self.r))
             out["labels"].append(np.concatenate([padded, real[..., None]], axis=-1))

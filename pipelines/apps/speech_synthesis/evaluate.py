@@ -141,7 +141,8 @@ def _per_pair(jobs, heard, distances) -> dict[str, dict[str, Any]]:
     for key, members in grouped.items():
         word, speaker = key.split("/", 1)
         out[key] = {
-            "intelligibility": None if heard["word"] is None else float(np.mean([heard["word"][i] == word for i in members])),
+            "intelligibility": None if heard["word"] is None
+            else float(np.mean([heard["word"][i] == word for i in members])),
             "speaker_accuracy": None if heard["speaker"] is None
             else float(np.mean([heard["speaker"][i] == speaker for i in members])),
             "mcd": round(float(np.mean([distances[i] for i in members])), 3),

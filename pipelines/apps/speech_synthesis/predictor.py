@@ -113,8 +113,8 @@ class SpeechSynthesizer(LoadedPredictor):
             part = jobs[start : start + per_batch]
             conditions = torch.tensor([[word, speakers[r]] for r, _, word in part], device=self.device)
             generators = [torch.Generator(device=self.device).manual_seed(item_seed(seeds[r], w)) for r, w, _ in part]
-            found = self.model.synthesize(conditions, max_frames=self.max_frames, stop_threshold=self.synthesis.stop_threshold,
-                                          generators=generators)
+            found = self.model.synthesize(conditions, max_frames=self.max_frames,
+                                          stop_threshold=self.synthesis.stop_threshold, generators=generators)
             for (r, w, _), frames in zip(part, found):
                 frames = frames.float().cpu().numpy()
                 if len(frames) < 2:  # the vocoder needs two frames; a stop at once is a very short word

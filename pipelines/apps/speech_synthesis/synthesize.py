@@ -19,7 +19,8 @@ from pipelines.errors import ConfigError, DataError
 
 
 def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a speech synthesis model's inference checkpoint (<run>/checkpoint)")
+    parser.add_argument("checkpoint", type=Path,
+                        help="a speech synthesis model's inference checkpoint (<run>/checkpoint)")
     parser.add_argument("text", help='words to say, e.g. "seven" or "four one seven"')
     parser.add_argument("--speaker", required=True, help="whose voice: one of the model's speakers")
     parser.add_argument("--out", type=Path, required=True, help="the WAV file to write (16-bit mono)")
@@ -54,9 +55,12 @@ def synthesize_command(args: argparse.Namespace) -> dict[str, Any]:
         for path in args.reference:
             if not path.is_file():
                 raise DataError(f"--reference: file not found: {path}")
-            panels.append((f"real: {path.name}", featurizer.log_mel(featurizer.decode(path.read_bytes(), str(path)).samples).numpy()))
-        panels.append((f"synthesized: {args.text!r}, {args.speaker}, seed {args.seed}", featurizer.log_mel(samples).numpy()))
+            real = featurizer.decode(path.read_bytes(), str(path)).samples
+            panels.append((f"real: {path.name}", featurizer.log_mel(real).numpy()))
+        panels.append((f"synthesized: {args.text!r}, {args.speaker}, seed {args.seed}",
+                       featurizer.log_mel(samples).numpy()))
         args.spectrogram.parent.mkdir(parents=True, exist_ok=True)
-        args.spectrogram.write_bytes(spectrogram_png(panels, hop_seconds=predictor.audio.hop_length / predictor.sample_rate))
+        hop_seconds = predictor.audio.hop_length / predictor.sample_rate
+        args.spectrogram.write_bytes(spectrogram_png(panels, hop_seconds=hop_seconds))
         summary["spectrogram"] = str(args.spectrogram)
     return summary

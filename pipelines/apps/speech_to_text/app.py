@@ -112,7 +112,8 @@ class SpeechToTextCTC(CTC, _Speech):
         from models.ctc import ctc_layer_factories
         from models.frontends import log_mel
 
-        return ctc_layer_factories(config, frontend=log_mel(sizes["feature_dim"]), tgt_vocab_size=sizes["tgt_vocab_size"])
+        return ctc_layer_factories(config, frontend=log_mel(sizes["feature_dim"]),
+                                   tgt_vocab_size=sizes["tgt_vocab_size"])
 
     def build(self, config, sizes: dict[str, int], *, seed: int = 0, keep=None):
         from models.ctc import build_ctc

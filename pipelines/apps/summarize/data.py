@@ -20,7 +20,7 @@ import ray
 from pipelines.config import Recipe
 from pipelines.media.bucketing import bucket_pairs, padding_stats
 from pipelines.media.featurize import map_featurized
-from pipelines.media.pairs import PreparedPairs, column_texts, check_target_budget
+from pipelines.media.pairs import PreparedPairs, check_target_budget, column_texts
 from pipelines.media.sources import check_records, read_pairs, with_index
 from pipelines.media.tokenization import TranslationTokenizers, load_tokenizer
 

@@ -169,11 +169,13 @@ class Tag(App):
             found = set(spans([self.tags[i] for i in path])) if self.tags else set()
             truth = set(spans([self.tags[i] for i in gold_ids[:n]])) if self.tags else set()
             matched, predicted, gold = matched + len(found & truth), predicted + len(found), gold + len(truth)
-        return loss, float(correct), float(lengths.sum()), float(len(lengths)), float(matched), float(predicted), float(gold)
+        return (loss, float(correct), float(lengths.sum()), float(len(lengths)), float(matched), float(predicted),
+                float(gold))
 
     def validation_metrics(self, loss_sum: float, correct: float, count: float, *more: float) -> dict[str, float]:
         sentences, matched, predicted, gold = more
-        return {"val_loss": loss_sum / sentences, "val_f1": 100 * 2 * matched / (predicted + gold) if predicted + gold else 0.0,
+        return {"val_loss": loss_sum / sentences,
+                "val_f1": 100 * 2 * matched / (predicted + gold) if predicted + gold else 0.0,
                 "val_precision": 100 * matched / predicted if predicted else 0.0,
                 "val_recall": 100 * matched / gold if gold else 0.0,
                 "val_tag_accuracy": correct / count, "val_examples": int(sentences)}

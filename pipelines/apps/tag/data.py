@@ -26,8 +26,15 @@ from pipelines.config import DataConfig, Recipe
 from pipelines.errors import DataError
 from pipelines.media.bucketing import PaddingStats, bucket_with, pad_batch, padding_stats, plan_batches
 from pipelines.media.featurize import map_featurized
-from pipelines.media.sources import (CheckedSplit, check_records, is_hf_folder, load_hf, read_file_records, resolve,
-                                     text_lines)
+from pipelines.media.sources import (
+    CheckedSplit,
+    check_records,
+    is_hf_folder,
+    load_hf,
+    read_file_records,
+    resolve,
+    text_lines,
+)
 from pipelines.media.tags import check, convert, parse_conll, spans, tag_set
 
 log = logging.getLogger(__name__)

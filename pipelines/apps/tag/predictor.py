@@ -11,8 +11,9 @@ with ``text == input[start:end]``. Tags are answered in the recipe's ``data.tag_
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,8 +106,10 @@ class TagPredictor(LoadedPredictor):
     def batches(self, rows: list[TagRow], budget: int) -> Iterator[tuple[np.ndarray, tuple, torch.Tensor]]:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         for index in plan_batches(lengths, max_tokens=budget, max_batch_size=len(rows), sort=True):
-            inputs = tuple(torch.from_numpy(pad_batch([getattr(rows[r], k) for r in index]).astype(np.int64)).to(self.device)
-                           for k in ("words", "cases", "chars"))
+            inputs = tuple(
+                torch.from_numpy(pad_batch([getattr(rows[r], k) for r in index]).astype(np.int64)).to(self.device)
+                for k in ("words", "cases", "chars")
+            )
             yield index, inputs, torch.from_numpy(lengths[index])
 
     @torch.inference_mode()

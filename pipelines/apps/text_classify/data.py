@@ -14,9 +14,9 @@ import numpy as np
 import ray
 from tokenizers import Tokenizer
 
-from pipelines.media.bucketing import PaddingStats, bucket, padding_stats
 from pipelines.config import Recipe
 from pipelines.errors import DataError
+from pipelines.media.bucketing import PaddingStats, bucket, padding_stats
 from pipelines.media.featurize import map_featurized
 from pipelines.media.sources import read_checked_splits
 from pipelines.media.tokenization import encode_batch, load_tokenizer, train_tokenizer

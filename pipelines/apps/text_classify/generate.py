@@ -18,7 +18,8 @@ from pipelines.apps.datasets import text_dataset
 
 POSITIVE = ["good", "great", "brilliant", "moving", "funny", "charming", "superb", "gripping", "delightful", "clever"]
 NEGATIVE = ["bad", "awful", "dull", "boring", "clumsy", "tedious", "bland", "messy", "painful", "forgettable"]
-SUBJECTS = ["the movie", "the plot", "the acting", "the ending", "the script", "the score", "the cast", "the film", "the story", "the dialogue"]
+SUBJECTS = ["the movie", "the plot", "the acting", "the ending", "the script", "the score", "the cast", "the film",
+            "the story", "the dialogue"]
 VERBS = ["was", "seemed", "felt", "is"]
 INTENSIFIERS = ["", "", "really", "truly", "quite", "rather", "very"]
 OPENERS = ["", "", "", "honestly ,", "to be fair ,", "overall ,", "in the end ,", "i think"]

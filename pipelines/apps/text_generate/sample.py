@@ -21,7 +21,8 @@ from pipelines.errors import ConfigError
 
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a conditional generator's inference checkpoint (<run>/checkpoint)")
+    parser.add_argument("checkpoint", type=Path,
+                        help="a conditional generator's inference checkpoint (<run>/checkpoint)")
     parser.add_argument("--condition", required=True, help="what to write: one of the model's conditions")
     parser.add_argument("--num-samples", type=int, default=5)
     parser.add_argument("--temperature", type=float, help="0: the most probable token each step")

@@ -37,7 +37,6 @@ from models.frontend import SUBSAMPLING
 from pipelines.config import AudioConfig
 from pipelines.errors import DataError
 
-
 LOG_FLOOR = 1e-6
 """Added to the mel power before the log: silence sits at log(1e-6) = -13.8."""
 
@@ -50,7 +49,8 @@ def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(n_freqs: int, sample_rate: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> np.ndarray:
+def mel_filterbank(n_freqs: int, sample_rate: int, n_mels: int, f_min: float = 0.0,
+                   f_max: float | None = None) -> np.ndarray:
     """``(n_freqs, n_mels)`` triangular filters, evenly spaced on the HTK mel scale, peak 1."""
     f_max = sample_rate / 2 if f_max is None else f_max
     freqs = np.linspace(0, sample_rate / 2, n_freqs)

@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 import ray
 
-from pipelines.media.audio.features import AudioFeaturizer
 from pipelines.config import AudioConfig, DataConfig, Recipe
 from pipelines.errors import ConfigError, DataError
+from pipelines.media.audio.features import AudioFeaturizer
+from pipelines.media.batches import MediaBatches
 from pipelines.media.manifests import MANIFESTS, find_manifest, read_manifest
 from pipelines.media.manifests import record as manifest_record
-from pipelines.media.batches import MediaBatches
 from pipelines.media.sources import CheckedSplit, check_records, resolve
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def training_copies(records: list[dict[str, str]], audio: AudioConfig) -> list[d
 
 
 def _copy_name(speed: float, tail_cut: float) -> str:
-    return "speed %g copy" % speed if tail_cut == 0 else "copy cut by %.0f%%" % (100 * tail_cut)
+    return f"speed {speed:g} copy" if tail_cut == 0 else f"copy cut by {100 * tail_cut:.0f}%"
 
 
 def featurize_batch(batch: dict[str, np.ndarray], audio: dict[str, Any], raw: bool = False) -> dict[str, Any]:

@@ -34,9 +34,10 @@ import csv
 import math
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -138,7 +139,8 @@ def _harmonic_gains(harmonics: np.ndarray, f0: np.ndarray, f1: np.ndarray, f2: n
     return gain[:, left] * (1 - weight) + gain[:, left + 1] * weight
 
 
-def _segment_tracks(digit: int, scale: float, n: int, rate: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _segment_tracks(digit: int, scale: float, n: int, rate: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample ``(F1, F2)`` of ``digit``: piecewise constant per segment, then smoothed."""
     phones = DIGIT_PHONES[digit]
     weights = rng.uniform(0.8, 1.2, len(phones))

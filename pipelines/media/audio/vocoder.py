@@ -66,7 +66,8 @@ class GriffinLim:
     def __call__(self, log_mel: torch.Tensor | np.ndarray) -> np.ndarray:
         log_mel = torch.tensor(np.asarray(log_mel), dtype=torch.float32)
         if log_mel.dim() != 2 or log_mel.size(1) != self.config.n_mels or log_mel.size(0) < 2:
-            raise ValueError(f"a vocoder input is (frames >= 2, {self.config.n_mels}) log-mel, got {tuple(log_mel.shape)}")
+            raise ValueError(f"a vocoder input is (frames >= 2, {self.config.n_mels}) log-mel, "
+                             f"got {tuple(log_mel.shape)}")
         magnitude = self.magnitude(log_mel)
         length = (log_mel.size(0) - 1) * self.config.hop_length
         generator = torch.Generator().manual_seed(0)

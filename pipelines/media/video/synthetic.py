@@ -37,9 +37,9 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import os
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
