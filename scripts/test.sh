@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install (as the quickstart does) and run the whole test suite; extra args go to pytest
+# Install (as the quickstart does), lint with ruff, and run the whole test suite; extra args go to pytest
 # (then one pytest run takes them all, e.g. `-m "not ray"` for the tests without Ray).
 #
 # With no arguments the two tiers run at once, in two pytest processes: the tests that
@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Lint first (seconds): a ruff finding fails the run before any test starts ([tool.ruff] in pyproject.toml).
+.venv/bin/ruff check .
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi
