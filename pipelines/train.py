@@ -92,6 +92,8 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
             "sizes": data.sizes,
             "has_valid": data.valid is not None,
             "initial": data.initial,
+            "run_dir": str(output),  # TensorBoard files (rank 0 writes them: on a cluster, its node)
+            "padding_fraction": data.report.get("padding_fraction"),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=parallel.world_size,
@@ -134,7 +136,9 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
         **pipeline_figures,
         "wall_s": round(wall, 1),
         "checkpoint": str(checkpoint),
+        "tensorboard": str(output / "tensorboard"),
     }
+    print(f"tensorboard: tensorboard --logdir {output / 'tensorboard'}", flush=True)
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

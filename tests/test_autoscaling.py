@@ -53,9 +53,11 @@ def test_fake_cluster_mirrors_cluster_yaml_with_a_fake_gpu():
     real_types = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]
     types = config["available_node_types"]
     assert config["head_node_type"] == HEAD_TYPE and types[HEAD_TYPE]["max_workers"] == 0
-    assert set(types) - {HEAD_TYPE} == set(real_types) - {"head"} == {"gpu_stage"}
-    gpu_stage = types["gpu_stage"]
+    assert set(types) - {HEAD_TYPE} == set(real_types) - {"head"} == {"gpu_stage", "gpu_serve"}
+    gpu_stage, gpu_serve = types["gpu_stage"], types["gpu_serve"]
     assert gpu_stage["min_workers"] == 0 and gpu_stage["resources"][FAKE_GPU] == 1
+    assert gpu_serve["min_workers"] == 0 and FAKE_GPU not in gpu_serve["resources"]  # stages never land there
+    assert gpu_serve["resources"]["gpu_serve"] == real_types["gpu_serve"]["resources"]["gpu_serve"]
     assert config["provider"]["type"] == "fake_multinode"
 
 

@@ -86,6 +86,17 @@ def test_train_reports_contract_figures_and_writes_run_folder(trained_run):
     assert (out / "curves.png").stat().st_size > 1000
     assert "step 10/30 | loss" in stdout and "tok/s | eta" in stdout  # progress a person can follow
     assert "recipe recipes/demo_sentiment.yaml resolved to:" in stdout
+    # TensorBoard: the same history, read back with TensorBoard's own reader
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert summary["tensorboard"] == str(out / "tensorboard")
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in stdout
+    events = EventAccumulator(summary["tensorboard"], size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("train/loss")] == [
+        (e["step"], round(e["train_loss"], 4)) for e in history]
+    assert [e.step for e in events.Scalars("val/accuracy")] == [e["step"] for e in history if "val_accuracy" in e]
+    assert {"train/lr", "train/tokens_per_s", "data/padding_fraction"} <= set(events.Tags()["scalars"])
 
 
 def test_eval_scores_the_checkpoint(trained_run, tmp_path):

@@ -32,6 +32,7 @@ from pipelines.engine.optim import build_optimizer
 from pipelines.engine.schedules import StageRunner, all_reduce_gradients, broadcast_plan, clip_global_norm
 from pipelines.engine.shards import load_train_shard, read_train_state, save_train_shard, write_train_state
 from pipelines.engine.stage_plan import StagePlan, plan_stages
+from pipelines.engine.tensorboard import RunBoard
 from pipelines.engine.topology import Topology
 from pipelines.errors import ConfigError
 
@@ -200,6 +201,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loss_scale = LossScale() if train_cfg.precision == "fp16" else None
 
     step, epoch, history = 0, 0, []
+    board = None  # TensorBoard: world rank 0 writes the run's event files as it goes
+    if topology.rank == 0 and config.get("run_dir"):
+        board = RunBoard(Path(config["run_dir"]) / "tensorboard", config["recipe"], config.get("padding_fraction"))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -259,10 +263,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 if topology.rank == 0 and metric in entry:
                     print(f"step {step} | val_loss {entry['val_loss']:.4f} | {metric} {entry[metric]:.4f}", flush=True)
             history.append(entry)
+            if board is not None:
+                board.log(entry)
             if evaluate_now:
                 metrics = {**entry, "run_tokens_per_s": run_totals[0] / run_totals[1] if run_totals[1] else 0.0}
                 _report(topology, {"step": step, "epoch": epoch, "history": history}, runner, optimizer, scheduler,
                         metrics, average, loss_scale)
+    if board is not None:
+        board.close(history[-1] if history else {})
 
 
 def _report(topology: Topology, state, runner: StageRunner, optimizer, scheduler, metrics,
