@@ -194,8 +194,10 @@ def check_serve(device: str) -> dict:
         started = time.perf_counter()
         serve.run(build_app([str(LEGACY / "checkpoint")], placement=placement), name=APP_NAME, route_prefix="/")
         ready_s = time.perf_counter() - started
-        request = urllib.request.Request("http://127.0.0.1:8000/generate", method="POST",
-                                         data=json.dumps({"texts": [text], "beam_size": 1}).encode(),
+        with urllib.request.urlopen("http://127.0.0.1:8000/v1/models", timeout=60) as response:
+            name = json.loads(response.read())["models"][0]["name"]
+        request = urllib.request.Request(f"http://127.0.0.1:8000/v1/models/{name}/generate", method="POST",
+                                         data=json.dumps({"inputs": [text], "beam_size": 1}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
             status, body = response.status, json.loads(response.read())
