@@ -51,7 +51,7 @@ def rows(config: ModelConfig, replica: int, dp: int) -> list[dict[str, torch.Ten
     return out
 
 
-def reference(config: ModelConfig, dp: int) -> tuple[list[dict[str, torch.Tensor]], list[float], list[tuple]]:
+def reference(config: ModelConfig) -> tuple[list[dict[str, torch.Tensor]], list[float], list[tuple]]:
     """Per step of one process: gradients of ``sum(loss) / units`` (no optimizer step,
     so every step sees the initial weights), summed losses, and validation counts."""
     task = app_of(config)
@@ -141,7 +141,7 @@ CASES = [(1, 2, "gpipe", "dropout"), (1, 2, "1f1b", "dropout"), (1, 2, "wavefron
 @pytest.mark.parametrize("dp, pp, schedule, model", CASES)
 def test_schedules_finish_and_match_one_process_under_nccl_rules(dp, pp, schedule, model):
     config = MODELS[model]
-    ref_grads, ref_losses, ref_counts = reference(config, dp)
+    ref_grads, ref_losses, ref_counts = reference(config)
     results = run_strict(config, dp, pp, schedule)
     for step, expected in enumerate(ref_grads):
         got: dict[str, torch.Tensor] = {}

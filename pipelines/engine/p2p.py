@@ -158,15 +158,13 @@ class Transport:
         self._outbox: list[tuple[Message, int, bool]] = []  # (message, destination, headed)
         self._pending: list[tuple[Any, list[torch.Tensor]]] = []
         self.groups = 0  # payload groups issued (what the tests and the benchmark count)
-        self.headers = 0  # headers read (host round trips on the receive path)
 
     @classmethod
     def over_torch(cls, topology, device: torch.device) -> Transport:
         """The transport of a ``torch.distributed`` run (``topology`` made by
         :meth:`Topology.create`, which makes the header group)."""
-        header_group = getattr(topology, "header_group", None)
         staging = device.type != "cpu" and dist.is_initialized() and dist.get_backend() == "gloo"
-        return cls(TorchLinks(header_group), device, host_staging=staging)
+        return cls(TorchLinks(topology.header_group), device, host_staging=staging)
 
     def post(self, message: Message, dst: int, *, headed: bool = True) -> None:
         """Send ``message`` to ``dst`` with the next receive, or the next ship."""
@@ -214,7 +212,6 @@ class Transport:
         for src, like in recvs:
             if like is None:
                 layout, is_tuple = decode_header(self.links.read_header(src))
-                self.headers += 1
             else:
                 layout, is_tuple = [(t.dtype, list(t.shape)) for t in like], len(like) > 1
             buffers = [torch.empty(shape, dtype=dtype, device=wire_device) for dtype, shape in layout]
