@@ -22,6 +22,7 @@ from typing import Any
 
 from pipelines import apps
 from pipelines.config import ParallelConfig, Recipe, load_recipe
+from pipelines.engine.stage_plan import plan_stages
 from pipelines.errors import ConfigError
 
 
@@ -158,10 +159,7 @@ def check_depth(recipe: Recipe) -> None:
         layers = len(apps.app_for(recipe).layer_factories(recipe.model, _AnySize()))
     except Exception:  # noqa: BLE001 - an application that needs its data to say its layers: the workers check
         return
-    pp = recipe.parallel.pp
-    if pp > layers:
-        raise ConfigError(f"parallel.pp={pp} stages for a model of {layers} layers: every stage needs a layer "
-                          f"(pp <= {layers})")
+    plan_stages([1.0] * layers, recipe.parallel.pp)  # the stage planner's own refusal, with its message
 
 
 def local_cpus() -> int:
