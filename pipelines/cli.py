@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.apps.music.compose import add_compose_arguments
     from pipelines.apps.speech_synthesis.synthesize import add_synthesize_arguments
     from pipelines.apps.text_generate.sample import add_sample_arguments
+    from pipelines.console import add_verbose_argument
     from pipelines.evaluate import add_eval_arguments
     from pipelines.generate_cli import add_generate_arguments
     from pipelines.train import add_train_arguments
@@ -42,11 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_synthesize_arguments(commands.add_parser("synthesize",
                                                  help="say words with a speech synthesis checkpoint (WAV)"))
     add_sample_arguments(commands.add_parser("sample", help="write texts with a conditional generator"))
+    for command in commands.choices.values():
+        add_verbose_argument(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.console import set_verbose
+
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     if args.command == "train":
         from pipelines.train import train_command
 

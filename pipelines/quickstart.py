@@ -44,6 +44,7 @@ def run(recipe_paths: list[str], output: Path, overrides: list[str]) -> dict:
     import httpx
     import ray
 
+    from pipelines import console
     from pipelines.runtime import init_ray, use_serve_throughput_mode
 
     use_serve_throughput_mode()  # before ray.serve is imported: what `rayseq serve` runs
@@ -80,7 +81,7 @@ def run(recipe_paths: list[str], output: Path, overrides: list[str]) -> dict:
     port = free_port()
     print(f"== 4/4 serve both models on http://127.0.0.1:{port}", flush=True)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=console.serve_system_logging())
         serve.run(build_app(checkpoints), name=APP_NAME, route_prefix="/")
         base = f"http://127.0.0.1:{port}"
         for model in httpx.get(f"{base}/v1/models", timeout=30).json()["models"]:
@@ -107,6 +108,7 @@ def run(recipe_paths: list[str], output: Path, overrides: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.console import add_verbose_argument, set_verbose
     from pipelines.errors import run_and_report
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of every recipe run")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
+    set_verbose(args.verbose)
     return run_and_report(lambda: run(args.recipes or list(RECIPES), args.output, args.overrides))
 
 

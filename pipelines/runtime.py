@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 
 import ray
+
+from pipelines import console
 
 
 def init_ray(*, num_cpus: int | None = None) -> None:
@@ -18,10 +18,10 @@ def init_ray(*, num_cpus: int | None = None) -> None:
     configure_logging()
     if not ray.is_initialized():
         _connect(num_cpus)
+        console.drop_noise()
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # seeded runs give the same batches
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
+    console.configure_data(context)
 
 
 def torch_trainer() -> type:
@@ -99,13 +99,20 @@ PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 def _connect(num_cpus: int | None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         _use_local_auth_token()
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        context = ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True,
+                           **console.ray_init_options(joining=True))
+        where = f"joined the Ray cluster at {os.environ['RAY_ADDRESS']}"
     else:
         # One machine has no node to lose: Ray Train's preemption watcher (an actor per run
         # that polls for draining nodes) only costs a process, ~4 CPU-s of a tiny run's ~48.
         os.environ.setdefault(PREEMPTION_WATCHER, "0")  # the local instance's workers inherit it
         # "local": always a fresh instance, never a stale one found in /tmp/ray.
-        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", log_to_driver=True)
+        context = ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", log_to_driver=True,
+                           **console.ray_init_options())
+        where = "started a local Ray instance"
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    dashboard = f", dashboard http://{context.dashboard_url}" if context.dashboard_url else ""
+    print(f"{where} ({cpus} CPUs{dashboard})", flush=True)
 
 
 def _use_local_auth_token() -> None:
@@ -122,11 +129,5 @@ def _use_local_auth_token() -> None:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("ray", "ray.data", "ray.train", "ray.serve", "ray.tune", "filelock", "httpx"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # Ray Data resets its logger per run
-    os.environ.setdefault("RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING", "0")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING", "0")
+    """The console settings (:mod:`pipelines.console`) for a process about to use Ray."""
+    console.prepare()

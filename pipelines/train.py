@@ -43,6 +43,9 @@ def generate_dataset(recipe: Recipe, output: Path) -> None:
     print(f"generated {gen.name} data ({gen.size} training examples) in {root}", flush=True)
 
 
+MAX_FAILURES = 2
+"""Worker-group failures a run survives (restarting from its latest checkpoint)."""
+
 REPORTED = ("valid_fraction", "valid_seed", "valid_lines", "pretrained_coverage")
 """Data report entries the run summary repeats where the data has them."""
 
@@ -52,6 +55,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     import ray.train
 
     from pipelines.checkpoint import export_inference
+    from pipelines.engine.failures import FailureReport
     from pipelines.engine.history import plot_history, write_history
     from pipelines.engine.ingest import ReplicaDataConfig
     from pipelines.engine.shards import read_train_state
@@ -74,6 +78,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     init_ray()
     started = time.perf_counter()
     app = apps.app_for(recipe)
+    print(f"preparing data with Ray Data ({recipe.data.format} from {recipe.data.root})", flush=True)
     data = app.prepare(recipe)
     print("data: " + ", ".join(f"{k}={v}" for k, v in data.report.items()), flush=True)
     parallel = recipe.parallel
@@ -105,11 +110,14 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
             name="train" if not recipe.train.storage else f"{recipe.name}-{output.name}",
             storage_path=recipe.train.storage or str(output),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=2),
+            failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
+            callbacks=[FailureReport(MAX_FAILURES)],
         ),
         datasets=datasets,
         dataset_config=ReplicaDataConfig(dp=parallel.dp, pp=parallel.pp),
     )
+    print(f"training: {parallel.world_size} Ray Train worker{'s' if parallel.world_size > 1 else ''} "
+          f"(dp={parallel.dp} x pp={parallel.pp}), {recipe.train.max_steps} steps; run folder {output}", flush=True)
     result = trainer.fit()
     wall = time.perf_counter() - started
     pipeline_figures = {}
@@ -125,6 +133,7 @@ def run_training(recipe: Recipe, output: Path) -> dict[str, Any]:
     plot_history(history, output / "curves.png", recipe.name)
     last = history[-1]
     validation = {k: round(v, 6) for k, v in last.items() if k.startswith("val_")}
+    print(f"checkpoint: {checkpoint}; final scores on the validation split", flush=True)
     validation.update(app.final_scores(checkpoint, recipe))
     summary = {
         "steps": state["step"],
@@ -250,12 +259,16 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.console import add_verbose_argument, set_verbose
     from pipelines.errors import run_and_report
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
-    return run_and_report(lambda: train_command(parser.parse_args(argv)))
+    add_verbose_argument(parser)
+    args = parser.parse_args(argv)
+    set_verbose(args.verbose)
+    return run_and_report(lambda: train_command(args))
 
 
 if __name__ == "__main__":

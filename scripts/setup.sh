@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install rayseq with its pinned dependencies.
+# Create .venv (if missing) and install rayseq with its pinned dependencies. A stamp of
+# what was installed (pyproject.toml + constraints.txt) skips the install when nothing
+# changed: rayseq is installed editable, so code changes need no reinstall.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
+stamp=.venv/rayseq-installed
+wanted=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+here=$(pwd -P)
+installed=$(cd / && "$here/.venv/bin/python" -c "import pipelines, os; print(os.path.dirname(os.path.dirname(os.path.realpath(pipelines.__file__))))" 2>/dev/null || true)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ "$installed" = "$here" ]; then
+  exit 0  # installed, from this checkout, with these pins
+fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+echo "$wanted" > "$stamp"

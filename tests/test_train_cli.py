@@ -458,3 +458,21 @@ def test_conditional_generator_trains_evaluates_and_samples(demo_runs, tiny_chec
              for _ in range(2)]
     assert drawn[0].returncode == 0, drawn[0].stderr[-3000:]
     assert last_json_line(drawn[0].stdout) == last_json_line(drawn[1].stdout)
+
+
+RAY_NOISE = ("pid=", "core_worker.cc", "RayDeprecationWarning", "Progress bars disabled", "Requesting resources",
+             "Checkpoint successfully created", "Setting up process group", "Started training worker group",
+             "Progress will be logged", "Running Dataset", "graceful_shutdown")
+"""What Ray printed into every run before the quiet console (issue 27's transcripts)."""
+
+
+def test_the_console_shows_rayseq_lines_not_rays(demo_runs):
+    for name, (_, run) in demo_runs.items():
+        said = run.stdout + run.stderr
+        assert run.returncode == 0, (name, run.stderr[-2000:])
+        assert not [n for n in RAY_NOISE if n in said], (name, [line for line in said.splitlines()
+                                                                 if any(n in line for n in RAY_NOISE)][:10])
+        for stage in ("joined the Ray cluster at", "preparing data with Ray Data", "training: ", "checkpoint: ",
+                      "tensorboard: "):
+            assert stage in said, (name, stage)
+        assert "step " in run.stdout and " | loss " in run.stdout  # the workers' step lines, without a prefix

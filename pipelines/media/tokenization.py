@@ -13,6 +13,7 @@ both sides (``tokenizer.joint: true``, saved as ``tokenizer.json``) or one per l
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
             vocab_size=config.vocab_size,
             min_frequency=config.min_frequency,
             special_tokens=SPECIAL_TOKENS,
+            show_progress=sys.stderr.isatty(),  # elsewhere its bars are blank lines
         )
     elif config.kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
@@ -40,6 +42,7 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
             vocab_size=config.vocab_size,
             min_frequency=config.min_frequency,
             special_tokens=SPECIAL_TOKENS,
+            show_progress=sys.stderr.isatty(),  # elsewhere its bars are blank lines
         )
     else:
         tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
@@ -47,6 +50,7 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
             vocab_size=config.vocab_size,
             min_frequency=config.min_frequency,
             special_tokens=SPECIAL_TOKENS,
+            show_progress=sys.stderr.isatty(),  # elsewhere its bars are blank lines
         )
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if config.lowercase else [])
     tokenizer.normalizer = normalizers.Sequence(steps)

@@ -81,6 +81,12 @@ class Decode(_Actor):
                 "hypothesis": np.array([o["text"] for o in outputs]), "reference": batch[self.target]}
 
 
+# The scoring actors run with ``max_restarts=0``: Ray Data keeps an actor's constructor
+# arguments in the object store, where a restart may not find them (ray-project/ray#53727,
+# which Ray says on every run with restarts on); a lost actor fails the evaluation with
+# Ray's error instead, and `rayseq eval` is rerun.
+
+
 def classified(checkpoint: Path, records, *, inputs: str, encoded: bool = False, max_length: int | None = None,
                batch_size: int = 128, device: str = "cpu") -> list[dict[str, Any]]:
     """``{origin, label, predicted, score}`` of each record (a ``ray.data.Dataset`` with
@@ -89,7 +95,7 @@ def classified(checkpoint: Path, records, *, inputs: str, encoded: bool = False,
         Classify, fn_constructor_kwargs={"checkpoint": str(checkpoint), "inputs": inputs, "encoded": encoded,
                                          "max_length": max_length, "device": actor_device(device)},
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
-        **actor_gpus(device),
+        max_restarts=0, **actor_gpus(device),
     )
     return in_order(scored)
 
@@ -103,7 +109,7 @@ def decoded(checkpoint: Path, records, *, inputs: str, target: str, options: dic
                                        "max_length": None, "target": target, "options": options,
                                        "device": actor_device(device)},
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
-        **actor_gpus(device),
+        max_restarts=0, **actor_gpus(device),
     )
     return in_order(found)
 

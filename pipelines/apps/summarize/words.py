@@ -20,6 +20,7 @@ capitalised.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -46,7 +47,8 @@ def train_word_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> Token
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")])
     trainer = trainers.WordLevelTrainer(vocab_size=config.vocab_size, min_frequency=config.min_frequency,
-                                        special_tokens=SPECIAL_TOKENS)
+                                        special_tokens=SPECIAL_TOKENS,
+                                        show_progress=sys.stderr.isatty())  # elsewhere its bars are blank lines
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
 
