@@ -76,6 +76,7 @@ def limits_from_args(args: argparse.Namespace) -> ServeLimits:
 
 def serve_command(args: argparse.Namespace) -> None:
     """Serve until interrupted; bad checkpoints fail first, with ``DataError``."""
+    from pipelines import console
     from pipelines.runtime import init_ray, use_serve_throughput_mode
 
     use_serve_throughput_mode()  # before ray.serve is imported
@@ -95,7 +96,7 @@ def serve_command(args: argparse.Namespace) -> None:
     try:
         log_config = {"enable_access_log": args.access_log}
         serve.start(http_options={"host": args.host, "port": args.port, "request_timeout_s": args.request_timeout_s},
-                    logging_config=log_config)
+                    logging_config={**log_config, **console.serve_system_logging()})
         serve.run(app, name=APP_NAME, route_prefix="/", logging_config=log_config)
         url = f"http://{args.host}:{args.port}"
         for card in cards:
