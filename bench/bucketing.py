@@ -561,7 +561,7 @@ def run_benchmark(data_root: Path, settings: Settings) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
                         help="folder holding sst2/, multi30k/ and fsdd/recordings/ (default: ../shared/data "
@@ -579,7 +579,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="text: token budget per batch, padding included, for both batchings (default 2048)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="audio: frame budget per batch, padding included, for both batchings (default 4096)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     configure_logging()
     # Ray Data re-reads this on every execution; otherwise it logs a line per dataset run.

@@ -248,7 +248,7 @@ def run_benchmark(checkpoint: Path, data: Path, settings: Settings) -> dict[str,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help=f"seq2seq inference checkpoint (default {DEFAULT_CHECKPOINT.relative_to(ROOT)})")
@@ -264,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=None, help="batched token budget (default 8192)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 1)")
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     settings = quick_settings() if args.quick else Settings()

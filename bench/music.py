@@ -17,7 +17,7 @@ chorales. Rows of the table::
 
 Each sampled row draws from its own generator (``--seed``, or ``seed + i`` from nothing),
 so a rerun gives the same music. ``--sample DIR`` writes the first primed piece (primer,
-then continuation) as ``chorale_sample.mid`` and ``chorale_sample.png`` (the README's).
+then continuation) as ``chorale_sample.mid`` and ``chorale_sample.png`` (docs/apps/music.md shows them).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def read_split(folder: Path) -> list[np.ndarray]:
     return pieces
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "jsb_chorales",
@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="8 pieces of 32 steps")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "music.json")
     parser.add_argument("--sample", type=Path, help="write chorale_sample.mid/.png of the first primed piece here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.steps = min(args.steps, 32)
 

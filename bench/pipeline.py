@@ -782,7 +782,7 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run (tiny model, 1 round); writes only with --out")
     parser.add_argument("--out", type=Path, default=None,
@@ -790,7 +790,11 @@ def main(argv: list[str] | None = None) -> int:
                              "a .png goes beside it")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 4)")
     parser.add_argument("--microbatches", type=int, default=None, help="micro-batches per step (default 8)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     settings = quick_settings() if args.quick else Settings()
     for name in ("rounds", "microbatches"):

@@ -68,7 +68,7 @@ def step_seconds(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor, 
     return statistics.median(times[1:])
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=86)
     parser.add_argument("--width", type=int, default=30)
@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round, 1 rep, LSTM only")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.rounds, args.reps = 1, 1
     torch.set_num_threads(1)

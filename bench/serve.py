@@ -303,7 +303,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/bench_serve", help="where the demo checkpoints are (or get trained)")
     parser.add_argument("--arms", default=",".join(ARMS))
@@ -315,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
                                                              "e.g. '--batch-wait-timeout-s 0.001'")
     parser.add_argument("--quick", action="store_true", help="smoke run: levels 1 and 8, 2 s each")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.concurrency, args.seconds, args.warmup = "1,8", 2.0, 1.0
     levels = [int(c) for c in args.concurrency.split(",")]

@@ -214,7 +214,7 @@ def decode_round(predictor, texts: list[str]) -> dict[str, float]:
             "mean_words": sum(lengths) / len(lengths)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: generated data, tiny models, seconds")
     parser.add_argument("--examples", type=int, default=4000, help="training pairs featurized per application")
@@ -226,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--translator", type=Path)
     parser.add_argument("--summarizer", type=Path)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.examples, args.sentences, args.window, args.windows, args.rounds = 400, 8, 2.0, 2, 1
     torch.set_num_threads(args.threads)

@@ -252,7 +252,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run; writes only with --out")
     parser.add_argument("--work", type=Path, help="folder for generated clips and runs (default: a temp folder; "
@@ -260,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help=f"report path (default {DEFAULT_OUT.relative_to(ROOT)})")
     parser.add_argument("--part", choices=("all", "ingest", "ablation"), default="all",
                         help="run one part and keep the other from the existing report")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     settings = QUICK if args.quick else Settings()
     os.chdir(ROOT)
     out = args.out or (None if args.quick else DEFAULT_OUT)

@@ -222,12 +222,16 @@ CHECKS = {"equivalence": lambda a: check_equivalence(a.device), "pp1": lambda a:
           "throughput": lambda a: check_throughput(a.device, a.quick), "serve": lambda a: check_serve(a.device)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (the same code, for CI)")
     parser.add_argument("--quick", action="store_true", help="fewer timed steps")
     parser.add_argument("--only", nargs="*", choices=list(CHECKS), help="run these checks only")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"cuda": False, "torch": torch.__version__}))
         return 0
