@@ -246,7 +246,7 @@ def frame_loss(out: torch.Tensor, targets: torch.Tensor, reduction: str = "sum")
     and 0 on padding; the stop frame is each row's last real one. The absolute error
     (Tacotron 1's L1) is in for sharpness: squared error alone regresses to the mean
     of a pair's takes and blurs the harmonics that carry a speaker's pitch (on FSDD it
-    lifted the speaker judge's accuracy, README)."""
+    lifted the speaker judge's accuracy, docs/apps/speech-synthesis.md)."""
     frame_size = targets.size(-1) - 1
     frames, mask = targets[..., :frame_size], targets[..., frame_size]
     out = out[:, : targets.size(1)]

@@ -63,7 +63,7 @@ def use_serve_throughput_mode() -> None:
     that import and before starting a local Ray, whose processes inherit it. A cluster
     runs the mode its nodes were started with: HAProxy forwards to replicas on other
     nodes only if they listen beyond loopback (Serve ``http_options.host``), so the
-    cluster configs leave it off (README "Serving")."""
+    cluster configs leave it off (docs/serving.md)."""
     import sys
 
     if os.environ.get("RAY_ADDRESS"):

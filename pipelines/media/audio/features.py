@@ -124,7 +124,7 @@ class AudioFeaturizer:
         """``(T, n_mels)`` float32 normalised log-mel frames, ``T`` padded up to a multiple
         of :data:`~models.frontend.SUBSAMPLING` with 0 frames (each band's mean after
         normalisation). Padding, not cutting: the last 30 ms of a tightly trimmed word can
-        hold its final consonant (FSDD's "eight"; README, Results, spoken digits)."""
+        hold its final consonant (FSDD's "eight"; docs/apps/audio.md)."""
         frames = self.config.centred_frames(len(samples))
         if frames < SUBSAMPLING:
             raise DataError(f"{origin}: too short ({len(samples) / self.config.sample_rate * 1000:.0f} ms); needs "
