@@ -20,6 +20,17 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread for torch (and NumPy's BLAS) in this process and in every process the
+# tests start (the CLI subprocesses, the Ray heads and their workers inherit it). The
+# suite's two tiers share two cores with each other and with Ray's own processes; there a
+# second OpenMP thread only spins waiting for a core: measured, the 150-step in-process
+# language model of ``tiny_generator`` took 37 CPU-s on 2 threads, 4.5 on one. rayseq's
+# own thread settings (parallel.threads_per_worker, Serve replicas) are explicit and stay
+# in force; this only sets the default they override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # imported before this file (a plugin): the variable came too late
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 # Ray 2.60 turns token auth on for clusters started here, but a client given an explicit
 # address only sends the token in token mode; Ray reads this when it is imported.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
