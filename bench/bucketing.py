@@ -38,7 +38,7 @@ idle workers do not share the CPU with the model.
 Usage, from the repository root::
 
     python bench/bucketing.py                 # full run (~8 min), writes bench/results/bucketing.{json,png}
-    python bench/bucketing.py --quick --out /tmp/b.json   # smoke run (~1-2 min), small subsets
+    python bench/bucketing.py --quick --out /tmp/b.json   # smoke run (seconds of timing; Ray Data start-up dominates)
 
 Multi30k has no labels; its source sentences get a dummy label (``short``/``long`` by
 word count), which only gives the classifier head something to fit: the measurement is
@@ -127,12 +127,22 @@ class Settings:
     """0 = bounded by ``window_s`` only."""
     subset: int = 0
     """Use only the first N examples of each dataset (0 = all)."""
+    fallback_examples: int = 4000
+    """With no shared data: generated sentences per text stand-in."""
+    fallback_speakers: int = 3
+    fallback_takes: int = 10
+    """With no shared data: synthetic recordings per digit are speakers x takes."""
+
+
+QUICK_SUBSET = 600
+"""``--quick``: examples a dataset (FSDD: spread evenly over its files, so every digit stays in)."""
 
 
 def quick_settings() -> Settings:
     return Settings(
-        window_s=1.0, windows=1, warmup_steps=1, max_steps_per_window=3, subset=600,
-        vocab_size=2000, model=ModelConfig(cell="lstm", embed_dim=32, hidden_size=64, num_layers=2),
+        window_s=1.0, windows=1, warmup_steps=1, max_steps_per_window=3, subset=QUICK_SUBSET,
+        fallback_examples=QUICK_SUBSET, fallback_speakers=1, fallback_takes=4, vocab_size=2000,
+        model=ModelConfig(cell="lstm", embed_dim=32, hidden_size=64, num_layers=2),
         audio_model=ModelConfig(
             input="audio", cell="lstm", embed_dim=32, frontend_channels=8, hidden_size=64, num_layers=2,
             dropout=0.2, spec_freq_masks=2, spec_freq_width=6, spec_time_masks=2, spec_time_width=8,
@@ -176,7 +186,8 @@ def _source_sentence_records(path: Path) -> ray.data.Dataset:
     return ray.data.read_text(str(path)).map_batches(to_records, batch_format="numpy")
 
 
-READERS = {"sst2": _sst2_records, "multi30k-src": _source_sentence_records}
+READERS = {"sst2": _sst2_records, "multi30k-src": _source_sentence_records,
+           "FALLBACK:sst2": _sst2_records, "FALLBACK:m30k": _source_sentence_records}
 
 
 def find_sources(data_root: Path) -> tuple[list[Source], list[str]]:
@@ -194,6 +205,29 @@ def find_sources(data_root: Path) -> tuple[list[Source], list[str]]:
     found = [s for s in wanted if present(s)]
     missing = [f"{s.name}: {s.path} not found, skipped" for s in wanted if not present(s)]
     return found, missing
+
+
+def fallback_sources(folder: Path, settings: Settings) -> list[Source]:
+    """Generated stand-ins for the three datasets, written into ``folder``, for a machine
+    without the shared data (CI, a fresh clone): the same readers and code paths on other
+    data, every name prefixed ``FALLBACK``. SST-2: the generated sentiment reviews
+    (labeled lines); Multi30k sources: the English side of the generated number
+    sentences; FSDD: synthetic spoken digits (``{digit}_s{speaker}_{take}.wav``, 8 kHz)."""
+    from pipelines.apps.translate.generate import write_translation
+    from pipelines.media.audio.synthetic import write_synthetic_recordings
+
+    size, seed = settings.fallback_examples, settings.seed
+    recordings = write_synthetic_recordings(folder / "fsdd", speakers=settings.fallback_speakers,
+                                            takes=range(settings.fallback_takes))
+    return [
+        Source("FALLBACK:sst2", write_sentiment(folder / "sst2", size=size, seed=seed) / "train.txt",
+               "FALLBACK for SST-2: pipelines.apps.text_classify.generate sentiment reviews (labeled)"),
+        Source("FALLBACK:m30k", write_translation(folder / "multi30k", size=size, seed=seed) / "train.en",
+               "FALLBACK for Multi30k train.en: pipelines.apps.translate.generate number sentences, dummy labels"),
+        Source("FALLBACK:fsdd", recordings,
+               "FALLBACK for FSDD: pipelines.media.audio.synthetic spoken digits (8 kHz WAV), digit labels",
+               kind="audio"),
+    ]
 
 
 # One batch as the timing loop feeds it: (model input, model lengths, labels,
@@ -513,15 +547,12 @@ def run_benchmark(data_root: Path, settings: Settings) -> dict[str, Any]:
     torch.set_num_threads(settings.threads)
     load_start = list(os.getloadavg())  # with the end's: was the machine quiet throughout?
     sources, notes = find_sources(data_root)
-    readers = dict(READERS)
     fallback_dir = None
     if not sources:
         fallback_dir = tempfile.TemporaryDirectory(prefix="rayseq-bench-")
-        path = write_sentiment(fallback_dir.name, size=4000, seed=settings.seed) / "train.txt"
-        sources = [Source("FALLBACK:gen", path,
-                          f"FALLBACK: no data under {data_root}; pipelines.apps.text_classify.generate sentiment")]
-        readers["FALLBACK:gen"] = _sst2_records
-        notes.append(f"no shared data under {data_root}: used generated sentiment data instead")
+        sources = fallback_sources(Path(fallback_dir.name), settings)
+        notes.append(f"no shared data under {data_root}: used generated stand-ins instead (FALLBACK:*), "
+                     "not the benchmark's datasets")
         print(f"NOTE: {notes[-1]}", flush=True)
 
     started_ray = not ray.is_initialized()
@@ -538,7 +569,7 @@ def run_benchmark(data_root: Path, settings: Settings) -> dict[str, Any]:
             if source.kind == "audio":
                 prepared.append(prepare_audio(source, settings))
             else:
-                prepared.append(prepare(source, readers[source.name], settings))
+                prepared.append(prepare(source, READERS[source.name], settings))
     finally:
         if started_ray:
             ray.shutdown()
@@ -567,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder holding sst2/, multi30k/ and fsdd/recordings/ (default: ../shared/data "
                              "from the repo root)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 600 examples a dataset, tiny models, 3 timed steps per arm; "
+                        help=f"smoke run: {QUICK_SUBSET} examples a dataset, tiny models, 3 timed steps per arm; "
                              "writes only with --out")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"report JSON (default {DEFAULT_OUT.relative_to(ROOT)}; none with --quick); "
@@ -601,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     for note in report["notes"]:
         print(f"note: {note}")
     if args.quick:
-        print("note: --quick smoke run (600 examples a dataset, tiny models, 3 steps): not the benchmark's numbers")
+        print(f"note: --quick smoke run ({QUICK_SUBSET} examples a dataset, tiny models, 3 steps): "
+              "not the benchmark's numbers")
     if out is not None:
         write_report(out, report)
         if report["results"]:

@@ -1,7 +1,7 @@
 """Generated chorales against Bach's: the statistics of ``pipelines.scoring.music``.
 
     python bench/music.py CHECKPOINT                       # JSB: writes bench/results/music.json
-    python bench/music.py CHECKPOINT --quick --data DIR --out /tmp/m.json   # smoke run
+    python bench/music.py CHECKPOINT --quick --data DIR --out /tmp/m.json   # smoke run (writes only with --out)
 
 Reference: the test chorales of ``--data`` (JSB: 77 pieces), cut to what each row
 generates, so that length never tells real from generated; voice ranges: its training
@@ -64,16 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="8 pieces of 32 steps")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "music.json")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 8 pieces of 32 steps; writes only with --out")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report JSON (default bench/results/music.json; none with --quick)")
     parser.add_argument("--sample", type=Path, help="write chorale_sample.mid/.png of the first primed piece here")
     return parser
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         args.steps = min(args.steps, 32)
+    out = args.out if args.out is not None else (None if args.quick else ROOT / "bench" / "results" / "music.json")
 
     train, valid = read_split(args.data / "train"), read_split(args.data / "valid")
     reference = read_split(args.data / args.reference)
@@ -108,9 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": platform.platform(), "checkpoint": str(args.checkpoint), "data": str(args.data),
               "reference": args.reference, "voice_ranges": ranges, "primer_steps": args.primer_steps,
-              **options, "seed": args.seed, "sampling_s": round(sampling_s, 2), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+              **options, "seed": args.seed, "sampling_s": round(sampling_s, 2), "quick": args.quick, "rows": rows}
+    if args.quick:
+        print("note: --quick smoke run (8 pieces of 32 steps): not the benchmark's numbers")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
     if args.sample:
         args.sample.mkdir(parents=True, exist_ok=True)
         piece = np.concatenate([primers[0].chords, primed[0]])
@@ -119,9 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
             piece, primer_steps=len(primers[0].chords),
             title=f"first bar of {args.reference} chorale 0, then {args.steps} sampled chords "
                   f"(temperature {args.temperature:g}, seed {args.seed})"))
-    print(f"wrote {args.out}")
-    return result
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.examples, args.sentences, args.window, args.windows, args.rounds = 400, 8, 2.0, 2, 1
+        args.examples, args.sentences, args.window, args.windows, args.rounds = 400, 8, 1.0, 2, 1
     torch.set_num_threads(args.threads)
     from pipelines.checkpoint import load_predictor
 
@@ -280,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['train']['target_tokens_per_s']:>12,.0f} {r['train']['examples_per_s']:>7.1f} "
               f"{r['decode']['sentences_per_s']:>13.2f} {r['decode']['words_per_s']:>8.1f} "
               f"{r['decode']['mean_words']:>6.1f}")
-    report = {**run_info(torch_threads=args.threads), "settings": vars(args) | {"out": str(args.out)},
-              "results": results}
+    report = {**run_info(torch_threads=args.threads), "quick": args.quick,
+              "settings": vars(args) | {"out": str(args.out)}, "results": results}
     out = args.out or (None if args.quick else DEFAULT_OUT)
     if out is not None:
         write_report(out, json.loads(json.dumps(report, default=str)))

@@ -26,7 +26,7 @@ visits the same positions, so without order the best a model can do is chance (1
 Usage, from the repository root::
 
     python bench/video.py            # ~25 min on 2 cores: 1,000-clip ingest, two 600-step trainings (the recipe)
-    python bench/video.py --quick --out /tmp/video.json   # smoke run (~3 min)
+    python bench/video.py --quick --out /tmp/video.json   # smoke run (about a minute: two tiny trainings)
     python bench/video.py --part ingest --work runs/bench_video   # redo one part, keep the other
 
 Each part is its own side-by-side measurement and records its date and machine.
@@ -74,9 +74,18 @@ class Settings:
     """Training steps of each ablation arm."""
     threads: int = 2
     """torch threads of each training (one training at a time)."""
+    overrides: tuple[str, ...] = ()
+    """More ``--set`` overrides for both trainings (``--quick``: a tiny model)."""
+    together: bool = False
+    """Run the ablation's two trainings at once when they join one cluster (``RAY_ADDRESS``;
+    ``--quick``): their wall times then share the machine and are not comparable."""
 
 
-QUICK = Settings(clips=64, large_clips=8, rounds=1, train_clips=160, steps=30, threads=1)
+QUICK = Settings(clips=16, large_clips=4, rounds=1, train_clips=64, steps=8, threads=1, together=True,
+                 overrides=("model.frontend_channels=4", "model.embed_dim=16", "model.hidden_size=16",
+                            "train.warmup_steps=2", "train.log_every=4"))
+"""The smoke run: the same steps on a handful of clips, a tiny model, 8 training steps
+(both trainings at once when ``RAY_ADDRESS`` names a cluster)."""
 
 
 def plain_pyav(paths: list[Path], size: int) -> list:
@@ -131,20 +140,32 @@ def measure_ingest(folder: Path, clips: int, settings: Settings) -> dict[str, An
             "speedup": round(arms["ray-data"]["frames_per_s"] / arms["plain"]["frames_per_s"], 3)}
 
 
-def train_arm(name: str, data_root: Path, out: Path, settings: Settings, extra: list[str]) -> dict[str, Any]:
+ABLATION = {"cnn_rnn": [], "bag_of_frames": ["model.num_layers=0"]}
+"""The ablation's arms: their ``--set`` overrides of the recipe."""
+
+
+def start_arm(name: str, data_root: Path, out: Path, settings: Settings) -> subprocess.Popen:
+    """``rayseq train`` of one ablation arm, started; its output goes to ``out/<name>.out``
+    and ``.err`` (files, not pipes: two trainings at once never wait on a full pipe)."""
     overrides = [f"data.root={data_root}", "data.generate=null", f"train.max_steps={settings.steps}",
-                 f"parallel.threads_per_worker={settings.threads}", *extra]
+                 f"parallel.threads_per_worker={settings.threads}", *settings.overrides, *ABLATION[name]]
     command = [sys.executable, "-m", "pipelines.cli", "train", "recipes/video_classify.yaml",
                *[a for o in overrides for a in ("--set", o)], "--output", str(out / name)]
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{name} training failed:\n{done.stderr[-3000:]}")
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{name}.out", "w") as stdout, open(out / f"{name}.err", "w") as stderr:
+        return subprocess.Popen(command, cwd=ROOT, stdout=stdout, stderr=stderr)
+
+
+def finish_arm(name: str, run: subprocess.Popen, out: Path, started: float) -> dict[str, Any]:
+    """Wait for an arm's training; its summary (the last line of its output)."""
+    run.wait()
+    if run.returncode != 0:
+        raise SystemExit(f"{name} training failed:\n{(out / f'{name}.err').read_text()[-3000:]}")
+    summary = json.loads((out / f"{name}.out").read_text().strip().splitlines()[-1])
     print(f"  {name:<14} val_accuracy {summary['val_accuracy']:.4f}  ({time.perf_counter() - started:.0f} s)",
           flush=True)
     keep = ("steps", "train_loss", "val_loss", "val_accuracy", "val_examples", "tokens_per_s", "wall_s")
-    return {"overrides": extra, **{k: summary[k] for k in keep}}
+    return {"overrides": ABLATION[name], **{k: summary[k] for k in keep}}
 
 
 def ensure_data(settings: Settings, work: Path) -> Path:
@@ -167,6 +188,7 @@ def run_ingest(settings: Settings, data: Path) -> dict[str, Any]:
 
     print(f"ingest: {settings.rounds} round(s)", flush=True)
     started = time.perf_counter()
+    started_ray = not ray.is_initialized()  # else joined as it is (a caller's, e.g. a test session's)
     init_ray()
     ray_start_s = time.perf_counter() - started
     try:
@@ -174,16 +196,33 @@ def run_ingest(settings: Settings, data: Path) -> dict[str, Any]:
                      measure_ingest(data / "large", settings.large_clips, settings)]
         return {"workloads": workloads, "ray_start_s": round(ray_start_s, 2), **run_info()}
     finally:
-        ray.shutdown()  # the trainings start their own
+        if started_ray:
+            ray.shutdown()  # the trainings start their own (or join RAY_ADDRESS's cluster)
 
 
 def run_ablation(settings: Settings, data: Path, work: Path) -> dict[str, Any]:
-    print(f"ablation: {settings.steps} steps each, same data and seed", flush=True)
-    return {
-        "cnn_rnn": train_arm("cnn_rnn", data, work / "runs", settings, []),
-        "bag_of_frames": train_arm("bag_of_frames", data, work / "runs", settings, ["model.num_layers=0"]),
-        **run_info(torch_threads_per_training=settings.threads),
-    }
+    """Both arms' trainings, one after the other; with ``settings.together`` at once when
+    both join one cluster (``RAY_ADDRESS``; without it each would start a Ray instance)."""
+    together = settings.together and bool(os.environ.get("RAY_ADDRESS"))
+    print(f"ablation: {settings.steps} steps each, same data and seed"
+          + (", both trainings at once" if together else ""), flush=True)
+    results: dict[str, Any] = {}
+    runs = work / "runs"
+    if together:  # a tiny run is mostly start-up, which overlaps well
+        started = time.perf_counter()
+        running = {name: start_arm(name, data, runs, settings) for name in ABLATION}
+        try:
+            results = {name: finish_arm(name, run, runs, started) for name, run in running.items()}
+        finally:  # one failed: stop the other
+            for run in running.values():
+                if run.poll() is None:
+                    run.kill()
+                    run.wait()
+    else:
+        for name in ABLATION:
+            started = time.perf_counter()
+            results[name] = finish_arm(name, start_arm(name, data, runs, settings), runs, started)
+    return {**results, **run_info(torch_threads_per_training=settings.threads, trainings_together=together)}
 
 
 def run(settings: Settings, work: Path, part: str, previous: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(out.read_text()) if args.part != "all" and out is not None and out.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="rayseq-video-bench-") as tmp:
         report = run(settings, args.work or Path(tmp), args.part, previous)
+    report["quick"] = args.quick
     print(table(report))
+    if args.quick:
+        print("note: --quick smoke run (16 + 4 clips, tiny model, 8 training steps): not the benchmark's numbers")
     if out is not None:
         write_report(out, report)
         plot(report, out.with_suffix(".png"))
