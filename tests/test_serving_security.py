@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -293,7 +294,8 @@ def test_a_local_ray_keeps_its_dashboard_on_loopback(monkeypatch):
     started = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: started.append(kwargs))
+    monkeypatch.setattr(ray, "init", lambda **kwargs: started.append(kwargs) or SimpleNamespace(dashboard_url=""))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     runtime.init_ray()
     [options] = started
     assert options["address"] == "local"
