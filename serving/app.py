@@ -2,12 +2,12 @@
 fronts one model deployment per checkpoint (``separate_models``).
 
     default:           HTTP -> Ingress replica (FastAPI: limits, validation, JSON errors;
-                                LocalModel per checkpoint: rows, @serve.batch, model)
+                                LocalModel per checkpoint: rows, batcher, model)
     separate_models:   HTTP -> Ingress replica (FastAPI) -> DeploymentHandle -> model replica
 
 Nothing here names an application: each checkpoint's application (``pipelines.apps``)
 gives its model server (``serving.deployments.ModelServer``: its predictor, the rows of
-its medium, @serve.batch) and its route; the POST routes are those the applications
+its medium, its batcher) and its route; the POST routes are those the applications
 answer (``pipelines.apps.routes``: ``/classify``, ``/generate``, ...), built from their
 descriptions with request models made from the limits (``serving.schemas``).
 

@@ -9,11 +9,12 @@ application (``pipelines.apps``): its predictor (``rows``/``run``/``stream``) an
 A request's inputs become model rows as soon as it arrives (texts -> token ids;
 uploaded recordings -> log-mel frames, ``serving.audio``; uploaded video files -> RGB
 frames, ``serving.video``; uploaded images -> one RGB frame, ``serving.image``), then
-they go through ``@serve.batch``, whose batch size is a *row-unit count*
-(``batch_size_fn``): many short requests share one forward pass, and
-one batch never holds more than ``max_batch_tokens`` tokens however the traffic looks.
-A request with more than that is split into consecutive chunks that queue like separate
-requests, so Serve never sees an item larger than a batch::
+they go through the model's batcher (``serving.batcher.AdaptiveBatcher``), whose batch
+size is a *row-unit count* (:func:`item_cost`): many short requests share one forward
+pass, one batch never holds more than ``max_batch_tokens`` tokens however the traffic
+looks, and a request that finds nobody to batch with runs at once. A request with more
+than that is split into consecutive chunks that queue like separate requests, so the
+batcher never sees an item larger than a batch::
 
     answer:  inputs -> rows -> chunks (budget / beam) -> items (rows, options) -> batched
              -> one predictor.run pass per option group -> answers, in input order
@@ -32,8 +33,8 @@ is what a batch's memory and per-step work grow with. Requests in one batch may 
 different beam sizes and lengths; each group of equal options runs together.
 
 What a deployment can take is checked on the driver (:func:`check_limits`), before
-deployment: its largest possible item must fit one batch, since Serve fails an item
-larger than ``max_batch_size`` instead of running it alone.
+deployment: its largest possible item must fit one batch, since the batcher fails an
+item larger than the budget instead of running it alone.
 
 How many replicas serve each model is a Serve option, not code: :func:`with_options`
 applies a Serve config's ``deployment_options`` (autoscaling, replicas, actor
@@ -44,7 +45,6 @@ its name instead of being ignored.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,7 @@ from pipelines.errors import ConfigError, DataError
 from serving import audio as audio_uploads
 from serving import image as image_uploads
 from serving import video as video_uploads
+from serving.batcher import AdaptiveBatcher
 from serving.limits import ServeLimits
 from serving.uploads import Upload
 
@@ -107,7 +108,7 @@ class BatchItem:
 
 
 def item_cost(items: list[BatchItem]) -> int:
-    """``batch_size_fn``: row units times beam, summed over items."""
+    """A batch's size for the token budget: row units times beam, summed over items."""
     return sum(item.rows_per_source * len(row) for item in items for row in item.rows)
 
 
@@ -143,23 +144,6 @@ class BatchStats:
         stats["largest_batch_requests"] = max(stats["largest_batch_requests"], requests)
         stats["largest_batch_tokens"] = max(stats["largest_batch_tokens"], tokens)
         stats["largest_batch_groups"] = max(stats["largest_batch_groups"], groups)
-
-
-class _TokenBatchWarningFilter(logging.Filter):
-    """Serve warns when ``max_batch_size`` exceeds ``max_ongoing_requests``; that check
-    assumes one item per request. Here the batch size counts tokens, so the warning
-    would fire on every replica and mean nothing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not ("max_batch_size" in message and "max_ongoing_requests" in message)
-
-
-def _quiet_token_batch_warning() -> None:
-    """Install :class:`_TokenBatchWarningFilter` once per process (models share ingress replicas)."""
-    serve_log = logging.getLogger("ray.serve")
-    if not any(isinstance(f, _TokenBatchWarningFilter) for f in serve_log.filters):
-        serve_log.addFilter(_TokenBatchWarningFilter())
 
 
 class _Medium:
@@ -282,11 +266,11 @@ class ModelServer:
     length-normalised log-probability); ``stream(inputs, ...)`` on streaming routes.
 
     One torch thread (replicas share the node's cores; batching gives the throughput).
-    The batcher is made per instance (``serve.batch`` over a bound method) rather than by
-    decorating the class: ``@serve.batch`` keeps one queue per decorated function, i.e.
-    per class and process, and two models served from one ingress replica must not share
-    a queue. Without ``batching`` each item runs alone (as a server without Serve's
-    batching would: the serving benchmark's comparison).
+    The batcher (``serving.batcher.AdaptiveBatcher``, in place of ``@serve.batch``, whose
+    timer made a lone request wait ``batch_wait_timeout_s``) is made per instance: two
+    models served from one ingress replica must not share a queue. Without ``batching``
+    each item runs alone (as a server without batching would: the serving benchmark's
+    comparison).
 
     A decoding request's ``beam_size`` / ``max_length`` left as None take the recipe's
     ``decode`` values; ``alpha`` and ``max_length_ratio`` always come from there.
@@ -298,13 +282,12 @@ class ModelServer:
 
     def __init__(self, card: ModelCard, limits: ServeLimits, batching: bool = True, device: str = "cpu") -> None:
         torch.set_num_threads(1)
-        _quiet_token_batch_warning()
         self.card, self.spec = card, card.app.serve
         self.budget = batch_budget(card, limits)
         self._stats = BatchStats()
         if batching:
-            self._batched = serve.batch(max_batch_size=self.budget, batch_wait_timeout_s=limits.batch_wait_timeout_s,
-                                        batch_size_fn=item_cost)(self._run)
+            self._batched = AdaptiveBatcher(self._run, budget=self.budget, wait_s=limits.batch_wait_timeout_s,
+                                            cost=lambda item: item_cost([item]))
         else:
             async def alone(item):
                 return (await self._run([item]))[0]
