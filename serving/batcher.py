@@ -12,15 +12,18 @@ client that is the wait plus the batcher's own cost on every request (bench/READ
 - **One batch at a time.** Items that arrive while a batch runs queue up, and the next
   batch takes them all (up to the budget) the moment the model is free: under load the
   batch size follows the load, with no timer involved.
-- **Wait only for company that is coming.** The model is free and the queue holds fewer
-  items than the last batch did (the clients it answered are likely to send again, as
-  closed-loop clients do): wait for them, until the queue holds as many, the budget is
-  full, or ``wait_s`` has passed since the oldest queued item arrived. Otherwise run at
-  once: after a batch of one (one client, light traffic), after a batch that left a
-  backlog (the next is already queued), or when the oldest item came more than ``wait_s``
-  after the last batch finished (its clients would be back by then), a request never
-  waits; items that arrive together (one event-loop turn) share a batch anyway. So a
-  lone request waits at most once, right after a burst, and at most ``wait_s``.
+- **Wait only for company that is coming.** The model is free, and either requests are
+  on their way (:meth:`AdaptiveBatcher.coming`: accepted, their inputs still being read,
+  e.g. uploads decoded in a worker thread) or the queue holds fewer items than the last
+  batch did (the clients it answered are likely to send again, as closed-loop clients
+  do): wait for them, until none is on its way and the queue holds as many, the budget
+  is full, or ``wait_s`` has passed since the oldest queued item arrived. Otherwise run
+  at once: after a batch of one (one client, light traffic), after a batch that left a
+  backlog (the next is already queued), or when the oldest item came more than
+  ``wait_s`` after the last batch finished (its clients would be back by then), a
+  request never waits; items that arrive together (one event-loop turn) share a batch
+  anyway. So a lone request waits at most once, right after a burst, and at most
+  ``wait_s``.
 - **Token budget.** A batch holds items in arrival order while their summed ``cost``
   (``serving.deployments.item_cost``: row units x beam) fits ``budget``; the first
   item that does not fit starts the next batch (the order is kept: nothing overtakes
@@ -40,10 +43,11 @@ loop that calls the batcher (no locks): build it in the replica, per model, as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -77,6 +81,8 @@ class AdaptiveBatcher(Generic[T, R]):
         backlog): the company a new batch may wait for."""
         self._last_done = float("-inf")
         """When the last batch finished (``time.monotonic``)."""
+        self._coming = 0
+        """Requests inside :meth:`coming`: on their way to the queue."""
         self._wakeup: asyncio.Future | None = None
         """Set while the dispatcher sleeps (idle, or waiting for company): an arrival wakes it."""
         self._dispatcher: asyncio.Task | None = None
@@ -94,9 +100,24 @@ class AdaptiveBatcher(Generic[T, R]):
         if self._dispatcher is None or self._dispatcher.done():
             # a context of its own: batches must not run in their first caller's (Serve's request context)
             self._dispatcher = contextvars.Context().run(loop.create_task, self._dispatch())
-        elif self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        else:
+            self._wake()
         return await pending.future
+
+    @contextlib.contextmanager
+    def coming(self) -> Iterator[None]:
+        """Around the work between accepting a request and queueing its items (reading
+        its inputs): a batch that could run meanwhile waits (at most ``wait_s``) for it."""
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     async def _dispatch(self) -> None:
         """Run batches until the queue is empty (the next arrival starts a new dispatcher)."""
@@ -120,15 +141,11 @@ class AdaptiveBatcher(Generic[T, R]):
             self._dispatcher = None
 
     async def _gather(self) -> None:
-        """Wait for company while some is expected, the budget has room and the oldest
-        queued item has waited less than ``wait_s``. Company is expected only from the
-        clients of the last batch, and only if the oldest queued item came soon after it
-        finished (within ``wait_s``): later, they would have come back already."""
+        """Wait for company while some is coming, the budget has room and the oldest
+        queued item has waited less than ``wait_s``."""
         loop = asyncio.get_running_loop()
-        if self._queue[0].arrived - self._last_done > self.wait_s:
-            return
         waited = False
-        while (len(self._queue) < self._expected and self._queued_cost < self.budget
+        while (self._company_coming() and self._queued_cost < self.budget
                and (remaining := self._queue[0].arrived + self.wait_s - time.monotonic()) > 0):
             waited = True
             self._wakeup = loop.create_future()
@@ -139,6 +156,14 @@ class AdaptiveBatcher(Generic[T, R]):
                 timer.cancel()
                 self._wakeup = None
         self.waits += waited
+
+    def _company_coming(self) -> bool:
+        """Requests on their way (:meth:`coming`), or fewer queued than the last batch held
+        while its clients may still come back: the oldest queued item came within
+        ``wait_s`` of that batch finishing (later, they would be back already)."""
+        if self._coming:
+            return True
+        return len(self._queue) < self._expected and self._queue[0].arrived - self._last_done <= self.wait_s
 
     def _take(self) -> list[_Pending]:
         """The queue's head, in order, while it fits the budget (cancelled callers dropped)."""

@@ -45,6 +45,7 @@ its name instead of being ignored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -131,7 +132,8 @@ def run_grouped(predictor, items: list[BatchItem]) -> list[list[dict[str, Any]]]
 
 class BatchStats:
     """How well batching works on one replica: batches run, requests (or chunks) they
-    held, and the largest batch seen, in requests, in tokens and in option groups."""
+    held, the largest batch seen, in requests, in tokens and in option groups, and how
+    many batches waited for company (``waited_batches``, from the batcher)."""
 
     def __init__(self) -> None:
         self.stats = {"batches": 0, "requests": 0, "largest_batch_requests": 0, "largest_batch_tokens": 0,
@@ -285,14 +287,8 @@ class ModelServer:
         self.card, self.spec = card, card.app.serve
         self.budget = batch_budget(card, limits)
         self._stats = BatchStats()
-        if batching:
-            self._batched = AdaptiveBatcher(self._run, budget=self.budget, wait_s=limits.batch_wait_timeout_s,
-                                            cost=lambda item: item_cost([item]))
-        else:
-            async def alone(item):
-                return (await self._run([item]))[0]
-
-            self._batched = alone
+        self._batcher = AdaptiveBatcher(self._run, budget=self.budget, wait_s=limits.batch_wait_timeout_s,
+                                        cost=lambda item: item_cost([item])) if batching else None
         loaded = load_inference(card.checkpoint, device=check_available(device, flag="device"))
         self.model = card.app.predictor(loaded, budget=self.budget)
         self._read = MEDIA[card.input].reader(self.model, limits)
@@ -317,9 +313,17 @@ class ModelServer:
         """One answer per input, in order."""
         options = self._options(options)
         item_options = tuple(sorted(options.items()))
-        chunks = token_chunks(await self._rows(inputs), self.budget // int(options.get("beam_size") or 1))
+        with self._batcher.coming() if self._batcher else contextlib.nullcontext():  # uploads: read in a thread
+            rows = await self._rows(inputs)
+        chunks = token_chunks(rows, self.budget // int(options.get("beam_size") or 1))
         found = await asyncio.gather(*(self._batched(BatchItem(chunk, item_options)) for chunk in chunks))
         return [answer for part in found for answer in part]
+
+    async def _batched(self, item: BatchItem) -> list[dict[str, Any]]:
+        """``item``'s answers: from a batch, or from a pass of its own without batching."""
+        if self._batcher is not None:
+            return await self._batcher(item)
+        return (await self._run([item]))[0]
 
     async def stream(self, inputs: list, *, max_length: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """Greedy decoding of ``inputs`` as it goes (``pipelines.inference.streaming``
@@ -348,7 +352,7 @@ class ModelServer:
 
     def batch_stats(self) -> dict[str, int]:
         """See :class:`BatchStats` (its tokens are this replica's row units)."""
-        return dict(self._stats.stats)
+        return {**self._stats.stats, "waited_batches": self._batcher.waits if self._batcher else 0}
 
 
 DEPLOYMENT_OPTIONS = ("num_replicas", "autoscaling_config", "max_ongoing_requests", "max_queued_requests",

@@ -134,6 +134,57 @@ def test_company_that_does_not_come_is_waited_for_once_then_not_at_all():
     assert waited >= 0.045
 
 
+def test_a_batch_waits_for_requests_whose_inputs_are_still_being_read():
+    """Uploads are decoded in worker threads before they queue: a batch that could run
+    waits for the requests on their way, and runs once they are queued."""
+
+    async def main():
+        model = Model()
+        batch = batcher(model)
+        decoded = asyncio.Event()
+
+        async def upload():
+            with batch.coming():
+                await decoded.wait()
+            return await batch("upload")
+
+        slow = asyncio.ensure_future(upload())
+        await asyncio.sleep(0)
+        fast = asyncio.ensure_future(batch("text"))
+        await asyncio.sleep(0.05)
+        ran_before = list(model.batches)
+        decoded.set()
+        return model, batch, ran_before, [await fast, await slow]
+
+    model, batch, ran_before, answers = run(main())
+    assert ran_before == []  # "text" waited for the upload on its way ...
+    assert model.batches == [["text", "upload"]]  # ... and ran with it, well before the 30 s wait
+    assert answers == ["answer text", "answer upload"]
+    assert batch.waits == 1
+
+
+def test_a_request_that_fails_on_its_way_is_not_waited_for():
+    async def main():
+        model = Model()
+        batch = batcher(model)
+
+        async def bad_upload():
+            with batch.coming():
+                await asyncio.sleep(0.02)
+                raise ValueError("not audio")
+
+        bad = asyncio.ensure_future(bad_upload())
+        await asyncio.sleep(0)
+        answer = await batch("text")
+        with pytest.raises(ValueError):
+            await bad
+        return model, answer
+
+    model, answer = run(main())
+    assert answer == "answer text"
+    assert model.batches == [["text"]]
+
+
 def test_batches_keep_the_token_budget_and_the_arrival_order():
     costs = {"first": 1, "a": 4, "b": 4, "c": 3, "d": 1, "e": 10, "f": 2}
 
@@ -267,7 +318,7 @@ def test_a_model_server_answers_a_lone_request_without_the_wait(tiny_checkpoint,
     stats = server.batch_stats()
     assert stats["largest_batch_requests"] > 1, stats  # the concurrent ones shared batches ...
     assert stats["largest_batch_tokens"] <= 64, stats  # ... within the budget
-    assert server._batched.waits == 0  # and nobody waited for company
+    assert stats["waited_batches"] == 0, stats  # and nobody waited for company
     for got, want in zip(together, alone * 4):
         assert got["label"] == want["label"]
         assert got["score"] == pytest.approx(want["score"], abs=1e-5)
