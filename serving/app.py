@@ -2,12 +2,12 @@
 fronts one model deployment per checkpoint (``separate_models``).
 
     default:           HTTP -> Ingress replica (FastAPI: limits, validation, JSON errors;
-                                LocalModel per checkpoint: rows, @serve.batch, model)
+                                LocalModel per checkpoint: rows, batcher, model)
     separate_models:   HTTP -> Ingress replica (FastAPI) -> DeploymentHandle -> model replica
 
 Nothing here names an application: each checkpoint's application (``pipelines.apps``)
 gives its model server (``serving.deployments.ModelServer``: its predictor, the rows of
-its medium, @serve.batch) and its route; the POST routes are those the applications
+its medium, its batcher) and its route; the POST routes are those the applications
 answer (``pipelines.apps.routes``: ``/classify``, ``/generate``, ...), built from their
 descriptions with request models made from the limits (``serving.schemas``).
 
@@ -125,11 +125,15 @@ def create_app(models: dict[str, ServedModel], limits: ServeLimits, token: ApiTo
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes, max_upload_bytes=limits.max_upload_bytes)
     require_token(app, token)  # added last, so it runs first: no body is read for a client without it
 
-    def serving(task: str) -> Callable[[str], ServedModel]:
+    def serving(task: str) -> Callable[[str], Awaitable[ServedModel]]:
         """Dependency resolving ``{name}`` to a model that answers ``task``. It runs before
-        the body is validated, so an unknown model is a 404 whatever the body says."""
+        the body is validated, so an unknown model is a 404 whatever the body says.
 
-        def lookup(name: str) -> ServedModel:
+        ``async`` although it never awaits: FastAPI runs a plain ``def`` dependency on a
+        worker thread, and in a Serve replica (whose event loop has no root task for
+        anyio to tie its threads to) that started and stopped a thread per request."""
+
+        async def lookup(name: str) -> ServedModel:
             model = models.get(name)
             if model is None:
                 raise HTTPException(404, f"unknown model {name!r}; known models: {', '.join(sorted(models))}")

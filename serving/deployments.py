@@ -9,11 +9,12 @@ application (``pipelines.apps``): its predictor (``rows``/``run``/``stream``) an
 A request's inputs become model rows as soon as it arrives (texts -> token ids;
 uploaded recordings -> log-mel frames, ``serving.audio``; uploaded video files -> RGB
 frames, ``serving.video``; uploaded images -> one RGB frame, ``serving.image``), then
-they go through ``@serve.batch``, whose batch size is a *row-unit count*
-(``batch_size_fn``): many short requests share one forward pass, and
-one batch never holds more than ``max_batch_tokens`` tokens however the traffic looks.
-A request with more than that is split into consecutive chunks that queue like separate
-requests, so Serve never sees an item larger than a batch::
+they go through the model's batcher (``serving.batcher.AdaptiveBatcher``), whose batch
+size is a *row-unit count* (:func:`item_cost`): many short requests share one forward
+pass, one batch never holds more than ``max_batch_tokens`` tokens however the traffic
+looks, and a request that finds nobody to batch with runs at once. A request with more
+than that is split into consecutive chunks that queue like separate requests, so the
+batcher never sees an item larger than a batch::
 
     answer:  inputs -> rows -> chunks (budget / beam) -> items (rows, options) -> batched
              -> one predictor.run pass per option group -> answers, in input order
@@ -32,8 +33,8 @@ is what a batch's memory and per-step work grow with. Requests in one batch may 
 different beam sizes and lengths; each group of equal options runs together.
 
 What a deployment can take is checked on the driver (:func:`check_limits`), before
-deployment: its largest possible item must fit one batch, since Serve fails an item
-larger than ``max_batch_size`` instead of running it alone.
+deployment: its largest possible item must fit one batch, since the batcher fails an
+item larger than the budget instead of running it alone.
 
 How many replicas serve each model is a Serve option, not code: :func:`with_options`
 applies a Serve config's ``deployment_options`` (autoscaling, replicas, actor
@@ -44,7 +45,7 @@ its name instead of being ignored.
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ from pipelines.errors import ConfigError, DataError
 from serving import audio as audio_uploads
 from serving import image as image_uploads
 from serving import video as video_uploads
+from serving.batcher import AdaptiveBatcher
 from serving.limits import ServeLimits
 from serving.uploads import Upload
 
@@ -107,7 +109,7 @@ class BatchItem:
 
 
 def item_cost(items: list[BatchItem]) -> int:
-    """``batch_size_fn``: row units times beam, summed over items."""
+    """A batch's size for the token budget: row units times beam, summed over items."""
     return sum(item.rows_per_source * len(row) for item in items for row in item.rows)
 
 
@@ -130,7 +132,8 @@ def run_grouped(predictor, items: list[BatchItem]) -> list[list[dict[str, Any]]]
 
 class BatchStats:
     """How well batching works on one replica: batches run, requests (or chunks) they
-    held, and the largest batch seen, in requests, in tokens and in option groups."""
+    held, the largest batch seen, in requests, in tokens and in option groups, and how
+    many batches waited for company (``waited_batches``, from the batcher)."""
 
     def __init__(self) -> None:
         self.stats = {"batches": 0, "requests": 0, "largest_batch_requests": 0, "largest_batch_tokens": 0,
@@ -143,23 +146,6 @@ class BatchStats:
         stats["largest_batch_requests"] = max(stats["largest_batch_requests"], requests)
         stats["largest_batch_tokens"] = max(stats["largest_batch_tokens"], tokens)
         stats["largest_batch_groups"] = max(stats["largest_batch_groups"], groups)
-
-
-class _TokenBatchWarningFilter(logging.Filter):
-    """Serve warns when ``max_batch_size`` exceeds ``max_ongoing_requests``; that check
-    assumes one item per request. Here the batch size counts tokens, so the warning
-    would fire on every replica and mean nothing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not ("max_batch_size" in message and "max_ongoing_requests" in message)
-
-
-def _quiet_token_batch_warning() -> None:
-    """Install :class:`_TokenBatchWarningFilter` once per process (models share ingress replicas)."""
-    serve_log = logging.getLogger("ray.serve")
-    if not any(isinstance(f, _TokenBatchWarningFilter) for f in serve_log.filters):
-        serve_log.addFilter(_TokenBatchWarningFilter())
 
 
 class _Medium:
@@ -282,11 +268,11 @@ class ModelServer:
     length-normalised log-probability); ``stream(inputs, ...)`` on streaming routes.
 
     One torch thread (replicas share the node's cores; batching gives the throughput).
-    The batcher is made per instance (``serve.batch`` over a bound method) rather than by
-    decorating the class: ``@serve.batch`` keeps one queue per decorated function, i.e.
-    per class and process, and two models served from one ingress replica must not share
-    a queue. Without ``batching`` each item runs alone (as a server without Serve's
-    batching would: the serving benchmark's comparison).
+    The batcher (``serving.batcher.AdaptiveBatcher``, in place of ``@serve.batch``, whose
+    timer made a lone request wait ``batch_wait_timeout_s``) is made per instance: two
+    models served from one ingress replica must not share a queue. Without ``batching``
+    each item runs alone (as a server without batching would: the serving benchmark's
+    comparison).
 
     A decoding request's ``beam_size`` / ``max_length`` left as None take the recipe's
     ``decode`` values; ``alpha`` and ``max_length_ratio`` always come from there.
@@ -298,18 +284,11 @@ class ModelServer:
 
     def __init__(self, card: ModelCard, limits: ServeLimits, batching: bool = True, device: str = "cpu") -> None:
         torch.set_num_threads(1)
-        _quiet_token_batch_warning()
         self.card, self.spec = card, card.app.serve
         self.budget = batch_budget(card, limits)
         self._stats = BatchStats()
-        if batching:
-            self._batched = serve.batch(max_batch_size=self.budget, batch_wait_timeout_s=limits.batch_wait_timeout_s,
-                                        batch_size_fn=item_cost)(self._run)
-        else:
-            async def alone(item):
-                return (await self._run([item]))[0]
-
-            self._batched = alone
+        self._batcher = AdaptiveBatcher(self._run, budget=self.budget, wait_s=limits.batch_wait_timeout_s,
+                                        cost=lambda item: item_cost([item])) if batching else None
         loaded = load_inference(card.checkpoint, device=check_available(device, flag="device"))
         self.model = card.app.predictor(loaded, budget=self.budget)
         self._read = MEDIA[card.input].reader(self.model, limits)
@@ -334,9 +313,17 @@ class ModelServer:
         """One answer per input, in order."""
         options = self._options(options)
         item_options = tuple(sorted(options.items()))
-        chunks = token_chunks(await self._rows(inputs), self.budget // int(options.get("beam_size") or 1))
+        with self._batcher.coming() if self._batcher else contextlib.nullcontext():  # uploads: read in a thread
+            rows = await self._rows(inputs)
+        chunks = token_chunks(rows, self.budget // int(options.get("beam_size") or 1))
         found = await asyncio.gather(*(self._batched(BatchItem(chunk, item_options)) for chunk in chunks))
         return [answer for part in found for answer in part]
+
+    async def _batched(self, item: BatchItem) -> list[dict[str, Any]]:
+        """``item``'s answers: from a batch, or from a pass of its own without batching."""
+        if self._batcher is not None:
+            return await self._batcher(item)
+        return (await self._run([item]))[0]
 
     async def stream(self, inputs: list, *, max_length: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """Greedy decoding of ``inputs`` as it goes (``pipelines.inference.streaming``
@@ -365,7 +352,7 @@ class ModelServer:
 
     def batch_stats(self) -> dict[str, int]:
         """See :class:`BatchStats` (its tokens are this replica's row units)."""
-        return dict(self._stats.stats)
+        return {**self._stats.stats, "waited_batches": self._batcher.waits if self._batcher else 0}
 
 
 DEPLOYMENT_OPTIONS = ("num_replicas", "autoscaling_config", "max_ongoing_requests", "max_queued_requests",

@@ -4,8 +4,8 @@ Every limit here is answered with a 4xx that names the limit; none of them may s
 as a 500. Most are enforced at the HTTP edge; an upload's duration is only known once
 the model replica reads its header, so ``max_audio_seconds`` and ``max_video_seconds``
 are enforced there (and still answered 413). The same object travels to the model
-deployments, where ``max_batch_tokens`` and ``batch_wait_timeout_s`` shape
-``@serve.batch``.
+deployments, where ``max_batch_tokens`` and ``batch_wait_timeout_s`` shape the
+batches (``serving.batcher``).
 """
 
 from __future__ import annotations
@@ -40,13 +40,17 @@ class ServeLimits:
     """Longest text in characters; tokens past the model's ``data.max_length`` are cut
     anyway, so this only stops clients from shipping megabytes that get thrown away."""
     max_batch_tokens: int = 8192
-    """Token budget of one model batch: ``@serve.batch`` sizes batches by the total
-    token count of the queued requests, not by how many requests there are. For audio
+    """Token budget of one model batch: batches are sized by the total token count of
+    the queued requests, not by how many requests there are. For audio
     models a token is one step of the recurrent stack, i.e. ``SUBSAMPLING`` (4) feature
     frames (40 ms), so a batch holds ``4 x max_batch_tokens`` frames; for video models a
     token is one sampled frame."""
     batch_wait_timeout_s: float = 0.005
-    """How long a partly filled batch waits for more requests before it runs."""
+    """The most a request waits for company before its batch runs, counted from its
+    arrival (``serving.batcher``). A batch only waits when more requests are likely to
+    come (the model's last batch held more than are queued now), so a lone request, or
+    any at one client, runs at once; under load the batch that follows a running one
+    takes what queued meanwhile without waiting. 0: never wait."""
     max_beam_size: int = 16
     """Largest ``beam_size`` a generate request may ask for."""
     max_generate_length: int = 512

@@ -340,6 +340,24 @@ def test_concurrent_requests_share_token_budgeted_batches(client, reference):
 
 
 @pytest.mark.ray
+def test_a_lone_request_does_not_wait_for_company(client):
+    """One client, one request at a time: every batch runs at once, none waits the
+    batch_wait_timeout_s (50 ms here) for requests that are not coming."""
+    from serving.app import APP_NAME
+
+    def stats():
+        return call_deployment("Ingress", "batch_stats", "tiny_sentiment", app_name=APP_NAME)
+
+    assert classify(client, TEXTS[:1]).status_code == 200  # may wait once, for an earlier test's clients
+    before = stats()
+    for text in TEXTS[:4]:
+        assert classify(client, [text]).status_code == 200
+    after = stats()
+    assert after["batches"] - before["batches"] == 4, (before, after)
+    assert after["waited_batches"] == before["waited_batches"], (before, after)
+
+
+@pytest.mark.ray
 def test_unknown_model_and_wrong_routes(client):
     assert_error(classify(client, ["fine"], model="nope"), 404, "unknown model 'nope'", "tiny_sentiment")
     assert_error(classify(client, [], model="nope"), 404, "unknown model")  # the model is checked first
