@@ -107,9 +107,12 @@ def ray_init_options(*, joining: bool = False) -> dict:
     if verbose():
         return {}
     options: dict = {"logging_config": ray.LoggingConfig(log_level="WARNING")}
-    if joining:  # inside `ray job submit` the job may set its own: Ray refuses a variable set twice
-        job_env = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "")
-        env = {k: v for k, v in WORKER_ENV.items() if os.environ.get(k) == v and f'"{k}"' not in job_env}
+    # Inside `ray job submit` the job's runtime env (its working_dir package) is the
+    # driver's: adding env_vars makes a new env whose workers fetch the package again,
+    # and Ray 2.60 failed that ("Failed to download runtime_env file package"). There the
+    # job's own env_vars are the way (set them in the job's runtime env); from a plain driver, ours.
+    if joining and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        env = {k: v for k, v in WORKER_ENV.items() if os.environ.get(k) == v}
         if env:
             options["runtime_env"] = {"env_vars": env}
     return options

@@ -78,8 +78,11 @@ def test_quiet_ray_init_sets_the_job_logging_level(quiet, monkeypatch):
 def test_joining_leaves_alone_what_the_user_or_the_job_set(quiet, monkeypatch):
     monkeypatch.setenv("PYTHONWARNINGS", "error")  # the user's own filter
     monkeypatch.setenv("RAY_DATA_LOG_LEVEL", "WARNING")
-    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"runtime_env": {"env_vars": {"RAY_DATA_LOG_LEVEL": "INFO"}}}')
-    assert "runtime_env" not in console.ray_init_options(joining=True)  # Ray refuses a job variable set twice
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert console.ray_init_options(joining=True)["runtime_env"] == {"env_vars": {"RAY_DATA_LOG_LEVEL": "WARNING"}}
+    # inside `ray job submit`: the job's runtime env (its working_dir package) is left as it is
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}')
+    assert "runtime_env" not in console.ray_init_options(joining=True)
 
 
 def test_data_progress_reaches_a_terminal_but_never_through_actors():
