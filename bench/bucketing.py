@@ -68,6 +68,7 @@ from models import build_seq2vec
 from models.config import ModelConfig
 from models.frontend import SUBSAMPLING
 from models.frontends import log_mel, tokens
+from pipelines import console
 from pipelines.apps.text_classify.data import featurize
 from pipelines.apps.text_classify.generate import write_sentiment
 from pipelines.config import AudioConfig, BatchingConfig, DataConfig, TokenizerConfig, TrainConfig
@@ -76,7 +77,6 @@ from pipelines.media.audio.folders import featurize_audio, list_audio_folder
 from pipelines.media.bucketing import bucket, padding_stats
 from pipelines.media.sources import check_records, read_split
 from pipelines.media.tokenization import train_tokenizer
-from pipelines.runtime import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of scripts; bench.machine is shared
@@ -616,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    configure_logging()
+    console.prepare()
     # Ray Data re-reads this on every execution; otherwise it logs a line per dataset run.
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     settings = quick_settings() if args.quick else Settings()

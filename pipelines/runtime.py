@@ -15,7 +15,7 @@ def init_ray(*, num_cpus: int | None = None) -> None:
     job relies on (ordered execution, so a seed gives the same batches). A local
     instance's dashboard (which Ray's state API and job server need) listens on
     127.0.0.1 only."""
-    configure_logging()
+    console.prepare()
     if not ray.is_initialized():
         _connect(num_cpus)
         console.drop_noise()
@@ -126,8 +126,3 @@ def _use_local_auth_token() -> None:
     except ImportError:  # other Ray versions: leave it to RAY_AUTH_MODE
         return
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def configure_logging() -> None:
-    """The console settings (:mod:`pipelines.console`) for a process about to use Ray."""
-    console.prepare()
