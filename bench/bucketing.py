@@ -65,8 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from models import build_seq2vec
-from models.config import ModelConfig
-from models.frontend import SUBSAMPLING
+from models.config import SUBSAMPLING, ModelConfig
 from models.frontends import log_mel, tokens
 from pipelines import console
 from pipelines.apps.text_classify.data import featurize
@@ -75,6 +74,7 @@ from pipelines.config import AudioConfig, BatchingConfig, DataConfig, TokenizerC
 from pipelines.engine.optim import build_optimizer
 from pipelines.media.audio.folders import featurize_audio, list_audio_folder
 from pipelines.media.bucketing import bucket, padding_stats
+from pipelines.media.columns import distinct
 from pipelines.media.sources import check_records, read_split
 from pipelines.media.tokenization import train_tokenizer
 
@@ -300,7 +300,7 @@ def prepare(source: Source, reader, settings: Settings) -> Prepared:
     if settings.subset:
         records = records.limit(settings.subset)
     checked = check_records(records, "error", source.name)
-    labels = sorted(checked.dataset.unique("label"))
+    labels = distinct(checked.dataset, "label")
 
     def texts() -> Iterator[str]:
         for batch in checked.dataset.iter_batches(batch_size=4096, batch_format="pyarrow"):
@@ -327,7 +327,7 @@ def prepare_audio(source: Source, settings: Settings) -> Prepared:
         picks = np.linspace(0, len(records) - 1, settings.subset).round().astype(int)
         records = [records[i] for i in picks]
     checked = featurize_audio(records, settings.audio, source.name, "error")
-    labels = sorted(checked.dataset.unique("label"))
+    labels = distinct(checked.dataset, "label")
     ids = {name: i for i, name in enumerate(labels)}
 
     def to_rows(batch: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -93,7 +93,7 @@ if str(ROOT) not in sys.path:  # spawned workers import this file by path
 from models import ModelConfig, build_seq2vec  # noqa: E402
 from models.dropout import dropout_key  # noqa: E402
 from models.frontends import tokens  # noqa: E402
-from pipelines.apps.text_classify import APP as TEXT_CLASSIFY  # noqa: E402
+from pipelines.apps.text_classify.app import APP as TEXT_CLASSIFY  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.engine.microbatches import split_batch  # noqa: E402
 from pipelines.engine.optim import build_optimizer  # noqa: E402

@@ -25,11 +25,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.config import SUBSAMPLING
 from models.dropout import keyed_generator
 from models.layers import padding_mask
-
-SUBSAMPLING = 4
-"""Frames per output step: two stride-2 convolutions."""
 
 
 def _conv_width(width: int) -> int:

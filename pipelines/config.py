@@ -18,8 +18,7 @@ from typing import Any
 
 import yaml
 
-from models.config import TAG_SCHEMES, ModelConfig
-from models.frontend import SUBSAMPLING
+from models.config import SUBSAMPLING, TAG_SCHEMES, ModelConfig
 from pipelines import apps
 from pipelines.errors import ConfigError
 

@@ -95,8 +95,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 """Ray Train 2.60's switch for its per-run preemption watcher (default on)."""
 
+HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+"""How often Ray Train's controller polls its workers (default 2 s). Every state change
+of a run (workers started, training running, finished) waits for the next poll: measured
+on a tiny sentiment run joined to a warm head, ``fit()`` took 14-17 s at 2 s and 10-13 s
+at 0.25-0.5 s. Ray Train copies the variable from the driver to its controller, so
+setting it here reaches clusters too; a value the user set is kept."""
+
 
 def _connect(num_cpus: int | None) -> None:
+    os.environ.setdefault(HEALTH_CHECK_INTERVAL, "0.5")
     if os.environ.get("RAY_ADDRESS"):
         _use_local_auth_token()
         context = ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True,

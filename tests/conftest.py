@@ -71,8 +71,9 @@ def ray_head(tmp_path_factory):
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     # A one-machine head has no node to lose: no preemption watcher per run (as rayseq's own
     # local instances, pipelines.runtime.PREEMPTION_WATCHER).
+    # Its controllers poll workers every 0.5 s, as rayseq's own runs (pipelines.runtime.HEALTH_CHECK_INTERVAL).
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path,
-           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
          f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",

@@ -14,8 +14,8 @@ import torch
 
 from conftest import wav_bytes
 from models import ModelConfig, build_seq2seq, build_seq2vec
+from models.config import SUBSAMPLING
 from models.dropout import dropout_key
-from models.frontend import SUBSAMPLING
 from models.frontends import log_mel
 from models.seq2seq import source
 from pipelines.config import AudioConfig, ConfigError, recipe_from_dict

@@ -29,7 +29,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from conftest import ROOT, assert_error, free_port, mp4_bytes, wav_bytes
-from pipelines.apps import audio_classify, text_classify
+from pipelines.apps.audio_classify import app as audio_classify
+from pipelines.apps.text_classify import app as text_classify
 from pipelines.checkpoint import load_inference
 from pipelines.config import AudioConfig, VideoConfig
 from pipelines.errors import ConfigError, DataError

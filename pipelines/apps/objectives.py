@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.frontend import SUBSAMPLING
+from models.config import SUBSAMPLING
 from models.layers import PAD_ID
 from pipelines.engine.microbatches import StepPlan, split_batch
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from models.frontend import SUBSAMPLING
+from models.config import SUBSAMPLING
 from pipelines.errors import InputTooLarge
 from pipelines.inference.predictors import Batch
 from pipelines.media.audio.features import AudioFeaturizer

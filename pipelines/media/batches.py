@@ -18,6 +18,7 @@ import ray
 from pipelines.config import Recipe
 from pipelines.errors import DataError
 from pipelines.media.bucketing import PaddingStats, bucket, bucket_pairs, padding_stats
+from pipelines.media.columns import distinct, total
 from pipelines.media.sources import CheckedSplit
 
 
@@ -35,7 +36,7 @@ class MediaBatches:
 
 def split_report(train: CheckedSplit, valid: CheckedSplit | None) -> dict[str, Any]:
     report = {"train_examples": train.rows, "skipped_records": train.skipped,
-              "truncated_examples": int(train.dataset.sum("cut") or 0)}
+              "truncated_examples": int(total(train.dataset, "cut"))}
     if valid is not None:
         report["valid_examples"] = valid.rows
         report["skipped_records"] += valid.skipped
@@ -45,7 +46,7 @@ def split_report(train: CheckedSplit, valid: CheckedSplit | None) -> dict[str, A
 def labelled_batches(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | None, *, inputs: str) -> MediaBatches:
     """Classification: ``inputs`` arrays + the ``label`` column as ids (labels sorted;
     a validation label never seen in training is an error naming its record)."""
-    labels = sorted(train.dataset.unique("label"))
+    labels = distinct(train.dataset, "label")
     if len(labels) < 2:
         raise DataError(f"data.train: need at least 2 distinct labels, found {labels}")
     ids = {name: i for i, name in enumerate(labels)}

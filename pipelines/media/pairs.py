@@ -25,6 +25,7 @@ import ray
 from pipelines.config import Recipe
 from pipelines.errors import ConfigError
 from pipelines.media.bucketing import PaddingStats, bucket_pairs, padding_stats
+from pipelines.media.columns import total
 from pipelines.media.featurize import map_featurized
 from pipelines.media.sources import CheckedSplit, with_index
 from pipelines.media.tokenization import (
@@ -122,7 +123,7 @@ def prepare_pairs(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | Non
     )
     lengths = {"max_source_length": data.max_length, "max_target_length": data.target_max_length}
     train_features = featurize_pairs(with_index(train.dataset, train.rows), tokenizers, **lengths).materialize()
-    truncated = int(train_features.sum("truncated") or 0)
+    truncated = int(total(train_features, "truncated"))
     train_batches = bucket_pairs(train_features.drop_columns(["truncated"]), batching, seed=recipe.train.seed)
     report: dict[str, Any] = {
         "train_examples": train.rows,

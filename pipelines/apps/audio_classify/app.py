@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.frontend import SUBSAMPLING
+from models.config import SUBSAMPLING
 from pipelines.apps.audio_classify.generate import DIGITS
 from pipelines.apps.base import App, PreparedData, ServeSpec, checked_sizes, labels_from_meta
 from pipelines.apps.objectives import Labels

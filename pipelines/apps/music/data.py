@@ -26,6 +26,7 @@ from pipelines.config import DataConfig, Recipe
 from pipelines.errors import DataError
 from pipelines.media.bucketing import PaddingStats, bucket_with, pad_batch, padding_stats, plan_batches
 from pipelines.media.chorales import VOICES, parse_piece, transposed, windows
+from pipelines.media.columns import total
 from pipelines.media.sources import check_records, read_file_records, resolve
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def prepare_chorales(recipe: Recipe) -> PreparedChorales:
     train_batches = chord_batches(train.dataset, recipe, training_protocol(data), transpose=data.transpose,
                                   score_first=True, shuffle=True)
     report: dict[str, Any] = {"train_examples": train.rows, "skipped_records": train.skipped,
-                              "train_steps": int(train.dataset.sum("steps"))}
+                              "train_steps": int(total(train.dataset, "steps"))}
     valid_batches = None
     if valid is not None:
         valid_batches = chord_batches(valid.dataset, recipe, PROTOCOL, transpose=0, score_first=False, shuffle=False)

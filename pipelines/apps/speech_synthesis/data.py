@@ -29,6 +29,7 @@ from pipelines.config import AudioConfig, Recipe
 from pipelines.errors import DataError
 from pipelines.media.audio.folders import featurize_audio, fsdd_fields, read_audio_splits, validation_records
 from pipelines.media.bucketing import PaddingStats, bucket_with, pad_batch, padding_stats, plan_batches
+from pipelines.media.columns import distinct, total
 from pipelines.media.sources import CheckedSplit
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,11 @@ def prepare_speech(recipe: Recipe) -> PreparedSpeech:
     train_records, valid_records = read_audio_splits(data, target="label")
     train = featurized(train_records, data.audio, "train", data.on_bad_record)
     valid = featurized(valid_records, data.audio, "valid", data.on_bad_record) if valid_records else None
-    words, speakers = sorted(train.dataset.unique("label")), sorted(train.dataset.unique("speaker"))
+    words, speakers = distinct(train.dataset, "label"), distinct(train.dataset, "speaker")
     ids = {"words": {w: i for i, w in enumerate(words)}, "speakers": {s: i for i, s in enumerate(speakers)}}
     if valid is not None:
         for column, known in (("label", ids["words"]), ("speaker", ids["speakers"])):
-            unseen = sorted(set(valid.dataset.unique(column)) - set(known))
+            unseen = sorted(set(distinct(valid.dataset, column)) - set(known))
             if unseen:
                 what = "word" if column == "label" else "speaker"
                 raise DataError(f"data.valid: {what} {unseen[0]!r} is not in the training recordings "
@@ -152,7 +153,7 @@ def prepare_speech(recipe: Recipe) -> PreparedSpeech:
     stats = padding_stats(train_batches)
     report: dict[str, Any] = {"train_examples": train.rows, "skipped_records": train.skipped,
                               "words": len(words), "speakers": len(speakers),
-                              "truncated_examples": int(train.dataset.sum("cut") or 0)}
+                              "truncated_examples": int(total(train.dataset, "cut"))}
     if valid is not None:
         report["valid_examples"] = valid.rows
         report["skipped_records"] += valid.skipped

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.frontend import SUBSAMPLING
+from models.config import SUBSAMPLING
 from pipelines.apps.base import App, PreparedData, ServeSpec, checked_sizes, has_tokenizer
 from pipelines.apps.objectives import CTC, Tokens
 from pipelines.apps.routes import GENERATE

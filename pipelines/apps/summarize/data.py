@@ -19,6 +19,7 @@ import ray
 
 from pipelines.config import Recipe
 from pipelines.media.bucketing import bucket_pairs, padding_stats
+from pipelines.media.columns import total
 from pipelines.media.featurize import map_featurized
 from pipelines.media.pairs import PreparedPairs, check_target_budget, column_texts
 from pipelines.media.sources import check_records, read_pairs, with_index
@@ -86,8 +87,8 @@ def prepare_summaries(recipe: Recipe) -> PreparedPairs:
     report: dict[str, Any] = {
         "train_examples": train.rows,
         "skipped_records": train.skipped,
-        "truncated_sources": int(features.sum("src_truncated") or 0),
-        "truncated_targets": int(features.sum("tgt_truncated") or 0),
+        "truncated_sources": int(total(features, "src_truncated")),
+        "truncated_targets": int(total(features, "tgt_truncated")),
         "vocab_size": tokenizer.get_vocab_size(),
     }
     log.info("training data: %d of %d sources cut at data.max_length %d words, %d summaries at "

@@ -25,6 +25,7 @@ from pipelines.apps.tag.vocab import TaggerVocab
 from pipelines.config import DataConfig, Recipe
 from pipelines.errors import DataError
 from pipelines.media.bucketing import PaddingStats, bucket_with, pad_batch, padding_stats, plan_batches
+from pipelines.media.columns import total
 from pipelines.media.featurize import map_featurized
 from pipelines.media.sources import (
     CheckedSplit,
@@ -191,7 +192,7 @@ def prepare_tagging(recipe: Recipe) -> PreparedTags:
     log.info("vocabulary: %d words, %d characters; tags (%s): %s", len(vocab.words), len(vocab.chars),
              vocab.scheme, " ".join(vocab.tags))
     features = featurize(train.dataset, vocab, data.max_length).materialize()
-    truncated = int(features.sum("truncated") or 0)
+    truncated = int(total(features, "truncated"))
     train_batches = bucket_sentences(features.drop_columns(["truncated"]), recipe, shuffle=True)
     report: dict[str, Any] = {"train_examples": train.rows, "skipped_records": train.skipped,
                               "truncated_examples": truncated}

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from pipelines.config import Recipe
 from pipelines.errors import DataError
 from pipelines.media.bucketing import PaddingStats, bucket, padding_stats
+from pipelines.media.columns import distinct, total
 from pipelines.media.featurize import map_featurized
 from pipelines.media.sources import read_checked_splits
 from pipelines.media.tokenization import encode_batch, load_tokenizer, train_tokenizer
@@ -69,7 +70,7 @@ class PreparedText:
 def prepare_text_classification(recipe: Recipe) -> PreparedText:
     data = recipe.data
     train, valid, carved = read_checked_splits(data)
-    labels = sorted(train.dataset.unique("label"))
+    labels = distinct(train.dataset, "label")
     if len(labels) < 2:
         raise DataError(f"data.train: need at least 2 distinct labels, found {labels}")
 
@@ -83,7 +84,7 @@ def prepare_text_classification(recipe: Recipe) -> PreparedText:
         recipe.tokenizer.kind, tokenizer.get_vocab_size(), recipe.tokenizer.vocab_size, labels,
     )
     train_features = featurize(train.dataset, tokenizer, labels, data.max_length).materialize()
-    truncated = int(train_features.sum("truncated") or 0)
+    truncated = int(total(train_features, "truncated"))
     train_batches = bucket(train_features.drop_columns(["truncated"]), recipe.batching, seed=recipe.train.seed)
     report: dict[str, Any] = {
         "train_examples": train.rows,

@@ -1,5 +1,1 @@
 """Conditional text generation: ``pipelines.apps.text_generate.app``."""
-
-from pipelines.apps.text_generate.app import APP
-
-__all__ = ["APP"]

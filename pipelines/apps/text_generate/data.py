@@ -16,6 +16,7 @@ import numpy as np
 from pipelines.config import Recipe
 from pipelines.errors import DataError
 from pipelines.media.batches import MediaBatches, sequence_batches
+from pipelines.media.columns import distinct
 from pipelines.media.sources import CheckedSplit, read_checked_splits, with_index
 
 UNCONDITIONED = "any"
@@ -26,7 +27,7 @@ def conditions_of(train: CheckedSplit, conditioned: bool) -> list[str]:
     """The conditions a model learns: the training labels, sorted (ids are positions)."""
     if not conditioned:
         return [UNCONDITIONED]
-    labels = sorted(train.dataset.unique("label"))
+    labels = distinct(train.dataset, "label")
     if len(labels) < 2:
         raise DataError(f"data.train: a conditioned model needs at least 2 distinct labels, found {labels} "
                         "(set generation.conditioned=false for an unconditioned language model)")

@@ -1,5 +1,1 @@
 """Translation: ``pipelines.apps.translate.app``."""
-
-from pipelines.apps.translate.app import APP
-
-__all__ = ["APP"]

@@ -1,5 +1,1 @@
 """Video captioning (one video vector, or attention over frames as a variant): ``pipelines.apps.video_caption.app``."""
-
-from pipelines.apps.video_caption.app import APP
-
-__all__ = ["APP"]

@@ -33,7 +33,7 @@ import soundfile
 import soxr
 import torch
 
-from models.frontend import SUBSAMPLING
+from models.config import SUBSAMPLING
 from pipelines.config import AudioConfig
 from pipelines.errors import DataError
 
