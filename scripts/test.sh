@@ -2,9 +2,11 @@
 # Install (as the quickstart does), lint with ruff, and run the whole test suite; extra args go to pytest
 # (then one pytest run takes them all, e.g. `-m "not ray"` for the tests without Ray).
 #
-# With no arguments the two tiers run at once, in two pytest processes: the tests that
-# need Ray (one session head, in order) and those that do not. The Ray tier mostly waits
-# on process start-ups, so the other tier fits beside it on two cores.
+# With no arguments the tests without Ray run in one pytest process while the tests that
+# need Ray run beside it: first the files that start a Ray head of their own, then one
+# shared head (tests/ray_session.py) and two pytest processes on it, each a shard of the
+# Ray tier's files (balanced by measured seconds; the Serve files in one shard). The Ray
+# tier mostly waits on process start-ups, so the three fit beside each other on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,17 +16,35 @@ if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-.venv/bin/python -m pytest -q -m "not ray" -p no:cacheprovider --basetemp="$work/tmp" > "$work/no-ray.log" 2>&1 &
+head="$work/ray-head.json"
+stop_head() { if [ -f "$head" ]; then .venv/bin/python tests/ray_session.py stop "$head" || true; fi; }
+trap 'stop_head; rm -rf "$work"' EXIT
+tier() {  # tier NAME PYTEST_ARGS...: one pytest process, its own temp folder
+  local name=$1; shift
+  .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/tmp-$name" "$@"
+}
+tier no-ray -m "not ray" > "$work/no-ray.log" 2>&1 &
 no_ray=$!
 set +e
-.venv/bin/python -m pytest -q -m ray
-ray_status=$?
+RAYSEQ_TEST_SHARD=own tier own-head -m ray
+own_status=$?
+.venv/bin/python tests/ray_session.py start "$head"
+RAYSEQ_TEST_HEAD=$head RAYSEQ_TEST_SHARD=2/2 tier ray-2 -m ray > "$work/ray-2.log" 2>&1 &
+shard_2=$!
+RAYSEQ_TEST_HEAD=$head RAYSEQ_TEST_SHARD=1/2 tier ray-1 -m ray
+shard_1_status=$?
+wait "$shard_2"
+shard_2_status=$?
+stop_head
+rm -f "$head"
 wait "$no_ray"
 no_ray_status=$?
 set -e
-echo
-echo "================ tests without Ray (run alongside) ================"
-cat "$work/no-ray.log"
-echo "tests that need Ray: exit $ray_status; tests without Ray: exit $no_ray_status"
-[ "$ray_status" -eq 0 ] && [ "$no_ray_status" -eq 0 ]
+for log in ray-2 no-ray; do
+  echo
+  echo "================ $log (ran alongside) ================"
+  cat "$work/$log.log"
+done
+echo "tests that need Ray: own head exit $own_status, shard 1 exit $shard_1_status, shard 2 exit $shard_2_status;" \
+  "tests without Ray: exit $no_ray_status"
+[ "$own_status" -eq 0 ] && [ "$shard_1_status" -eq 0 ] && [ "$shard_2_status" -eq 0 ] && [ "$no_ray_status" -eq 0 ]

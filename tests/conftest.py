@@ -1,8 +1,7 @@
 """Shared fixtures.
 
-Integration tests share ONE Ray instance per session: a head started with
-``ray start --head --block`` (so it also serves ``ray job submit``), stopped by
-stopping its whole session at the end. Unit tests never touch Ray.
+Integration tests share ONE Ray head per session (``tests/ray_session.py``: started here,
+or by ``scripts/test.sh`` for the Ray tier's two shards). Unit tests never touch Ray.
 """
 
 from __future__ import annotations
@@ -10,140 +9,55 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-# One intra-op thread for torch (and NumPy's BLAS) in this process and in every process the
-# tests start (the CLI subprocesses, the Ray heads and their workers inherit it). The
-# suite's two tiers share two cores with each other and with Ray's own processes; there a
-# second OpenMP thread only spins waiting for a core: measured, the 150-step in-process
-# language model of ``tiny_generator`` took 37 CPU-s on 2 threads, 4.5 on one. rayseq's
-# own thread settings (parallel.threads_per_worker, Serve replicas) are explicit and stay
-# in force; this only sets the default they override.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-if "torch" in sys.modules:  # imported before this file (a plugin): the variable came too late
-    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+from ray_session import OWN_CLUSTER_TESTS, SHARED_HEAD_ENV, prepare_environment, select_shard, start_head, stop_head
 
-# Ray 2.60 turns token auth on for clusters started here, but a client given an explicit
-# address only sends the token in token mode; Ray reads this when it is imported.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
-# In token mode `ray start --head` refuses to start without a token, and only ray.init()
-# makes one (~/.ray/auth_token): on a fresh machine the session head would never start.
-# Give this test session (and every process it starts) a token of its own instead.
-if not ({"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & os.environ.keys()
-        or (Path.home() / ".ray" / "auth_token").exists()):
-    os.environ["RAY_AUTH_TOKEN"] = uuid.uuid4().hex
-# Serve's high-throughput mode, as `rayseq serve` runs it; the session head inherits it.
-from pipelines.runtime import free_port, use_serve_throughput_mode  # noqa: E402
-
-use_serve_throughput_mode()
+prepare_environment()
+from pipelines.runtime import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-OWN_CLUSTER_TESTS = ("test_autoscaling.py",)
-"""Test files that start their own Ray head. They run first, before the shared session
-head exists: with two clusters on one machine, Ray 2.60 ran the second head's job
-supervisors on the first cluster's node (measured: the autoscaling test's job never
-saw its fake_gpu nodes and hung)."""
-
-
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in OWN_CLUSTER_TESTS)  # stable: order kept otherwise
+    # Files that start a Ray head of their own first, before the shared head exists
+    # (ray_session.OWN_CLUSTER_TESTS); stable: the order is kept otherwise.
+    items.sort(key=lambda item: item.path.name not in OWN_CLUSTER_TESTS)
+    select_shard(config, items)
 
 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
-    """Address info of a session-wide local Ray head; the test process is connected."""
+    """Address info of the session's Ray head; the test process is connected. The head
+    ``RAYSEQ_TEST_HEAD`` names is joined and left running (its starter stops it, and the
+    other shard may be using Serve on it); otherwise one is started and stopped here."""
     import ray
 
-    gcs_port, dashboard_port = free_port(), free_port()
-    log = tmp_path_factory.mktemp("ray-head") / "head.log"
-    # Jobs submitted to this head run `python` from its PATH: make that this venv's.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    # A one-machine head has no node to lose: no preemption watcher per run (as rayseq's own
-    # local instances, pipelines.runtime.PREEMPTION_WATCHER).
-    # Its controllers poll workers every 0.5 s, as rayseq's own runs (pipelines.runtime.HEALTH_CHECK_INTERVAL).
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path,
-           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
-    head = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-         f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         # A free agent port too: the fixed default (52365) is taken by any other Ray on the
-         # machine, and then every job submission answers "No available agent".
-         f"--dashboard-agent-listen-port={free_port()}",
-         "--num-cpus=6", "--include-dashboard=true", "--disable-usage-stats"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-    address = f"127.0.0.1:{gcs_port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            ray.init(address=address, log_to_driver=False)
-            break
-        except Exception as exc:  # noqa: BLE001 - the head is still starting
-            if time.time() > deadline or head.poll() is not None:
-                head.kill()
-                raise RuntimeError(f"Ray head did not start; see {log}:\n{log.read_text()[-3000:]}") from exc
-            time.sleep(1)
-    os.environ["RAY_ADDRESS"] = address
     from pipelines.runtime import init_ray
 
+    shared = os.environ.get(SHARED_HEAD_ENV)
+    if shared:
+        info = json.loads(Path(shared).read_text())
+        ray.init(address=info["address"], log_to_driver=False)
+        head = None
+    else:
+        head, info = start_head(tmp_path_factory.mktemp("ray-head") / "head.log")
+    os.environ["RAY_ADDRESS"] = info["address"]
     init_ray()  # the same Data settings the CLI uses
-    yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard_port}"}
-    try:
-        from ray import serve
+    yield {"address": info["address"], "dashboard": info["dashboard"]}
+    if head is not None:
+        with contextlib.suppress(Exception):
+            from ray import serve
 
-        serve.shutdown()
-    except Exception:  # noqa: BLE001
-        pass
+            serve.shutdown()
     ray.shutdown()
     os.environ.pop("RAY_ADDRESS", None)
-    stop_session(head)
-    # `ray start --head` recorded the head here for later `ray.init()` calls; `ray stop`
-    # would remove it. Left behind, it sends Ray's state API on this machine to a dead head.
-    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-    with contextlib.suppress(OSError):
-        if current.read_text().strip().endswith(f":{gcs_port}"):
-            current.unlink()
-
-
-def stop_session(head: subprocess.Popen) -> None:
-    """Stop every process of the session the head leads (its autoscaler, the fake nodes'
-    raylets, all their workers): SIGTERM, then SIGKILL whatever is left after 10 s."""
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        for pid in session_processes(head.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            head.poll()  # reap the head itself
-            if not session_processes(head.pid):
-                return
-            time.sleep(0.5)
-
-
-def session_processes(session: int) -> list[int]:
-    """Live processes of a session (Linux /proc). Not its process group: Ray puts each
-    worker process in a group of its own, so killing the head's group misses them."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            after_name = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # exited meanwhile
-            continue
-        state, sid = after_name[0], int(after_name[3])  # fields 3 and 6 of proc_pid_stat(5)
-        if sid == session and state != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
+    if head is not None:
+        stop_head(head.pid, info["address"], head)
 
 
 @pytest.fixture(scope="session")
@@ -571,7 +485,6 @@ def mp4_bytes(frames: int = 8, size: int = 32, fps: int = 10, seed: int = 0, fas
     its frames run out mid-stream. FFmpeg moves the index by rewriting the file, so that
     one is written to a temporary file, the other in memory."""
     import io
-    import tempfile
 
     import av
     import numpy as np

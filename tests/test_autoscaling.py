@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from conftest import ROOT, free_port, stop_session
+from conftest import ROOT, free_port
+from ray_session import stop_session
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -93,7 +94,7 @@ def fake_cluster(tmp_path) -> Iterator[FakeCluster]:
         jobs = wait_for(lambda: JobSubmissionClient(dashboard), head, log, timeout=120)
         yield FakeCluster(jobs=jobs, dashboard=dashboard)
     finally:
-        stop_session(head)
+        stop_session(head.pid, head)
 
 
 def fake_cluster_env() -> dict[str, str]:

@@ -103,6 +103,7 @@ def test_trains_the_same_at_pp1_and_pp2(trained):
 
 
 @pytest.mark.ray
+@pytest.mark.serve
 def test_evaluates_and_serves(trained, ray_head, tmp_path):
     checkpoint = Path(trained[2]["checkpoint"])
     valid = checkpoint.parent.parent / "data2" / "valid.txt"

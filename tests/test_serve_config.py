@@ -22,6 +22,8 @@ import yaml
 from conftest import ROOT, free_port
 from pipelines.errors import ConfigError
 
+pytestmark = pytest.mark.serve  # Ray Serve on the shared head: the Ray tier's shards keep these files together
+
 SERVE_CONFIG = ROOT / "deploy" / "serve_config.yaml"
 MODEL_DEPLOYMENTS = ("classify-tiny_sentiment", "generate-tiny_translation")
 TEXTS = ["a warm and funny film", "the plot was not good but the acting was great"]

@@ -23,6 +23,8 @@ from serving.errors import describe_error
 from serving.limits import ServeLimits
 from serving.schemas import ClassifyRequest, GenerateRequest, request_models
 
+pytestmark = pytest.mark.serve  # Ray Serve on the shared head: the Ray tier's shards keep these files together
+
 # max_batch_tokens 64 = the translator's 16-token inputs at max_beam_size 4 (one batch).
 LIMITS = ServeLimits(max_body_bytes=4096, max_inputs=8, max_chars=200, max_batch_tokens=64,
                      batch_wait_timeout_s=0.05, max_beam_size=4, max_generate_length=128)

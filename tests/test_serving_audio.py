@@ -32,6 +32,8 @@ from serving.errors import TooLarge, describe_error
 from serving.limits import ServeLimits
 from serving.schemas import request_models
 
+pytestmark = pytest.mark.serve  # Ray Serve on the shared head: the Ray tier's shards keep these files together
+
 LIMITS = ServeLimits(max_body_bytes=4096, max_upload_bytes=120_000, max_inputs=4, max_audio_seconds=3.0,
                      max_batch_tokens=1024, batch_wait_timeout_s=0.05, max_beam_size=4, max_generate_length=32)
 AUDIO = AudioConfig(sample_rate=8000, n_mels=16, max_seconds=4.0)  # the tiny checkpoints' data.audio

@@ -70,6 +70,8 @@ from serving.catalog import ModelCard, read_cards
 from serving.limits import ServeLimits
 from serving.uploads import Upload
 
+pytestmark = pytest.mark.serve  # Ray Serve on the shared head: the Ray tier's shards keep these files together
+
 # Small limits, so the fuzzer reaches each of them. max_body_bytes leaves room for what
 # Python's json module cannot read although it is small: an integer of more than 4300
 # digits, and arrays nested 1000 deep. The rest is what the real replicas need:

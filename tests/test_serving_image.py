@@ -31,6 +31,8 @@ from serving.image import UploadImages
 from serving.limits import ServeLimits
 from serving.uploads import Upload
 
+pytestmark = pytest.mark.serve  # Ray Serve on the shared head: the Ray tier's shards keep these files together
+
 LIMITS = ServeLimits(max_body_bytes=4096, max_upload_bytes=60_000, max_inputs=4, max_batch_tokens=256,
                      batch_wait_timeout_s=0.05, max_beam_size=4, max_generate_length=32)
 IMAGE = ImageConfig(size=16, max_pixels=64 * 64)  # the tiny captioner's data.image

@@ -45,6 +45,8 @@ from conftest import serve_app
 from pipelines.errors import DataError
 from serving.limits import ServeLimits
 
+pytestmark = pytest.mark.serve  # Ray Serve on the shared head: the Ray tier's shards keep these files together
+
 MODEL = "tiny_sentiment"
 MODEL_DEPLOYMENT = f"classify-{MODEL}"
 BODIES = [json.dumps({"inputs": texts}).encode()

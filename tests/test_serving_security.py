@@ -40,6 +40,8 @@ from serving.catalog import ModelCard, read_cards, url_safe
 from serving.cli import check_exposure, is_loopback
 from serving.limits import ServeLimits
 
+pytestmark = pytest.mark.serve  # Ray Serve on the shared head: the Ray tier's shards keep these files together
+
 TOKEN = "rayseq-test-token_0123456789abcdef"
 LIMITS = ServeLimits(max_body_bytes=4096, max_inputs=4)
 PREDICTION = {"label": "positive", "score": 0.75, "scores": {"negative": 0.25, "positive": 0.75}}

@@ -19,6 +19,8 @@ import pytest
 from conftest import serve_app
 from serving.limits import ServeLimits
 
+pytestmark = pytest.mark.serve  # Ray Serve on the shared head: the Ray tier's shards keep these files together
+
 SOURCES = ["three hundred and forty-two", "five", "nine thousand and one"]
 LIMITS = ServeLimits(max_inputs=8, max_beam_size=4, max_generate_length=128)
 

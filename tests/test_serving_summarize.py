@@ -17,6 +17,8 @@ from conftest import assert_error, free_port, serve_app
 from serving.catalog import read_cards
 from serving.limits import ServeLimits
 
+pytestmark = pytest.mark.serve  # Ray Serve on the shared head: the Ray tier's shards keep these files together
+
 LIMITS = ServeLimits(max_inputs=4, max_chars=1500, max_batch_tokens=1024, batch_wait_timeout_s=0.05, max_beam_size=4,
                      max_generate_length=64)
 NAME = "tiny_summarize"

@@ -188,7 +188,7 @@ def killed_run(ray_head, tmp_path_factory) -> tuple[Path, tuple[str, ...], subpr
     import signal
     import time
 
-    from ray.util.state import list_actors
+    from ray.util.state import list_actors, list_jobs
 
     out = tmp_path_factory.mktemp("killed") / "fault"
     args = ("train", "recipes/demo_sentiment.yaml", "--output", str(out))
@@ -202,7 +202,10 @@ def killed_run(ray_head, tmp_path_factory) -> tuple[Path, tuple[str, ...], subpr
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.time() < deadline, "no checkpoint was registered"
             time.sleep(0.5)
-        workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
+        # This run's workers only: the other shard of the Ray tier may be training on the head too.
+        job = next(j.job_id for j in list_jobs() if j.driver_info and int(j.driver_info.pid) == proc.pid)
+        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"),
+                                       ("job_id", "=", job)])
         assert len(workers) == 2
         os.kill(workers[-1].pid, signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=420)
