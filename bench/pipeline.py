@@ -5,7 +5,7 @@ Acceptance item: one run, same model and data: tokens/s of pp=1 (one thread) vs.
 ``torch.distributed.pipelining`` (ScheduleGPipe / Schedule1F1B) on fixed shapes and on
 bucketed variable-length data (which it must pad to a static shape); measured bubble vs.
 the theoretical ``(p - 1) / (m + p - 1)`` (wavefront: ``(p - 1) / (m k + p - 1)`` with ``k``
-time chunks per micro-batch). Goals: pp=2 >= 1.7x pp=1; >= 1.0x
+time chunks per micro-batch). Goals (issue 28): pp=2 >= 1.7x pp=1; >= 1.1x
 torch.distributed.pipelining on fixed shapes and >= 1.3x on bucketed data; measured
 bubble within 5 points of theory.
 
@@ -25,6 +25,9 @@ Arms (same seq2vec model, same init seed, AdamW + global-norm clipping every ste
     rayseq pp=1 m=M     the same with M micro-batches of gradient accumulation
     rayseq gpipe/1f1b   pipelines.engine.schedules.StageRunner, pp=2, M micro-batches, dynamic shapes
     rayseq wavefront    pipelines.engine.wavefront: the same M micro-batches, each cut into K time chunks
+      m=M k=K           (and wider units: fewer, fuller micro-batches, e.g. m=2 k=4 and m=1 k=8,
+                        ``Settings.wide_wavefront``: the pipeline still fills over m*k units, and
+                        every GEMM sees B/m rows instead of B/M)
     torch  gpipe/1f1b   torch.distributed.pipelining PipelineStage + ScheduleGPipe/Schedule1F1B
 
 Data (synthetic, deterministic): ``fixed`` is B x T full-length rows, the same tensors for
@@ -97,6 +100,7 @@ from pipelines.apps.text_classify.app import APP as TEXT_CLASSIFY  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.engine.microbatches import split_batch  # noqa: E402
 from pipelines.engine.optim import build_optimizer  # noqa: E402
+from pipelines.engine.p2p import Transport  # noqa: E402
 from pipelines.engine.schedules import StageRunner, broadcast_plan, clip_global_norm  # noqa: E402
 from pipelines.engine.stage_plan import plan_stages  # noqa: E402
 from pipelines.engine.timeline import Timeline, bubble_fraction, theoretical_bubble  # noqa: E402
@@ -106,7 +110,7 @@ from pipelines.media.bucketing import pad_batch, plan_batches  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "pipeline.json"
 GOAL_PP_SPEEDUP = 1.7
-GOAL_VS_TORCH_FIXED = 1.0
+GOAL_VS_TORCH_FIXED = 1.1
 GOAL_VS_TORCH_BUCKETED = 1.3
 GOAL_BUBBLE_POINTS = 0.05
 DATASETS = ("fixed", "bucketed")
@@ -126,6 +130,8 @@ class Settings:
     """M: theory bubble 1/9 at pp=2; with M=4 (1/5) even an ideal pipeline tops out at 1.6x."""
     time_chunks: int = 4
     """K: time chunks per micro-batch under the wavefront schedule (theory bubble 1/33)."""
+    wide_wavefront: tuple[tuple[int, int], ...] = ((2, 4), (1, 8))
+    """More wavefront arms, ``(m, k)`` each: fewer, fuller micro-batches over as many units."""
     fixed_batch: tuple[int, int] = (128, 32)
     """(rows, time) of every fixed-shape batch: 4096 tokens, the bucketed budget."""
     max_tokens: int = 4096
@@ -266,18 +272,36 @@ class ArmSpec:
     pp: int
     microbatches: int
     schedule: str
+    time_chunks: int = 1
+    """``k``: time chunks per micro-batch (wavefront only)."""
 
     @property
     def name(self) -> str:
         if self.pp == 1:
             return f"rayseq pp=1 m={self.microbatches}"
+        if self.schedule == "wavefront":
+            return f"rayseq wavefront m={self.microbatches} k={self.time_chunks}"
         return f"{self.engine} {self.schedule}"
+
+    @property
+    def slug(self) -> str:
+        """The arm's prefix in the report's speedup and goal keys."""
+        if self.schedule == "wavefront":
+            return f"wavefront_m{self.microbatches}_k{self.time_chunks}"
+        return self.schedule if self.engine == "rayseq" else f"torch_{self.schedule}"
+
+    @property
+    def units(self) -> int:
+        """What the pipeline fills over: micro-batches (times time chunks, wavefront)."""
+        return self.microbatches * (self.time_chunks if self.schedule == "wavefront" else 1)
 
 
 def arm_specs(settings: Settings) -> list[ArmSpec]:
     m = settings.microbatches
+    wavefronts = [ArmSpec("rayseq", 2, mw, "wavefront", k)
+                  for mw, k in dict.fromkeys(((m, settings.time_chunks), *settings.wide_wavefront))]
     return [ArmSpec("rayseq", 1, 1, "gpipe"), ArmSpec("rayseq", 1, m, "gpipe"),
-            ArmSpec("rayseq", 2, m, "gpipe"), ArmSpec("rayseq", 2, m, "1f1b"), ArmSpec("rayseq", 2, m, "wavefront"),
+            ArmSpec("rayseq", 2, m, "gpipe"), ArmSpec("rayseq", 2, m, "1f1b"), *wavefronts,
             ArmSpec("torch", 2, m, "gpipe"), ArmSpec("torch", 2, m, "1f1b")]
 
 
@@ -328,7 +352,7 @@ class RayseqArm:
         self.spec, self.settings, self.topology = spec, settings, topology
         model = _stage_model(settings, spec.pp, topology.stage)
         self.optimizer, self.scheduler = build_optimizer(model.parameters(), _train_config(settings))
-        self.runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=settings.time_chunks,
+        self.runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=max(spec.time_chunks, 1),
                                   task=TEXT_CLASSIFY)
         self.timeline = self.runner.timeline
         self.log = OpLog()
@@ -417,6 +441,8 @@ def _runqueue_wait_s() -> float:
 def _window(arm, batches: list[Batch], runs_here: bool) -> dict[str, float]:
     """Barrier, the arm's steps over ``batches`` (if this rank has a part in it), barrier."""
     dist.barrier()
+    transport = getattr(getattr(arm, "runner", None), "transport", None)  # rayseq's: counts header reads
+    headers = (transport.headers, transport.header_s) if transport is not None else (0, 0.0)
     wall, cpu, wait = time.perf_counter(), time.process_time(), _runqueue_wait_s()
     if runs_here:
         arm.timeline.enabled = arm.log.enabled = True
@@ -427,8 +453,10 @@ def _window(arm, batches: list[Batch], runs_here: bool) -> dict[str, float]:
             arm.log.steps.append((arm.log.step, time.thread_time() - cpu_step))
         arm.timeline.enabled = arm.log.enabled = False
     dist.barrier()
+    done = (transport.headers, transport.header_s) if transport is not None else (0, 0.0)
     return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-            "wait_s": _runqueue_wait_s() - wait}
+            "wait_s": _runqueue_wait_s() - wait,
+            "headers": done[0] - headers[0], "header_s": done[1] - headers[1]}
 
 
 def _worker(rank: int, settings: Settings, port: int, out_path: str) -> None:
@@ -484,7 +512,9 @@ def _run(rank: int, settings: Settings, out_path: Path) -> None:
                       "wall_s": round(per_rank[0]["wall_s"], 3), "tokens_per_s": tokens / per_rank[0]["wall_s"],
                       "cpu_s": [round(p["cpu_s"], 3) for p in per_rank],
                       "cpu_share": [round(p["cpu_s"] / p["wall_s"], 3) for p in per_rank],
-                      "wait_share": [round(p["wait_s"] / p["wall_s"], 3) for p in per_rank]}
+                      "wait_share": [round(p["wait_s"] / p["wall_s"], 3) for p in per_rank],
+                      "headers": [p["headers"] for p in per_rank],
+                      "header_s": [round(p["header_s"], 4) for p in per_rank]}
             windows.append(window)
             if rank == 0:
                 print(f"  round {r} {data:<9}{spec.name:<18}{len(batches):>3} steps {window['wall_s']:>6.1f}s "
@@ -492,6 +522,7 @@ def _run(rank: int, settings: Settings, out_path: Path) -> None:
                       f"{window['cpu_share'][1]:.0%}  run-queue wait {window['wait_share'][0]:.0%}/"
                       f"{window['wait_share'][1]:.0%}", flush=True)
 
+    probe = header_probe(rank, settings, pipeline)
     timelines, oplogs = {}, {}
     for (data, name), arm in arms.items():
         mine = (arm.timeline.spans, arm.log.ops, arm.log.steps) if arm is not None else ([], [], [])
@@ -502,8 +533,43 @@ def _run(rank: int, settings: Settings, out_path: Path) -> None:
         oplogs[f"{data}/{name}"] = {k: {"ops": g[1], "steps": g[2]} for k, g in enumerate(gathered) if g[2]}
     if rank == 0:
         out_path.write_text(json.dumps({"windows": windows, "timelines": timelines, "oplogs": oplogs,
-                                        "warmup_s": warmup_s,
+                                        "warmup_s": warmup_s, "header_probe": probe,
                                         "workloads": {d: w.info for d, w in workloads.items()}}))
+
+
+def header_probe(rank: int, settings: Settings, topology: Topology, reps: int = 30) -> dict[str, Any]:
+    """What a shape header costs by itself: stage 1 receives an activation of the
+    bench's shapes (a 1F1B micro-batch, a wavefront chunk) that stage 0 has already
+    sent, once announced by a header (read with a blocking receive before the payload
+    is posted) and once headless (the shape passed in, as a gradient's is). Median
+    milliseconds of each receive; the difference is the header's own cost per message."""
+    transport = Transport.over_torch(topology, torch.device("cpu"))
+    rows, width = settings.fixed_batch
+    m, k, hidden = settings.microbatches, settings.time_chunks, settings.model.hidden_size
+    shapes = {"1f1b": (rows // m, width, hidden), "wavefront": (rows // m, -(-width // k), hidden)}
+    out: dict[str, Any] = {}
+    for name, shape in shapes.items():
+        x = torch.randn(shape)
+        times: dict[str, list[float]] = {"headed": [], "headless": []}
+        for _ in range(reps):
+            for kind in times:
+                dist.barrier()
+                if rank == 0:
+                    transport.post(x, topology.stage_rank(1), headed=kind == "headed")
+                    transport.ship()
+                    transport.flush()
+                else:
+                    time.sleep(0.002)  # the message is out before the receive
+                    start = time.perf_counter()
+                    transport.receive(topology.stage_rank(0), None if kind == "headed" else [x])
+                    times[kind].append(time.perf_counter() - start)
+        if rank == 1:
+            headed, headless = (1e3 * statistics.median(times[k]) for k in ("headed", "headless"))
+            out[name] = {"shape": list(shape), "headed_ms": round(headed, 4), "headless_ms": round(headless, 4),
+                         "header_ms": round(headed - headless, 4)}
+    gathered = [None, None]
+    dist.all_gather_object(gathered, out)
+    return gathered[1]
 
 
 # ---------------------------------------------------------------------------- report
@@ -598,13 +664,14 @@ def _ratio(rows: list[dict[str, Any]], rounds: int, a: str, b: str | tuple[str, 
 
 def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     m = settings.microbatches
-    theory = theoretical_bubble(2, m)
+    specs = arm_specs(settings)
+    wavefronts = [spec for spec in specs if spec.schedule == "wavefront"]
     results: dict[str, Any] = {}
     for data in DATASETS:
         rows = [w for w in raw["windows"] if w["data"] == data]
         for w in rows:
             oplog = raw["oplogs"][f"{data}/{w['arm']}"]
-            if w["arm"] == "rayseq wavefront":  # no chunk-level simulation
+            if w["arm"].startswith("rayseq wavefront"):  # no chunk-level simulation
                 w["dedicated_s"] = w["dedicated_tokens_per_s"] = w["dedicated_bubble"] = None
             else:
                 seconds, bubbles = dedicated_estimate(oplog, w["first_step"], w["steps"])
@@ -614,10 +681,11 @@ def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
             pp1 = w["arm"].startswith("rayseq pp=1")
             w["tokens_per_cpu_s"] = w["tokens"] / (w["cpu_s"][0] if pp1 else sum(w["cpu_s"]))
         arms: dict[str, Any] = {}
-        for spec in arm_specs(settings):
+        for spec in specs:
             mine = [w for w in rows if w["arm"] == spec.name]
             entry = {
                 "engine": spec.engine, "pp": spec.pp, "microbatches": spec.microbatches, "schedule": spec.schedule,
+                "time_chunks": spec.time_chunks, "slug": spec.slug,
                 "tokens_per_s": round(_median([w["tokens_per_s"] for w in mine]), 1),
                 "tokens_per_s_windows": [round(w["tokens_per_s"], 1) for w in mine],
                 "dedicated_tokens_per_s": _round(_median([w["dedicated_tokens_per_s"] for w in mine
@@ -626,20 +694,28 @@ def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 "cpu_share": [round(_median([w["cpu_share"][i] for w in mine]), 3) for i in (0, 1)],
                 "wait_share": [round(_median([w["wait_share"][i] for w in mine]), 3) for i in (0, 1)],
             }
+            if spec.engine == "rayseq" and spec.pp == 2:
+                # Stage 1 reads a header per activation; the seconds it was blocked in
+                # those reads (waiting for stage 0's compute included), per step and as
+                # a share of the window.
+                entry["headers_per_step"] = _median([w["headers"][1] / w["steps"] for w in mine])
+                entry["header_wait_ms_per_step"] = round(_median([1e3 * w["header_s"][1] / w["steps"]
+                                                                  for w in mine]), 2)
+                entry["header_wait_share"] = round(_median([w["header_s"][1] / w["wall_s"] for w in mine]), 4)
             stages = raw["timelines"].get(f"{data}/{spec.name}")
             if stages:
                 stages = {int(k): [tuple(s) for s in v] for k, v in stages.items()}
                 entry["bubble"] = round(bubble_fraction(stages), 4)
                 entry["dedicated_bubble"] = _round(_median([w["dedicated_bubble"] for w in mine
                                                             if w["dedicated_bubble"] is not None]), 4)
-                entry["bubble_theory"] = round(theoretical_bubble(2, m * settings.time_chunks)
-                                               if spec.schedule == "wavefront" else theory, 4)
-                entry.update(_cpu_profile(raw["oplogs"][f"{data}/{spec.name}"], m))
+                entry["bubble_theory"] = round(theoretical_bubble(2, spec.units), 4)
+                entry.update(_cpu_profile(raw["oplogs"][f"{data}/{spec.name}"], spec.microbatches))
             arms[spec.name] = entry
 
         ratio = partial(_ratio, rows, settings.rounds)
 
         pp1, accum = "rayseq pp=1 m=1", f"rayseq pp=1 m={m}"
+        torch_best = ("torch gpipe", "torch 1f1b")
         speedups: dict[str, dict[str, float | None]] = {}
         for basis, key in (("measured", "tokens_per_s"), ("dedicated_estimate", "dedicated_tokens_per_s")):
             sp = {f"pp1_m{m}_vs_pp1_m1": ratio(accum, pp1, key)}
@@ -650,27 +726,28 @@ def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
                     sp[f"{prefix}_vs_pp1_m1"] = ratio(f"{engine} {schedule}", pp1, key)
                     if engine == "rayseq":
                         sp[f"{schedule}_vs_torch"] = ratio(f"rayseq {schedule}", f"torch {schedule}", key)
-            # wavefront has no torch counterpart: compared with torch's faster schedule
-            sp["wavefront_vs_pp1"] = ratio("rayseq wavefront", (pp1, accum), key)
-            sp["wavefront_vs_pp1_m1"] = ratio("rayseq wavefront", pp1, key)
-            sp["wavefront_vs_torch"] = ratio("rayseq wavefront", ("torch gpipe", "torch 1f1b"), key)
+            # the wavefront has no torch counterpart: compared with torch's faster schedule
+            for spec in wavefronts:
+                sp[f"{spec.slug}_vs_pp1"] = ratio(spec.name, (pp1, accum), key)
+                sp[f"{spec.slug}_vs_pp1_m1"] = ratio(spec.name, pp1, key)
+                sp[f"{spec.slug}_vs_torch"] = ratio(spec.name, torch_best, key)
             speedups[basis] = sp
         speedups["tokens_per_cpu_s"] = {f"{s}_vs_torch": ratio(f"rayseq {s}", f"torch {s}", "tokens_per_cpu_s")
                                         for s in ("gpipe", "1f1b")}
-        speedups["tokens_per_cpu_s"]["wavefront_vs_torch"] = ratio("rayseq wavefront", ("torch gpipe", "torch 1f1b"),
-                                                                   "tokens_per_cpu_s")
+        for spec in wavefronts:
+            speedups["tokens_per_cpu_s"][f"{spec.slug}_vs_torch"] = ratio(spec.name, torch_best, "tokens_per_cpu_s")
         goal_torch = GOAL_VS_TORCH_FIXED if data == "fixed" else GOAL_VS_TORCH_BUCKETED
         goals = {}
-        for schedule in ("gpipe", "1f1b", "wavefront"):
-            arm = arms[f"rayseq {schedule}"]
+        for spec in [s for s in specs if s.engine == "rayseq" and s.pp == 2]:
+            arm, slug = arms[spec.name], spec.slug
             for goal, name, key in (
-                (GOAL_PP_SPEEDUP, f"{schedule}_pp2_ge_{GOAL_PP_SPEEDUP}x_pp1", f"{schedule}_vs_pp1"),
-                (goal_torch, f"{schedule}_ge_{goal_torch}x_torch", f"{schedule}_vs_torch"),
+                (GOAL_PP_SPEEDUP, f"{slug}_pp2_ge_{GOAL_PP_SPEEDUP}x_pp1", f"{slug}_vs_pp1"),
+                (goal_torch, f"{slug}_ge_{goal_torch}x_torch", f"{slug}_vs_torch"),
             ):
                 measured, estimate = speedups["measured"][key], speedups["dedicated_estimate"][key]
                 goals[name] = {"measured": measured, "dedicated_estimate": estimate,
                                "met": (measured or 0) >= goal, "met_by_estimate": (estimate or 0) >= goal}
-            goals[f"{schedule}_bubble_within_5_points"] = {
+            goals[f"{slug}_bubble_within_5_points"] = {
                 "measured": arm["bubble"], "dedicated_estimate": arm["dedicated_bubble"],
                 "theory": arm["bubble_theory"],
                 "met": abs(arm["bubble"] - arm["bubble_theory"]) <= GOAL_BUBBLE_POINTS,
@@ -680,34 +757,31 @@ def summarize(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return results
 
 
-def table(results: dict[str, Any], settings: Settings) -> str:
+def table(results: dict[str, Any], settings: Settings, probe: dict[str, Any] | None = None) -> str:
     """One row per arm: measured wall clock on this machine | estimate with a dedicated core
     per process (per-op CPU time, simulated schedule) | CPU diagnostics."""
     m = settings.microbatches
-    head = (f"{'':<29}{'measured (shared machine)':^33}|{'dedicated-core estimate':^33}|\n"
-            f"{'data':<9}{'arm':<16}{'pp':>2}{'m':>2}{'tok/s':>8}{'x pp=1':>8}{'x torch':>8}{'bubble':>8} |"
+    head = (f"{'':<39}{'measured (shared machine)':^33}|{'dedicated-core estimate':^33}|\n"
+            f"{'data':<9}{'arm':<26}{'pp':>2}{'m':>2}{'tok/s':>8}{'x pp=1':>8}{'x torch':>8}{'bubble':>8} |"
             f"{'tok/s':>7}{'x pp=1':>8}{'x torch':>8}{'bubble':>8} |{'theory':>7}{'tok/cpu-s':>10}"
-            f"{'cpu% r0/r1':>11}{'wait% r0/r1':>12}")
+            f"{'cpu% r0/r1':>11}{'wait% r0/r1':>12}{'hdr ms/step':>12}")
     lines = [head, "-" * len(head.splitlines()[1])]
 
     def x(value: float | None) -> str:
         return f"{value:.2f}x" if value is not None else "n/a"
 
-    for data, res in results.items():
+    for data in DATASETS:
+        res = results[data]
         for name, arm in res["arms"].items():
             label = data if name == "rayseq pp=1 m=1" else ""
-            if not arm.get("available", True):
-                lines.append(f"{label:<9}{name:<16}{'2':>2}{m:>2}  not available: {arm['note']}")
-                continue
             cols = []
             for basis, key in (("measured", "tokens_per_s"), ("dedicated_estimate", "dedicated_tokens_per_s")):
                 sp = res["speedups"][basis]
                 if arm["pp"] == 1:
                     x_pp1 = "1.00x" if arm["microbatches"] == 1 else x(sp[f"pp1_m{m}_vs_pp1_m1"])
                 else:
-                    prefix = arm["schedule"] if arm["engine"] == "rayseq" else f"torch_{arm['schedule']}"
-                    x_pp1 = x(sp[f"{prefix}_vs_pp1"])
-                x_torch = x(sp[f"{arm['schedule']}_vs_torch"]) if arm["engine"] == "rayseq" and arm["pp"] == 2 else ""
+                    x_pp1 = x(sp[f"{arm['slug']}_vs_pp1"])
+                x_torch = x(sp[f"{arm['slug']}_vs_torch"]) if arm["engine"] == "rayseq" and arm["pp"] == 2 else ""
                 bubble_key = "bubble" if basis == "measured" else "dedicated_bubble"
                 bubble = f"{arm[bubble_key]:.1%}" if arm.get(bubble_key) is not None else ""
                 width = 8 if basis == "measured" else 7
@@ -717,17 +791,22 @@ def table(results: dict[str, Any], settings: Settings) -> str:
             ranks = (0, 1) if arm["pp"] == 2 else (0,)
             cpu = "/".join(f"{arm['cpu_share'][r]:.0%}" for r in ranks)
             wait = "/".join(f"{arm['wait_share'][r]:.0%}" for r in ranks)
-            lines.append(f"{label:<9}{name:<16}{arm['pp']:>2}{arm['microbatches']:>2}{cols[0]} |{cols[1]} |"
-                         f"{theory:>7}{arm['tokens_per_cpu_s']:>10,.0f}{cpu:>11}{wait:>12}")
+            header = f"{arm['header_wait_ms_per_step']:.1f}" if "header_wait_ms_per_step" in arm else ""
+            lines.append(f"{label:<9}{name:<26}{arm['pp']:>2}{arm['microbatches']:>2}{cols[0]} |{cols[1]} |"
+                         f"{theory:>7}{arm['tokens_per_cpu_s']:>10,.0f}{cpu:>11}{wait:>12}{header:>12}")
     lines.append("")
     lines.append(f"x pp=1: vs. the faster pp=1 arm (m=1 or m={m}) of the same round; x torch: vs. the same schedule "
-                 "under torch.distributed.pipelining")
-    for data, res in results.items():
-        for name, goal in res["goals"].items():
+                 "under torch.distributed.pipelining (wavefront: the faster torch schedule); hdr ms/step: stage 1 "
+                 "blocked reading shape headers (waiting for stage 0 included)")
+    for name, one in (probe or {}).items():
+        lines.append(f"header probe {name:<10} {one['shape']}: receive {one['headed_ms']:.3f} ms with its header, "
+                     f"{one['headless_ms']:.3f} ms without: {one['header_ms']:.3f} ms per header")
+    for data in DATASETS:
+        for name, goal in results[data]["goals"].items():
             theory = f"theory {goal['theory']}  " if "theory" in goal else ""
             verdict = "met" if goal["met"] else "MISSED"
             estimate = "met" if goal["met_by_estimate"] else "missed"
-            lines.append(f"goal {data:<9}{name:<37} measured {goal['measured']!s:<7} "
+            lines.append(f"goal {data:<9}{name:<40} measured {goal['measured']!s:<7} "
                          f"estimate {goal['dedicated_estimate']!s:<7}{theory}{verdict} (estimate: {estimate})")
     return "\n".join(lines)
 
@@ -738,7 +817,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), sharey=True)
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 3.8), sharey=True)
     for ax, (data, res) in zip(np.atleast_1d(axes), results.items()):
         names = [n for n, a in res["arms"].items() if a.get("available", True)]
         x = np.arange(len(names))
@@ -778,6 +857,7 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
         "settings": asdict(settings),
         "theoretical_bubble": round(theoretical_bubble(2, settings.microbatches), 4),
         "results": summarize(raw, settings),
+        "header_probe": raw["header_probe"],
         "windows": raw["windows"],
     }
 
@@ -807,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_benchmark(settings)
     report["quick"] = args.quick
     print()
-    print(table(report["results"], settings))
+    print(table(report["results"], settings, report["header_probe"]))
     if args.quick:
         print("note: --quick smoke run (tiny model, 1 round): not the benchmark's numbers")
     if out is not None:

@@ -14,8 +14,8 @@ Layers that are causal in time (``time_streaming = True``) also offer::
 
 over steps ``offset .. offset + w`` of the sequence, carrying their recurrent state from
 chunk to chunk; concatenating the chunks gives ``layer(x, lengths)`` (up to float
-rounding: ``forward`` may run dense, chunks are packed). The wavefront pipeline schedule
-relies on it.
+rounding: each call, whole row or chunk, runs dense or packed by its own padded share).
+The wavefront pipeline schedule relies on it.
 """
 
 from __future__ import annotations
@@ -191,8 +191,13 @@ class RecurrentLayer(nn.Module):
         """Steps ``offset .. offset + w`` of every row: ``x (B, w, in) -> (B, w, out)``.
 
         ``state`` is the recurrent state after step ``offset - 1`` (``(h, c)`` for an
-        LSTM, ``(h,)`` for a GRU, each ``(1, B, hidden)``; None at the start). Rows that
-        ended before this chunk keep their state and output zeros, as padding does.
+        LSTM, ``(h,)`` for a GRU, each ``(1, B, hidden)``; None at the start). Outputs
+        at steps past a row's length are zeros (plus the input with ``residual``), as in
+        :meth:`forward`. A chunk whose padded share passes :func:`runs_dense` runs as one
+        dense call over all its rows (padded steps zeroed in and out, as :meth:`_dense`
+        does), else packed over the rows still running. The state returned for a row
+        that has ended is not defined (dense: it ran on over zeros; packed: it is kept)
+        and must feed nothing but that row's padding, which is all the wavefront does.
         """
         if self.bidirectional:
             raise ValueError("a bidirectional layer cannot run over time chunks")
@@ -202,20 +207,44 @@ class RecurrentLayer(nn.Module):
             zeros = x.new_zeros(1, batch, self.rnn.hidden_size)
             state = (zeros, zeros) if isinstance(self.rnn, nn.LSTM) else (zeros,)
         x_in = self.dropout(x, offset=offset, steps=int(lengths.max()))
+        if self._runs_dense(x, steps, width):
+            y, h_n = self._dense_chunk(x_in, steps, state)
+        else:
+            y, h_n = self._packed_chunk(x_in, steps, state)
+        return (y + x if self.residual else y), h_n
+
+    def _dense_chunk(self, x: torch.Tensor, steps: torch.Tensor,
+                     state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One dense call over the chunk ``x (B, w, in)``; ``steps``: each row's valid
+        steps in it (0 for a row that ended before it)."""
+        width = x.size(1)
+        full = bool((steps == width).all())
+        if not full:
+            valid = padding_mask(steps.to(x.device), width).unsqueeze(-1)
+            x = x.masked_fill(~valid, 0.0)  # whatever padding holds stays out of gradients
+        y, h_n = self.rnn(x, state if len(state) == 2 else state[0])
+        if not full:
+            y = y.masked_fill(~valid, 0.0)
+        return y, (h_n if isinstance(h_n, tuple) else (h_n,))
+
+    def _packed_chunk(self, x: torch.Tensor, steps: torch.Tensor,
+                      state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The chunk packed over the rows still running; ended rows keep their state."""
+        batch, width = x.size(0), x.size(1)
         live = steps > 0
         every_row = bool(live.all())
         rows = live.nonzero().squeeze(1).to(x.device)
         if not every_row:
-            x_in, steps = x_in.index_select(0, rows), steps[live]
+            x, steps = x.index_select(0, rows), steps[live]
         hx = tuple(s if every_row else s.index_select(1, rows) for s in state)
-        packed = pack_padded_sequence(x_in, steps, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
         out, h_n = self.rnn(packed, hx if len(hx) == 2 else hx[0])
         h_n = h_n if isinstance(h_n, tuple) else (h_n,)
         y, _ = pad_packed_sequence(out, batch_first=True, total_length=width)
         if not every_row:
             y = y.new_zeros(batch, width, y.size(2)).index_copy(0, rows, y)
             h_n = tuple(s.index_copy(1, rows, h) for s, h in zip(state, h_n))
-        return (y + x if self.residual else y), h_n
+        return y, h_n
 
     def flops_per_token(self) -> float:
         """Every weight is used once per step: a multiply and an add each."""

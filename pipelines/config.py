@@ -479,7 +479,9 @@ class ParallelConfig:
     over micro-batches *and* time chunks: stage k runs chunk t while stage k-1 runs t+1)."""
     time_chunks: int = 4
     """``wavefront`` only: time chunks each micro-batch is cut into (hidden state is
-    carried across chunks and back-propagated through all of them)."""
+    carried across chunks and back-propagated through all of them). The pipeline fills
+    over ``microbatches * time_chunks`` units; fewer, fuller micro-batches and more
+    chunks run bigger GEMMs for the same bubble (docs/parallelism.md, choosing m and k)."""
     timeline: bool = False
     """Record every stage's forward/backward/send/recv spans over the last 10 steps:
     ``timeline.json`` (Perfetto), ``timeline.png`` and the measured bubble fraction."""

@@ -87,8 +87,8 @@ def test_rnn_dense_quick(tmp_path, capfd, torch_threads):
 
 
 def test_pipeline_quick(tmp_path, capfd, torch_threads):
-    """Two gloo processes, every arm (rayseq pp=1, GPipe, 1F1B, wavefront; torch's
-    GPipe and 1F1B) on fixed and bucketed data."""
+    """Two gloo processes, every arm (rayseq pp=1, GPipe, 1F1B, wavefront at m x k and
+    wider; torch's GPipe and 1F1B) on fixed and bucketed data, and the header probe."""
     out = tmp_path / "pipeline.json"
     assert bench("pipeline").main(["--quick", "--out", str(out)]) == 0
     printed = capfd.readouterr().out
@@ -96,12 +96,18 @@ def test_pipeline_quick(tmp_path, capfd, torch_threads):
     report = read_report(out)
     assert set(report["results"]) == {"fixed", "bucketed"}
     for result in report["results"].values():
-        assert len(result["arms"]) == 7
+        assert len(result["arms"]) == 9
+        assert {"rayseq wavefront m=4 k=4", "rayseq wavefront m=2 k=4", "rayseq wavefront m=1 k=8"} <= set(
+            result["arms"])
+        assert result["arms"]["rayseq 1f1b"]["headers_per_step"] == 4  # stage 1 reads one per activation
         for name, arm in result["arms"].items():
             positive(arm["tokens_per_s"], arm["tokens_per_cpu_s"])
             if arm["pp"] == 2:
                 assert 0 <= arm["bubble"] < 1 and 0 < arm["bubble_theory"] < 1, name
         positive(result["speedups"]["measured"]["gpipe_vs_pp1"], result["speedups"]["measured"]["1f1b_vs_torch"])
+    assert {"1f1b", "wavefront"} == set(report["header_probe"])
+    positive(*(p["headed_ms"] for p in report["header_probe"].values()))
+    assert "header probe" in printed and "wavefront_m1_k8_ge_1.1x_torch" in printed
     assert (tmp_path / "pipeline.png").stat().st_size > 1000
 
 

@@ -293,3 +293,21 @@ def test_headers_describe_every_tensor_and_refuse_what_they_cannot():
         encode_header([torch.zeros(1)] * (MAX_TENSORS + 1), True)
     with pytest.raises(ValueError, match="complex"):
         encode_header([torch.zeros(1, dtype=torch.complex64)], False)
+
+
+def test_the_wavefront_announces_only_each_micro_batchs_first_chunk():
+    """Later chunks' shapes follow from the first and the step plan's chunk bounds: a
+    stage reads one shape header per micro-batch (not per chunk), and still matches
+    one process (the test above)."""
+    made: dict[int, Transport] = {}
+
+    def counting(links, device):
+        transport = Transport(links, device)
+        made[len(made)] = transport
+        return transport
+
+    config = MODELS["unidirectional"]
+    run_strict(config, 1, 3, "wavefront", transport=counting, validate=False)
+    task = app_of(config)
+    micro_batches = sum(len(task.step_plan(row, MICRO).lengths) for row in rows(config, 0, 1))
+    assert sorted(t.headers for t in made.values()) == [0, micro_batches, micro_batches]

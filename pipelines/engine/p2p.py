@@ -28,6 +28,7 @@ through host memory.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -158,6 +159,8 @@ class Transport:
         self._outbox: list[tuple[Message, int, bool]] = []  # (message, destination, headed)
         self._pending: list[tuple[Any, list[torch.Tensor]]] = []
         self.groups = 0  # payload groups issued (what the tests and the benchmark count)
+        self.headers = 0  # headers read, and the seconds spent blocked reading them (bench/pipeline.py)
+        self.header_s = 0.0
 
     @classmethod
     def over_torch(cls, topology, device: torch.device) -> Transport:
@@ -211,7 +214,11 @@ class Transport:
         wire_device = torch.device("cpu") if self.host_staging else self.device
         for src, like in recvs:
             if like is None:
-                layout, is_tuple = decode_header(self.links.read_header(src))
+                start = time.perf_counter()
+                header = self.links.read_header(src)
+                self.header_s += time.perf_counter() - start
+                self.headers += 1
+                layout, is_tuple = decode_header(header)
             else:
                 layout, is_tuple = [(t.dtype, list(t.shape)) for t in like], len(like) > 1
             buffers = [torch.empty(shape, dtype=dtype, device=wire_device) for dtype, shape in layout]

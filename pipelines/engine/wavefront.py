@@ -23,8 +23,12 @@ rows before anything can stream (a bidirectional layer, and whatever precedes it
 
 What crosses stages: chunks ``(B_i, w, width)`` of the activations forward and their
 gradients backward, in chunk order forward and reverse chunk order backward; every
-stage derives the same chunk bounds from the step plan's lengths. Sends are posted and
-go out with the next receive or before the next computation (``StageRunner``'s rule).
+stage derives the same chunk bounds from the step plan's lengths. Only a micro-batch's
+first chunk is announced by a shape header (``pipelines.engine.p2p``): the receiver
+derives every later chunk's shape from it (rows, dtype and width are the first
+chunk's, steps the chunk bound's), so a chunk's receive is posted at once instead of
+after a blocking header read. Sends are posted and go out with the next receive or
+before the next computation (``StageRunner``'s rule).
 """
 
 from __future__ import annotations
@@ -113,8 +117,8 @@ class Wavefront:
 
     # -- transport --------------------------------------------------------------------
     def _recv(self, peer: int, micro: int, like: torch.Tensor | None = None) -> torch.Tensor:
-        """The next chunk from ``peer``: an activation (headed), or the gradient of the
-        chunk ``like`` this stage sent."""
+        """The next chunk from ``peer``: shaped ``like`` (a gradient of a chunk this stage
+        sent, or an activation chunk after a micro-batch's first), else headed."""
         start = Timeline.now()
         x = self.runner.transport.receive(self.runner.topology.stage_rank(peer), None if like is None else [like])
         self.runner.timeline.record("recv", micro, start)
@@ -123,11 +127,19 @@ class Wavefront:
     def _send(self, x: torch.Tensor, peer: int, *, headed: bool = True) -> None:
         self.runner.transport.post(x, self.runner.topology.stage_rank(peer), headed=headed)
 
-    def _input_chunk(self, plan: StepPlan, i: int, offset: int, steps: int) -> torch.Tensor:
+    def _send_chunk(self, x: torch.Tensor, c: int) -> None:
+        """Activation chunk ``c`` downstream: headed if it is the micro-batch's first."""
+        self._send(x, self.runner.topology.stage + 1, headed=c == 0)
+
+    def _input_chunk(self, plan: StepPlan, i: int, c: int, offset: int, steps: int,
+                     first: torch.Tensor | None) -> torch.Tensor:
+        """Chunk ``c`` of micro-batch ``i``'s input; ``first`` is its chunk 0 (received)."""
         topo = self.runner.topology
         if topo.is_first:
             return plan.tokens[i][:, offset : offset + steps].to(self.runner.device)
-        return _leaf(self._recv(topo.stage - 1, i))
+        like = None if c == 0 else torch.empty((first.size(0), steps, *first.shape[2:]), dtype=first.dtype,
+                                                device="meta")
+        return _leaf(self._recv(topo.stage - 1, i, like))
 
     # -- forward ----------------------------------------------------------------------
     def forward(self, plan: StepPlan, i: int, *, key: tuple[int, ...], denominator: float) -> float:
@@ -137,7 +149,8 @@ class Wavefront:
         mb = _MicroBatch(chunk_bounds(int(lengths.max()), self.time_chunks))
         with dropout_key(*key, i), runner.autocast():
             if parts.prefix or not parts.stream:  # whole rows needed before anything runs
-                mb.inputs = [self._input_chunk(plan, i, o, w) for o, w in mb.bounds]
+                for c, (o, w) in enumerate(mb.bounds):
+                    mb.inputs.append(self._input_chunk(plan, i, c, o, w, mb.inputs[0] if mb.inputs else None))
                 start = runner.compute_start(i)
                 mb.prefix_out = _run(parts.prefix, torch.cat(mb.inputs, 1), lengths)
                 mb.stream_inputs = [_leaf(mb.prefix_out[:, o : o + w]) for o, w in mb.bounds] if parts.stream else []
@@ -147,7 +160,7 @@ class Wavefront:
                 if mb.stream_inputs:
                     x = mb.stream_inputs[c]
                 else:
-                    x = self._input_chunk(plan, i, offset, steps)
+                    x = self._input_chunk(plan, i, c, offset, steps, mb.inputs[0] if mb.inputs else None)
                     mb.inputs.append(x)
                 start = runner.compute_start(i)
                 state_in = [None if s is None else tuple(_leaf(t) for t in s) for s in states]
@@ -160,7 +173,7 @@ class Wavefront:
                 if parts.suffix:
                     mb.suffix_inputs.append(_leaf(y))
                 else:
-                    self._send(y, topo.stage + 1)
+                    self._send_chunk(y, c)
             loss = 0.0
             if parts.suffix:
                 start = runner.compute_start(i)
@@ -172,8 +185,8 @@ class Wavefront:
                     loss, mb.output = float(summed.detach()), summed / denominator
                 else:
                     mb.output = out
-                    for offset, steps in mb.bounds:
-                        self._send(out[:, offset : offset + steps], topo.stage + 1)
+                    for c, (offset, steps) in enumerate(mb.bounds):
+                        self._send_chunk(out[:, offset : offset + steps], c)
         self._saved[i] = mb
         return loss
 
