@@ -158,7 +158,7 @@ def wait_until_up(head: subprocess.Popen, address: str, log: Path) -> None:
     deadline = time.time() + 90
     while True:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
             return
         except Exception as exc:  # noqa: BLE001 - the head is still starting
             if time.time() > deadline or head.poll() is not None:
