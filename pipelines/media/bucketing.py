@@ -232,9 +232,10 @@ def bucket_with(ds: ray.data.Dataset, cut: Any, config: BatchingConfig, *, seed:
 
 STREAM_ABOVE = 1_000_000
 """``batching.stream: auto`` streams a training split of more examples than this: its
-bucketed batches, materialized whole, would hold about 1.3 KB a translation pair in the
-object store (measured on Multi30k-shaped corpora, ``bench/ingest.py``): 1.2 GiB at
-this size, more than a small machine's store holds without spilling."""
+bucketed batches, materialized whole, hold 1.1-1.3 KB a translation pair in the object
+store (measured on Multi30k-shaped corpora, ``bench/ingest.py``: 375 MiB at 300k pairs,
+3.0 GiB at 3M, 4.0 GiB at the peak), about 1.2 GiB at this size: past it, more than
+the store of a machine with a few GiB of memory holds without spilling."""
 
 
 def streams(config: BatchingConfig, examples: int) -> bool:
