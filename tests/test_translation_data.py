@@ -75,6 +75,24 @@ def test_target_ids_get_bos_and_eos_and_decode_stops_at_eos():
     assert empty == [[2, 3]]  # tgt_length 1: the decoder learns to stop
 
 
+@pytest.mark.parametrize("kind", ["bpe", "wordlevel"])
+def test_a_joint_tokenizer_read_in_one_pass_is_the_same(kind):
+    """``both`` (each batch's sources, then its targets: one pass over the split) trains
+    the tokenizer that all sources, then all targets, train."""
+    pairs = [number_pair(n) for n in range(2, 400)]
+    sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+
+    def interleaved():
+        for start in range(0, len(pairs), 64):
+            yield from sources[start:start + 64]
+            yield from targets[start:start + 64]
+
+    config = TokenizerConfig(kind=kind, vocab_size=200, min_frequency=2, lowercase=False, joint=True)
+    one_pass = train_translation_tokenizers(lambda: iter(()), lambda: iter(()), config, both=interleaved)
+    two_passes = train_translation_tokenizers(lambda: iter(sources), lambda: iter(targets), config)
+    assert one_pass.source.to_str() == two_passes.source.to_str()
+
+
 @pytest.mark.parametrize("joint", [True, False])
 def test_translation_tokenizers_save_and_load(tmp_path, joint):
     sources = ["three hundred and one", "forty-two", "seven"] * 5

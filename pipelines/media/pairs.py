@@ -99,10 +99,14 @@ class PreparedPairs:
     ``tokenizer``, ``featurize``, ``bucket``, ``valid``): what ``bench/ingest.py`` reports."""
 
 
-def column_texts(split: CheckedSplit, column: str):
+def column_texts(split: CheckedSplit, *columns: str):
+    """A callable giving a fresh iterator over the texts of ``columns``, in one pass:
+    each batch of 4,096 rows gives its first column's texts, then the next column's."""
     def iterate() -> Iterator[str]:
-        for batch in split.dataset.iter_batches(batch_size=4096, batch_format="pyarrow"):
-            yield from batch.column(column).to_pylist()
+        for batch in split.dataset.select_columns(list(columns)).iter_batches(batch_size=4096,
+                                                                               batch_format="pyarrow"):
+            for column in columns:
+                yield from batch.column(column).to_pylist()
 
     return iterate
 
@@ -132,7 +136,7 @@ def prepare_pairs(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | Non
         clock = now
 
     tokenizers = train_translation_tokenizers(column_texts(train, "source"), column_texts(train, "target"),
-                                              recipe.tokenizer)
+                                              recipe.tokenizer, both=column_texts(train, "source", "target"))
     log.info(
         "tokenizer: %s %s, %d source / %d target tokens (asked %d)",
         "joint" if tokenizers.joint else "per-language", recipe.tokenizer.kind, *tokenizers.vocab_sizes,
