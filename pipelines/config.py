@@ -388,11 +388,20 @@ class BatchingConfig:
     """Examples sorted together before cutting batches (OpenNMT's pool)."""
     sort: bool = True
     """Length bucketing on (sort each pool by length); False batches in random order."""
+    stream: bool | str = "auto"
+    """Training batches materialized once (``false``: bucketed whole, shuffled, kept in the
+    object store) or streamed (``true``: pools bucketed on the fly each epoch, nothing
+    kept); ``auto`` streams a training split of more than
+    ``pipelines.media.bucketing.STREAM_ABOVE`` (1,000,000) examples. Applications that
+    read pairs through ``pipelines.media.pairs`` (translation) honour it; the others
+    materialize."""
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "max_batch_size", "pool_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"batching.{name} must be >= 1, got {getattr(self, name)}")
+        if self.stream not in (True, False, "auto"):
+            raise ConfigError(f"batching.stream must be true, false or auto, got {self.stream!r}")
 
 
 @dataclass(kw_only=True)

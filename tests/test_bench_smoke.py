@@ -4,9 +4,9 @@ fails the suite.
 Each run goes through the script's own ``main(argv)`` (what ``python bench/X.py`` calls)
 and must return 0, print its table and write its report (``--out`` into ``tmp_path``)
 with the figures a reader relies on present and finite and ``quick`` true: a crash or a
-silently empty result fails. The scripts that need Ray (Ray Data: bucketing, video) are
-marked ``ray`` and run on the session head; the others run in the tier without Ray. No
-shared data is read: bucketing runs on its generated stand-ins (``FALLBACK:*``), music
+silently empty result fails. The scripts that need Ray (Ray Data: bucketing, ingest,
+video) are marked ``ray`` and run on the session head; the others run in the tier without
+Ray. No shared data is read: bucketing and ingest run on generated stand-ins (``FALLBACK:*``), music
 and serve on tiny fixtures. Three scripts are smoke-run beside their applications'
 tests instead (``ELSEWHERE``); the last test checks that every script of bench/ has one.
 """
@@ -212,6 +212,29 @@ def test_bucketing_quick(data_context, tmp_path, capfd, torch_threads):
             positive(result[arm][f"{unit}_per_s"], result[arm][f"{unit}_per_cpu_s"])
         positive(result["speedup"], result["speedup_cpu"])
     assert (tmp_path / "bucketing.png").stat().st_size > 1000
+
+
+@pytest.mark.ray
+def test_ingest_quick(data_context, tmp_path, capfd):
+    """Two small generated corpora (no Multi30k under the data root) through the
+    translation application's ``prepare``, streamed, then iterated once as a worker does."""
+    import ray
+
+    out = tmp_path / "ingest.json"
+    assert bench("ingest").main(["--quick", "--data-root", str(tmp_path / "no-data"), "--work", str(tmp_path / "work"),
+                                 "--set", "batching.stream=true", "--out", str(out)]) == 0
+    printed = capfd.readouterr().out
+    assert "us/pair" in printed and "FALLBACK:numbers" in printed
+    assert ray.is_initialized()  # the session's head, joined and left running
+    report = read_report(out)
+    assert [r["size"] for r in report["results"]] == [2000, 6000]
+    for result in report["results"]:
+        assert result["pairs"] == result["size"] and result["streamed"] is True
+        assert set(result["stage_s"]) == {"read", "tokenizer", "featurize", "bucket", "valid"}
+        assert result["iterate"]["pairs"] == result["size"] and result["iterate"]["batches"] == result["train_batches"]
+        positive(result["wall_s"], result["us_per_pair"], result["driver_rss_peak_bytes"],
+                 result["iterate"]["pairs_per_s"])
+    assert report["goals"]["largest_pairs"] == 6000
 
 
 @pytest.mark.ray

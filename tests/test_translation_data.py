@@ -19,7 +19,7 @@ from pipelines.apps.translate.data import prepare_translation
 from pipelines.apps.translate.generate import number_pair, write_translation
 from pipelines.config import DataConfig, TokenizerConfig, apply_overrides, recipe_from_dict
 from pipelines.errors import ConfigError, DataError
-from pipelines.media.bucketing import bucket_pairs, padding_stats, plan_pair_batches
+from pipelines.media.bucketing import bucket_pairs, padding_stats, plan_pair_batches, stream_pairs
 from pipelines.media.sources import check_records, pair_schema, parse_delimited, parse_jsonl, parse_parquet, read_pairs
 from pipelines.media.tokenization import (
     decode,
@@ -73,6 +73,24 @@ def test_target_ids_get_bos_and_eos_and_decode_stops_at_eos():
     assert decode(tok, np.array(y + [3, 0, 0, 17])) == "ein mann schläft"  # what follows EOS is ignored
     empty, _ = encode_targets(tok, [""], max_length=5)
     assert empty == [[2, 3]]  # tgt_length 1: the decoder learns to stop
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordlevel"])
+def test_a_joint_tokenizer_read_in_one_pass_is_the_same(kind):
+    """``both`` (each batch's sources, then its targets: one pass over the split) trains
+    the tokenizer that all sources, then all targets, train."""
+    pairs = [number_pair(n) for n in range(2, 400)]
+    sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+
+    def interleaved():
+        for start in range(0, len(pairs), 64):
+            yield from sources[start:start + 64]
+            yield from targets[start:start + 64]
+
+    config = TokenizerConfig(kind=kind, vocab_size=200, min_frequency=2, lowercase=False, joint=True)
+    one_pass = train_translation_tokenizers(lambda: iter(()), lambda: iter(()), config, both=interleaved)
+    two_passes = train_translation_tokenizers(lambda: iter(sources), lambda: iter(targets), config)
+    assert one_pass.source.to_str() == two_passes.source.to_str()
 
 
 @pytest.mark.parametrize("joint", [True, False])
@@ -308,6 +326,62 @@ def test_bucket_pairs_every_pair_once_under_budget_with_shifted_targets(ray_head
     unsorted = padding_stats(bucket_pairs(featurized_pairs(500), BatchingConfig(
         max_tokens=240, max_batch_size=16, pool_size=128, sort=False), seed=3))
     assert unsorted.padding_fraction > stats.padding_fraction + 0.1
+
+
+def batch_rows(batches: ray.data.Dataset) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Each batch row as (its examples' indexes, its src_tokens shape), in iteration order."""
+    return [(tuple(row["index"].tolist()), row["src_tokens"].shape) for row in batches.iter_rows()]
+
+
+@pytest.mark.ray
+def test_stream_pairs_buckets_every_pair_once_the_same_way_each_epoch(ray_head):
+    """Streamed batches: every pair once under the budget, and every iteration (epoch)
+    of the lazy plan gives the same batches in the same order (a seed's batches)."""
+    from pipelines.config import BatchingConfig
+
+    config = BatchingConfig(max_tokens=240, max_batch_size=16, pool_size=128, stream=True)
+    streamed = stream_pairs(featurized_pairs(500), config, seed=3)
+    first, second = batch_rows(streamed), batch_rows(streamed)
+    assert first == second
+    assert sorted(i for indexes, _ in first for i in indexes) == list(range(500))
+    assert all(len(indexes) * shape[1] <= 240 and len(indexes) <= 16 for indexes, shape in first)
+    assert batch_rows(stream_pairs(featurized_pairs(500), config, seed=4)) != first  # the seed matters
+    stats = padding_stats(streamed)
+    assert stats.examples == 500 and stats.batches == len(first) and stats.padding_fraction < 0.3
+
+
+@pytest.mark.ray
+def test_prepare_translation_streams_or_materializes(ray_head, tmp_path):
+    """``batching.stream``: the same pairs, truncation count and tokenizers either way;
+    streamed training batches are a lazy plan that gives the same batches each epoch."""
+    from ray.data.dataset import MaterializedDataset
+
+    write_translation(tmp_path, size=300, seed=2)
+    prepared = {}
+    for stream in (True, False):
+        raw = {
+            "data": {"root": str(tmp_path), "train": "train", "valid": "valid", "source_lang": "en",
+                     "target_lang": "de", "max_length": 6, "max_target_length": 8},
+            "tokenizer": {"vocab_size": 120, "lowercase": False},
+            "batching": {"max_tokens": 256, "pool_size": 64, "stream": stream},
+        }
+        data = prepared[stream] = prepare_translation(recipe_from_dict(raw))
+        assert data.report["streamed"] is stream and data.report["train_examples"] == 300
+        assert isinstance(data.train, MaterializedDataset) is not stream
+        rows = batch_rows(data.train)
+        assert len(rows) == data.train_stats.batches and data.train_stats.examples == 300
+        assert sorted(i for indexes, _ in rows for i in indexes) == list(range(300))
+        assert batch_rows(data.train) == rows  # a second epoch: the same batches, the same order
+    assert prepared[True].report["truncated_examples"] == prepared[False].report["truncated_examples"] > 0
+    assert prepared[True].tokenizers.source.to_str() == prepared[False].tokenizers.source.to_str()
+
+
+def test_batching_stream_accepts_true_false_and_auto():
+    assert recipe_from_dict({}).batching.stream == "auto"
+    for value in (True, False, "auto"):
+        assert recipe_from_dict({"batching": {"stream": value}}).batching.stream == value
+    with pytest.raises(ConfigError, match="batching.stream must be true, false or auto"):
+        recipe_from_dict({"batching": {"stream": "sometimes"}})
 
 
 @pytest.mark.ray

@@ -59,6 +59,8 @@ class PreparedData:
     initial: dict[str, Any] = field(default_factory=dict)
     """Starting values of some parameters (whole-model names -> tensors), e.g. pretrained
     word vectors; each stage takes the ones it holds."""
+    stage_s: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each data-preparation stage, where the application times them."""
 
 
 class Predictor(Protocol):

@@ -230,6 +230,60 @@ def bucket_with(ds: ray.data.Dataset, cut: Any, config: BatchingConfig, *, seed:
     return batches.random_shuffle(seed=seed + 1).materialize() if shuffle else batches
 
 
+STREAM_ABOVE = 1_000_000
+"""``batching.stream: auto`` streams a training split of more examples than this: its
+bucketed batches, materialized whole, hold 1.1-1.3 KB a translation pair in the object
+store (measured on Multi30k-shaped corpora, ``bench/ingest.py``: 375 MiB at 300k pairs,
+3.0 GiB at 3M, 4.0 GiB at the peak), about 1.2 GiB at this size: past it, more than
+the store of a machine with a few GiB of memory holds without spilling."""
+
+
+def streams(config: BatchingConfig, examples: int) -> bool:
+    """Whether ``examples`` training examples stream under ``config.stream``."""
+    return config.stream is True or (config.stream == "auto" and examples > STREAM_ABOVE)
+
+
+class _StreamPool:
+    """``map_batches`` function of a streamed epoch: one pool in (consecutive rows), its
+    rows permuted and its batches put in an order, both seeded by ``seed`` and the pool's
+    first ``index`` (so every execution of the plan gives the same batches in the same
+    order), then ``cut`` into padded batches. A ``truncated`` column of the pool becomes
+    one count per batch (the pool's total on its first batch, 0 on the others)."""
+
+    def __init__(self, cut: Any, seed: int) -> None:
+        self.cut = cut
+        self.seed = seed
+
+    def __call__(self, pool: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        truncated = pool.pop("truncated", None)
+        rng = np.random.default_rng([self.seed, int(pool["index"][0])])
+        order = rng.permutation(len(pool["index"]))
+        out = self.cut({name: values[order] for name, values in pool.items()})
+        batches = len(out["index"])
+        shuffled = rng.permutation(batches)
+        out = {name: [values[i] for i in shuffled] for name, values in out.items()}
+        if truncated is not None:
+            out["truncated"] = [int(np.sum(truncated))] + [0] * (batches - 1)
+        return out
+
+
+def stream_pairs(ds: ray.data.Dataset, config: BatchingConfig, *, seed: int) -> ray.data.Dataset:
+    """Featurized pairs (as :func:`bucket_pairs` takes them, with ``index``) -> a lazy
+    dataset of batch rows, bucketed on the fly each time it is iterated (each epoch):
+    pools of ``config.pool_size`` consecutive rows (Ray Data's ordered execution keeps
+    them the same every time), each permuted, sorted and cut as :func:`bucket_pairs`
+    cuts, its batches in a seeded order. Nothing is materialized: no global shuffle of
+    the examples or of the batches (the worker's ``train.shuffle_buffer`` shuffles batch
+    order per epoch, as for materialized batches)."""
+    return stream_with(ds, _CutPairPool(config, sort=config.sort), config, seed=seed)
+
+
+def stream_with(ds: ray.data.Dataset, cut: Any, config: BatchingConfig, *, seed: int) -> ray.data.Dataset:
+    """:func:`stream_pairs` with any pool ``cut`` (as :func:`bucket_with`)."""
+    return ds.map_batches(_StreamPool(cut, seed), batch_size=config.pool_size, batch_format="numpy",
+                          zero_copy_batch=True)
+
+
 @dataclass
 class PaddingStats:
     batches: int
@@ -240,6 +294,8 @@ class PaddingStats:
     """Slots of the padded tensors (translation: ``src_tokens`` + ``tgt_out``)."""
     sides: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Translation only: ``{"source": (tokens, slots), "target": (tokens, slots)}``."""
+    truncated: int = 0
+    """The batches' ``truncated`` counts, where they carry one (streamed batches' counting pass)."""
 
     @property
     def padding_fraction(self) -> float:
@@ -273,6 +329,8 @@ def padding_stats(batches: ray.data.Dataset) -> PaddingStats:
         sides = _PAIR_SIDES if "src_tokens" in batch else _TEXT_SIDES
         first_lengths = next(iter(sides.values()))[1]
         out = {"rows": np.array([len(x) for x in batch[first_lengths]])}
+        if "truncated" in batch:
+            out["truncated"] = np.asarray(batch["truncated"], dtype=np.int64)
         for side, (tensor, lengths) in sides.items():
             out[f"{side}.tokens"] = np.array([int(np.sum(x)) for x in batch[lengths]])
             out[f"{side}.slots"] = np.array([int(t.shape[0] * t.shape[1]) for t in batch[tensor]])
@@ -294,4 +352,5 @@ def padding_stats(batches: ray.data.Dataset) -> PaddingStats:
         sum(tokens for tokens, _ in sides.values()),
         sum(slots for _, slots in sides.values()),
         {side: counts for side, counts in sides.items() if side in _PAIR_SIDES},
+        totals.get("truncated", 0),
     )

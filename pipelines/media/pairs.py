@@ -4,7 +4,9 @@ featurize -> bucket by (src, tgt). What every text-to-text application shares
 checked splits of ``{source, target, origin}`` records).
 
 It runs once in the driver (``materialize()``d), and the training workers only iterate
-the resulting batch rows, whose layout (``src_tokens``, ``src_lengths``, ``tgt_in``,
+the resulting batch rows (past ``batching.stream``'s threshold the batches stream
+instead: featurized and bucketed on the fly each epoch, see
+``pipelines.media.bucketing.stream_pairs``), whose layout (``src_tokens``, ``src_lengths``, ``tgt_in``,
 ``tgt_out``, ``tgt_lengths``, ``index``) is drawn in ``pipelines.media.bucketing``.
 
 Every example carries ``index``, its position in its checked split (0..n-1, input
@@ -15,6 +17,7 @@ order), through featurizing and bucketing: a validation batch's hypotheses line 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +27,7 @@ import ray
 
 from pipelines.config import Recipe
 from pipelines.errors import ConfigError
-from pipelines.media.bucketing import PaddingStats, bucket_pairs, padding_stats
+from pipelines.media.bucketing import PaddingStats, bucket_pairs, padding_stats, stream_pairs, streams
 from pipelines.media.columns import total
 from pipelines.media.featurize import map_featurized
 from pipelines.media.sources import CheckedSplit, with_index
@@ -81,7 +84,9 @@ class PreparedPairs:
     """Source and target tokenizers (one object when ``tokenizer.joint``); save them with
     ``pipelines.media.tokenization.save_translation_tokenizers``."""
     train: ray.data.Dataset
-    """Bucketed, shuffled training batches (layout in ``pipelines.media.bucketing``)."""
+    """Bucketed, shuffled training batches (layout in ``pipelines.media.bucketing``):
+    materialized, or (``batching.stream``) a lazy dataset that buckets on the fly each
+    time it is iterated."""
     valid: ray.data.Dataset | None
     """Bucketed validation batches (pools in input order), or None."""
     valid_records: ray.data.Dataset | None
@@ -89,12 +94,19 @@ class PreparedPairs:
     references for BLEU/chrF, matched to batches by ``index``."""
     train_stats: PaddingStats
     report: dict[str, Any] = field(default_factory=dict)
+    stage_s: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each preparation stage (``read`` when the caller times it,
+    ``tokenizer``, ``featurize``, ``bucket``, ``valid``): what ``bench/ingest.py`` reports."""
 
 
-def column_texts(split: CheckedSplit, column: str):
+def column_texts(split: CheckedSplit, *columns: str):
+    """A callable giving a fresh iterator over the texts of ``columns``, in one pass:
+    each batch of 4,096 rows gives its first column's texts, then the next column's."""
     def iterate() -> Iterator[str]:
-        for batch in split.dataset.iter_batches(batch_size=4096, batch_format="pyarrow"):
-            yield from batch.column(column).to_pylist()
+        for batch in split.dataset.select_columns(list(columns)).iter_batches(batch_size=4096,
+                                                                               batch_format="pyarrow"):
+            for column in columns:
+                yield from batch.column(column).to_pylist()
 
     return iterate
 
@@ -114,23 +126,51 @@ def prepare_pairs(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | Non
     ``data.max_length``, targets to ``data.max_target_length``."""
     data, batching = recipe.data, recipe.batching
     check_target_budget(recipe)
+    clock = time.perf_counter()
+    stage_s: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stage_s[stage] = round(now - clock, 3)
+        clock = now
+
     tokenizers = train_translation_tokenizers(column_texts(train, "source"), column_texts(train, "target"),
-                                              recipe.tokenizer)
+                                              recipe.tokenizer, both=column_texts(train, "source", "target"))
     log.info(
         "tokenizer: %s %s, %d source / %d target tokens (asked %d)",
         "joint" if tokenizers.joint else "per-language", recipe.tokenizer.kind, *tokenizers.vocab_sizes,
         recipe.tokenizer.vocab_size,
     )
+    lap("tokenizer")
     lengths = {"max_source_length": data.max_length, "max_target_length": data.target_max_length}
-    train_features = featurize_pairs(with_index(train.dataset, train.rows), tokenizers, **lengths).materialize()
-    truncated = int(total(train_features, "truncated"))
-    train_batches = bucket_pairs(train_features.drop_columns(["truncated"]), batching, seed=recipe.train.seed)
+    # Featurizing reads source, target and index: the origins stay behind.
+    indexed = with_index(train.dataset.select_columns(["source", "target"]), train.rows)
+    streamed = streams(batching, train.rows)
+    if streamed:
+        # Nothing materialized past the indexed records: one counting pass (featurize and
+        # cut, streaming) gives the batch count, padding and truncation figures; training
+        # buckets the same pools again each epoch.
+        features = featurize_pairs(indexed, tokenizers, **lengths)
+        train_batches = stream_pairs(features.drop_columns(["truncated"]), batching, seed=recipe.train.seed)
+        lap("featurize")
+        stats = padding_stats(stream_pairs(features, batching, seed=recipe.train.seed))
+        truncated = stats.truncated
+        lap("bucket")
+    else:
+        train_features = featurize_pairs(indexed, tokenizers, **lengths).materialize()
+        truncated = int(total(train_features, "truncated"))
+        lap("featurize")
+        train_batches = bucket_pairs(train_features.drop_columns(["truncated"]), batching, seed=recipe.train.seed)
+        stats = padding_stats(train_batches)
+        lap("bucket")
     report: dict[str, Any] = {
         "train_examples": train.rows,
         "skipped_records": train.skipped,
         "truncated_examples": truncated,
         "source_vocab_size": tokenizers.vocab_sizes[0],
         "target_vocab_size": tokenizers.vocab_sizes[1],
+        "streamed": streamed,
     }
     valid_batches = valid_records = None
     if valid is not None:
@@ -142,6 +182,6 @@ def prepare_pairs(recipe: Recipe, train: CheckedSplit, valid: CheckedSplit | Non
         )
         report["valid_examples"] = valid.rows
         report["skipped_records"] += valid.skipped
-    stats = padding_stats(train_batches)
+        lap("valid")
     report.update(stats.report())
-    return PreparedPairs(tokenizers, train_batches, valid_batches, valid_records, stats, report)
+    return PreparedPairs(tokenizers, train_batches, valid_batches, valid_records, stats, report, stage_s)

@@ -119,19 +119,23 @@ class TranslationTokenizers:
 
 
 def train_translation_tokenizers(
-    sources: Callable[[], Iterable[str]], targets: Callable[[], Iterable[str]], config: TokenizerConfig
+    sources: Callable[[], Iterable[str]], targets: Callable[[], Iterable[str]], config: TokenizerConfig,
+    both: Callable[[], Iterable[str]] | None = None,
 ) -> TranslationTokenizers:
     """Train on the training split: one tokenizer on both sides, or one per side.
 
     ``sources``/``targets`` return a fresh iterator over the texts each time they are
-    called (so a side can be streamed from a dataset more than once).
+    called (so a side can be streamed from a dataset more than once). ``both``, when
+    given, returns every text of both sides in one pass (a joint tokenizer reads the
+    split once instead of once a side; BPE and word-level counts do not depend on the
+    order, so the tokenizer is the same).
     """
     if config.joint:
-        def both() -> Iterable[str]:
+        def one_side_then_the_other() -> Iterable[str]:
             yield from sources()
             yield from targets()
 
-        tokenizer = train_tokenizer(both(), config)
+        tokenizer = train_tokenizer((both or one_side_then_the_other)(), config)
         return TranslationTokenizers(tokenizer, tokenizer, joint=True)
     return TranslationTokenizers(train_tokenizer(sources(), config), train_tokenizer(targets(), config), joint=False)
 

@@ -40,7 +40,8 @@ class Translate(Tokens, App):
         meta = {"src_vocab_size": src, "tgt_vocab_size": tgt, "source_lang": recipe.data.source_lang,
                 "target_lang": recipe.data.target_lang}
         return PreparedData(data.train, data.valid, {"src_vocab_size": src, "tgt_vocab_size": tgt},
-                            translation_tokenizer_files(data.tokenizers), meta, data.train_stats.batches, data.report)
+                            translation_tokenizer_files(data.tokenizers), meta, data.train_stats.batches, data.report,
+                            stage_s=data.stage_s)
 
     def encoder_source(self, sizes: dict[str, int]):
         from models.seq2seq import source_tokens

@@ -5,6 +5,7 @@ like any text pairs (``pipelines.media.pairs``)."""
 from __future__ import annotations
 
 import logging
+import time
 
 from pipelines.config import Recipe
 from pipelines.media.pairs import PreparedPairs, check_target_budget, prepare_pairs
@@ -19,6 +20,10 @@ def prepare_translation(recipe: Recipe) -> PreparedPairs:
     check_target_budget(recipe)  # before any reading
     if recipe.tokenizer.lowercase:
         log.warning("tokenizer.lowercase is true: translations will come out lowercase (set it false for cased output)")
+    started = time.perf_counter()
     train = check_records(read_pairs(data, "train"), data.on_bad_record, "train")
     valid = check_records(read_pairs(data, "valid"), data.on_bad_record, "valid") if data.valid else None
-    return prepare_pairs(recipe, train, valid)
+    read_s = round(time.perf_counter() - started, 3)
+    prepared = prepare_pairs(recipe, train, valid)
+    prepared.stage_s = {"read": read_s, **prepared.stage_s}
+    return prepared
