@@ -101,10 +101,11 @@ of a run (workers started, training running, finished) waits for the next poll: 
 on a tiny sentiment run joined to a warm head, ``fit()`` took 14-17 s at 2 s and 10-13 s
 at 0.25-0.5 s. Ray Train copies the variable from the driver to its controller, so
 setting it here reaches clusters too; a value the user set is kept."""
+HEALTH_CHECK_DEFAULT_S = "0.5"
 
 
 def _connect(num_cpus: int | None) -> None:
-    os.environ.setdefault(HEALTH_CHECK_INTERVAL, "0.5")
+    os.environ.setdefault(HEALTH_CHECK_INTERVAL, HEALTH_CHECK_DEFAULT_S)
     if os.environ.get("RAY_ADDRESS"):
         _use_local_auth_token()
         context = ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True,

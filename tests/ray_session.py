@@ -126,7 +126,7 @@ def select_shard(config, items) -> None:
 def start_head(log: Path, *, num_cpus: int = 8) -> tuple[subprocess.Popen, dict[str, str]]:
     """A local head in a session of its own; returns it and ``{address, dashboard}``
     once a driver can connect."""
-    from pipelines.runtime import free_port
+    from pipelines.runtime import HEALTH_CHECK_DEFAULT_S, HEALTH_CHECK_INTERVAL, PREEMPTION_WATCHER, free_port
 
     gcs_port, dashboard_port = free_port(), free_port()
     # Jobs submitted to this head run `python` from its PATH: make that this venv's.
@@ -134,8 +134,8 @@ def start_head(log: Path, *, num_cpus: int = 8) -> tuple[subprocess.Popen, dict[
     # A one-machine head has no node to lose: no preemption watcher per run (as rayseq's own
     # local instances, pipelines.runtime.PREEMPTION_WATCHER); its Ray Train controllers poll
     # their workers every 0.5 s, as rayseq's own runs (pipelines.runtime.HEALTH_CHECK_INTERVAL).
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path,
-           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path, PREEMPTION_WATCHER: "0",
+           HEALTH_CHECK_INTERVAL: os.environ.get(HEALTH_CHECK_INTERVAL, HEALTH_CHECK_DEFAULT_S)}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
