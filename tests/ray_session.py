@@ -40,16 +40,16 @@ on the first cluster's node (measured: the autoscaling test's job never saw its 
 nodes and hung)."""
 
 FILE_SECONDS = {
-    "test_train_cli.py": 590, "test_audio_cli.py": 230, "test_video_cli.py": 170, "test_open_structure.py": 150,
-    "test_bench_smoke.py": 90, "test_serving_resilience.py": 85, "test_sentence_classification.py": 70,
-    "test_image.py": 65, "test_ray_jobs.py": 40, "test_audio.py": 40, "test_serving.py": 45,
-    "test_serving_security.py": 40, "test_serving_summarize.py": 30, "test_serve_config.py": 25,
-    "test_ray_data.py": 25, "test_audio_perturb.py": 25, "test_translation_data.py": 25, "test_serving_stream.py": 20,
-    "test_serving_audio.py": 20, "test_serving_video.py": 20, "test_serving_fuzz.py": 15, "test_serving_image.py": 15,
-    "test_devices.py": 15, "test_video.py": 15,
+    "test_train_cli.py": 575, "test_audio_cli.py": 430, "test_open_structure.py": 170, "test_bench_smoke.py": 145,
+    "test_video_cli.py": 140, "test_sentence_classification.py": 110, "test_audio_perturb.py": 95,
+    "test_serving_resilience.py": 85, "test_image.py": 50, "test_serve_config.py": 45, "test_ray_jobs.py": 35,
+    "test_serving_summarize.py": 30, "test_serving.py": 25, "test_translation_data.py": 25, "test_audio.py": 25,
+    "test_serving_fuzz.py": 15, "test_ray_data.py": 15, "test_serving_stream.py": 15, "test_serving_security.py": 15,
+    "test_serving_image.py": 10, "test_serving_audio.py": 10, "test_serving_video.py": 10, "test_devices.py": 5,
+    "test_video.py": 5,
 }
-"""Seconds each Ray-tier file took in one quiet run of the whole suite (2026-12-07, before
-the start-up speedups of that day: only their proportions matter). A file not listed
+"""Seconds each Ray-tier file took in a whole-suite run (2026-12-08, the two shards beside
+the tests without Ray on two cores: only their proportions matter). A file not listed
 counts :data:`DEFAULT_SECONDS`."""
 DEFAULT_SECONDS = 20
 
@@ -66,6 +66,13 @@ def prepare_environment() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if "torch" in sys.modules:  # imported before this file (a plugin): the variable came too late
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+    # Ray's bookkeeping the tests never read, paid in CPU by every process: usage stats (each
+    # Ray Data execution reports to a cluster-wide actor and queries Prometheus) and the
+    # metrics every worker exports to its node's agent. Every process the tests start
+    # inherits these, heads included.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
     # Ray 2.60 turns token auth on for clusters started here, but a client given an explicit
     # address only sends the token in token mode; Ray reads this when it is imported.
@@ -123,7 +130,15 @@ def select_shard(config, items) -> None:
     items[:] = keep
 
 
-def start_head(log: Path, *, num_cpus: int = 8) -> tuple[subprocess.Popen, dict[str, str]]:
+HEAD_CPUS = 8
+"""Logical CPUs of the test head: headroom over the machine's two, so that a shard's
+concurrent trainings start together (the six demo runs of tests/test_train_cli.py
+reserve 10 for their workers and queue a little). More is slower, not faster: with 24
+the whole suite took 32 min 13 s instead of 24 min 48 s (2026-12-08), as every job's
+Ray Data stages and workers then ran at once on two cores."""
+
+
+def start_head(log: Path, *, num_cpus: int = HEAD_CPUS) -> tuple[subprocess.Popen, dict[str, str]]:
     """A local head in a session of its own; returns it and ``{address, dashboard}``
     once a driver can connect."""
     from pipelines.runtime import HEALTH_CHECK_DEFAULT_S, HEALTH_CHECK_INTERVAL, PREEMPTION_WATCHER, free_port
@@ -134,7 +149,10 @@ def start_head(log: Path, *, num_cpus: int = 8) -> tuple[subprocess.Popen, dict[
     # A one-machine head has no node to lose: no preemption watcher per run (as rayseq's own
     # local instances, pipelines.runtime.PREEMPTION_WATCHER); its Ray Train controllers poll
     # their workers every 0.5 s, as rayseq's own runs (pipelines.runtime.HEALTH_CHECK_INTERVAL).
+    # The dashboard agent's reporter walks every process's psutil figures every 5 s by
+    # default: once a minute is plenty for a test head with dozens of short-lived workers.
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PATH": path, PREEMPTION_WATCHER: "0",
+           "REPORTER_UPDATE_INTERVAL_MS": "60000",
            HEALTH_CHECK_INTERVAL: os.environ.get(HEALTH_CHECK_INTERVAL, HEALTH_CHECK_DEFAULT_S)}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(

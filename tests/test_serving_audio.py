@@ -275,17 +275,24 @@ def test_generate_transcribes_each_upload(client, recognizer):
 
 @pytest.mark.ray
 def test_concurrent_uploads_share_batches(client):
+    """Uploads that arrive together can share a forward pass. A lone request runs at once
+    (no waiting for company), and each upload is decoded in the ingress before it queues,
+    so whether a burst overlaps depends on timing: up to three bursts of 16, and at least
+    one batch must hold more than one request (never, if batching were broken)."""
     from serving.app import APP_NAME
 
-    names = [list(RECORDINGS)[i % len(RECORDINGS)] for i in range(8)]
+    names = [list(RECORDINGS)[i % len(RECORDINGS)] for i in range(16)]
 
     async def send_all() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=str(client.base_url), timeout=60) as http:
             return await asyncio.gather(*(http.post(f"/v1/models/{DIGITS}/classify",
                                                     files=[("file", (n, RECORDINGS[n]))]) for n in names))
 
-    assert [r.status_code for r in asyncio.run(send_all())] == [200] * len(names)
-    stats = call_deployment("Ingress", "batch_stats", DIGITS, app_name=APP_NAME)
+    for _ in range(3):
+        assert [r.status_code for r in asyncio.run(send_all())] == [200] * len(names)
+        stats = call_deployment("Ingress", "batch_stats", DIGITS, app_name=APP_NAME)
+        if stats["largest_batch_requests"] > 1:
+            break
     assert stats["largest_batch_requests"] > 1, stats
     assert stats["largest_batch_tokens"] <= LIMITS.max_batch_tokens * 4, stats  # frames: 4 per token
 

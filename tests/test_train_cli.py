@@ -157,23 +157,6 @@ def test_bad_record_names_file_and_line(ray_head, tmp_path):
     assert f"{tmp_path}/train.txt:2: empty text" in done.stderr.strip().splitlines()[-1]
 
 
-def test_ray_job_submit_runs_training_from_the_working_dir(ray_head, tmp_path):
-    out = tmp_path / "job-run"
-    env = {**os.environ, "RAY_API_SERVER_ADDRESS": ray_head["dashboard"]}
-    env.pop("RAY_ADDRESS", None)  # the job CLI reads RAY_API_SERVER_ADDRESS / --address (HTTP)
-    done = subprocess.run(
-        [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", ray_head["dashboard"],
-         "--working-dir", ".", "--", "python", "-m", "pipelines.train", "recipes/demo_sentiment.yaml",
-         *sets(*SMALL, "train.max_steps=10", "train.eval_every=10"), "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "succeeded" in done.stdout
-    summary = json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
-    assert summary["steps"] == 10 and Path(summary["checkpoint"]).is_dir()
-
-
-
 KILLED = (*SMALL, "parallel.pp=2", "train.ema_decay=0.9", "train.eval_every=20", "train.log_every=20")
 """The sentiment demo at pp=2 with a parameter average (``train.ema_decay``)."""
 
