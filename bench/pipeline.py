@@ -659,6 +659,10 @@ def summarize_seq2seq(raw: dict[str, Any], settings: Settings) -> dict[str, Any]
             entry["vs_1f1b"] = ratio(spec.name, onef1b, "tokens_per_s") if onef1b else None
             entry["bubble"] = round(bubble_fraction(stages), 4)
             entry["bubble_theory"] = round(theoretical_bubble(2, spec.units), 4)
+            steps = len({span[1] for span in stages[0]})
+            entry["compute_s_per_step"] = [  # forward + backward spans: the work, apart from waiting
+                round(sum(span[4] - span[3] for span in stages[r] if span[0] in ("forward", "backward")) / steps, 4)
+                for r in (0, 1)]
         arms[spec.name] = entry
     rows_, source, target = settings.seq2seq.batch
     return {"model": asdict(settings.seq2seq.model), "batch": {"rows": rows_, "source": source, "target": target},
