@@ -57,6 +57,12 @@ on its neighbour; messages free; plus the slower stage's remaining step work). p
 step's CPU time. The simulation works on whole micro-batches, so it has no estimate for
 the wavefront arm (n/a). This is a model, labeled as such; the goals are judged on the measurement.
 
+A second section times the translation model (``models.seq2seq``: GNMT-style LSTM
+encoder-decoder with attention) in the same two workers: pp=1, pp=2 1F1B and pp=2
+wavefront (the decoder streams over target chunks: ``pipelines.engine.wavefront``) side by
+side, interleaved per round as above, on fixed-shape ``(rows, source, target)`` batches;
+its tokens count source and target tokens, as training's progress line does.
+
 Usage, from the repository root::
 
     python bench/pipeline.py            # full run (7-10 min on 2 shared cores): bench/results/pipeline.{json,png}
@@ -97,6 +103,7 @@ from models import ModelConfig, build_seq2vec  # noqa: E402
 from models.dropout import dropout_key  # noqa: E402
 from models.frontends import tokens  # noqa: E402
 from pipelines.apps.text_classify.app import APP as TEXT_CLASSIFY  # noqa: E402
+from pipelines.apps.translate.app import APP as TRANSLATE  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.engine.microbatches import split_batch  # noqa: E402
 from pipelines.engine.optim import build_optimizer  # noqa: E402
@@ -154,6 +161,25 @@ class Settings:
     seed: int = 0
     threads: int = 1
     """torch intra-op threads per process ("one thread each")."""
+    seq2seq: Seq2SeqSettings = field(default_factory=lambda: Seq2SeqSettings())
+
+
+@dataclass(kw_only=True)
+class Seq2SeqSettings:
+    """The translation section: its model, batches and pp=2 arms."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(
+        kind="seq2seq", cell="lstm", embed_dim=256, hidden_size=256, num_layers=2, decoder_layers=4,
+        attention="luong", dropout=0.1))
+    """A bidirectional bottom and one more encoder layer, 4 decoder layers: the planner
+    cuts pp=2 inside the decoder, so (h, context) chunks cross the cut."""
+    vocab_size: int = 8000
+    batch: tuple[int, int, int] = (64, 32, 32)
+    """(rows, source steps, target steps) of every batch, all rows full length."""
+    arms: tuple[tuple[str, int, int], ...] = (("1f1b", 4, 1), ("wavefront", 4, 4), ("wavefront", 2, 4),
+                                              ("wavefront", 1, 8))
+    """pp=2 arms ``(schedule, m, k)``; pp=1 runs with m=1."""
+    steps_per_window: int = 3
 
 
 def quick_settings() -> Settings:
@@ -162,6 +188,10 @@ def quick_settings() -> Settings:
                           dropout=0.1, pooling="mean"),
         vocab_size=500, microbatches=4, fixed_batch=(32, 16), max_tokens=512, max_batch_size=64,
         pool_size=512, examples=512, steps_per_window=2, rounds=1, warmup_steps=1,
+        seq2seq=Seq2SeqSettings(
+            model=ModelConfig(kind="seq2seq", cell="lstm", embed_dim=16, hidden_size=16, num_layers=2,
+                              decoder_layers=3, dropout=0.1),
+            vocab_size=200, batch=(16, 8, 8), arms=(("1f1b", 2, 1), ("wavefront", 2, 4)), steps_per_window=2),
     )
 
 
@@ -346,14 +376,16 @@ class OpLog:
 
 
 class RayseqArm:
-    """rayseq's engine: the worker loop's step (broadcast plan, schedule, clip, AdamW)."""
+    """rayseq's engine: the worker loop's step (broadcast plan, schedule, clip, AdamW), on
+    the seq2vec model (``task``: text classification) or another application's stage."""
 
-    def __init__(self, spec: ArmSpec, settings: Settings, topology: Topology) -> None:
-        self.spec, self.settings, self.topology = spec, settings, topology
-        model = _stage_model(settings, spec.pp, topology.stage)
+    def __init__(self, spec: ArmSpec, settings: Settings, topology: Topology, *, task=TEXT_CLASSIFY,
+                 model: nn.Module | None = None) -> None:
+        self.spec, self.settings, self.topology, self.task = spec, settings, topology, task
+        model = model if model is not None else _stage_model(settings, spec.pp, topology.stage)
         self.optimizer, self.scheduler = build_optimizer(model.parameters(), _train_config(settings))
         self.runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=max(spec.time_chunks, 1),
-                                  task=TEXT_CLASSIFY)
+                                  task=task)
         self.timeline = self.runner.timeline
         self.log = OpLog()
         # forward(plan, i, ...): recv + compute + isend; backward(i)
@@ -362,8 +394,11 @@ class RayseqArm:
         self.log.wrap(runs, "backward", "backward", 0)
         self.steps = 0
 
-    def step(self, batch: Batch) -> None:
-        plan = split_batch(*batch, self.spec.microbatches) if self.topology.is_first else None
+    def step(self, batch: Batch | dict[str, torch.Tensor]) -> None:
+        plan = None
+        if self.topology.is_first:
+            m = self.spec.microbatches
+            plan = self.task.step_plan(batch, m) if isinstance(batch, dict) else split_batch(*batch, m)
         plan = broadcast_plan(plan, self.topology, torch.device("cpu"))
         self.timeline.step = self.steps
         optimizer_step(self.runner, self.optimizer, self.scheduler, plan, schedule=self.spec.schedule,
@@ -522,6 +557,7 @@ def _run(rank: int, settings: Settings, out_path: Path) -> None:
                       f"{window['cpu_share'][1]:.0%}  run-queue wait {window['wait_share'][0]:.0%}/"
                       f"{window['wait_share'][1]:.0%}", flush=True)
 
+    seq2seq = run_seq2seq(rank, settings, pipeline, alone)
     probe = header_probe(rank, settings, pipeline)
     timelines, oplogs = {}, {}
     for (data, name), arm in arms.items():
@@ -533,8 +569,115 @@ def _run(rank: int, settings: Settings, out_path: Path) -> None:
         oplogs[f"{data}/{name}"] = {k: {"ops": g[1], "steps": g[2]} for k, g in enumerate(gathered) if g[2]}
     if rank == 0:
         out_path.write_text(json.dumps({"windows": windows, "timelines": timelines, "oplogs": oplogs,
-                                        "warmup_s": warmup_s, "header_probe": probe,
+                                        "warmup_s": warmup_s, "header_probe": probe, "seq2seq": seq2seq,
                                         "workloads": {d: w.info for d, w in workloads.items()}}))
+
+
+# ---------------------------------------------------------------------------- seq2seq
+
+
+def seq2seq_specs(settings: Settings) -> list[ArmSpec]:
+    return [ArmSpec("rayseq", 1, 1, "gpipe"),
+            *(ArmSpec("rayseq", 2, m, schedule, k) for schedule, m, k in settings.seq2seq.arms)]
+
+
+def seq2seq_batches(settings: Settings, count: int) -> list[dict[str, torch.Tensor]]:
+    """Translation batch rows as bucketing makes them (``tgt_in = [BOS] y``, ``tgt_out =
+    y [EOS]``, here random ids), every row full length."""
+    s2s = settings.seq2seq
+    rows, source, target = s2s.batch
+    g = torch.Generator().manual_seed(settings.seed + 1)
+    out = []
+    for _ in range(count):
+        y = torch.randint(4, s2s.vocab_size, (rows, target), generator=g)
+        out.append({"src_tokens": torch.randint(4, s2s.vocab_size, (rows, source), generator=g),
+                    "src_lengths": torch.full((rows,), source), "tgt_in": y.roll(1, 1), "tgt_out": y,
+                    "tgt_lengths": torch.full((rows,), target)})
+    return out
+
+
+def _seq2seq_arm(spec: ArmSpec, settings: Settings, topology: Topology) -> RayseqArm:
+    s2s, sizes = settings.seq2seq, {"src_vocab_size": settings.seq2seq.vocab_size,
+                                    "tgt_vocab_size": settings.seq2seq.vocab_size}
+    keep = plan_stages(TRANSLATE.build(s2s.model, sizes).layer_costs(), spec.pp).layers(topology.stage)
+    model = TRANSLATE.build(s2s.model, sizes, seed=settings.seed, keep=keep)
+    return RayseqArm(spec, settings, topology, task=TRANSLATE, model=model.train())
+
+
+def run_seq2seq(rank: int, settings: Settings, pipeline: Topology, alone: Topology) -> dict[str, Any]:
+    """The translation section: every arm warmed up, then ``rounds`` interleaved windows
+    (order reversed every other round); windows, stage timelines and the stage plan."""
+    s2s, specs = settings.seq2seq, seq2seq_specs(settings)
+    arms = {spec.name: (_seq2seq_arm(spec, settings, pipeline) if spec.pp == 2 else
+                        _seq2seq_arm(spec, settings, alone) if rank == 0 else None) for spec in specs}
+    steps = s2s.steps_per_window
+    data = seq2seq_batches(settings, steps * settings.rounds + settings.warmup_steps)
+    warmup, rounds = data[: settings.warmup_steps], data[settings.warmup_steps :]
+    for spec in specs:
+        _window(arms[spec.name], warmup, spec.pp == 2 or rank == 0)
+        if arms[spec.name] is not None:
+            arms[spec.name].timeline.spans.clear()
+    windows = []
+    for r in range(settings.rounds):
+        batches = rounds[r * steps : (r + 1) * steps]
+        tokens = sum(int(b["src_lengths"].sum() + b["tgt_lengths"].sum()) for b in batches)
+        for spec in specs if r % 2 == 0 else specs[::-1]:
+            wall = _window(arms[spec.name], batches, spec.pp == 2 or rank == 0)["wall_s"]
+            windows.append({"round": r, "arm": spec.name, "steps": len(batches), "tokens": tokens,
+                            "wall_s": round(wall, 3), "tokens_per_s": tokens / wall})
+            if rank == 0:
+                print(f"  round {r} seq2seq  {spec.name:<26}{len(batches):>3} steps {wall:>6.1f}s "
+                      f"{tokens / wall:>7,.0f} tok/s", flush=True)
+    timelines = {}
+    for spec in specs[1:]:
+        gathered = [None, None]
+        dist.all_gather_object(gathered, arms[spec.name].timeline.spans)
+        timelines[spec.name] = {0: gathered[0], 1: gathered[1]}
+    sizes = {"src_vocab_size": s2s.vocab_size, "tgt_vocab_size": s2s.vocab_size}
+    model = TRANSLATE.build(s2s.model, sizes)
+    names = [type(layer).__name__ for layer in model.layers.values()]
+    return {"windows": windows, "timelines": timelines,
+            "stage_plan": plan_stages(model.layer_costs(), 2).describe(names).splitlines()}
+
+
+def summarize_seq2seq(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Per arm: median tokens/s, the median over rounds of its ratio to pp=1 and to 1F1B,
+    measured and theoretical bubble."""
+    rows, specs = raw["windows"], seq2seq_specs(settings)
+    ratio = partial(_ratio, rows, settings.rounds)
+    pp1 = specs[0].name
+    onef1b = next((s.name for s in specs if s.schedule == "1f1b"), None)
+    arms = {}
+    for spec in specs:
+        mine = [w["tokens_per_s"] for w in rows if w["arm"] == spec.name]
+        entry = {"pp": spec.pp, "schedule": spec.schedule, "microbatches": spec.microbatches,
+                 "time_chunks": spec.time_chunks, "tokens_per_s": round(_median(mine), 1),
+                 "tokens_per_s_windows": [round(v, 1) for v in mine],
+                 "vs_pp1": ratio(spec.name, pp1, "tokens_per_s") if spec.pp == 2 else 1.0}
+        if spec.pp == 2:
+            stages = {int(k): [tuple(s) for s in v] for k, v in raw["timelines"][spec.name].items()}
+            entry["vs_1f1b"] = ratio(spec.name, onef1b, "tokens_per_s") if onef1b else None
+            entry["bubble"] = round(bubble_fraction(stages), 4)
+            entry["bubble_theory"] = round(theoretical_bubble(2, spec.units), 4)
+            steps = len({span[1] for span in stages[0]})
+            entry["compute_s_per_step"] = [  # forward + backward spans: the work, apart from waiting
+                round(sum(span[4] - span[3] for span in stages[r] if span[0] in ("forward", "backward")) / steps, 4)
+                for r in (0, 1)]
+        arms[spec.name] = entry
+    rows_, source, target = settings.seq2seq.batch
+    return {"model": asdict(settings.seq2seq.model), "batch": {"rows": rows_, "source": source, "target": target},
+            "stage_plan": raw["stage_plan"], "arms": arms}
+
+
+def seq2seq_table(result: dict[str, Any]) -> str:
+    lines = [f"seq2seq (translation, batch {result['batch']}): " + " | ".join(result["stage_plan"]),
+             f"{'arm':<28}{'tok/s':>8}{'x pp=1':>8}{'x 1f1b':>8}{'bubble':>8}{'theory':>8}"]
+    for name, arm in result["arms"].items():
+        pp1, onef1b = (f"{arm[k]:.2f}x" if arm.get(k) is not None else "" for k in ("vs_pp1", "vs_1f1b"))
+        bubble = f"{arm['bubble']:.1%}" if "bubble" in arm else ""
+        theory = f"{arm['bubble_theory']:.1%}" if "bubble_theory" in arm else ""
+        lines.append(f"{name:<28}{arm['tokens_per_s']:>8,.0f}{pp1:>8}{onef1b:>8}{bubble:>8}{theory:>8}")
+    return "\n".join(lines)
 
 
 def header_probe(rank: int, settings: Settings, topology: Topology, reps: int = 30) -> dict[str, Any]:
@@ -857,6 +1000,7 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
         "settings": asdict(settings),
         "theoretical_bubble": round(theoretical_bubble(2, settings.microbatches), 4),
         "results": summarize(raw, settings),
+        "seq2seq": summarize_seq2seq(raw["seq2seq"], settings),
         "header_probe": raw["header_probe"],
         "windows": raw["windows"],
     }
@@ -888,6 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
     report["quick"] = args.quick
     print()
     print(table(report["results"], settings, report["header_probe"]))
+    print()
+    print(seq2seq_table(report["seq2seq"]))
     if args.quick:
         print("note: --quick smoke run (tiny model, 1 round): not the benchmark's numbers")
     if out is not None:

@@ -150,7 +150,14 @@ class AttentionDecoderLayer(nn.Module):
     infer from the target prefix alone. That makes this one layer sequential over time
     (a step loop instead of one cuDNN/packed call); the layers above stay parallel.
     Padded target steps output zeros either way.
+
+    Under the wavefront it streams over *target* chunks (:meth:`forward_chunk`) while
+    reading the memory whole (``whole_inputs``): every step attends over all of it.
     """
+
+    time_streaming = True
+    whole_inputs = (0,)
+    """Parts of the input tuple read whole by every chunk: the memory."""
 
     def __init__(
         self, *, cell: str, input_size: int, hidden_size: int, memory_size: int,
@@ -188,6 +195,37 @@ class AttentionDecoderLayer(nn.Module):
         valid = padding_mask(tgt_lengths.to(memory.device), steps).unsqueeze(-1).to(memory.dtype)
         return torch.cat(outputs, dim=1) * valid, torch.cat(contexts, dim=1) * valid
 
+    def forward_chunk(self, x: tuple[torch.Tensor, torch.Tensor], lengths, offset: int,
+                      state: tuple[torch.Tensor, ...] | None) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple]:
+        """Target steps ``offset .. offset + w``: ``(memory (B, S, H_mem) whole, tgt_x (B, w,
+        E))`` -> ``((h, context) (B, w, ..), state)``, equal to those steps of
+        :meth:`forward`. ``state``: the RNN's ``(h, c)`` or ``(h,)``, then (input feeding)
+        the last step's context ``(B, 1, H_mem)``, unmasked as the step loop feeds it;
+        None before the first chunk."""
+        memory, tgt_x = x
+        src_lengths, tgt_lengths = lengths
+        mask = padding_mask(src_lengths.to(memory.device), memory.size(1))
+        if not self.input_feeding:
+            h, hx = self.recurrent.forward_chunk(tgt_x, tgt_lengths, offset, state)
+            return (h, self.attention(h, memory, mask)[0]), hx
+        steps = tgt_x.size(1)
+        tgt_x = self.recurrent.dropout(tgt_x, offset=offset, steps=int(tgt_lengths.max()))
+        if state is None:
+            hx, context = None, memory.new_zeros(memory.size(0), 1, self.context_size)
+        else:
+            *hx, context = state
+            hx = tuple(hx) if len(hx) == 2 else hx[0]
+        outputs, contexts = [], []
+        for t in range(steps):
+            h, hx = self.recurrent.rnn(torch.cat([tgt_x[:, t : t + 1], context], dim=-1), hx)
+            context, _ = self.attention(h, memory, mask)
+            outputs.append(h)
+            contexts.append(context)
+        valid = (padding_mask(tgt_lengths.to(memory.device), offset + steps)[:, offset:]
+                 .unsqueeze(-1).to(memory.dtype))
+        state = (*(hx if isinstance(hx, tuple) else (hx,)), context)
+        return (torch.cat(outputs, dim=1) * valid, torch.cat(contexts, dim=1) * valid), state
+
     def step(self, tgt_x: torch.Tensor, hx, last_context: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor):
         """One step for ``N`` rows: ``tgt_x (N, 1, E)``, ``last_context (N, 1, H_mem)``
         (the previous step's, zeros at the start), ``memory (N, S, H_mem)``, ``mask (N, S)``
@@ -210,7 +248,10 @@ class DecoderLayer(nn.Module):
 
     An RNN over ``[h; context]`` (every layer sees the bottom layer's context, GNMT's
     way of attending once for a deep decoder); with ``residual``, ``h' = rnn(..) + h``.
+    Causal over target steps, so it streams under the wavefront.
     """
+
+    time_streaming = True
 
     def __init__(
         self, *, cell: str, hidden_size: int, context_size: int, residual: bool,
@@ -229,6 +270,13 @@ class DecoderLayer(nn.Module):
         y = self.recurrent(torch.cat([h, context], dim=-1), lengths[1])
         return (y + h if self.residual else y), context, *rest
 
+    def forward_chunk(self, x: tuple[torch.Tensor, ...], lengths, offset: int,
+                      state: tuple[torch.Tensor, ...] | None) -> tuple[tuple[torch.Tensor, ...], tuple]:
+        """Target steps ``offset .. offset + w`` of :meth:`forward` (``RecurrentLayer.forward_chunk``)."""
+        h, context, *rest = x
+        y, state = self.recurrent.forward_chunk(torch.cat([h, context], dim=-1), lengths[1], offset, state)
+        return ((y + h if self.residual else y), context, *rest), state
+
     def step(self, x: tuple[torch.Tensor, torch.Tensor], hx):
         """One step: ``(h (N, 1, H), context (N, 1, H_mem))`` -> ``((h', context), hx)``."""
         h, context = x
@@ -245,8 +293,11 @@ class Generator(nn.Module):
     Luong's attentional vector ``a_t = tanh(W_c [h_t; c_t])`` (``H`` wide), dropout, then
     the output projection ``W_o a_t + b``. Mixing the context in before the projection
     keeps the expensive ``V``-wide matmul ``H`` wide (not ``H + H_mem``), and lets ``W_o``
-    share the target embedding matrix when ``embed_dim == hidden_size``.
+    share the target embedding matrix when ``embed_dim == hidden_size``. Per target step,
+    so it streams under the wavefront (the loss is then summed over chunks).
     """
+
+    time_streaming = True
 
     def __init__(self, *, hidden_size: int, context_size: int, vocab_size: int, dropout: float, stream: int) -> None:
         super().__init__()
@@ -259,6 +310,14 @@ class Generator(nn.Module):
         h, context = x
         attentional = torch.tanh(self.combine(torch.cat([h, context], dim=-1)))
         return self.proj(self.dropout(attentional))
+
+    def forward_chunk(self, x: tuple[torch.Tensor, torch.Tensor], lengths, offset: int,
+                      state: None) -> tuple[torch.Tensor, None]:
+        """Target steps ``offset .. offset + w``; the dropout mask is the whole row's
+        (``(B, T, H)``, ``T`` the longest target: a step plan trims rows to it), sliced."""
+        h, context = x
+        attentional = torch.tanh(self.combine(torch.cat([h, context], dim=-1)))
+        return self.proj(self.dropout(attentional, offset=offset, steps=int(lengths[1].max()))), None
 
     def flops_per_token(self) -> float:
         return 2.0 * (self.combine.weight.numel() + self.proj.weight.numel())

@@ -88,7 +88,8 @@ def test_rnn_dense_quick(tmp_path, capfd, torch_threads):
 
 def test_pipeline_quick(tmp_path, capfd, torch_threads):
     """Two gloo processes, every arm (rayseq pp=1, GPipe, 1F1B, wavefront at m x k and
-    wider; torch's GPipe and 1F1B) on fixed and bucketed data, and the header probe."""
+    wider; torch's GPipe and 1F1B) on fixed and bucketed data, the header probe, and the
+    translation model at pp=1, pp=2 1F1B and pp=2 wavefront."""
     out = tmp_path / "pipeline.json"
     assert bench("pipeline").main(["--quick", "--out", str(out)]) == 0
     printed = capfd.readouterr().out
@@ -108,6 +109,11 @@ def test_pipeline_quick(tmp_path, capfd, torch_threads):
     assert {"1f1b", "wavefront"} == set(report["header_probe"])
     positive(*(p["headed_ms"] for p in report["header_probe"].values()))
     assert "header probe" in printed and "wavefront_m1_k8_ge_1.1x_torch" in printed
+    seq2seq = report["seq2seq"]["arms"]
+    assert list(seq2seq) == ["rayseq pp=1 m=1", "rayseq 1f1b", "rayseq wavefront m=2 k=4"]
+    for arm in seq2seq.values():
+        positive(arm["tokens_per_s"], arm["vs_pp1"])
+    assert 0 <= seq2seq["rayseq wavefront m=2 k=4"]["bubble"] < 1 and "seq2seq (translation" in printed
     assert (tmp_path / "pipeline.png").stat().st_size > 1000
 
 

@@ -171,3 +171,16 @@ def test_step_schedule_drops_the_rate_at_its_steps():
         TrainConfig(schedule="step", decay_at=[8, 5])
     with pytest.raises(ConfigError, match="decay_gamma must be in"):
         TrainConfig(schedule="step", decay_at=[5], decay_gamma=0.0)
+
+
+def test_the_wavefront_runs_translation_and_says_why_other_decoders_do_not():
+    """Translation's decoder streams over target chunks; the seq2seq-shaped applications
+    whose decoder layers have no chunked form are refused by name, with the reason."""
+    from pipelines import apps
+
+    recipe = recipe_from_dict({"model": {"kind": "seq2seq"}, "parallel": {"schedule": "wavefront", "pp": 2}})
+    assert (recipe.parallel.schedule, apps.app_for(recipe).name) == ("wavefront", "translate")
+    for model, app, reason in (("language_model", "text_generate", "conditioned decoder layer"),
+                               ("pointer_generator", "summarize", "pointer-generator decoder")):
+        with pytest.raises(ConfigError, match=rf"wavefront .*; {app} does not \(its {reason} .* no chunked form"):
+            recipe_from_dict({"model": {"kind": model}, "parallel": {"schedule": "wavefront", "pp": 2}})

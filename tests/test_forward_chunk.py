@@ -89,3 +89,62 @@ def test_nan_in_a_dense_chunks_padding_reaches_no_output_or_gradient(monkeypatch
     assert torch.isfinite(y).all()
     y.sum().backward()
     assert torch.isfinite(x.grad).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+# -- the seq2seq decoder (the wavefront streams it over target chunks) --------------------
+
+def _decoder_layers(input_feeding: bool, cell: str) -> list[torch.nn.Module]:
+    """Attention layer, a residual decoder layer and the generator of a small model."""
+    from models.seq2seq import AttentionDecoderLayer, DecoderLayer, Generator
+
+    torch.manual_seed(0)
+    return [AttentionDecoderLayer(cell=cell, input_size=4, hidden_size=5, memory_size=6, attention="luong",
+                                  input_feeding=input_feeding, dropout=0.3, stream=4).double().train(),
+            DecoderLayer(cell=cell, hidden_size=5, context_size=6, residual=True, dropout=0.3, stream=5
+                         ).double().train(),
+            Generator(hidden_size=5, context_size=6, vocab_size=7, dropout=0.3, stream=6).double().train()]
+
+
+def _decode(layers, memory, tgt_x, lengths, size: int | None) -> torch.Tensor:
+    """The decoder over whole rows (``size`` None) or over chunks of ``size`` target
+    steps, each layer's state carried (a leaf per chunk, as the wavefront has it)."""
+    if size is None:
+        x = (memory, tgt_x)
+        for layer in layers:
+            x = layer(x, lengths)
+        return x
+    states, outs = [None] * len(layers), []
+    for offset in range(0, tgt_x.size(1), size):
+        x = (memory, tgt_x[:, offset : offset + size])
+        for j, layer in enumerate(layers):
+            x, states[j] = layer.forward_chunk(x, lengths, offset, states[j])
+        outs.append(x)
+    return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize("size", [1, 3, 20])
+@pytest.mark.parametrize("input_feeding, cell", [(True, "lstm"), (False, "gru"), (True, "gru")])
+def test_decoder_chunks_equal_whole_rows(size, input_feeding, cell):
+    """Logits, the memory's and target embeddings' gradients and every weight's: the
+    input-feeding context and the RNN state cross chunk boundaries (full BPTT)."""
+    layers = _decoder_layers(input_feeding, cell)
+    src_lengths, tgt_lengths = torch.tensor([4, 2, 3]), torch.tensor([WIDTH, 7, 2])
+    memory = torch.randn(3, 4, 6, dtype=torch.float64)
+    tgt_x = torch.randn(3, WIDTH, 4, dtype=torch.float64)
+    tgt_x[tgt_lengths.unsqueeze(1) <= torch.arange(WIDTH)] = 5.0  # padding holds garbage
+    results = []
+    for chunk in (None, size):
+        for layer in layers:
+            layer.zero_grad(set_to_none=True)
+        m, t = memory.clone().requires_grad_(True), tgt_x.clone().requires_grad_(True)
+        with dropout_key(7, 1):
+            y = _decode(layers, m, t, (src_lengths, tgt_lengths), chunk)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        results.append((y.detach(), m.grad, t.grad, [p.grad.clone() for layer in layers for p in layer.parameters()]))
+    (whole_y, whole_m, whole_t, whole_w), (y, m, t, w) = results
+    torch.testing.assert_close(y, whole_y)
+    torch.testing.assert_close(m, whole_m)
+    valid = (tgt_lengths.unsqueeze(1) > torch.arange(WIDTH)).unsqueeze(-1)
+    torch.testing.assert_close(t * valid, whole_t * valid)
+    for got, want in zip(w, whole_w):
+        torch.testing.assert_close(got, want)

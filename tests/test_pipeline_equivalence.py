@@ -7,7 +7,8 @@ relative, in float64, dropout on. The wavefront schedule also runs a unidirectio
 model, whose every layer streams over time chunks (embedding included). The
 encoder-decoder runs cut into 2, 3 and 5 stages, so the encoder's memory and the target
 tokens cross stage boundaries inside the encoder, between encoder and decoder, and
-inside the decoder. Audio models (convolutional front end with SpecAugment, then the
+inside the decoder; under the wavefront (the decoder streaming over target chunks) it
+runs cut at each of those places and k from 2 to 8. Audio models (convolutional front end with SpecAugment, then the
 RNN stack) run as 2- and 3-stage pipelines, the front end a stage of its own. Video
 models (a per-frame CNN over uint8 frames) run as a 2-stage GPipe classifier, under the
 wavefront schedule (the CNN streams over time chunks) and as a 3-stage vec2seq captioner;
@@ -282,7 +283,7 @@ def reference(model_config: ModelConfig, ema_decay: float = 0.0) -> tuple[list[f
 
 
 def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, out: dict, model_config: ModelConfig,
-            ema_decay: float = 0.0) -> None:
+            ema_decay: float = 0.0, time_chunks: int = 3, cuts: tuple[int, ...] | None = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
@@ -291,9 +292,10 @@ def _worker(rank: int, world: int, dp: int, pp: int, schedule: str, port: int, o
         topology = Topology.create(rank, dp, pp)
         task, model_sizes = app_of(model_config), sizes(model_config)
         plan = plan_stages(task.build(model_config, model_sizes).layer_costs(), pp)
-        model = task.build(model_config, model_sizes, seed=TRAIN.seed, keep=plan.layers(topology.stage)).train()
+        layers = plan.layers(topology.stage) if cuts is None else range(*cut_bounds(plan, cuts)[topology.stage])
+        model = task.build(model_config, model_sizes, seed=TRAIN.seed, keep=layers).train()
         optimizer, scheduler = build_optimizer(model.parameters(), TRAIN)
-        runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=3, task=task,
+        runner = StageRunner(model, topology, torch.device("cpu"), time_chunks=time_chunks, task=task,
                              label_smoothing=TRAIN.label_smoothing)
         average = ParameterAverage(model, ema_decay) if ema_decay else None
         losses = []
@@ -323,11 +325,19 @@ FORKSERVER.set_forkserver_preload(["torch", "torch.distributed", "pipelines.engi
                                    *(f"pipelines.apps.{m.name}" for m in pkgutil.iter_modules(apps.__path__))])
 
 
-def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig,
-                 ema_decay: float = 0.0) -> tuple[list[float], dict[str, torch.Tensor]]:
+def cut_bounds(plan, cuts: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Stage bounds with stage ``s + 1`` starting at layer ``cuts[s]`` (not the planner's)."""
+    edges = [0, *cuts, plan.bounds[-1][1]]
+    return list(zip(edges, edges[1:]))
+
+
+def run_parallel(dp: int, pp: int, schedule: str, model_config: ModelConfig, ema_decay: float = 0.0, *,
+                 time_chunks: int = 3, cuts: tuple[int, ...] | None = None
+                 ) -> tuple[list[float], dict[str, torch.Tensor]]:
     with FORKSERVER.Manager() as manager:
         out = manager.dict()
-        mp.start_processes(_worker, args=(dp * pp, dp, pp, schedule, free_port(), out, model_config, ema_decay),
+        mp.start_processes(_worker, args=(dp * pp, dp, pp, schedule, free_port(), out, model_config, ema_decay,
+                                          time_chunks, cuts),
                            nprocs=dp * pp, join=True, start_method="forkserver")
         results = dict(out)
     state: dict[str, torch.Tensor] = {}
@@ -371,7 +381,8 @@ def expected():
      (1, 3, "1f1b", "caption"), (1, 2, "1f1b", "image_caption"), (1, 3, "gpipe", "image_caption"),
      (1, 2, "1f1b", "tagger"), (1, 3, "gpipe", "tagger"), (1, 2, "1f1b", "music"), (1, 3, "gpipe", "music"),
      (1, 2, "1f1b", "synthesis"), (1, 3, "gpipe", "synthesis"), (1, 2, "1f1b", "language_model"),
-     (1, 4, "gpipe", "language_model"), (1, 2, "1f1b", "pointer"), (1, 4, "gpipe", "pointer")],
+     (1, 4, "gpipe", "language_model"), (1, 2, "1f1b", "pointer"), (1, 4, "gpipe", "pointer"),
+     (1, 3, "wavefront", "input_fed"), (1, 4, "wavefront", "seq2seq")],
 )
 def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     ref_losses, ref_state = expected[model]
@@ -381,6 +392,29 @@ def test_pipeline_matches_single_process(expected, dp, pp, schedule, model):
     initial = app_of(config).build(config, sizes(config), seed=TRAIN.seed).state_dict()
     name = next(k for k in initial if k.endswith("weight_hh_l0"))
     assert not torch.allclose(initial[name].double(), ref_state[name])
+    assert set(state) == set(ref_state)
+    for name, value in ref_state.items():
+        torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-8, msg=name)
+
+
+# Layers of SEQ2SEQ and INPUT_FED: 0 source embedding, 1-2 encoder, 3 target embedding,
+# 4 attention decoder, 5-6 decoder, 7 generator. The planner cuts pp=2 at 5.
+@pytest.mark.parametrize("model, cut, time_chunks", [
+    ("seq2seq", 5, 3),  # in the decoder: (h, context) chunks cross
+    ("input_fed", 5, 2),  # ... and the input-feeding context is carried from chunk to chunk
+    ("input_fed", 6, 8),  # k = 8 > most rows: one-step chunks, rows that end early
+    ("input_fed", 7, 4),  # the generator alone on the last stage: the loss summed over chunks
+    ("input_fed", 4, 5),  # before the attention layer: (memory, target embeddings) whole, once
+    ("seq2seq", 3, 3),  # encoder | decoder: (memory, target tokens) whole
+    ("seq2seq", 2, 4),  # inside the encoder (whole rows there), the decoder streams on stage 1
+])
+def test_seq2seq_wavefront_matches_single_process(expected, model, cut, time_chunks):
+    """The encoder-decoder under the wavefront, pp=2 cut at ``cut``: the decoder streams
+    over target chunks (full BPTT through its RNN states and the carried context), and
+    equals one process (float64, dropout on, ragged rows)."""
+    ref_losses, ref_state = expected[model]
+    losses, state = run_parallel(1, 2, "wavefront", CONFIGS[model], time_chunks=time_chunks, cuts=(cut,))
+    assert losses == pytest.approx(ref_losses, rel=1e-5)
     assert set(state) == set(ref_state)
     for name, value in ref_state.items():
         torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-8, msg=name)

@@ -23,6 +23,7 @@ from pipelines.engine.schedules import StageRunner
 from pipelines.engine.stage_plan import plan_stages
 from pipelines.engine.strict_links import StrictNetwork, TransportDeadlock
 from pipelines.engine.topology import Topology
+from pipelines.engine.wavefront import chunk_bounds
 from test_pipeline_equivalence import CONFIGS, MICRO, TRAIN, app_of, batches, sizes
 
 SEQ2SEQ_NO_DROPOUT = ModelConfig(kind="seq2seq", embed_dim=6, hidden_size=6, num_layers=2, decoder_layers=3,
@@ -133,7 +134,8 @@ CASES = [(1, 2, "gpipe", "dropout"), (1, 2, "1f1b", "dropout"), (1, 2, "wavefron
          (1, 3, "gpipe", "dropout"), (1, 3, "1f1b", "dropout"), (1, 3, "wavefront", "dropout"),
          (1, 4, "gpipe", "dropout"), (1, 4, "1f1b", "dropout"), (1, 4, "wavefront", "unidirectional"),
          (1, 2, "gpipe", "seq2seq"), (1, 2, "1f1b", "seq2seq"), (1, 3, "1f1b", "seq2seq"), (1, 4, "gpipe", "seq2seq"),
-         (1, 4, "1f1b", "seq2seq"), (1, 3, "1f1b", "pointer"),
+         (1, 4, "1f1b", "seq2seq"), (1, 3, "1f1b", "pointer"), (1, 2, "wavefront", "seq2seq"),
+         (1, 3, "wavefront", "input_fed"), (1, 4, "wavefront", "seq2seq"),
          (2, 2, "gpipe", "no_dropout"), (2, 2, "1f1b", "no_dropout"), (2, 2, "wavefront", "no_dropout"),
          (2, 3, "1f1b", "seq2seq_no_dropout"), (2, 2, "gpipe", "seq2seq_no_dropout")]
 
@@ -311,3 +313,45 @@ def test_the_wavefront_announces_only_each_micro_batchs_first_chunk():
     task = app_of(config)
     micro_batches = sum(len(task.step_plan(row, MICRO).lengths) for row in rows(config, 0, 1))
     assert sorted(t.headers for t in made.values()) == [0, micro_batches, micro_batches]
+
+
+class Counting(Transport):
+    """Counts the messages it posts per (destination, headed)."""
+
+    def __init__(self, links, device):
+        super().__init__(links, device)
+        self.posted: dict[tuple[int, bool], int] = {}
+
+    def post(self, message, dst, *, headed=True):
+        self.posted[dst, headed] = self.posted.get((dst, headed), 0) + 1
+        super().post(message, dst, headed=headed)
+
+
+def test_the_seq2seq_wavefront_sends_the_memory_once_and_the_decoder_by_chunk():
+    """pp=4 cuts the encoder-decoder at encoder | decoder (rank 0 -> 1), after the
+    attention layer (1 -> 2) and between decoder layers (2 -> 3). Per micro-batch of
+    ``n`` target chunks: ``(memory, target tokens)`` crosses once (one header), its
+    gradient once; ``(h, context)`` crosses in ``n`` chunks (the first headed), their
+    gradients in ``n`` headerless messages. Every receiving rank reads one header per
+    micro-batch."""
+    made: dict[int, Counting] = {}
+
+    def counting(links, device):
+        made[len(made)] = Counting(links, device)
+        return made[len(made) - 1]
+
+    config = MODELS["seq2seq"]
+    task = app_of(config)
+    assert [list(plan_stages(task.build(config, sizes(config)).layer_costs(), 4).layers(s)) for s in range(4)] == [
+        [0, 1, 2], [3, 4], [5], [6, 7]]
+    run_strict(config, 1, 4, "wavefront", transport=counting, validate=False)
+    plans = [task.step_plan(row, MICRO) for row in rows(config, 0, 1)]
+    micro = sum(len(plan.lengths) for plan in plans)
+    chunks = sum(len(chunk_bounds(int(tgt.max()), 3)) for plan in plans for _, tgt in plan.lengths)
+    assert chunks > micro  # some micro-batches do stream in several chunks
+    by_rank = {t.links.rank: t for t in made.values()}
+    assert by_rank[0].posted == {(1, True): micro}
+    assert by_rank[1].posted == {(0, False): micro, (2, True): micro, (2, False): chunks - micro}
+    assert by_rank[2].posted == {(1, False): chunks, (3, True): micro, (3, False): chunks - micro}
+    assert by_rank[3].posted == {(2, False): chunks}
+    assert [by_rank[r].headers for r in range(4)] == [0, micro, micro, micro]

@@ -142,6 +142,10 @@ class App:
     """How many counts ``eval_counts`` returns: ``(loss, correct, scored)`` and any more."""
     wavefront: bool = False
     """Its layers stream over time chunks (``parallel.schedule: wavefront``)."""
+    wavefront_blocker: str = ""
+    """Why a model that looks streamable is not (the wavefront's refusal says it)."""
+    loss_per_step: bool = False
+    """Its loss is a sum over time steps (the wavefront may score chunks one by one)."""
     synthesizes: bool = False
     """It reads the recipe's ``synthesis`` section (else a recipe setting it is refused)."""
     samples_text: bool = False
@@ -185,8 +189,9 @@ class App:
             raise ConfigError(f"generation is read by conditional text generation (app text_generate) only, not by "
                               f"the {self.name} application; leave it unset")
         if recipe.parallel.schedule == "wavefront" and not self.wavefront:
+            why = f" ({self.wavefront_blocker})" if self.wavefront_blocker else ""
             raise ConfigError(f"parallel.schedule: wavefront runs applications whose layers stream over time "
-                              f"chunks; {self.name} does not, so use gpipe or 1f1b")
+                              f"chunks; {self.name} does not{why}, so use gpipe or 1f1b")
 
     # -- data and model -------------------------------------------------------------
 

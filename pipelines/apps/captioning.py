@@ -24,6 +24,9 @@ from pipelines.apps.routes import GENERATE
 class Captioning(Tokens):
     """The captioning half of an application over RGB frames (``Tokens`` objective)."""
 
+    wavefront_blocker = ("its conditioned decoder layer has no chunked form yet; translate's encoder-decoder "
+                         "has one")
+
     meta_keys = frozenset({"frame_size", "tgt_vocab_size"})
     serve = ServeSpec(route=GENERATE, streaming=True)
 

@@ -110,6 +110,8 @@ class Tokens:
     (``models.seq2seq`` unless overridden, e.g. ``models.vec2seq``)."""
 
     metric = "val_token_accuracy"
+    loss_per_step = True
+    """The loss is a sum over target steps, so the wavefront scores decoder chunks one by one."""
 
     def encoder_source(self, sizes: dict[str, int]):
         """The encoder's input (``models.seq2seq.source_tokens`` or ``source(frontend)``)."""

@@ -45,6 +45,11 @@ HEADER = 2 + MAX_TENSORS * FIELDS  # count, tuple flag, then the tensors
 Message = torch.Tensor | tuple[torch.Tensor, ...]
 
 
+def floats(x: Message) -> list[torch.Tensor]:
+    """The floating-point tensors of a message: the ones gradients travel back for."""
+    return [t for t in (x if isinstance(x, tuple) else (x,)) if t.is_floating_point()]
+
+
 @dataclass
 class Op:
     """One payload operation of a group: send ``tensor`` to ``peer``, or receive into it."""

@@ -34,18 +34,13 @@ import torch.distributed as dist
 from models.dropout import dropout_key
 from pipelines.engine.microbatches import StepPlan
 from pipelines.engine.microbatches import parts as _parts
-from pipelines.engine.p2p import Transport
+from pipelines.engine.p2p import Transport, floats
 from pipelines.engine.timeline import Timeline
 from pipelines.engine.topology import Topology
 from pipelines.engine.wavefront import Wavefront
 from pipelines.precision import autocast
 
 SCHEDULES = ("gpipe", "1f1b", "wavefront")
-
-
-def _floats(x) -> list[torch.Tensor]:
-    """The floating-point tensors of a stage input/output (the ones with gradients)."""
-    return [t for t in (x if isinstance(x, tuple) else (x,)) if t.is_floating_point()]
 
 
 MAX_LABEL_INNER_DIMS = 2
@@ -130,6 +125,10 @@ class TrainingTask(Protocol):
     def loss_units(self, plan: StepPlan) -> float:
         """What the loss is normalised by: examples, or target tokens."""
 
+    loss_per_step: bool
+    """``loss`` is a sum over time steps, so the wavefront may score a last stage's
+    chunks one at a time (seq2seq's decoder, which ends with no whole-row head)."""
+
     eval_width: int
     """How many counts ``eval_counts`` returns (3, or more after ``scored``)."""
 
@@ -192,7 +191,7 @@ class StageRunner:
         topo = self.topology
         x = self._input(plan, i)
         if train:
-            for t in _floats(x):
+            for t in floats(x):
                 t.requires_grad_(True)
         start = self.compute_start(i)
         with dropout_key(*key, i), torch.set_grad_enabled(train), self.autocast():
@@ -201,20 +200,24 @@ class StageRunner:
         self.timeline.record("forward", i, start)
         if topo.is_last:
             if train:
-                self._saved[i] = (_floats(x), loss / denominator)
+                self._saved[i] = (floats(x), loss / denominator)
             return loss.detach() if train else _detached(out)
         self.transport.post(out, topo.stage_rank(topo.stage + 1))
         if train:
-            self._saved[i] = (_floats(x), out)
+            self._saved[i] = (floats(x), out)
         return out
 
     def autocast(self):
         """The autocast context of ``train.precision`` (backward passes run outside it)."""
         return autocast(self.precision, self.device)
 
-    def loss(self, out: torch.Tensor, plan: StepPlan, i: int) -> torch.Tensor:
-        """Summed loss of micro-batch ``i`` from the last stage's output."""
-        return self.task.loss(out, plan.labels[i].to(self.device), self.label_smoothing)
+    def loss(self, out: torch.Tensor, plan: StepPlan, i: int, offset: int = 0, steps: int | None = None
+             ) -> torch.Tensor:
+        """Summed loss of micro-batch ``i`` from the last stage's output; with ``steps``,
+        of steps ``offset .. offset + steps`` only (a wavefront chunk of a task whose
+        loss is a sum over steps)."""
+        labels = plan.labels[i] if steps is None else plan.labels[i][:, offset : offset + steps]
+        return self.task.loss(out, labels.to(self.device), self.label_smoothing)
 
     def backward(self, i: int) -> None:
         topo = self.topology
@@ -224,10 +227,10 @@ class StageRunner:
             out.backward()
         else:
             start = Timeline.now()
-            grads = self.transport.receive(topo.stage_rank(topo.stage + 1), like=_floats(out))
+            grads = self.transport.receive(topo.stage_rank(topo.stage + 1), like=floats(out))
             self.timeline.record("recv", i, start)
             start = self.compute_start(i)
-            pairs = [(o, g) for o, g in zip(_floats(out), _floats(grads)) if o.requires_grad]
+            pairs = [(o, g) for o, g in zip(floats(out), floats(grads)) if o.requires_grad]
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         self.timeline.record("backward", i, start)
         if not topo.is_first and inputs:

@@ -63,6 +63,8 @@ class Summarize(Copies, App):
     name = "summarize"
     medium = "text"
     shapes = (("pointer_generator", "text", ""),)
+    wavefront_blocker = ("its pointer-generator decoder (copy attention with coverage) has no chunked form yet; "
+                         "translate's encoder-decoder has one")
     formats = ("jsonl", "csv", "tsv", "parquet", "hf")
     data_options = frozenset({"reference_columns"})
     meta_keys = frozenset({"vocab_size"})

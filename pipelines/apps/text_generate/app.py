@@ -84,6 +84,8 @@ class TextGenerate(Tokens, App):
     name = "text_generate"
     medium = "text"
     shapes = (("language_model", "text", ""),)
+    wavefront_blocker = ("its conditioned decoder layer has no chunked form yet; translate's encoder-decoder "
+                         "has one")
     formats = ("labeled-lines", "sst-trees", "csv", "tsv", "jsonl", "parquet", "hf")
     data_options = frozenset({"valid_format", "valid_fraction", "label_names", "tree_labels"})
     meta_keys = frozenset({"conditions", "tgt_vocab_size"})

@@ -22,6 +22,7 @@ class Translate(Tokens, App):
     shapes = (("seq2seq", "text", "attention"),)
     formats = ("parallel", "csv", "tsv", "jsonl", "parquet", "hf")
     meta_keys = frozenset({"src_vocab_size", "tgt_vocab_size", "source_lang", "target_lang"})
+    wavefront = True
     generators = (TRANSLATION,)
     serve = ServeSpec(route=GENERATE, streaming=True)
 
