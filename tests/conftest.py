@@ -609,6 +609,19 @@ def call_deployment(deployment: str, method: str, *args, app_name: str = "rayseq
     return asyncio.run_coroutine_threadsafe(call(), _HANDLE_LOOP).result(timeout=120)
 
 
+def bursts_until_batched(send_burst, stats, shared, tries: int = 3) -> dict:
+    """Send concurrent bursts (``send_burst()`` checks its own answers) until ``shared(stats())``
+    holds, at most ``tries`` times, and return the last stats. The adaptive batcher runs a
+    lone request at once, so on a loaded machine one burst may reach it one request at a
+    time; if batching were broken, no burst would ever share a forward pass."""
+    for _ in range(tries):
+        send_burst()
+        current = stats()
+        if shared(current):
+            break
+    return current
+
+
 def assert_error(response, status: int, *fragments: str) -> None:
     """An HTTP error answer: ``status``, JSON ``{"error": message}`` naming every fragment."""
     assert response.status_code == status, response.text
