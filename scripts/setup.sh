@@ -16,5 +16,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ "$installed" = "$he
   exit 0  # installed, from this checkout, with these pins
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+# --no-compile: pip would byte-compile every file of torch, Ray and the rest (30 of a fresh
+# install's 80 s here); Python compiles the modules a process imports when it first does.
+.venv/bin/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
 echo "$wanted" > "$stamp"

@@ -87,12 +87,10 @@ class ReverseDigits(Tokens, App):
     serve = ServeSpec(route=GENERATE, streaming=True)
 
     def _split(self, recipe, which: str):
-        import ray
-
-        from pipelines.media.sources import check_records, resolve
+        from pipelines.media.sources import check_records, records_dataset, resolve
 
         path = resolve(recipe.data.root, getattr(recipe.data, which))
-        return check_records(ray.data.from_items(read_digit_lines(path)), recipe.data.on_bad_record, which)
+        return check_records(records_dataset(read_digit_lines(path)), recipe.data.on_bad_record, which)
 
     def prepare(self, recipe) -> PreparedData:
         from pipelines.media.pairs import prepare_pairs

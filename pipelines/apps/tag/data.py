@@ -33,6 +33,7 @@ from pipelines.media.sources import (
     is_hf_folder,
     load_hf,
     read_file_records,
+    records_dataset,
     resolve,
     text_lines,
 )
@@ -73,7 +74,7 @@ def read_tagged(data: DataConfig, which: str) -> ray.data.Dataset:
 
 
 def _read_hf(path: Path, split: str, data: DataConfig) -> ray.data.Dataset:
-    return ray.data.from_items(hf_records(load_hf(path, split), data, f"{path}[{split}]"))
+    return records_dataset(hf_records(load_hf(path, split), data, f"{path}[{split}]"))
 
 
 def hf_records(loaded, data: DataConfig, where: str) -> list[dict[str, Any]]:

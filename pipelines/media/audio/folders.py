@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 
 from pipelines.config import AudioConfig, DataConfig, Recipe
 from pipelines.errors import ConfigError, DataError
@@ -44,7 +43,7 @@ from pipelines.media.audio.features import AudioFeaturizer
 from pipelines.media.batches import MediaBatches
 from pipelines.media.manifests import MANIFESTS, find_manifest, read_manifest
 from pipelines.media.manifests import record as manifest_record
-from pipelines.media.sources import CheckedSplit, check_records, resolve
+from pipelines.media.sources import CheckedSplit, check_records, records_dataset, resolve
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +186,7 @@ def featurize_audio(records: list[dict[str, str]], audio: AudioConfig, which: st
                     raw: bool = False) -> CheckedSplit:
     """Decode and featurize ``records`` in Ray Data (``raw``: see :func:`featurize_batch`);
     bad ones stop the run or are counted."""
-    ds = ray.data.from_items([{**r, "index": i} for i, r in enumerate(records)])
+    ds = records_dataset([{**r, "index": i} for i, r in enumerate(records)], per_block=32)
     ds = ds.map_batches(featurize_batch, fn_kwargs={"audio": vars(audio), "raw": raw}, batch_size=32,
                         batch_format="numpy")
     return check_records(ds, policy, which)

@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 
 from pipelines.config import DataConfig, ImageConfig, Recipe
 from pipelines.errors import ConfigError, DataError
 from pipelines.media.image.decode import ImageReader
 from pipelines.media.manifests import list_manifest_folder
-from pipelines.media.sources import CheckedSplit, check_records, resolve
+from pipelines.media.sources import CheckedSplit, check_records, records_dataset, resolve
 
 
 def list_image_folder(folder: Path, *, target: str) -> list[dict[str, str]]:
@@ -62,7 +61,7 @@ def read_images(records: list[dict[str, str]], image: ImageConfig, which: str, p
     """Decode ``records`` in Ray Data tasks (64 images a batch: a 64x64 PNG decodes in
     well under a millisecond, so smaller batches cost more in task overhead than in
     decoding); bad ones stop the run or are counted."""
-    ds = ray.data.from_items([{**r, "index": i} for i, r in enumerate(records)])
+    ds = records_dataset([{**r, "index": i} for i, r in enumerate(records)], per_block=64)
     ds = ds.map_batches(read_image_batch, fn_kwargs={"image": vars(image)}, batch_size=64, batch_format="numpy")
     return check_records(ds, policy, which)
 
