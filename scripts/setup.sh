@@ -16,7 +16,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ "$installed" = "$he
   exit 0  # installed, from this checkout, with these pins
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# --no-compile: pip would byte-compile every file of torch, Ray and the rest (30 of a fresh
-# install's 80 s here); Python compiles the modules a process imports when it first does.
-.venv/bin/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
+# Keep pip's byte-compiling (30 of a fresh install's 80 s here): machines that set
+# PYTHONDONTWRITEBYTECODE=1 (this one does) never write .pyc files themselves, so without
+# pip's every process, each Ray worker included, compiles torch and Ray from source (tried:
+# the suite's load average went from ~8 to 60).
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 echo "$wanted" > "$stamp"
