@@ -588,6 +588,16 @@ def serve_app(ray_head: dict, app, name: str = "rayseq"):
 _HANDLE_LOOP = None
 
 
+@pytest.fixture
+def torch_threads():
+    """A benchmark run in this process sets torch's intra-op threads for their timings: put them back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def call_deployment(deployment: str, method: str, *args, app_name: str = "rayseq"):
     """``deployment.method(*args)`` through a Serve handle, from sync test code. In Serve's
     throughput mode a handle routes on the event loop it was first used in (no router

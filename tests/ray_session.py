@@ -40,17 +40,17 @@ on the first cluster's node (measured: the autoscaling test's job never saw its 
 nodes and hung)."""
 
 FILE_SECONDS = {
-    "test_train_cli.py": 575, "test_audio_cli.py": 430, "test_open_structure.py": 170, "test_bench_smoke.py": 145,
-    "test_video_cli.py": 140, "test_sentence_classification.py": 110, "test_audio_perturb.py": 95,
-    "test_serving_resilience.py": 85, "test_image.py": 50, "test_serve_config.py": 45, "test_ray_jobs.py": 35,
-    "test_serving_summarize.py": 30, "test_serving.py": 25, "test_translation_data.py": 25, "test_audio.py": 25,
-    "test_serving_fuzz.py": 15, "test_ray_data.py": 15, "test_serving_stream.py": 15, "test_serving_security.py": 15,
-    "test_serving_image.py": 10, "test_serving_audio.py": 10, "test_serving_video.py": 10, "test_devices.py": 5,
-    "test_video.py": 5,
+    "test_train_cli.py": 565, "test_audio_cli.py": 230, "test_open_structure.py": 215, "test_bench_smoke.py": 190,
+    "test_video_cli.py": 115, "test_sentence_classification.py": 115, "test_serving_resilience.py": 100,
+    "test_image.py": 95, "test_ray_jobs.py": 50, "test_serve_config.py": 45, "test_audio_perturb.py": 40,
+    "test_serving_summarize.py": 40, "test_serving.py": 35, "test_ray_data.py": 20, "test_translation_data.py": 20,
+    "test_serving_stream.py": 20, "test_serving_security.py": 20, "test_audio.py": 15, "test_serving_fuzz.py": 15,
+    "test_serving_image.py": 10, "test_serving_audio.py": 10, "test_serving_video.py": 10, "test_video.py": 10,
+    "test_devices.py": 5,
 }
-"""Seconds each Ray-tier file took in a whole-suite run (2026-12-08, the two shards beside
-the tests without Ray on two cores: only their proportions matter). A file not listed
-counts :data:`DEFAULT_SECONDS`."""
+"""Seconds each Ray-tier file took in a whole-suite run (a clean clone of e1b0f4e, 2026-12-08,
+the two shards beside the tests without Ray on two cores: only their proportions matter).
+A file not listed counts :data:`DEFAULT_SECONDS`."""
 DEFAULT_SECONDS = 20
 
 

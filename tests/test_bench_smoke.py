@@ -62,16 +62,6 @@ def read_report(out: Path, dated: bool = True) -> dict[str, Any]:
     return report
 
 
-@pytest.fixture
-def torch_threads():
-    """The benchmarks set torch's intra-op threads for their timings: put them back."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------- without Ray
 
 

@@ -220,8 +220,10 @@ def test_trained_summarizer_copies_names_it_never_saw(tiny_summarizer, dialogues
     assert unseen >= 20 and copied >= unseen // 2, (unseen, copied, [o["text"] for o in outputs[:5]])
 
 
-def test_text2text_benchmark_quick_run(tmp_path):
-    """``bench/text2text.py --quick``: both applications trained and decoded, figures written."""
+def test_text2text_benchmark_quick_run(tmp_path, torch_threads):
+    """``bench/text2text.py --quick``: both applications trained and decoded, figures written.
+    One torch thread, as every test process runs: the bench's default 2 spun on a loaded
+    machine (114 s in the suite, 12 s alone with one)."""
     import sys
 
     from conftest import ROOT
@@ -230,7 +232,7 @@ def test_text2text_benchmark_quick_run(tmp_path):
     from bench import text2text
 
     out = tmp_path / "text2text.json"
-    assert text2text.main(["--quick", "--out", str(out)]) == 0
+    assert text2text.main(["--quick", "--threads", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = {r["application"]: r for r in report["results"]}
     assert set(rows) == {"translate", "summarize"}
