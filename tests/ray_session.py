@@ -48,7 +48,7 @@ FILE_SECONDS = {
     "test_serving_image.py": 10, "test_serving_audio.py": 10, "test_serving_video.py": 10, "test_video.py": 10,
     "test_devices.py": 5,
 }
-"""Seconds each Ray-tier file took in a whole-suite run (a clean clone of e1b0f4e, 2026-12-08,
+"""Seconds each Ray-tier file took in a whole-suite run (a clean clone of 879c18c, 2026-12-08,
 the two shards beside the tests without Ray on two cores: only their proportions matter).
 A file not listed counts :data:`DEFAULT_SECONDS`."""
 DEFAULT_SECONDS = 20
