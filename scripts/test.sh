@@ -13,25 +13,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Lint first (seconds): a ruff finding fails the run before any test starts ([tool.ruff] in pyproject.toml).
 .venv/bin/ruff check .
+fast=
 if [ "${1:-}" = "fast" ] && [ "$#" -eq 1 ]; then
-  # Two processes, one a core (measured, the same tests: one process 6 min 50 s, two 5 min
-  # 29 s, three 5 min 44 s: each process trains the session's tiny models again).
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-  RAYSEQ_FAST_SHARD=2/2 .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/tmp-2" -m "not ray" \
-    > "$work/fast-2.log" 2>&1 &
-  second=$!
-  set +e
-  RAYSEQ_FAST_SHARD=1/2 .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/tmp-1" -m "not ray"
-  status=$?
-  wait "$second" || status=1
-  set -e
-  echo
-  echo "================ the other half (ran alongside) ================"
-  cat "$work/fast-2.log"
-  exit "$status"
-fi
-if [ "$#" -gt 0 ]; then
+  fast=1
+elif [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi
 work=$(mktemp -d)
@@ -42,6 +27,21 @@ tier() {  # tier NAME PYTEST_ARGS...: one pytest process, its own temp folder
   local name=$1; shift
   .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/tmp-$name" "$@"
 }
+if [ -n "$fast" ]; then
+  # Two processes, one a core (measured, the same tests: one process 6 min 50 s, two 5 min
+  # 29 s, three 5 min 44 s: each process trains the session's tiny models again).
+  RAYSEQ_FAST_SHARD=2/2 tier fast-2 -m "not ray" > "$work/fast-2.log" 2>&1 &
+  second=$!
+  set +e
+  RAYSEQ_FAST_SHARD=1/2 tier fast-1 -m "not ray"
+  status=$?
+  wait "$second" || status=1
+  set -e
+  echo
+  echo "================ the other half (ran alongside) ================"
+  cat "$work/fast-2.log"
+  exit "$status"
+fi
 tier no-ray -m "not ray" > "$work/no-ray.log" 2>&1 &
 no_ray=$!
 set +e
